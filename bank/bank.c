@@ -1,0 +1,170 @@
+/* bank.c — Context Bank allocation (hwloc, bound to the NUMA node of the rank's cores), row
+ * addressing and views. Tested by tests/unit/test_bank.c (round trip, capacity error, binding
+ * checked with hwloc_get_area_membind). */
+#include "bank.h"
+
+#include "../src/common.h"
+
+#include <hwloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* MemAvailable of the whole machine (0 when unknown). */
+static uint64_t system_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* Bytes of memory on the NUMA nodes in set (0 when hwloc does not know). */
+static uint64_t nodeset_memory(hwloc_topology_t topo, hwloc_const_nodeset_t set) {
+    uint64_t total = 0;
+    hwloc_obj_t node = NULL;
+    while ((node = hwloc_get_next_obj_by_type(topo, HWLOC_OBJ_NUMANODE, node)))
+        if (hwloc_bitmap_isset(set, node->os_index)) total += node->attr->numanode.local_memory;
+    return total;
+}
+
+int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *group_n, int kv_dim,
+              okv_type type, int max_slots, int max_rows) {
+    memset(b, 0, sizeof *b);
+    b->type = type;
+    b->kv_dim = kv_dim;
+    b->max_slots = max_slots;
+    b->max_rows = max_rows;
+    b->n_groups = n_groups;
+    b->numa_node = -1;
+    b->groups = calloc((size_t)(n_groups > 0 ? n_groups : 1), sizeof *b->groups);
+    OKV_ASSERT(b->groups);
+    size_t esz = okv_type_row_bytes(type, 1);
+    size_t total = 0;
+    for (int g = 0; g < n_groups; g++) {
+        okv_bank_group *G = &b->groups[g];
+        G->first_layer = group_first[g];
+        G->n_layers = group_n[g];
+        G->row_elems = (int64_t)G->n_layers * 2 * kv_dim;
+        total += (size_t)G->row_elems * esz * (size_t)max_slots * (size_t)max_rows;
+    }
+    b->bytes = total;
+    if (total == 0) return OKV_OK;
+
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) || hwloc_topology_load(topo)) {
+        bank_free(b);
+        return okv_fail(OKV_ERR_INTERNAL, "hwloc could not read the machine topology");
+    }
+    b->topo = topo;
+    /* The node(s) local to the cores this rank is bound to (all cores when unbound). */
+    hwloc_cpuset_t cpus = hwloc_bitmap_alloc();
+    hwloc_nodeset_t nodes = hwloc_bitmap_alloc();
+    if (hwloc_get_cpubind(topo, cpus, HWLOC_CPUBIND_PROCESS) != 0)
+        hwloc_bitmap_copy(cpus, hwloc_topology_get_topology_cpuset(topo));
+    hwloc_cpuset_to_nodeset(topo, cpus, nodes);
+    /* Virtual machines may report less node memory than the machine has (memory hot-plug), so
+     * the hard limit is what the system has available; past the node's size we only warn. */
+    uint64_t local = nodeset_memory(topo, nodes), avail = system_available();
+    if (local && total > local)
+        OKV_WARN("the Context Bank (%.2f GiB) is larger than the memory hwloc reports for this "
+                 "rank's NUMA node(s) (%.2f GiB); part of it may live on remote memory",
+                 total / 1073741824.0, local / 1073741824.0);
+    if (avail && total > avail) {
+        hwloc_bitmap_free(cpus);
+        hwloc_bitmap_free(nodes);
+        size_t need = total;
+        bank_free(b);
+        return okv_fail(OKV_ERR_NOMEM,
+                        "the Context Bank needs %zu bytes (%.2f GiB) but only %llu bytes (%.2f GiB) "
+                        "are available; lower max_context_len or max_batch, or use more pipeline "
+                        "ranks",
+                        need, need / 1073741824.0, (unsigned long long)avail,
+                        avail / 1073741824.0);
+    }
+    b->mem = hwloc_alloc_membind(topo, total, nodes, HWLOC_MEMBIND_BIND,
+                                 HWLOC_MEMBIND_BYNODESET | HWLOC_MEMBIND_NOCPUBIND);
+    if (b->mem) {
+        b->bound = true;
+    } else {
+        /* Binding is not supported everywhere (containers); plain memory still works. */
+        b->mem = hwloc_alloc(topo, total);
+    }
+    if (!b->mem) {
+        hwloc_bitmap_free(cpus);
+        hwloc_bitmap_free(nodes);
+        size_t need = total;
+        bank_free(b);
+        return okv_fail(OKV_ERR_NOMEM,
+                        "the Context Bank needs %zu bytes (%.2f GiB) and the allocation failed; "
+                        "lower max_context_len or max_batch, or use more pipeline ranks",
+                        need, need / 1073741824.0);
+    }
+    if (b->bound) {
+        hwloc_nodeset_t where = hwloc_bitmap_alloc();
+        hwloc_membind_policy_t pol;
+        if (hwloc_get_area_membind(topo, b->mem, total, where, &pol, HWLOC_MEMBIND_BYNODESET) == 0 &&
+            hwloc_bitmap_isincluded(where, nodes))
+            b->numa_node = hwloc_bitmap_first(where);
+        else
+            b->bound = false;
+        hwloc_bitmap_free(where);
+    }
+    hwloc_bitmap_free(cpus);
+    hwloc_bitmap_free(nodes);
+    uint8_t *p = b->mem;
+    for (int g = 0; g < n_groups; g++) {
+        b->groups[g].base = p;
+        p += (size_t)b->groups[g].row_elems * esz * (size_t)max_slots * (size_t)max_rows;
+    }
+    return OKV_OK;
+}
+
+void bank_free(okv_bank *b) {
+    if (!b) return;
+    if (b->mem && b->topo) hwloc_free(b->topo, b->mem, b->bytes);
+    if (b->topo) hwloc_topology_destroy(b->topo);
+    free(b->groups);
+    memset(b, 0, sizeof *b);
+}
+
+void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t *stride) {
+    const okv_bank_group *G = &b->groups[group];
+    OKV_ASSERT(layer >= G->first_layer && layer < G->first_layer + G->n_layers);
+    OKV_ASSERT(slot >= 0 && slot < b->max_slots);
+    size_t esz = okv_type_row_bytes(b->type, 1);
+    size_t off = ((size_t)slot * b->max_rows * G->row_elems +
+                  (size_t)(layer - G->first_layer) * 2 * b->kv_dim) * esz;
+    *stride = G->row_elems;
+    return G->base + off;
+}
+
+okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const int32_t *idx, int n) {
+    int64_t stride;
+    uint8_t *k = bank_layer_base(b, group, layer, slot, &stride);
+    okv_kv_view v = {
+        .type = b->type,
+        .k = k,
+        .v = k + (size_t)b->kv_dim * okv_type_row_bytes(b->type, 1),
+        .stride = stride,
+        .idx = idx,
+        .n = n,
+    };
+    return v;
+}
+
+void bank_describe(const okv_bank *b, char *buf, size_t cap) {
+    if (!b->bytes) {
+        snprintf(buf, cap, "Context Bank: empty (no sparse layers here)");
+        return;
+    }
+    snprintf(buf, cap, "Context Bank: %.1f MiB in %d group(s), %s", b->bytes / 1048576.0,
+             b->n_groups, b->bound ? "bound to NUMA node" : "not NUMA-bound (binding unsupported)");
+    if (b->bound) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, cap - len, " %d", b->numa_node);
+    }
+}

@@ -1,0 +1,51 @@
+/* bank.h — the Context Bank: host memory holding the prompt KV of a stage's sparse layers, one
+ * token-major row per (group, sequence slot, prompt token), allocated once with hwloc and bound
+ * to the NUMA node of the rank's cores. Tested by tests/unit/test_bank.c.
+ *
+ * Row layout (elements of kv_type): for each sparse layer of the group on this stage, in layer
+ * order: K[n_kv_heads][head_dim] then V[n_kv_heads][head_dim]. A selected token is therefore one
+ * contiguous read of row_elems elements for the whole group. */
+#ifndef OKV_BANK_H
+#define OKV_BANK_H
+
+#include "../kernels/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct okv_bank_group {
+    int first_layer, n_layers; /* sparse layers of this group held here (contiguous) */
+    int64_t row_elems;         /* n_layers * 2 * kv_dim */
+    uint8_t *base;             /* [max_slots][max_rows][row_elems] */
+} okv_bank_group;
+
+typedef struct okv_bank {
+    okv_type type;
+    int kv_dim;
+    int max_slots, max_rows;
+    int n_groups;
+    okv_bank_group *groups; /* [n_groups] */
+    void *mem;              /* one hwloc allocation */
+    size_t bytes;
+    int numa_node;          /* where it landed (-1 unknown) */
+    bool bound;             /* membind succeeded and was verified */
+    void *topo;             /* hwloc_topology_t */
+    /* accounting */
+    uint64_t rows_written, rows_read, bytes_read;
+} okv_bank;
+
+/* group_first/group_n: per group, the first sparse layer and how many follow (n = 0: none here).
+ * Fails with OKV_ERR_NOMEM naming the bytes needed and the bytes available on the node. */
+int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *group_n, int kv_dim,
+              okv_type type, int max_slots, int max_rows);
+void bank_free(okv_bank *b);
+
+/* The view of one layer's K/V for a slot: rows are prompt positions; idx/n as in okv_kv_view. */
+okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const int32_t *idx, int n);
+/* Pointer to K of (group, layer, slot, row 0) and the row stride, for kv_store. */
+void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t *stride);
+/* One line: bytes, node, binding, for the start-up log. */
+void bank_describe(const okv_bank *b, char *buf, size_t cap);
+
+#endif

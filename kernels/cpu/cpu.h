@@ -1,0 +1,68 @@
+/* cpu.h — private to the CPU backend: its state and the entry points each source file here
+ * provides to backend_cpu.c. Every op here is compared with its kernels/ref.c twin by
+ * tests/unit/test_kernels.c. */
+#ifndef OKV_CPU_H
+#define OKV_CPU_H
+
+#include "../backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__) && defined(__F16C__)
+#define OKV_CPU_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define OKV_CPU_AVX2 1
+#endif
+
+/* Fully unrolls the short loops over a tile of tokens or heads so their accumulators live in
+ * registers (GCC at -O2 otherwise keeps them in memory). */
+#define CPU_UNROLL _Pragma("GCC unroll 8")
+
+/* Keys of one attention unit (a KV head and a run of logical keys) split at multiples of this,
+ * counted in the logical row sequence, so the decode result cannot depend on view boundaries or
+ * on the thread count. */
+#define CPU_ATTN_CHUNK 256
+/* Prefill tiles: up to CPU_PF_ROWS (query, head) rows against CPU_PF_KEYS keys at a time. */
+#define CPU_PF_ROWS 64
+#define CPU_PF_KEYS 64
+#define CPU_PF_MAX_HD 256
+
+typedef struct cpu_state {
+    int n_threads;
+    int max_tok, max_in;
+    uint8_t *act;       /* [max_tok][cpu_act_row_bytes(max_in)] quantized/rounded activations */
+    size_t act_row_max; /* cpu_act_row_bytes(max_in) */
+    float *dec;         /* decode scratch: logits and per-chunk partials, grown on demand */
+    size_t dec_cap;     /* floats in dec */
+    float *pf;          /* [n_threads][cpu_pf_floats()] prefill tiles */
+} cpu_state;
+
+/* ---- matmul.c ---- */
+size_t cpu_act_row_bytes(int64_t n_in);
+void cpu_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
+                int n_tok, int n_in, int n_out);
+
+/* ---- elementwise.c ---- */
+void cpu_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int n_tok, int dim,
+                 float eps);
+void cpu_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
+              const float *inv_freq, int n_freq);
+void cpu_swiglu(okv_backend *be, float *out, const float *gate, const float *up, int64_t n);
+void cpu_add(okv_backend *be, float *y, const float *x, int64_t n);
+void cpu_embed(okv_backend *be, float *out, const void *table, okv_type type, const int32_t *ids,
+               int n_tok, int dim);
+void cpu_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
+                  const int32_t *dst_rows, const float *src, int n_tok, int row_elems);
+
+/* ---- attention.c ---- */
+size_t cpu_pf_floats(void);
+void cpu_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
+                      okv_kv_view kv, okv_attn_shape s);
+void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
+                     int n_views, okv_attn_shape s, float *logits);
+void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
+                     okv_attn_shape s);
+
+#endif

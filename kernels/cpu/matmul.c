@@ -1,0 +1,435 @@
+/* matmul.c — Y = X W^T for every weight type on the CPU: activation quantization (ggml numerics)
+ * and int8 dot products (AVX-512 VNNI, AVX2, scalar), several tokens per weight row load.
+ * Tested against okv_matmul_ref and dequantize-then-f32 by tests/unit/test_kernels.c. */
+#include "cpu.h"
+#include "common.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
+#include <immintrin.h>
+#endif
+
+/* Rows of W handled together: their bytes stay in L1 while every token tile passes over them. */
+#define MM_ROW_BLOCK 16
+/* Tokens sharing one load of a weight row. */
+#define MM_TOK_TILE 4
+
+/* Layout of one token's activations in the scratch (private to this file):
+ *   quantized partners: int8 qs[nb*32] | int32 bias[nb*8] | float ds[nb][2]
+ *     qs in natural element order; ds = {d, s} (f16-rounded values, s = 0 for Q8_0);
+ *     bias[b*8 + l] = -K * (sum of qs[b*32 + 4l .. 4l+3]) turns the unsigned-times-signed dot
+ *     of the stored code (q + K) into the signed dot: K = 8 for Q4_0, 128 for Q8_0 under VNNI.
+ *   F16/BF16 partners: float x[n_in], each rounded through the weight's type. */
+static size_t act_qs_off(int nb) { return 0; }
+static size_t act_bias_off(int nb) { return (size_t)nb * 32; }
+static size_t act_ds_off(int nb) { return (size_t)nb * 64; }
+
+size_t cpu_act_row_bytes(int64_t n_in) {
+    const size_t q = (size_t)((n_in + OKV_QK - 1) / OKV_QK) * 72;
+    const size_t f = (size_t)n_in * sizeof(float);
+    return ((q > f ? q : f) + 63) & ~(size_t)63;
+}
+
+static int act_bias_k(okv_type wt) {
+    if (wt == OKV_TYPE_Q4_0) return 8;
+#if defined(OKV_CPU_AVX512)
+    if (wt == OKV_TYPE_Q8_0) return 128;
+#endif
+    return 0;
+}
+
+static inline float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return okv_fp16_to_f32(h);
+}
+
+/* ---- activation preparation ------------------------------------------------------------------- */
+
+/* Same numerics as okv_quant_row_ref for Q8_0/Q8_1 (x86 ggml): multiplier 127/amax, round half to
+ * even (the default rounding mode, which both rintf and cvtps2dq use). */
+static void act_quant_q8(uint8_t *row, const float *x, int nb, int bias_k, int want_s) {
+    int8_t *qs = (int8_t *)(row + act_qs_off(nb));
+    int32_t *bias = (int32_t *)(row + act_bias_off(nb));
+    float *ds = (float *)(row + act_ds_off(nb));
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + (int64_t)b * OKV_QK;
+        int8_t *qb = qs + (int64_t)b * OKV_QK;
+        int sum = 0;
+        float d;
+#if defined(OKV_CPU_AVX512)
+        const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        d = amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+        const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        _mm_storeu_si128((__m128i *)qb, _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtepi32_epi8(i1));
+        sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        if (bias_k) {
+            const __m256i g = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
+                                                  _mm256_loadu_si256((const __m256i *)qb));
+            _mm256_storeu_si256((__m256i *)(bias + b * 8), _mm256_mullo_epi32(g, _mm256_set1_epi32(-bias_k)));
+        }
+#else
+        float amax = 0.0f;
+        for (int j = 0; j < OKV_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < OKV_QK; j++) {
+            qb[j] = (int8_t)rintf(xb[j] * id);
+            sum += qb[j];
+        }
+        if (bias_k)
+            for (int l = 0; l < 8; l++)
+                bias[b * 8 + l] = -bias_k * (qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
+#endif
+        ds[2 * b] = okv_fp16_to_f32(okv_f32_to_fp16(d));
+        ds[2 * b + 1] = want_s ? okv_fp16_to_f32(okv_f32_to_fp16((float)sum * d)) : 0.0f;
+    }
+}
+
+static void act_round(float *y, const float *x, int n, okv_type wt) {
+    int i = 0;
+#if defined(OKV_CPU_AVX512)
+    if (wt == OKV_TYPE_F16) {
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i),
+                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
+#endif
+    for (; i < n; i++)
+        y[i] = wt == OKV_TYPE_F16 ? okv_fp16_to_f32(okv_f32_to_fp16(x[i]))
+                                  : okv_bf16_to_f32(okv_f32_to_bf16(x[i]));
+}
+
+static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
+    switch (wt) {
+    case OKV_TYPE_Q4_1: act_quant_q8(row, x, n_in / OKV_QK, 0, 1); break;
+    case OKV_TYPE_Q4_0:
+    case OKV_TYPE_Q8_0: act_quant_q8(row, x, n_in / OKV_QK, act_bias_k(wt), 0); break;
+    case OKV_TYPE_F16:
+    case OKV_TYPE_BF16: act_round((float *)row, x, n_in, wt); break;
+    default: break;
+    }
+}
+
+/* ---- quantized row kernels -------------------------------------------------------------------- */
+
+/* One block of any quantized weight type against one token's activations, plain C. */
+static float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
+    int isum = 0;
+    float d, m = 0.0f;
+    if (wt == OKV_TYPE_Q8_0) {
+        const int8_t *q = (const int8_t *)(wb + 2);
+        for (int j = 0; j < OKV_QK; j++) isum += q[j] * xq[j];
+        d = h2f(wb);
+    } else {
+        const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2, zero = wt == OKV_TYPE_Q4_1 ? 0 : 8;
+        const uint8_t *q = wb + off;
+        for (int j = 0; j < OKV_QK / 2; j++)
+            isum += ((q[j] & 15) - zero) * xq[j] + ((q[j] >> 4) - zero) * xq[j + OKV_QK / 2];
+        d = h2f(wb);
+        if (wt == OKV_TYPE_Q4_1) m = h2f(wb + 2);
+    }
+    return d * ds[0] * (float)isum + m * ds[1];
+}
+
+static size_t q_block_bytes(okv_type wt) { return okv_type_block_bytes(wt); }
+
+#if defined(OKV_CPU_AVX512)
+/* Two blocks per 512-bit step: bytes 0-31 of the vector are block b, 32-63 block b+1, and each
+ * 32-bit lane of the VNNI product sums four elements of one block. Scales arrive as
+ * {d_w*d_x, m_w*s_x} per block (one f16 conversion for both blocks) and are spread over the
+ * lanes of their block with one permute. */
+static inline __attribute__((always_inline)) void q_rows_avx512(const uint8_t *w, okv_type wt,
+                                                                 int nb, const uint8_t *act,
+                                                                 size_t astride, const int NT,
+                                                                 float *out) {
+    const size_t bsz = q_block_bytes(wt);
+    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    const int use_bias = act_bias_k(wt) != 0;
+    __m512 acc[MM_TOK_TILE];
+    __m128 ms[MM_TOK_TILE];
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        acc[t] = _mm512_setzero_ps();
+        ms[t] = _mm_setzero_ps();
+    }
+    int b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const uint8_t *b0 = w + (size_t)b * bsz, *b1 = b0 + bsz;
+        __m512i v;
+        __m128i wh;
+        uint16_t d0, d1;
+        memcpy(&d0, b0, 2);
+        memcpy(&d1, b1, 2);
+        if (wt == OKV_TYPE_Q8_0) {
+            v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                                   _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+            v = _mm512_xor_si512(v, flip);
+        } else {
+            const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2;
+            v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
+            v = _mm512_mask_broadcast_i32x4(v, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
+            v = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
+        }
+        if (wt == OKV_TYPE_Q4_1) {
+            uint32_t dm0, dm1;
+            memcpy(&dm0, b0, 4);
+            memcpy(&dm1, b1, 4);
+            wh = _mm_insert_epi32(_mm_cvtsi32_si128((int)dm0), (int)dm1, 1);
+        } else {
+            wh = _mm_insert_epi16(_mm_cvtsi32_si128(d0), d1, 2);
+        }
+        const __m128 wd = _mm_cvtph_ps(wh);
+        CPU_UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *a = act + (size_t)t * astride;
+            const __m128 prod = _mm_mul_ps(wd, _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b));
+            if (wt == OKV_TYPE_Q4_1) ms[t] = _mm_add_ps(ms[t], prod);
+            const __m512i init = use_bias ? _mm512_loadu_si512(a + act_bias_off(nb) + (size_t)b * 32)
+                                          : _mm512_setzero_si512();
+            const __m512i p = _mm512_dpbusd_epi32(init, v, _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32));
+            const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[t]);
+        }
+    }
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        const uint8_t *a = act + (size_t)t * astride;
+        float r = _mm512_reduce_add_ps(acc[t]);
+        if (wt == OKV_TYPE_Q4_1)
+            r += _mm_cvtss_f32(_mm_shuffle_ps(ms[t], ms[t], 1)) + _mm_cvtss_f32(_mm_shuffle_ps(ms[t], ms[t], 3));
+        if (b < nb)
+            r += q_block_scalar(w + (size_t)b * bsz, wt, (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
+                                (const float *)(a + act_ds_off(nb)) + 2 * b);
+        out[t] = r;
+    }
+}
+#elif defined(OKV_CPU_AVX2)
+/* One block per 256-bit step, maddubs + madd; Q8_0 moves the weight sign onto the activation so
+ * the unsigned operand stays in 0..128 and the 16-bit pair sums cannot saturate. */
+static inline __attribute__((always_inline)) void q_rows_avx2(const uint8_t *w, okv_type wt,
+                                                               int nb, const uint8_t *act,
+                                                               size_t astride, const int NT,
+                                                               float *out) {
+    const size_t bsz = q_block_bytes(wt);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[MM_TOK_TILE];
+    float ms[MM_TOK_TILE];
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        ms[t] = 0.0f;
+    }
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *wb = w + (size_t)b * bsz;
+        uint16_t dh;
+        memcpy(&dh, wb, 2);
+        const float dw = _cvtsh_ss(dh);
+        __m256i v;
+        if (wt == OKV_TYPE_Q8_0) {
+            v = _mm256_loadu_si256((const __m256i *)(wb + 2));
+        } else {
+            const __m128i q = _mm_loadu_si128((const __m128i *)(wb + (wt == OKV_TYPE_Q4_1 ? 4 : 2)));
+            v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+        }
+        float mw = 0.0f;
+        if (wt == OKV_TYPE_Q4_1) {
+            memcpy(&dh, wb + 2, 2);
+            mw = _cvtsh_ss(dh);
+        }
+        CPU_UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *a = act + (size_t)t * astride;
+            const float *ds = (const float *)(a + act_ds_off(nb)) + 2 * b;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(a + act_qs_off(nb) + (size_t)b * 32));
+            __m256i p;
+            if (wt == OKV_TYPE_Q8_0)
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), ones);
+            else
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
+            if (wt == OKV_TYPE_Q4_0)
+                p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(a + act_bias_off(nb) + (size_t)b * 32)));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[0]), acc[t]);
+            ms[t] += mw * ds[1];
+        }
+    }
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        out[t] = _mm_cvtss_f32(s) + ms[t];
+    }
+}
+#endif
+
+static inline __attribute__((always_inline)) void q_rows(const uint8_t *w, okv_type wt, int nb,
+                                                          const uint8_t *act, size_t astride,
+                                                          const int NT, float *out) {
+#if defined(OKV_CPU_AVX512)
+    q_rows_avx512(w, wt, nb, act, astride, NT, out);
+#elif defined(OKV_CPU_AVX2)
+    q_rows_avx2(w, wt, nb, act, astride, NT, out);
+#else
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        const uint8_t *a = act + (size_t)t * astride;
+        float r = 0.0f;
+        for (int b = 0; b < nb; b++)
+            r += q_block_scalar(w + (size_t)b * q_block_bytes(wt), wt,
+                                (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
+                                (const float *)(a + act_ds_off(nb)) + 2 * b);
+        out[t] = r;
+    }
+#endif
+}
+
+/* ---- float row kernels -------------------------------------------------------------------------- */
+
+/* Weight elements [i, i+n) as f32 (n = 16 or the masked tail). */
+#if defined(OKV_CPU_AVX512)
+static inline __m512 f_load_w(const void *w, okv_type wt, int i, __mmask16 m) {
+    if (wt == OKV_TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+    if (wt == OKV_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#elif defined(OKV_CPU_AVX2)
+static inline __m256 f_load_w(const void *w, okv_type wt, int i) {
+    if (wt == OKV_TYPE_F32) return _mm256_loadu_ps((const float *)w + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (wt == OKV_TYPE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+#endif
+
+static inline float f_w_scalar(const void *w, okv_type wt, int i) {
+    if (wt == OKV_TYPE_F32) return ((const float *)w)[i];
+    const uint16_t h = ((const uint16_t *)w)[i];
+    return wt == OKV_TYPE_F16 ? okv_fp16_to_f32(h) : okv_bf16_to_f32(h);
+}
+
+/* x holds NT token rows of f32 (already rounded to the weight type), xstride floats apart. */
+static inline __attribute__((always_inline)) void f_rows(const void *w, okv_type wt, int n,
+                                                          const float *x, size_t xstride,
+                                                          const int NT, float *out) {
+    int i = 0;
+#if defined(OKV_CPU_AVX512)
+    __m512 acc[MM_TOK_TILE];
+    CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 wv = f_load_w(w, wt, i, m);
+        CPU_UNROLL for (int t = 0; t < NT; t++)
+            acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * xstride + i), acc[t]);
+    }
+    CPU_UNROLL for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+#else
+    CPU_UNROLL for (int t = 0; t < NT; t++) out[t] = 0.0f;
+#if defined(OKV_CPU_AVX2)
+    __m256 acc[MM_TOK_TILE];
+    CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        const __m256 wv = f_load_w(w, wt, i);
+        CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * xstride + i), acc[t]);
+    }
+    CPU_UNROLL for (int t = 0; t < NT; t++) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        out[t] = _mm_cvtss_f32(s);
+    }
+#endif
+    for (; i < n; i++) {
+        const float wv = f_w_scalar(w, wt, i);
+        CPU_UNROLL for (int t = 0; t < NT; t++) out[t] += wv * x[t * xstride + i];
+    }
+#endif
+}
+
+/* ---- driver --------------------------------------------------------------------------------------- */
+
+/* y[t][r] for rows [r0, r1) and tokens [0, n_tok): every weight row is loaded once per token tile
+ * while the row block stays in L1. */
+static void mm_block(float *y, const uint8_t *w, size_t wrow, okv_type wt, const float *x,
+                     const uint8_t *act, size_t astride, int n_tok, int n_in, int n_out, int r0,
+                     int r1) {
+    const int quant = okv_type_block_elems(wt) > 1;
+    const int nb = n_in / OKV_QK;
+    float out[MM_TOK_TILE];
+    for (int t0 = 0; t0 < n_tok; t0 += MM_TOK_TILE) {
+        const int nt = OKV_MIN(MM_TOK_TILE, n_tok - t0);
+        const uint8_t *a = act + (size_t)t0 * astride;
+        const float *xf = wt == OKV_TYPE_F32 ? x + (size_t)t0 * n_in : (const float *)a;
+        const size_t xs = wt == OKV_TYPE_F32 ? (size_t)n_in : astride / sizeof(float);
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *wr = w + (size_t)r * wrow;
+            if (quant) {
+#define MM_Q_CASE(N) case N: q_rows(wr, wt, nb, a, astride, N, out); break;
+                switch (nt) { MM_Q_CASE(1) MM_Q_CASE(2) MM_Q_CASE(3) MM_Q_CASE(4) }
+#undef MM_Q_CASE
+            } else {
+#define MM_F_CASE(N) case N: f_rows(wr, wt, n_in, xf, xs, N, out); break;
+                switch (nt) { MM_F_CASE(1) MM_F_CASE(2) MM_F_CASE(3) MM_F_CASE(4) }
+#undef MM_F_CASE
+            }
+            for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * n_out + r] = out[t];
+        }
+    }
+}
+
+/* Instantiated per weight type so the type tests inside the kernels fold away. */
+#define MM_TYPED(name, WT)                                                                         \
+    static void name(float *y, const uint8_t *w, size_t wrow, const float *x, const uint8_t *act,  \
+                     size_t astride, int n_tok, int n_in, int n_out, int r0, int r1) {             \
+        mm_block(y, w, wrow, WT, x, act, astride, n_tok, n_in, n_out, r0, r1);                     \
+    }
+MM_TYPED(mm_q4_0, OKV_TYPE_Q4_0)
+MM_TYPED(mm_q4_1, OKV_TYPE_Q4_1)
+MM_TYPED(mm_q8_0, OKV_TYPE_Q8_0)
+MM_TYPED(mm_f16, OKV_TYPE_F16)
+MM_TYPED(mm_bf16, OKV_TYPE_BF16)
+MM_TYPED(mm_f32, OKV_TYPE_F32)
+#undef MM_TYPED
+
+typedef void (*mm_fn)(float *, const uint8_t *, size_t, const float *, const uint8_t *, size_t, int,
+                      int, int, int, int);
+
+void cpu_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
+                int n_tok, int n_in, int n_out) {
+    cpu_state *st = be->state;
+    mm_fn fn;
+    switch (wtype) {
+    case OKV_TYPE_Q4_0: fn = mm_q4_0; break;
+    case OKV_TYPE_Q4_1: fn = mm_q4_1; break;
+    case OKV_TYPE_Q8_0: fn = mm_q8_0; break;
+    case OKV_TYPE_F16: fn = mm_f16; break;
+    case OKV_TYPE_BF16: fn = mm_bf16; break;
+    case OKV_TYPE_F32: fn = mm_f32; break;
+    default: OKV_ASSERT(!"cpu_matmul: not a weight type"); return;
+    }
+    OKV_ASSERT(okv_type_block_elems(wtype) == 1 || n_in % OKV_QK == 0);
+    const int needs_act = wtype != OKV_TYPE_F32;
+    OKV_ASSERT(!needs_act || (n_tok <= st->max_tok && n_in <= st->max_in));
+    const size_t astride = cpu_act_row_bytes(n_in);
+    const size_t wrow = okv_type_row_bytes(wtype, n_in);
+    const int n_blocks = (n_out + MM_ROW_BLOCK - 1) / MM_ROW_BLOCK;
+    uint8_t *act = st->act;
+#pragma omp parallel num_threads(st->n_threads)
+    {
+        if (needs_act) {
+#pragma omp for schedule(static)
+            for (int t = 0; t < n_tok; t++)
+                act_prepare(act + (size_t)t * astride, x + (size_t)t * n_in, n_in, wtype);
+        }
+#pragma omp for schedule(static)
+        for (int rb = 0; rb < n_blocks; rb++) {
+            const int r0 = rb * MM_ROW_BLOCK, r1 = OKV_MIN(n_out, r0 + MM_ROW_BLOCK);
+            fn(y, w, wrow, x, act, astride, n_tok, n_in, n_out, r0, r1);
+        }
+    }
+}

@@ -1,0 +1,556 @@
+/* ref.c — the plain-C reference of every op in backend.h, the reference backend built from them,
+ * and top-k selection. Single-threaded and written to be obviously right; tests/unit/test_kernels.c
+ * holds the CPU backend to these within stated tolerances. */
+#include "backend.h"
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- quantization ---------------------------------------------------------------------------- */
+
+/* Activation quantization exactly as ggml's x86 quantize_row_q8_0/q8_1, which is what llama.cpp
+ * runs on these CPUs: d = amax/127 stored as f16, multiplier 127/amax (not 1/d), round half to
+ * even. s = d * sum(q) with the unrounded d, which is returned in *d_f32. Returns the sum of q. */
+static int quant_block_q8(int8_t *q, uint16_t *d_out, float *d_f32, const float *x) {
+    float amax = 0.0f;
+    for (int j = 0; j < OKV_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *d_out = okv_f32_to_fp16(d);
+    *d_f32 = d;
+    int sum = 0;
+    for (int j = 0; j < OKV_QK; j++) {
+        q[j] = (int8_t)rintf(x[j] * id);
+        sum += q[j];
+    }
+    return sum;
+}
+
+/* Weight formats follow ggml's quantize_row_q4_0_ref / q4_1_ref (used when converting checkpoints
+ * and to make test weights). */
+static void quant_block_q4_0(okv_block_q4_0 *b, const float *x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < OKV_QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = okv_f32_to_fp16(d);
+    for (int j = 0; j < OKV_QK / 2; j++) {
+        int lo = OKV_MIN(15, (int8_t)(x[j] * id + 8.5f));
+        int hi = OKV_MIN(15, (int8_t)(x[j + OKV_QK / 2] * id + 8.5f));
+        b->qs[j] = (uint8_t)(lo | (hi << 4));
+    }
+}
+
+static void quant_block_q4_1(okv_block_q4_1 *b, const float *x) {
+    float min = x[0], max = x[0];
+    for (int j = 1; j < OKV_QK; j++) {
+        min = fminf(min, x[j]);
+        max = fmaxf(max, x[j]);
+    }
+    const float d = (max - min) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = okv_f32_to_fp16(d);
+    b->m = okv_f32_to_fp16(min);
+    for (int j = 0; j < OKV_QK / 2; j++) {
+        int lo = OKV_MIN(15, (int8_t)((x[j] - min) * id + 0.5f));
+        int hi = OKV_MIN(15, (int8_t)((x[j + OKV_QK / 2] - min) * id + 0.5f));
+        b->qs[j] = (uint8_t)(lo | (hi << 4));
+    }
+}
+
+void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n) {
+    const int bs = okv_type_block_elems(t);
+    OKV_ASSERT(bs > 0 && n % bs == 0);
+    const int64_t nb = n / bs;
+    switch (t) {
+    case OKV_TYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); break;
+    case OKV_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = okv_f32_to_fp16(x[i]);
+        break;
+    case OKV_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = okv_f32_to_bf16(x[i]);
+        break;
+    case OKV_TYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++) {
+            okv_block_q8_0 *blk = (okv_block_q8_0 *)y + b;
+            float d;
+            quant_block_q8(blk->qs, &blk->d, &d, x + b * OKV_QK);
+        }
+        break;
+    case OKV_TYPE_Q8_1:
+        for (int64_t b = 0; b < nb; b++) {
+            okv_block_q8_1 *blk = (okv_block_q8_1 *)y + b;
+            float d;
+            const int sum = quant_block_q8(blk->qs, &blk->d, &d, x + b * OKV_QK);
+            blk->s = okv_f32_to_fp16((float)sum * d);
+        }
+        break;
+    case OKV_TYPE_Q4_0:
+        for (int64_t b = 0; b < nb; b++) quant_block_q4_0((okv_block_q4_0 *)y + b, x + b * OKV_QK);
+        break;
+    case OKV_TYPE_Q4_1:
+        for (int64_t b = 0; b < nb; b++) quant_block_q4_1((okv_block_q4_1 *)y + b, x + b * OKV_QK);
+        break;
+    default: OKV_ASSERT(!"okv_quant_row_ref: unsupported type");
+    }
+}
+
+void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
+    const int bs = okv_type_block_elems(t);
+    OKV_ASSERT(bs > 0 && n % bs == 0);
+    const int64_t nb = n / bs;
+    const int h = OKV_QK / 2;
+    switch (t) {
+    case OKV_TYPE_F32: memcpy(y, x, (size_t)n * sizeof(float)); break;
+    case OKV_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) y[i] = okv_fp16_to_f32(((const uint16_t *)x)[i]);
+        break;
+    case OKV_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) y[i] = okv_bf16_to_f32(((const uint16_t *)x)[i]);
+        break;
+    case OKV_TYPE_Q4_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q4_0 *blk = (const okv_block_q4_0 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d);
+            for (int j = 0; j < h; j++) {
+                y[b * OKV_QK + j] = (float)((blk->qs[j] & 15) - 8) * d;
+                y[b * OKV_QK + j + h] = (float)((blk->qs[j] >> 4) - 8) * d;
+            }
+        }
+        break;
+    case OKV_TYPE_Q4_1:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q4_1 *blk = (const okv_block_q4_1 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d), m = okv_fp16_to_f32(blk->m);
+            for (int j = 0; j < h; j++) {
+                y[b * OKV_QK + j] = (float)(blk->qs[j] & 15) * d + m;
+                y[b * OKV_QK + j + h] = (float)(blk->qs[j] >> 4) * d + m;
+            }
+        }
+        break;
+    case OKV_TYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q8_0 *blk = (const okv_block_q8_0 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d);
+            for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)blk->qs[j] * d;
+        }
+        break;
+    case OKV_TYPE_Q8_1:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q8_1 *blk = (const okv_block_q8_1 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d);
+            for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)blk->qs[j] * d;
+        }
+        break;
+    default: OKV_ASSERT(!"okv_dequant_row_ref: unsupported type");
+    }
+}
+
+okv_type okv_act_type_for(okv_type wtype) {
+    switch (wtype) {
+    case OKV_TYPE_Q4_1: return OKV_TYPE_Q8_1;
+    case OKV_TYPE_Q4_0:
+    case OKV_TYPE_Q8_0: return OKV_TYPE_Q8_0;
+    case OKV_TYPE_F16: return OKV_TYPE_F16;
+    case OKV_TYPE_BF16: return OKV_TYPE_BF16;
+    case OKV_TYPE_F32: return OKV_TYPE_F32;
+    default: OKV_ASSERT(!"okv_act_type_for: not a weight type"); return OKV_TYPE_F32;
+    }
+}
+
+/* Per block the integer dot is exact; its scale d_w*d_x is formed in f32 from the f16 scales
+ * (as ggml does) and the block terms are summed in double. */
+float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n) {
+    const int64_t nb = n / OKV_QK;
+    const int h = OKV_QK / 2;
+    double sum = 0.0;
+    switch (wtype) {
+    case OKV_TYPE_F32:
+        for (int64_t i = 0; i < n; i++) sum += (double)((const float *)w)[i] * ((const float *)xq)[i];
+        break;
+    case OKV_TYPE_F16:
+        for (int64_t i = 0; i < n; i++)
+            sum += (double)okv_fp16_to_f32(((const uint16_t *)w)[i]) *
+                   okv_fp16_to_f32(((const uint16_t *)xq)[i]);
+        break;
+    case OKV_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            sum += (double)okv_bf16_to_f32(((const uint16_t *)w)[i]) *
+                   okv_bf16_to_f32(((const uint16_t *)xq)[i]);
+        break;
+    case OKV_TYPE_Q4_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q4_0 *wb = (const okv_block_q4_0 *)w + b;
+            const okv_block_q8_0 *xb = (const okv_block_q8_0 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < h; j++)
+                isum += ((wb->qs[j] & 15) - 8) * xb->qs[j] + ((wb->qs[j] >> 4) - 8) * xb->qs[j + h];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+        }
+        break;
+    case OKV_TYPE_Q4_1:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q4_1 *wb = (const okv_block_q4_1 *)w + b;
+            const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < h; j++)
+                isum += (wb->qs[j] & 15) * xb->qs[j] + (wb->qs[j] >> 4) * xb->qs[j + h];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+            sum += (double)(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s));
+        }
+        break;
+    case OKV_TYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q8_0 *wb = (const okv_block_q8_0 *)w + b;
+            const okv_block_q8_0 *xb = (const okv_block_q8_0 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < OKV_QK; j++) isum += wb->qs[j] * xb->qs[j];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+        }
+        break;
+    default: OKV_ASSERT(!"okv_vec_dot_ref: not a weight type");
+    }
+    return (float)sum;
+}
+
+/* ---- dense ops ------------------------------------------------------------------------------- */
+
+void okv_matmul_ref(float *y, const void *w, okv_type wtype, const float *x, int n_tok, int n_in,
+                    int n_out) {
+    const okv_type at = okv_act_type_for(wtype);
+    const size_t wrow = okv_type_row_bytes(wtype, n_in);
+    void *xq = malloc(okv_type_row_bytes(at, n_in));
+    OKV_ASSERT(xq != NULL);
+    for (int t = 0; t < n_tok; t++) {
+        okv_quant_row_ref(xq, x + (int64_t)t * n_in, at, n_in);
+        for (int o = 0; o < n_out; o++)
+            y[(int64_t)t * n_out + o] =
+                okv_vec_dot_ref((const uint8_t *)w + (size_t)o * wrow, wtype, xq, n_in);
+    }
+    free(xq);
+}
+
+/* As ggml: squares formed in f32, summed in double; the weight multiplies the normalised value. */
+void okv_rmsnorm_ref(float *y, const float *x, const float *w, int n_tok, int dim, float eps) {
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (int64_t)t * dim;
+        float *yt = y + (int64_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)(xt[i] * xt[i]);
+        const float mean = (float)(ss / dim);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int i = 0; i < dim; i++) yt[i] = (xt[i] * scale) * w[i];
+    }
+}
+
+void okv_rope_ref(float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
+                  const float *inv_freq, int n_freq) {
+    OKV_ASSERT(2 * n_freq <= head_dim);
+    for (int t = 0; t < n_tok; t++) {
+        for (int i = 0; i < n_freq; i++) {
+            const float theta = (float)pos[t] * inv_freq[i];
+            const float c = cosf(theta), s = sinf(theta);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + ((int64_t)t * n_heads + h) * head_dim + 2 * i;
+                const float a = v[0], b = v[1];
+                v[0] = a * c - b * s;
+                v[1] = a * s + b * c;
+            }
+        }
+    }
+}
+
+void okv_swiglu_ref(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void okv_add_ref(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void okv_embed_ref(float *out, const void *table, okv_type type, const int32_t *ids, int n_tok,
+                   int dim) {
+    const size_t row = okv_type_row_bytes(type, dim);
+    for (int t = 0; t < n_tok; t++)
+        okv_dequant_row_ref(out + (int64_t)t * dim, (const uint8_t *)table + (size_t)ids[t] * row,
+                            type, dim);
+}
+
+void okv_kv_store_ref(void *dst, okv_type dst_type, int64_t dst_stride, const int32_t *dst_rows,
+                      const float *src, int n_tok, int row_elems) {
+    for (int t = 0; t < n_tok; t++) {
+        const float *s = src + (int64_t)t * row_elems;
+        const int64_t off = (int64_t)dst_rows[t] * dst_stride;
+        if (dst_type == OKV_TYPE_F16) {
+            for (int i = 0; i < row_elems; i++) ((uint16_t *)dst)[off + i] = okv_f32_to_fp16(s[i]);
+        } else {
+            OKV_ASSERT(dst_type == OKV_TYPE_F32);
+            memcpy((float *)dst + off, s, (size_t)row_elems * sizeof(float));
+        }
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+/* Row r (a cache row id) of KV head h of view kv, K when which == 0 else V, as f32. */
+static void kv_row_f32(float *out, const okv_kv_view *kv, int which, int64_t r, int h, int hd) {
+    const int64_t off = r * kv->stride + (int64_t)h * hd;
+    const void *base = which == 0 ? kv->k : kv->v;
+    if (kv->type == OKV_TYPE_F16) {
+        for (int d = 0; d < hd; d++) out[d] = okv_fp16_to_f32(((const uint16_t *)base)[off + d]);
+    } else {
+        OKV_ASSERT(kv->type == OKV_TYPE_F32);
+        memcpy(out, (const float *)base + off, (size_t)hd * sizeof(float));
+    }
+}
+
+static int64_t view_row(const okv_kv_view *kv, int j) { return kv->idx ? kv->idx[j] : j; }
+
+static float logit_ref(const float *q, const float *k, int hd, float scale) {
+    double dot = 0.0;
+    for (int d = 0; d < hd; d++) dot += (double)q[d] * k[d];
+    return scale * (float)dot;
+}
+
+/* Softmax over logits[0..n) applied to the V rows listed by (view, row) pairs. */
+typedef struct ref_row {
+    const okv_kv_view *view;
+    int64_t row;
+} ref_row;
+
+static void softmax_v_ref(float *out, const float *logits, const ref_row *rows, int n, int kvh,
+                          int hd, float *vbuf) {
+    float max = -INFINITY;
+    for (int j = 0; j < n; j++) max = fmaxf(max, logits[j]);
+    double sum = 0.0;
+    double acc[512];
+    OKV_ASSERT(hd <= 512);
+    for (int d = 0; d < hd; d++) acc[d] = 0.0;
+    for (int j = 0; j < n; j++) {
+        const double p = exp((double)logits[j] - max);
+        sum += p;
+        kv_row_f32(vbuf, rows[j].view, 1, rows[j].row, kvh, hd);
+        for (int d = 0; d < hd; d++) acc[d] += p * vbuf[d];
+    }
+    for (int d = 0; d < hd; d++) out[d] = n > 0 ? (float)(acc[d] / sum) : 0.0f;
+}
+
+void okv_attn_decode_ref(float *out, const float *q, const okv_kv_view *views, int n_views,
+                         okv_attn_shape s, float *logits) {
+    const int hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
+    int n = 0;
+    for (int v = 0; v < n_views; v++) n += views[v].n;
+    ref_row *rows = malloc((size_t)(n > 0 ? n : 1) * sizeof *rows);
+    float *l = malloc((size_t)(n > 0 ? n : 1) * sizeof *l);
+    float *buf = malloc((size_t)hd * sizeof *buf);
+    OKV_ASSERT(rows && l && buf);
+    int j = 0;
+    for (int v = 0; v < n_views; v++)
+        for (int r = 0; r < views[v].n; r++) rows[j++] = (ref_row){&views[v], view_row(&views[v], r)};
+    for (int h = 0; h < s.n_heads; h++) {
+        const int kvh = h / group;
+        for (j = 0; j < n; j++) {
+            kv_row_f32(buf, rows[j].view, 0, rows[j].row, kvh, hd);
+            l[j] = logit_ref(q + (int64_t)h * hd, buf, hd, s.scale);
+        }
+        if (logits && n_views > 0)
+            memcpy(logits + (int64_t)h * views[0].n, l, (size_t)views[0].n * sizeof(float));
+        softmax_v_ref(out + (int64_t)h * hd, l, rows, n, kvh, hd, buf);
+    }
+    free(rows);
+    free(l);
+    free(buf);
+}
+
+void okv_attn_logits_ref(float *logits, const float *q, okv_kv_view kv, okv_attn_shape s) {
+    const int hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
+    float *buf = malloc((size_t)hd * sizeof *buf);
+    OKV_ASSERT(buf);
+    for (int h = 0; h < s.n_heads; h++)
+        for (int j = 0; j < kv.n; j++) {
+            kv_row_f32(buf, &kv, 0, view_row(&kv, j), h / group, hd);
+            logits[(int64_t)h * kv.n + j] = logit_ref(q + (int64_t)h * hd, buf, hd, s.scale);
+        }
+    free(buf);
+}
+
+void okv_attn_prefill_ref(float *out, const float *q, int n_q, int q_pos0, okv_kv_view kv,
+                          okv_attn_shape s) {
+    OKV_ASSERT(kv.idx == NULL && kv.n >= q_pos0 + n_q);
+    const int hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
+    const int n_max = q_pos0 + n_q;
+    ref_row *rows = malloc((size_t)n_max * sizeof *rows);
+    float *l = malloc((size_t)n_max * sizeof *l);
+    float *buf = malloc((size_t)hd * sizeof *buf);
+    OKV_ASSERT(rows && l && buf);
+    for (int j = 0; j < n_max; j++) rows[j] = (ref_row){&kv, j};
+    for (int i = 0; i < n_q; i++) {
+        const int n = q_pos0 + i + 1;
+        for (int h = 0; h < s.n_heads; h++) {
+            const float *qh = q + ((int64_t)i * s.n_heads + h) * hd;
+            for (int j = 0; j < n; j++) {
+                kv_row_f32(buf, &kv, 0, j, h / group, hd);
+                l[j] = logit_ref(qh, buf, hd, s.scale);
+            }
+            softmax_v_ref(out + ((int64_t)i * s.n_heads + h) * hd, l, rows, n, h / group, hd, buf);
+        }
+    }
+    free(rows);
+    free(l);
+    free(buf);
+}
+
+/* ---- top-k ----------------------------------------------------------------------------------- */
+
+/* The selection order: higher score first, lower index on ties, NaN last. */
+static inline int topk_before(float sa, int32_t ia, float sb, int32_t ib) {
+    if (isnan(sa)) return isnan(sb) && ia < ib;
+    if (isnan(sb)) return 1;
+    return sa > sb || (sa == sb && ia < ib);
+}
+
+int okv_topk(int32_t *out, const float *scores, int n, int k, float *scratch_f, int32_t *scratch_i) {
+    if (k <= 0 || n <= 0) return 0;
+    if (k >= n) {
+        for (int i = 0; i < n; i++) out[i] = i;
+        return n;
+    }
+    float *f = scratch_f;
+    int32_t *id = scratch_i;
+    memcpy(f, scores, (size_t)n * sizeof(float));
+    for (int i = 0; i < n; i++) id[i] = i;
+    /* Quickselect for the element of rank k-1; the order is strict, so no two keys tie. */
+    int lo = 0, hi = n - 1;
+    const int want = k - 1;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        int a = lo, b = mid, c = hi, m;
+        if (topk_before(f[a], id[a], f[b], id[b]))
+            m = topk_before(f[b], id[b], f[c], id[c]) ? b : (topk_before(f[a], id[a], f[c], id[c]) ? c : a);
+        else
+            m = topk_before(f[a], id[a], f[c], id[c]) ? a : (topk_before(f[b], id[b], f[c], id[c]) ? c : b);
+        const float pf = f[m];
+        const int32_t pi = id[m];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (topk_before(f[i], id[i], pf, pi)) i++;
+            while (topk_before(pf, pi, f[j], id[j])) j--;
+            if (i <= j) {
+                float tf = f[i];
+                f[i] = f[j];
+                f[j] = tf;
+                int32_t ti = id[i];
+                id[i] = id[j];
+                id[j] = ti;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else break;
+    }
+    const float tf = f[want];
+    const int32_t ti = id[want];
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (i == ti || topk_before(scores[i], i, tf, ti)) out[m++] = i;
+    OKV_ASSERT(m == k);
+    return k;
+}
+
+typedef struct topk_item {
+    float s;
+    int32_t i;
+} topk_item;
+
+static int topk_cmp_rank(const void *pa, const void *pb) {
+    const topk_item *a = pa, *b = pb;
+    return topk_before(a->s, a->i, b->s, b->i) ? -1 : (topk_before(b->s, b->i, a->s, a->i) ? 1 : 0);
+}
+
+static int topk_cmp_index(const void *pa, const void *pb) {
+    const int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    return (a > b) - (a < b);
+}
+
+int okv_topk_ref(int32_t *out, const float *scores, int n, int k) {
+    const int kk = OKV_MAX(0, OKV_MIN(k, n));
+    if (kk == 0) return 0;
+    topk_item *it = malloc((size_t)n * sizeof *it);
+    OKV_ASSERT(it);
+    for (int i = 0; i < n; i++) it[i] = (topk_item){scores[i], i};
+    qsort(it, (size_t)n, sizeof *it, topk_cmp_rank);
+    for (int i = 0; i < kk; i++) out[i] = it[i].i;
+    qsort(out, (size_t)kk, sizeof *out, topk_cmp_index);
+    free(it);
+    return kk;
+}
+
+/* ---- the reference backend ------------------------------------------------------------------- */
+
+static void ref_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
+                       int n_tok, int n_in, int n_out) {
+    okv_matmul_ref(y, w, wtype, x, n_tok, n_in, n_out);
+}
+static void ref_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int n_tok,
+                        int dim, float eps) {
+    okv_rmsnorm_ref(y, x, w, n_tok, dim, eps);
+}
+static void ref_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,
+                     int head_dim, const float *inv_freq, int n_freq) {
+    okv_rope_ref(x, pos, n_tok, n_heads, head_dim, inv_freq, n_freq);
+}
+static void ref_swiglu(okv_backend *be, float *out, const float *gate, const float *up, int64_t n) {
+    okv_swiglu_ref(out, gate, up, n);
+}
+static void ref_add(okv_backend *be, float *y, const float *x, int64_t n) { okv_add_ref(y, x, n); }
+static void ref_embed(okv_backend *be, float *out, const void *table, okv_type type,
+                      const int32_t *ids, int n_tok, int dim) {
+    okv_embed_ref(out, table, type, ids, n_tok, dim);
+}
+static void ref_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
+                         const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
+    okv_kv_store_ref(dst, dst_type, dst_stride, dst_rows, src, n_tok, row_elems);
+}
+static void ref_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
+                             okv_kv_view kv, okv_attn_shape s) {
+    okv_attn_prefill_ref(out, q, n_q, q_pos0, kv, s);
+}
+static void ref_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
+                            int n_views, okv_attn_shape s, float *logits) {
+    okv_attn_decode_ref(out, q, views, n_views, s, logits);
+}
+static void ref_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
+                            okv_attn_shape s) {
+    okv_attn_logits_ref(logits, q, kv, s);
+}
+static void ref_free(okv_backend *be) { be->state = NULL; }
+
+int okv_backend_ref_init(okv_backend *be) {
+    *be = (okv_backend){
+        .name = "ref",
+        .matmul = ref_matmul,
+        .rmsnorm = ref_rmsnorm,
+        .rope = ref_rope,
+        .swiglu = ref_swiglu,
+        .add = ref_add,
+        .embed = ref_embed,
+        .kv_store = ref_kv_store,
+        .attn_prefill = ref_attn_prefill,
+        .attn_decode = ref_attn_decode,
+        .attn_logits = ref_attn_logits,
+        .free = ref_free,
+    };
+    return OKV_OK;
+}

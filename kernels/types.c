@@ -1,0 +1,67 @@
+/* types.c — sizes and names of the tensor element types of types.h.
+ * Block sizes and name round-trips are checked by tests/unit/test_kernels.c. */
+#include "types.h"
+
+#include <string.h>
+
+typedef struct type_info {
+    const char *name;
+    int block_elems;
+    size_t block_bytes;
+    int is_weight;
+} type_info;
+
+static const type_info *type_get(okv_type t) {
+    static const type_info f32 = {"f32", 1, 4, 1};
+    static const type_info f16 = {"f16", 1, 2, 1};
+    static const type_info bf16 = {"bf16", 1, 2, 1};
+    static const type_info q4_0 = {"q4_0", OKV_QK, sizeof(okv_block_q4_0), 1};
+    static const type_info q4_1 = {"q4_1", OKV_QK, sizeof(okv_block_q4_1), 1};
+    static const type_info q8_0 = {"q8_0", OKV_QK, sizeof(okv_block_q8_0), 1};
+    static const type_info q8_1 = {"q8_1", OKV_QK, sizeof(okv_block_q8_1), 0};
+    switch (t) {
+    case OKV_TYPE_F32: return &f32;
+    case OKV_TYPE_F16: return &f16;
+    case OKV_TYPE_BF16: return &bf16;
+    case OKV_TYPE_Q4_0: return &q4_0;
+    case OKV_TYPE_Q4_1: return &q4_1;
+    case OKV_TYPE_Q8_0: return &q8_0;
+    case OKV_TYPE_Q8_1: return &q8_1;
+    default: return NULL;
+    }
+}
+
+int okv_type_block_elems(okv_type t) {
+    const type_info *ti = type_get(t);
+    return ti ? ti->block_elems : 0;
+}
+
+size_t okv_type_block_bytes(okv_type t) {
+    const type_info *ti = type_get(t);
+    return ti ? ti->block_bytes : 0;
+}
+
+size_t okv_type_row_bytes(okv_type t, int64_t n) {
+    const type_info *ti = type_get(t);
+    if (!ti) return 0;
+    return (size_t)(n / ti->block_elems) * ti->block_bytes;
+}
+
+const char *okv_type_name(okv_type t) {
+    const type_info *ti = type_get(t);
+    return ti ? ti->name : NULL;
+}
+
+int okv_type_from_name(const char *name) {
+    static const okv_type all[] = {OKV_TYPE_F32,  OKV_TYPE_F16,  OKV_TYPE_BF16, OKV_TYPE_Q4_0,
+                                   OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q8_1};
+    if (!name) return -1;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, type_get(all[i])->name)) return (int)all[i];
+    return -1;
+}
+
+int okv_type_is_weight(okv_type t) {
+    const type_info *ti = type_get(t);
+    return ti ? ti->is_weight : 0;
+}

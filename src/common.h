@@ -1,0 +1,125 @@
+/* common.h — status codes, the thread-local error message, logging with rank tags, and the
+ * always-on assertion and checked-call macros every module uses. Exercised by every test. */
+#ifndef OKV_COMMON_H
+#define OKV_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Status returned by every fallible call; the values double as the process exit codes of
+ * DESIGN §8 (0 served, 1 some error records, 2 usage/config, 3 model or input file). */
+typedef enum okv_status {
+    OKV_OK = 0,
+    OKV_ERR_REQUEST = 1,  /* one request could not be served (becomes an error record) */
+    OKV_ERR_USAGE = 2,    /* bad flag or run-config value */
+    OKV_ERR_INPUT = 3,    /* bad or unreadable model / input file */
+    OKV_ERR_NOMEM = 4,    /* an allocation the user can size down failed */
+    OKV_ERR_INTERNAL = 5,
+} okv_status;
+
+/* One sentence describing the last user-visible failure on this thread: what was wrong, with the
+ * offending value, and what to do. Set by the function that detects the problem; callers that
+ * add context use okv_error_prefix. */
+okv_status okv_fail(okv_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void okv_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *okv_last_error(void);
+void okv_clear_error(void);
+
+typedef enum okv_log_level {
+    OKV_LOG_DEBUG = 0,
+    OKV_LOG_INFO = 1,
+    OKV_LOG_WARN = 2,
+    OKV_LOG_ERROR = 3,
+} okv_log_level;
+
+/* Logging goes to stderr with a "[rN] " prefix. The level comes from OMNIKV_LOG. */
+void okv_log_init(int rank);
+int okv_log_rank(void);
+void okv_log(okv_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define OKV_DEBUG(...) okv_log(OKV_LOG_DEBUG, __VA_ARGS__)
+#define OKV_INFO(...) okv_log(OKV_LOG_INFO, __VA_ARGS__)
+#define OKV_WARN(...) okv_log(OKV_LOG_WARN, __VA_ARGS__)
+#define OKV_ERROR(...) okv_log(OKV_LOG_ERROR, __VA_ARGS__)
+
+/* A broken invariant: print file:line, rank, host and expression, then abort every rank. */
+_Noreturn void okv_die(const char *file, int line, const char *what);
+#define OKV_ASSERT(cond) \
+    do { \
+        if (!(cond)) okv_die(__FILE__, __LINE__, "assertion failed: " #cond); \
+    } while (0)
+#define CHECK_SYS(expr) \
+    do { \
+        if ((expr) < 0) okv_die(__FILE__, __LINE__, #expr); \
+    } while (0)
+
+/* Allocation helpers: aligned (64 B) and zeroed; NULL on failure (the caller reports sizes). */
+void *okv_alloc(size_t bytes);
+void okv_free_mem(void *p);
+
+double okv_now_s(void); /* monotonic clock in seconds */
+
+/* Half/bfloat16 scalar conversions (round-to-nearest-even), shared by loaders and kernels. */
+static inline float okv_fp16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 1;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            man &= 0x3ffu;
+            bits = sign | ((exp + 112u) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    union { uint32_t u; float f; } cv = {.u = bits};
+    return cv.f;
+}
+
+static inline uint16_t okv_f32_to_fp16(float f) {
+    union { float f; uint32_t u; } cv = {.f = f};
+    uint32_t x = cv.u;
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow -> inf */
+    if (absx < 0x38800000u) { /* subnormal or zero in half */
+        if (absx < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126u - e; /* 14 + (113 - e) - 1 */
+        uint32_t half = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1u);
+        uint32_t mid = 1u << (shift - 1u);
+        if (rem > mid || (rem == mid && (half & 1u))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t r = absx + 0xfffu + ((absx >> 13) & 1u); /* round to nearest even */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+static inline float okv_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } cv = {.u = (uint32_t)h << 16};
+    return cv.f;
+}
+
+static inline uint16_t okv_f32_to_bf16(float f) {
+    union { float f; uint32_t u; } cv = {.f = f};
+    if ((cv.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((cv.u >> 16) | 64u); /* quiet NaN */
+    return (uint16_t)((cv.u + 0x7fffu + ((cv.u >> 16) & 1u)) >> 16);
+}
+
+#define OKV_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define OKV_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif

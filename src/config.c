@@ -1,0 +1,525 @@
+/* config.c — the run config: defaults, one table of keys, the text parsers every source goes
+ * through (JSON file, OMNIKV_<KEY> environment, --set), validation against the model, JSON
+ * output and the broadcast from rank 0. Tested by tests/unit/test_config.c. */
+#include "config.h"
+
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum key_id {
+    KEY_POLICY, KEY_DO_SELECT_LAYERS, KEY_NUM_WAIT_LOAD_LAYERS, KEY_NUM_SELECTED, KEY_SELECTOR,
+    KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
+    KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
+    KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P,
+} key_id;
+
+typedef struct config_key {
+    const char *name;
+    key_id id;
+    const char *def; /* default as shown by --help; config_defaults holds the values */
+    const char *help;
+} config_key;
+
+/* cpu_num_threads is the reference implementation's name for threads. */
+static const config_key keys[] = {
+    {"policy", KEY_POLICY, "dense, or omnikv once do_select_layers is set",
+     "omnikv | dense; omnikv needs do_select_layers"},
+    {"do_select_layers", KEY_DO_SELECT_LAYERS, "none",
+     "filter layers, \"2,8,18\" or [2,8,18]: ascending, distinct, below the model's layer count"},
+    {"num_wait_load_layers", KEY_NUM_WAIT_LOAD_LAYERS, "1",
+     "W: dense layers after each filter layer (>= 0)"},
+    {"num_of_selected_tokens", KEY_NUM_SELECTED, "2048",
+     "k: a value in (0, 1) is a fraction of the prompt, >= 1 a whole token count; unlike the "
+     "reference implementation a JSON 2048.0 is a count, not a fraction"},
+    {"selector_cls", KEY_SELECTOR, "last", "last | softmax_before_last | uniform | exp"},
+    {"window_size", KEY_WINDOW_SIZE, "16", "queries scored by the uniform / exp selectors (>= 1)"},
+    {"real_offload", KEY_REAL_OFFLOAD, "true",
+     "keep the sparse layers' prompt KV in the host Context Bank (false: on the device)"},
+    {"dense_more", KEY_DENSE_MORE, "true", "only true is supported: wait layers are dense"},
+    {"keep_first", KEY_KEEP_FIRST, "0", "first prompt tokens always selected (>= 0)"},
+    {"keep_last", KEY_KEEP_LAST, "0", "last prompt tokens always selected (>= 0)"},
+    {"threads", KEY_THREADS, "0", "compute threads per rank; 0 = the rank's cores"},
+    {"cpu_num_threads", KEY_THREADS, "0", "alias of threads"},
+    {"kv_type", KEY_KV_TYPE, "f16", "KV cache and bank element type: f16 | f32"},
+    {"prefill_chunk", KEY_PREFILL_CHUNK, "512", "prompt tokens per prefill chunk (>= 1)"},
+    {"max_context_len", KEY_MAX_CONTEXT_LEN, "0",
+     "prompt + generated tokens per sequence; 0 = the model's training context"},
+    {"max_batch", KEY_MAX_BATCH, "1", "sequences decoded together (>= 1)"},
+    {"max_new_tokens", KEY_MAX_NEW_TOKENS, "256", "default generation limit per request (>= 0)"},
+    {"ignore_eos", KEY_IGNORE_EOS, "false", "keep generating past end-of-generation tokens"},
+    {"seed", KEY_SEED, "0", "sampling seed; a request without its own seed uses seed + its line"},
+    {"temperature", KEY_TEMPERATURE, "0", "0 = greedy (>= 0)"},
+    {"top_k", KEY_TOP_K, "0", "keep the k most likely tokens; 0 = off (>= 0)"},
+    {"top_p", KEY_TOP_P, "1", "nucleus mass, 0 < p <= 1; 1 = off"},
+};
+#define N_KEYS (sizeof keys / sizeof *keys)
+
+/* Keys of the reference implementation's configs that configure its Python stack (model
+ * classes, quantization, flash-attention, analysis switches) and have no meaning here; a preset
+ * written for it loads unchanged. */
+static const char *const ignored_keys[] = {
+    "model_name", "model_cls", "cache_cls", "use_chat_template", "cot", "load_in_8bit",
+    "load_in_4bit", "use_flash_attn", "sparse_in_prefill", "max_len_can_hold", "attn_seg_sz",
+    "offload_sparse_layers", "decoder_start_layer_idx", "offload_sid", "skip_threshold",
+    "pretraining_tp", "rope_factor",
+};
+
+void config_defaults(okv_run_config *c) {
+    memset(c, 0, sizeof *c);
+    c->policy = POLICY_DENSE;
+    c->policy_explicit = false;
+    c->n_filter_layers = 0;
+    c->num_wait_load_layers = 1;
+    c->num_selected = 2048;
+    c->selector = SELECTOR_LAST;
+    c->window_size = 16;
+    c->real_offload = true;
+    c->dense_more = true;
+    c->keep_first = 0;
+    c->keep_last = 0;
+    c->threads = 0;
+    c->kv_type = OKV_TYPE_F16;
+    c->prefill_chunk = 512;
+    c->max_context_len = 0;
+    c->max_batch = 1;
+    c->max_new_tokens = 256;
+    c->ignore_eos = false;
+    c->seed = 0;
+    c->temperature = 0.0f;
+    c->top_k = 0;
+    c->top_p = 1.0f;
+}
+
+static const config_key *find_key(const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!strcmp(keys[i].name, name)) return &keys[i];
+    return NULL;
+}
+
+static bool is_ignored(const char *name) {
+    for (size_t i = 0; i < sizeof ignored_keys / sizeof *ignored_keys; i++)
+        if (!strcmp(ignored_keys[i], name)) return true;
+    return false;
+}
+
+static int bad_value(const char *key, const char *value, const char *expect) {
+    return okv_fail(OKV_ERR_USAGE, "run-config key %s has the value '%s', but it must be %s", key,
+                    value, expect);
+}
+
+/* A copy of value without surrounding white space, in buf. */
+static const char *trimmed(const char *value, char *buf, size_t cap) {
+    while (isspace((unsigned char)*value)) value++;
+    size_t n = strlen(value);
+    while (n && isspace((unsigned char)value[n - 1])) n--;
+    if (n >= cap) n = cap - 1;
+    memcpy(buf, value, n);
+    buf[n] = 0;
+    return buf;
+}
+
+static bool parse_long(const char *s, long long *out) {
+    if (!*s) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double *out) {
+    if (!*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static int set_int(const char *key, const char *v, long long lo, const char *expect, int *out) {
+    long long x;
+    if (!parse_long(v, &x) || x < lo || x > INT_MAX) return bad_value(key, v, expect);
+    *out = (int)x;
+    return OKV_OK;
+}
+
+static int set_bool(const char *key, const char *v, bool *out) {
+    if (!strcasecmp(v, "true") || !strcmp(v, "1")) *out = true;
+    else if (!strcasecmp(v, "false") || !strcmp(v, "0")) *out = false;
+    else return bad_value(key, v, "true or false");
+    return OKV_OK;
+}
+
+/* "2,8,18", "[2, 8, 18]" or "" (no filter layers). */
+static int set_layers(okv_run_config *c, const char *key, const char *v) {
+    const char *expect = "a list of ascending, distinct layer numbers >= 0 such as \"2,8,18\"";
+    char buf[1024];
+    size_t n = strlen(v);
+    if (n >= sizeof buf) return bad_value(key, v, expect);
+    memcpy(buf, v, n + 1);
+    char *s = buf;
+    if (*s == '[') {
+        if (n < 2 || s[n - 1] != ']') return bad_value(key, v, expect);
+        s[n - 1] = 0;
+        s++;
+    }
+    int layers[OKV_MAX_FILTERS];
+    int count = 0;
+    char tmp[64];
+    bool empty = strspn(s, " \t") == strlen(s); /* "" and "[]": no filter layers */
+    /* Entries are split by hand: strtok would accept "2,,8" by merging the commas. */
+    for (char *p = s; !empty;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        long long x;
+        if (!parse_long(trimmed(p, tmp, sizeof tmp), &x) || x < 0 || x > INT_MAX)
+            return bad_value(key, v, expect);
+        if (count && x <= layers[count - 1]) return bad_value(key, v, expect);
+        if (count == OKV_MAX_FILTERS) {
+            char lim[96];
+            snprintf(lim, sizeof lim, "a list of at most %d filter layers", OKV_MAX_FILTERS);
+            return bad_value(key, v, lim);
+        }
+        layers[count++] = (int)x;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    memcpy(c->filter_layers, layers, sizeof(int) * (size_t)count);
+    c->n_filter_layers = count;
+    if (!c->policy_explicit) c->policy = count ? POLICY_OMNIKV : POLICY_DENSE;
+    return OKV_OK;
+}
+
+static int set_num_selected(okv_run_config *c, const char *key, const char *v) {
+    double x;
+    const char *expect = "a fraction of the prompt in (0, 1) or a whole token count >= 1";
+    if (!parse_double(v, &x) || x <= 0.0) return bad_value(key, v, expect);
+    if (x >= 1.0 && (x != floor(x) || x > INT_MAX)) return bad_value(key, v, expect);
+    c->num_selected = x;
+    return OKV_OK;
+}
+
+int config_set(okv_run_config *c, const char *key, const char *value) {
+    const config_key *k = find_key(key);
+    if (!k) {
+        if (is_ignored(key)) {
+            /* rope_factor changes the numerics, so its absence deserves more than a debug line. */
+            okv_log(strcmp(key, "rope_factor") ? OKV_LOG_DEBUG : OKV_LOG_WARN,
+                    "run-config key %s belongs to the reference implementation's Python stack; "
+                    "ignored%s", key,
+                    strcmp(key, "rope_factor") ? "" : " (the model file's rope scaling is used)");
+            return OKV_OK;
+        }
+        return okv_fail(OKV_ERR_USAGE,
+                        "unknown run-config key '%s'; `omnikv run --help` lists the keys", key);
+    }
+    char buf[1024];
+    const char *v = trimmed(value, buf, sizeof buf);
+    switch (k->id) {
+    case KEY_POLICY:
+        if (!strcmp(v, "omnikv")) c->policy = POLICY_OMNIKV;
+        else if (!strcmp(v, "dense")) c->policy = POLICY_DENSE;
+        else return bad_value(key, v, "omnikv or dense");
+        c->policy_explicit = true;
+        return OKV_OK;
+    case KEY_DO_SELECT_LAYERS: return set_layers(c, key, v);
+    case KEY_NUM_WAIT_LOAD_LAYERS:
+        return set_int(key, v, 0, "a whole number >= 0", &c->num_wait_load_layers);
+    case KEY_NUM_SELECTED: return set_num_selected(c, key, v);
+    case KEY_SELECTOR:
+        if (!strcmp(v, "last")) c->selector = SELECTOR_LAST;
+        else if (!strcmp(v, "softmax_before_last")) c->selector = SELECTOR_SOFTMAX_BEFORE_LAST;
+        else if (!strcmp(v, "uniform")) c->selector = SELECTOR_UNIFORM;
+        else if (!strcmp(v, "exp")) c->selector = SELECTOR_EXP;
+        else return bad_value(key, v, "one of last, softmax_before_last, uniform, exp");
+        return OKV_OK;
+    case KEY_WINDOW_SIZE: return set_int(key, v, 1, "a whole number >= 1", &c->window_size);
+    case KEY_REAL_OFFLOAD: return set_bool(key, v, &c->real_offload);
+    case KEY_DENSE_MORE: {
+        bool b;
+        int st = set_bool(key, v, &b);
+        if (st) return st;
+        if (!b)
+            return okv_fail(OKV_ERR_USAGE, "run-config key dense_more has the value '%s', but only "
+                            "dense_more=true is supported: wait layers are dense", v);
+        c->dense_more = true;
+        return OKV_OK;
+    }
+    case KEY_KEEP_FIRST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_first);
+    case KEY_KEEP_LAST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_last);
+    case KEY_THREADS: return set_int(key, v, 0, "a whole number >= 0", &c->threads);
+    case KEY_KV_TYPE:
+        if (!strcmp(v, "f16")) c->kv_type = OKV_TYPE_F16;
+        else if (!strcmp(v, "f32")) c->kv_type = OKV_TYPE_F32;
+        else return bad_value(key, v, "f16 or f32");
+        return OKV_OK;
+    case KEY_PREFILL_CHUNK: return set_int(key, v, 1, "a whole number >= 1", &c->prefill_chunk);
+    case KEY_MAX_CONTEXT_LEN:
+        return set_int(key, v, 0, "a whole number >= 0 (0: the model's context)",
+                       &c->max_context_len);
+    case KEY_MAX_BATCH: return set_int(key, v, 1, "a whole number >= 1", &c->max_batch);
+    case KEY_MAX_NEW_TOKENS:
+        return set_int(key, v, 0, "a whole number >= 0", &c->max_new_tokens);
+    case KEY_IGNORE_EOS: return set_bool(key, v, &c->ignore_eos);
+    case KEY_SEED: {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (!*v || *end || errno || *v == '-')
+            return bad_value(key, v, "a whole number in 0..18446744073709551615");
+        c->seed = x;
+        return OKV_OK;
+    }
+    case KEY_TEMPERATURE: {
+        double x;
+        if (!parse_double(v, &x) || x < 0.0 || x > 1e6)
+            return bad_value(key, v, "a number >= 0 (0: greedy)");
+        c->temperature = (float)x;
+        return OKV_OK;
+    }
+    case KEY_TOP_K: return set_int(key, v, 0, "a whole number >= 0 (0: off)", &c->top_k);
+    case KEY_TOP_P: {
+        double x;
+        if (!parse_double(v, &x) || !(x > 0.0 && x <= 1.0))
+            return bad_value(key, v, "a number with 0 < top_p <= 1 (1: off)");
+        c->top_p = (float)x;
+        return OKV_OK;
+    }
+    }
+    okv_die(__FILE__, __LINE__, "unhandled run-config key");
+}
+
+/* The text form config_set expects for one JSON member. */
+static int json_member_text(const cJSON *it, char *buf, size_t cap) {
+    const char *key = it->string;
+    if (cJSON_IsString(it)) {
+        if (strlen(it->valuestring) >= cap)
+            return okv_fail(OKV_ERR_USAGE, "run-config key %s has a value longer than %zu bytes",
+                            key, cap - 1);
+        snprintf(buf, cap, "%s", it->valuestring);
+    } else if (cJSON_IsBool(it)) {
+        snprintf(buf, cap, "%s", cJSON_IsTrue(it) ? "true" : "false");
+    } else if (cJSON_IsNumber(it)) {
+        double d = it->valuedouble;
+        /* Whole numbers print without a fraction so 2048.0 reads as the count 2048. */
+        if (d == floor(d) && fabs(d) < 1e18) snprintf(buf, cap, "%.0f", d);
+        else snprintf(buf, cap, "%.17g", d);
+    } else if (cJSON_IsArray(it)) {
+        if (strcmp(key, "do_select_layers"))
+            return okv_fail(OKV_ERR_USAGE, "run-config key %s takes a single value, not a list",
+                            key);
+        size_t n = 0;
+        buf[0] = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, it) {
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble))
+                return okv_fail(OKV_ERR_USAGE, "run-config key do_select_layers must list whole "
+                                "layer numbers such as [2, 8, 18]");
+            int w = snprintf(buf + n, cap - n, "%s%.0f", n ? "," : "", e->valuedouble);
+            if (w < 0 || (size_t)w >= cap - n)
+                return okv_fail(OKV_ERR_USAGE, "run-config key do_select_layers lists too many "
+                                "layers");
+            n += (size_t)w;
+        }
+    } else {
+        return okv_fail(OKV_ERR_USAGE, "run-config key %s must be a string, number, boolean or "
+                        "(for do_select_layers) a list, not %s", key,
+                        cJSON_IsNull(it) ? "null" : "an object");
+    }
+    return OKV_OK;
+}
+
+int config_load_json(okv_run_config *c, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return okv_fail(OKV_ERR_USAGE, "cannot open run-config file '%s': %s", path,
+                        strerror(errno));
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = realloc(text, cap);
+            OKV_ASSERT(grown);
+            text = grown;
+        }
+        size_t got = fread(text + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    bool read_err = ferror(f);
+    fclose(f);
+    if (read_err) {
+        free(text);
+        return okv_fail(OKV_ERR_USAGE, "cannot read run-config file '%s'", path);
+    }
+    text[len] = 0;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        int line = 1;
+        for (const char *p = text; at && p < at && *p; p++) line += *p == '\n';
+        free(text);
+        return okv_fail(OKV_ERR_USAGE, "run-config file '%s' is not valid JSON (error near line "
+                        "%d)", path, line);
+    }
+    free(text);
+    int st = OKV_OK;
+    if (!cJSON_IsObject(root)) {
+        st = okv_fail(OKV_ERR_USAGE, "run-config file '%s' must hold one JSON object of "
+                      "key: value pairs", path);
+    } else {
+        const cJSON *it;
+        char buf[1024];
+        cJSON_ArrayForEach(it, root) {
+            if (!find_key(it->string) && is_ignored(it->string)) {
+                config_set(c, it->string, ""); /* logs that it is ignored */
+                continue;
+            }
+            if ((st = json_member_text(it, buf, sizeof buf)) ||
+                (st = config_set(c, it->string, buf))) {
+                okv_error_prefix("%s", path);
+                break;
+            }
+        }
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+int config_load_env(okv_run_config *c) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char name[96] = "OMNIKV_";
+        size_t n = strlen(name);
+        for (const char *p = keys[i].name; *p && n + 1 < sizeof name; p++)
+            name[n++] = (char)toupper((unsigned char)*p);
+        name[n] = 0;
+        const char *v = getenv(name);
+        if (!v) continue;
+        int st = config_set(c, keys[i].name, v);
+        if (st) {
+            okv_error_prefix("environment variable %s", name);
+            return st;
+        }
+    }
+    return OKV_OK;
+}
+
+int config_validate(const okv_run_config *c, int n_layers) {
+    if (c->policy != POLICY_OMNIKV) return OKV_OK;
+    if (c->n_filter_layers == 0)
+        return okv_fail(OKV_ERR_USAGE, "policy=omnikv needs filter layers: set do_select_layers "
+                        "(for example \"2,8,18\") or use policy=dense");
+    int last = c->filter_layers[c->n_filter_layers - 1];
+    if (last >= n_layers)
+        return okv_fail(OKV_ERR_USAGE, "run-config key do_select_layers names layer %d, but the "
+                        "model has %d layers (0..%d)", last, n_layers, n_layers - 1);
+    return OKV_OK;
+}
+
+int config_budget(const okv_run_config *c, int n_prompt) {
+    if (c->num_selected >= 1.0) return (int)c->num_selected;
+    /* The small slack keeps products such as 0.29 * 100 from rounding down to 28. */
+    int k = (int)floor(c->num_selected * n_prompt + 1e-9);
+    return k < 1 ? 1 : k;
+}
+
+static const char *policy_name(okv_policy_kind p) { return p == POLICY_OMNIKV ? "omnikv" : "dense"; }
+
+static const char *selector_name(okv_selector s) {
+    switch (s) {
+    case SELECTOR_LAST: return "last";
+    case SELECTOR_SOFTMAX_BEFORE_LAST: return "softmax_before_last";
+    case SELECTOR_UNIFORM: return "uniform";
+    case SELECTOR_EXP: return "exp";
+    }
+    return "?";
+}
+
+/* The double that prints as the shortest decimal reading back to f (0.7f -> 0.7). */
+static double float_for_json(float f) {
+    char buf[32];
+    for (int prec = 6; prec < 10; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return strtod(buf, NULL);
+}
+
+char *config_to_json(const okv_run_config *c) {
+    cJSON *o = cJSON_CreateObject();
+    OKV_ASSERT(o);
+    cJSON_AddStringToObject(o, "policy", policy_name(c->policy));
+    cJSON_AddItemToObject(o, "do_select_layers",
+                          cJSON_CreateIntArray(c->filter_layers, c->n_filter_layers));
+    cJSON_AddNumberToObject(o, "num_wait_load_layers", c->num_wait_load_layers);
+    cJSON_AddNumberToObject(o, "num_of_selected_tokens", c->num_selected);
+    cJSON_AddStringToObject(o, "selector_cls", selector_name(c->selector));
+    cJSON_AddNumberToObject(o, "window_size", c->window_size);
+    cJSON_AddBoolToObject(o, "real_offload", c->real_offload);
+    cJSON_AddBoolToObject(o, "dense_more", c->dense_more);
+    cJSON_AddNumberToObject(o, "keep_first", c->keep_first);
+    cJSON_AddNumberToObject(o, "keep_last", c->keep_last);
+    cJSON_AddNumberToObject(o, "threads", c->threads);
+    cJSON_AddStringToObject(o, "kv_type", c->kv_type == OKV_TYPE_F32 ? "f32" : "f16");
+    cJSON_AddNumberToObject(o, "prefill_chunk", c->prefill_chunk);
+    cJSON_AddNumberToObject(o, "max_context_len", c->max_context_len);
+    cJSON_AddNumberToObject(o, "max_batch", c->max_batch);
+    cJSON_AddNumberToObject(o, "max_new_tokens", c->max_new_tokens);
+    cJSON_AddBoolToObject(o, "ignore_eos", c->ignore_eos);
+    /* A JSON number is a double: larger seeds go out as text so they read back exactly. */
+    if (c->seed <= (1ull << 53)) {
+        cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    } else {
+        char s[32];
+        snprintf(s, sizeof s, "%llu", (unsigned long long)c->seed);
+        cJSON_AddStringToObject(o, "seed", s);
+    }
+    cJSON_AddNumberToObject(o, "temperature", float_for_json(c->temperature));
+    cJSON_AddNumberToObject(o, "top_k", c->top_k);
+    cJSON_AddNumberToObject(o, "top_p", float_for_json(c->top_p));
+    char *s = cJSON_PrintUnformatted(o);
+    OKV_ASSERT(s);
+    cJSON_Delete(o);
+    return s;
+}
+
+void config_bcast(okv_run_config *c) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) return;
+    int rc = MPI_Bcast(c, (int)sizeof *c, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) okv_die(__FILE__, __LINE__, "MPI_Bcast of the run config");
+}
+
+void config_print_help(void *file) {
+    FILE *f = file;
+    fprintf(f, "Run-config keys (JSON file via -c, then OMNIKV_<KEY> environment variables, then "
+               "--set KEY=VALUE; later sources win):\n");
+    for (size_t i = 0; i < N_KEYS; i++)
+        fprintf(f, "  %-24s %s (default: %s)\n", keys[i].name, keys[i].help, keys[i].def);
+    fprintf(f, "Keys of the reference implementation's configs that are accepted and ignored:\n ");
+    size_t col = 1;
+    for (size_t i = 0; i < sizeof ignored_keys / sizeof *ignored_keys; i++) {
+        size_t w = strlen(ignored_keys[i]) + 1;
+        if (col + w > 98) {
+            fprintf(f, "\n ");
+            col = 1;
+        }
+        fprintf(f, " %s", ignored_keys[i]);
+        col += w;
+    }
+    fprintf(f, "\n");
+}

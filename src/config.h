@@ -1,0 +1,72 @@
+/* config.h — the one run-config struct, its defaults, and its layering: JSON file, then
+ * environment (OMNIKV_<KEY>), then --set KEY=VALUE, all through config_set so every source is
+ * validated the same way. Rank 0 parses; config_bcast sends it to the others.
+ * Tested by tests/unit/test_config.c. */
+#ifndef OKV_CONFIG_H
+#define OKV_CONFIG_H
+
+#include "../kernels/types.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define OKV_MAX_FILTERS 64
+#define OKV_MAX_WINDOW 256 /* window_size limit */
+
+typedef enum okv_policy_kind { POLICY_OMNIKV = 0, POLICY_DENSE = 1 } okv_policy_kind;
+
+typedef enum okv_selector {
+    SELECTOR_LAST = 0,
+    SELECTOR_SOFTMAX_BEFORE_LAST = 1,
+    SELECTOR_UNIFORM = 2,
+    SELECTOR_EXP = 3,
+} okv_selector;
+
+typedef struct okv_run_config {
+    /* OmniKV (keys keep the reference implementation's names) */
+    okv_policy_kind policy;        /* policy: omnikv | dense */
+    bool policy_explicit;          /* policy was given; else do_select_layers decides it */
+    int filter_layers[OKV_MAX_FILTERS]; /* do_select_layers, ascending */
+    int n_filter_layers;
+    int num_wait_load_layers;      /* W, default 1 */
+    double num_selected;           /* num_of_selected_tokens: < 1 fraction of the prompt, >= 1 count */
+    okv_selector selector;         /* selector_cls */
+    int window_size;               /* for uniform / exp, default 16, at most OKV_MAX_WINDOW */
+    bool real_offload;             /* sparse-layer prompt KV lives in the Context Bank */
+    bool dense_more;               /* only true is meaningful */
+    int keep_first, keep_last;     /* prompt tokens always selected */
+    /* engine */
+    int threads;                   /* threads / cpu_num_threads; 0 = the rank's cores */
+    okv_type kv_type;              /* kv_type: f16 | f32 */
+    int prefill_chunk;             /* tokens per prefill chunk, default 512 */
+    int max_context_len;           /* prompt + generated capacity per sequence; 0 = model's */
+    int max_batch;                 /* sequences decoded together, default 1 */
+    int max_new_tokens;            /* default per request, default 256 */
+    bool ignore_eos;
+    uint64_t seed;
+    /* sampling defaults (requests may override) */
+    float temperature;             /* 0 = greedy */
+    int top_k;                     /* 0 = off */
+    float top_p;                   /* 1 = off */
+} okv_run_config;
+
+void config_defaults(okv_run_config *c);
+/* Set one key from its text form ("2,8,18", "0.067", "true", "last"). Unknown keys and bad values
+ * return OKV_ERR_USAGE with a message naming the key and the value. */
+int config_set(okv_run_config *c, const char *key, const char *value);
+/* A JSON object file: each member through config_set (numbers and lists turned into text). */
+int config_load_json(okv_run_config *c, const char *path);
+/* Every OMNIKV_<KEY> environment variable that names a known key (OMNIKV_POLICY=dense). */
+int config_load_env(okv_run_config *c);
+/* Checks that need the model: filter layers < n_layers, etc. */
+int config_validate(const okv_run_config *c, int n_layers);
+/* Budget k for a prompt of n tokens (the fraction rounds down, at least 1). */
+int config_budget(const okv_run_config *c, int n_prompt);
+/* Writes the effective configuration as one JSON object (for the start-up log and results). */
+char *config_to_json(const okv_run_config *c); /* malloc'd */
+/* Rank 0's config to every rank (plain struct copy: it holds no pointers). */
+void config_bcast(okv_run_config *c);
+/* The list of keys with defaults and descriptions, for --help. */
+void config_print_help(void *file);
+
+#endif

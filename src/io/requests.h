@@ -1,0 +1,112 @@
+/* requests.h — the JSONL request reader and the JSONL result writer of `omnikv run` (DESIGN
+ * §8), and --resume. A bad input line becomes an error record, never the end of the batch.
+ * Tested by tests/e2e/test_run_batch.sh.
+ *
+ * Request line (one JSON object; fields other than these are ignored):
+ *   id              string or integer; "line-N" when absent (N = 1-based line number)
+ *   prompt          string, or
+ *   messages        [{"role": "system"|"user"|"assistant", "content": string}, ...] (chat)
+ *   max_new_tokens  integer >= 0          temperature  number >= 0
+ *   top_k           integer >= 0          top_p        number in (0, 1]
+ *   seed            integer >= 0          ignore_eos   boolean
+ *   stop            [string, ...] or one string; generation ends when the text contains one,
+ *                   and the text is cut before it
+ * Results are written in the order requests finish (continuous batching), one per request.
+ * Result line: {"id", "text", "tokens": [generated ids, a final end-of-generation id included],
+ *   "prompt_tokens", "finish_reason": "stop"|"length"|"eos", "ttft_ms", "prefill_tok_s",
+ *   "decode_tok_s", "k", "policy", "metrics": {...}} or {"id", "error": "one sentence"}. */
+#ifndef OKV_REQUESTS_H
+#define OKV_REQUESTS_H
+
+#include "../model/tokenizer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct okv_request {
+    int line;             /* 1-based line in the input (0: not from a file) */
+    char *id;             /* text form of the id */
+    bool id_numeric;      /* the id was a JSON number and is written back as one */
+    char *prompt;         /* NULL when msgs or ids are given */
+    chat_msg *msgs;       /* [n_msgs], strings owned */
+    int n_msgs;
+    int32_t *ids;         /* [n_ids] a tokenized prompt (bench, tasks); NULL otherwise */
+    int n_ids;
+    int max_new_tokens;   /* < 0: the run config's */
+    float temperature;    /* < 0: the run config's */
+    int top_k;            /* < 0: the run config's */
+    float top_p;          /* < 0: the run config's */
+    bool has_seed;
+    uint64_t seed;
+    int ignore_eos;       /* < 0: the run config's, else 0 / 1 */
+    char **stop;          /* [n_stop] non-empty strings */
+    int n_stop;
+    char *error;          /* the line could not be used: written as an error record */
+    bool skip;            /* served by an earlier run (--resume) */
+} okv_request;
+
+typedef struct okv_request_list {
+    okv_request *items; /* [n] */
+    int n;
+} okv_request_list;
+
+/* A request with every override unset (the run config decides). */
+void request_defaults(okv_request *r);
+/* Reads a JSONL file ("-": stdin). Blank lines are skipped. Fails (OKV_ERR_INPUT) only when the
+ * file cannot be read; bad lines become requests with .error set. */
+int requests_read_jsonl(const char *path, okv_request_list *out);
+/* Parses one line into r (used by the reader; exposed for tests and task generators). */
+void request_parse_line(const char *line, int line_no, okv_request *r);
+void requests_free(okv_request_list *l);
+
+/* --resume: the ids served by an earlier run are those of records in `path` without "error".
+ * The file is rewritten to hold only those records (error records are retried, and a partial
+ * last line from an interrupted run is dropped); matching requests get .skip. Returns the
+ * number skipped, or a negative okv_status when the file exists but cannot be rewritten. A
+ * missing file means nothing was served. */
+int requests_resume(okv_request_list *l, const char *path);
+
+typedef enum okv_finish { FINISH_STOP = 0, FINISH_LENGTH = 1, FINISH_EOS = 2 } okv_finish;
+const char *finish_name(okv_finish f);
+
+/* A request's share of the engine's decode counters (okv_metrics): a batched step's counters are
+ * split evenly among the sequences it advanced. Times in seconds. */
+typedef struct okv_result_metrics {
+    double steps, rows_dense, rows_filter, rows_sparse, bytes_kv, bytes_weights;
+    double t_select, t_attn_dense, t_attn_sparse, t_matmul, t_other;
+} okv_result_metrics;
+
+typedef struct okv_result {
+    const okv_request *req;
+    const char *error;      /* non-NULL: an error record */
+    const char *text;       /* [text_len] bytes, may end inside a UTF-8 sequence */
+    size_t text_len;
+    const int32_t *tokens;  /* [n_tokens] */
+    int n_tokens;
+    int prompt_tokens;
+    okv_finish finish;
+    double ttft_ms, prefill_tok_s, decode_tok_s;
+    int k;                  /* selection budget for this prompt (omnikv) */
+    const char *policy;
+    okv_result_metrics metrics;
+} okv_result;
+
+/* The result as one JSON object (malloc'd, no newline). Text bytes that are not valid UTF-8
+ * become U+FFFD so the line stays valid JSON. */
+char *result_to_json(const okv_result *r);
+
+typedef struct okv_results {
+    FILE *f;
+    bool close; /* opened here (not stdout) */
+    int n_ok, n_err;
+} okv_results;
+
+/* NULL or "-": stdout. append: keep what the file holds (--resume). */
+int results_open(okv_results *w, const char *path, bool append);
+/* One line per result, flushed at once so an interrupted run keeps what it finished. */
+int results_write(okv_results *w, const okv_result *r);
+void results_close(okv_results *w);
+
+#endif

@@ -1,0 +1,276 @@
+/* calibrate.c — filter-layer calibration (see calibrate.h). The attention mass of a layer is the
+ * mean over its query heads of the softmax restricted to prompt tokens; its top-k is what the
+ * `last` selector would pick there. Tested by tests/unit/test_calibrate.c. */
+#include "calibrate.h"
+
+#include "../common.h"
+#include "../engine/engine.h"
+#include "../tasks/tasks.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct probe_state {
+    int n_layers, max_n, k;
+    float *mass;     /* [n_layers][max_n] this step's attention mass per layer */
+    int32_t *top;    /* [n_layers][max_n] this step's top-k per layer */
+    int *n_top;      /* [n_layers] */
+    bool *seen;      /* [n_layers] */
+    okv_selector_scratch ss;
+    okv_run_config pick_rc; /* no keep_first/last: the plain top-k */
+} probe_state;
+
+static void probe(void *ctx, int layer, int slot, const float *logits, int n_heads, int n) {
+    probe_state *ps = ctx;
+    float *mass = ps->mass + (size_t)layer * ps->max_n;
+    float *score = ps->ss.tmp_f;
+    for (int j = 0; j < n; j++) mass[j] = 0;
+    for (int h = 0; h < n_heads; h++) {
+        const float *l = logits + (size_t)h * n;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = fmaxf(mx, l[j]);
+        double z = 0;
+        for (int j = 0; j < n; j++) z += exp(l[j] - mx);
+        for (int j = 0; j < n; j++) mass[j] += (float)(exp(l[j] - mx) / z / n_heads);
+    }
+    (void)slot;
+    selector_scores(SELECTOR_LAST, logits, n_heads, n, NULL, NULL, 0, score);
+    int k = ps->k < n ? ps->k : n;
+    /* score lives in tmp_f: selector_pick copies it into ss.score before its top-k reuses tmp_f */
+    ps->n_top[layer] = selector_pick(&ps->pick_rc, &ps->ss, score, n, k, NULL, 0,
+                                     ps->top + (size_t)layer * ps->max_n);
+    ps->seen[layer] = true;
+}
+
+static void accumulate(const probe_state *ps, double *cover) {
+    const int L = ps->n_layers;
+    for (int a = 0; a < L; a++) {
+        if (!ps->seen[a]) continue;
+        const int32_t *top = ps->top + (size_t)a * ps->max_n;
+        for (int b = 0; b < L; b++) {
+            if (!ps->seen[b]) continue;
+            const float *mass = ps->mass + (size_t)b * ps->max_n;
+            double s = 0;
+            for (int i = 0; i < ps->n_top[a]; i++) s += mass[top[i]];
+            cover[(size_t)a * L + b] += s;
+        }
+    }
+}
+
+double calib_choose(const double *cover, int L, int nf, int wait, int *filters) {
+    double *best = malloc(sizeof(double) * (size_t)(nf + 1) * L);
+    int *from = malloc(sizeof(int) * (size_t)(nf + 1) * L);
+    OKV_ASSERT(best && from && nf >= 1 && nf <= L);
+    /* seg[f][e]: loss of layers f+1..e-1 governed by filter f (wait layers free, the rest sparse). */
+    double *seg = malloc(sizeof(double) * (size_t)L * (L + 1));
+    OKV_ASSERT(seg);
+#define SEG(f, e) seg[(size_t)(f) * (L + 1) + (e)]
+    for (int f = 0; f < L; f++)
+        for (int e = f + 1; e <= L; e++) {
+            double c = 0;
+            for (int l = f + 1 + wait; l < e; l++) c += 1.0 - cover[(size_t)f * L + l];
+            SEG(f, e) = c;
+        }
+    /* best[i][f]: the lowest loss of layers 0..f-1 with filter i (0-based) at layer f. */
+    for (int f = 0; f < L; f++) best[f] = (double)f, from[f] = -1;
+    for (int i = 1; i < nf; i++)
+        for (int f = 0; f < L; f++) {
+            best[i * L + f] = INFINITY;
+            from[i * L + f] = -1;
+            for (int p = 0; p < f; p++) {
+                double c = best[(i - 1) * L + p] + SEG(p, f);
+                if (c < best[i * L + f]) best[i * L + f] = c, from[i * L + f] = p;
+            }
+        }
+    double loss = INFINITY;
+    int last = -1;
+    for (int f = 0; f < L; f++) {
+        double c = best[(nf - 1) * L + f] + SEG(f, L);
+        if (c < loss) loss = c, last = f;
+    }
+    for (int i = nf - 1; i >= 0; i--) {
+        filters[i] = last;
+        last = from[i * L + last];
+    }
+#undef SEG
+    free(seg);
+    free(best);
+    free(from);
+    return loss;
+}
+
+int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
+    memset(r, 0, sizeof *r);
+    const int L = m->cfg.n_layers, V = m->cfg.n_vocab, dim = m->cfg.dim;
+    if (o->n_filters < 1 || o->n_filters > L || o->n_filters > OKV_MAX_FILTERS)
+        return okv_fail(OKV_ERR_USAGE, "--filters %d is out of range for a model of %d layers", o->n_filters, L);
+    if (!m->tok) return okv_fail(OKV_ERR_INPUT, "calibration needs the model's tokenizer");
+    okv_run_config rc;
+    config_defaults(&rc);
+    rc.policy = POLICY_DENSE;
+    rc.max_context_len = o->ctx + o->steps + 64;
+    rc.threads = o->threads;
+    rc.num_selected = o->budget;
+    okv_engine e;
+    int st = engine_init(&e, m, &rc, 0, L, 1);
+    if (st) return st;
+    probe_state ps = {.n_layers = L, .max_n = rc.max_context_len};
+    ps.mass = calloc((size_t)L * ps.max_n, sizeof(float));
+    ps.top = calloc((size_t)L * ps.max_n, sizeof(int32_t));
+    ps.n_top = calloc((size_t)L, sizeof(int));
+    ps.seen = calloc((size_t)L, sizeof(bool));
+    config_defaults(&ps.pick_rc);
+    r->n_layers = L;
+    r->cover = calloc((size_t)L * L, sizeof(double));
+    float *x = calloc((size_t)rc.prefill_chunk * dim, sizeof(float));
+    float *logits = calloc((size_t)V, sizeof(float));
+    int32_t *ids = calloc((size_t)rc.max_context_len, sizeof(int32_t));
+    OKV_ASSERT(ps.mass && ps.top && ps.n_top && ps.seen && r->cover && x && logits && ids);
+    if ((st = selector_scratch_init(&ps.ss, ps.max_n))) goto done;
+    if ((st = engine_set_probe(&e, probe, &ps))) goto done;
+    for (int p = 0; p < o->n_prompts && !st; p++) {
+        task_sample s;
+        if ((st = task_passkey(m->tok, o->ctx, -1.0, o->seed + (uint64_t)p, &s))) break;
+        int n = tokenizer_encode(m->tok, s.prompt, strlen(s.prompt), true, false, ids, rc.max_context_len);
+        task_sample_free(&s);
+        if (n <= 0 || n > o->ctx + 64) {
+            st = okv_fail(OKV_ERR_INTERNAL, "calibration prompt %d encoded to %d tokens", p, n);
+            break;
+        }
+        ps.k = config_budget(&rc, n);
+        if ((st = engine_seq_start(&e, 0, n))) break;
+        for (int pos = 0; pos < n && !st; pos += rc.prefill_chunk) {
+            int c = OKV_MIN(rc.prefill_chunk, n - pos);
+            engine_embed(&e, ids + pos, c, x);
+            st = engine_prefill(&e, 0, pos, c, x);
+            if (pos + c == n) engine_head(&e, x + (size_t)(c - 1) * dim, 1, logits);
+        }
+        for (int t = 0; t < o->steps && !st; t++) {
+            int32_t tok = 0;
+            for (int v = 1; v < V; v++)
+                if (logits[v] > logits[tok]) tok = v;
+            memset(ps.seen, 0, sizeof(bool) * (size_t)L);
+            engine_embed(&e, &tok, 1, x);
+            if ((st = engine_decode(&e, (int[]){0}, 1, x))) break;
+            engine_head(&e, x, 1, logits);
+            accumulate(&ps, r->cover);
+            r->samples++;
+        }
+        engine_seq_end(&e, 0);
+        OKV_INFO("calibration prompt %d/%d done (%d tokens)", p + 1, o->n_prompts, n);
+    }
+    if (!st && r->samples) {
+        for (size_t i = 0; i < (size_t)L * L; i++) r->cover[i] /= r->samples;
+        r->n_filters = o->n_filters;
+        r->loss = calib_choose(r->cover, L, o->n_filters, o->wait, r->filters);
+    }
+done:
+    selector_scratch_free(&ps.ss);
+    free(ps.mass);
+    free(ps.top);
+    free(ps.n_top);
+    free(ps.seen);
+    free(x);
+    free(logits);
+    free(ids);
+    engine_free(&e);
+    if (st) calib_result_free(r);
+    return st;
+}
+
+void calib_result_free(calib_result *r) {
+    free(r->cover);
+    memset(r, 0, sizeof *r);
+}
+
+int calib_write_fragment(const calib_result *r, const calib_opts *o, const char *path) {
+    cJSON *j = cJSON_CreateObject();
+    char list[OKV_MAX_FILTERS * 8] = "";
+    for (int i = 0; i < r->n_filters; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", r->filters[i]);
+    cJSON_AddStringToObject(j, "policy", "omnikv");
+    cJSON_AddStringToObject(j, "do_select_layers", list);
+    cJSON_AddNumberToObject(j, "num_wait_load_layers", o->wait);
+    cJSON_AddNumberToObject(j, "num_of_selected_tokens", o->budget);
+    cJSON_AddStringToObject(j, "selector_cls", "last");
+    cJSON *cal = cJSON_AddObjectToObject(j, "calibration");
+    cJSON_AddNumberToObject(cal, "lost_mass", r->loss);
+    cJSON_AddNumberToObject(cal, "samples", r->samples);
+    cJSON_AddNumberToObject(cal, "prompt_tokens", o->ctx);
+    char *txt = cJSON_Print(j);
+    cJSON_Delete(j);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        free(txt);
+        return okv_fail(OKV_ERR_INPUT, "cannot write %s", path);
+    }
+    fprintf(f, "%s\n", txt);
+    free(txt);
+    return fclose(f) ? okv_fail(OKV_ERR_INPUT, "cannot write %s", path) : OKV_OK;
+}
+
+int calib_write_csv(const calib_result *r, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) return okv_fail(OKV_ERR_INPUT, "cannot write %s", path);
+    fprintf(f, "l1");
+    for (int b = 0; b < r->n_layers; b++) fprintf(f, ",%d", b);
+    fprintf(f, "\n");
+    for (int a = 0; a < r->n_layers; a++) {
+        fprintf(f, "%d", a);
+        for (int b = 0; b < r->n_layers; b++) fprintf(f, ",%.5f", r->cover[(size_t)a * r->n_layers + b]);
+        fprintf(f, "\n");
+    }
+    return fclose(f) ? okv_fail(OKV_ERR_INPUT, "cannot write %s", path) : OKV_OK;
+}
+
+/* A perceptually ordered dark-blue -> teal -> yellow ramp. */
+static void colormap(double v, uint8_t rgb[3]) {
+    static const double stops[5][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+    v = v < 0 ? 0 : v > 1 ? 1 : v;
+    double x = v * 4;
+    int i = x >= 4 ? 3 : (int)x;
+    double t = x - i;
+    for (int c = 0; c < 3; c++) rgb[c] = (uint8_t)(stops[i][c] + t * (stops[i + 1][c] - stops[i][c]) + 0.5);
+}
+
+int calib_write_png(const calib_result *r, const char *path) {
+    const int L = r->n_layers, cell = L <= 40 ? 16 : 8, size = L * cell;
+    FILE *f = fopen(path, "wb");
+    if (!f) return okv_fail(OKV_ERR_INPUT, "cannot write %s", path);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    uint8_t *row = malloc((size_t)size * 3);
+    if (!png || !info || !row || setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(row);
+        fclose(f);
+        return okv_fail(OKV_ERR_INPUT, "cannot write the PNG %s", path);
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)size, (png_uint_32)size, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    /* Row = l1 (the selecting layer), column = l2; cells below the diagonal are drawn grey, and
+     * the chosen filter layers get a white tick on the left edge. */
+    for (int y = 0; y < size; y++) {
+        int a = y / cell;
+        bool chosen = false;
+        for (int i = 0; i < r->n_filters; i++) chosen |= r->filters[i] == a;
+        for (int x = 0; x < size; x++) {
+            int b = x / cell;
+            uint8_t *px = row + (size_t)x * 3;
+            if (chosen && x < cell / 4) px[0] = px[1] = px[2] = 255;
+            else if (b < a) px[0] = px[1] = px[2] = 40;
+            else colormap(r->cover[(size_t)a * L + b], px);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    return fclose(f) ? okv_fail(OKV_ERR_INPUT, "cannot write %s", path) : OKV_OK;
+}

@@ -1,0 +1,138 @@
+/* policy.c — layer roles from the run config and the selection of prompt tokens at filter
+ * layers (DESIGN §4). Tested by tests/unit/test_policy.c. */
+#include "policy.h"
+
+#include "../../kernels/backend.h"
+#include "../common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *policy_role_name(okv_role r) {
+    switch (r) {
+    case ROLE_DENSE: return "dense";
+    case ROLE_FILTER: return "filter";
+    case ROLE_WAIT: return "wait";
+    case ROLE_SPARSE: return "sparse";
+    }
+    return "?";
+}
+
+int policy_plan_init(okv_layer_plan *p, const okv_run_config *c, int n_layers) {
+    memset(p, 0, sizeof *p);
+    p->n_layers = n_layers;
+    p->role = calloc((size_t)n_layers, sizeof *p->role);
+    p->group = calloc((size_t)n_layers, sizeof *p->group);
+    OKV_ASSERT(p->role && p->group);
+    for (int l = 0; l < n_layers; l++) p->group[l] = -1;
+    if (c->policy == POLICY_DENSE) return OKV_OK;
+    for (int i = 0; i < c->n_filter_layers; i++) {
+        int f = c->filter_layers[i];
+        if (f < 0 || f >= n_layers || (i > 0 && f <= c->filter_layers[i - 1]))
+            return okv_fail(OKV_ERR_USAGE,
+                            "do_select_layers entry %d is invalid for a model of %d layers "
+                            "(filter layers must be ascending and below %d)",
+                            f, n_layers, n_layers);
+    }
+    p->n_groups = c->n_filter_layers;
+    p->filters = c->filter_layers;
+    for (int i = 0; i < c->n_filter_layers; i++) {
+        int f = c->filter_layers[i];
+        int end = i + 1 < c->n_filter_layers ? c->filter_layers[i + 1] : n_layers;
+        p->role[f] = ROLE_FILTER;
+        p->group[f] = i;
+        for (int l = f + 1; l < end; l++) {
+            p->role[l] = l <= f + c->num_wait_load_layers ? ROLE_WAIT : ROLE_SPARSE;
+            p->group[l] = i;
+        }
+    }
+    return OKV_OK;
+}
+
+void policy_plan_free(okv_layer_plan *p) {
+    free(p->role);
+    free(p->group);
+    memset(p, 0, sizeof *p);
+}
+
+int selector_scratch_init(okv_selector_scratch *s, int max_n) {
+    memset(s, 0, sizeof *s);
+    s->max_n = max_n;
+    s->score = okv_alloc(sizeof(float) * (size_t)max_n);
+    s->tmp_f = okv_alloc(sizeof(float) * (size_t)max_n);
+    s->tmp_i = okv_alloc(sizeof(int32_t) * (size_t)max_n);
+    if (!s->score || !s->tmp_f || !s->tmp_i) {
+        selector_scratch_free(s);
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate selection scratch for %d tokens", max_n);
+    }
+    return OKV_OK;
+}
+
+void selector_scratch_free(okv_selector_scratch *s) {
+    okv_free_mem(s->score);
+    okv_free_mem(s->tmp_f);
+    okv_free_mem(s->tmp_i);
+    memset(s, 0, sizeof *s);
+}
+
+/* Adds weight * max over heads of softmax_h(logits[h])[j] to score[j]. The per-head softmax
+ * statistics come first so each candidate is then one pass over the heads. */
+static void add_softmax_max(const float *logits, int n_heads, int n, float weight, float *score) {
+    float mx[OKV_MAX_HEADS], inv[OKV_MAX_HEADS];
+    for (int h = 0; h < n_heads; h++) {
+        const float *l = logits + (size_t)h * n;
+        float m = -INFINITY;
+        for (int j = 0; j < n; j++) m = l[j] > m ? l[j] : m;
+        double sum = 0;
+        for (int j = 0; j < n; j++) sum += expf(l[j] - m);
+        mx[h] = m;
+        inv[h] = (float)(1.0 / sum);
+    }
+    for (int j = 0; j < n; j++) {
+        float best = 0;
+        for (int h = 0; h < n_heads; h++) {
+            float v = expf(logits[(size_t)h * n + j] - mx[h]) * inv[h];
+            best = v > best ? v : best;
+        }
+        score[j] += weight * best;
+    }
+}
+
+void selector_scores(okv_selector sel, const float *logits, int n_heads, int n,
+                     const float *window_logits, const int *ages, int n_win, float *score) {
+    OKV_ASSERT(n_heads <= OKV_MAX_HEADS);
+    if (sel == SELECTOR_LAST) {
+        for (int j = 0; j < n; j++) score[j] = logits[j];
+        for (int h = 1; h < n_heads; h++) {
+            const float *l = logits + (size_t)h * n;
+            for (int j = 0; j < n; j++) score[j] = l[j] > score[j] ? l[j] : score[j];
+        }
+        return;
+    }
+    for (int j = 0; j < n; j++) score[j] = 0;
+    if (sel == SELECTOR_SOFTMAX_BEFORE_LAST) {
+        add_softmax_max(logits, n_heads, n, 1.0f, score);
+        return;
+    }
+    for (int w = 0; w < n_win; w++) {
+        float weight = sel == SELECTOR_EXP ? ldexpf(1.0f, -ages[w]) : 1.0f;
+        add_softmax_max(window_logits + (size_t)w * n_heads * n, n_heads, n, weight, score);
+    }
+}
+
+int selector_pick(const okv_run_config *c, okv_selector_scratch *s, const float *score, int n,
+                  int k, const int32_t *forced, int n_forced, int32_t *out) {
+    OKV_ASSERT(n <= s->max_n);
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    float *sc = s->score;
+    if (sc != score) memcpy(sc, score, sizeof(float) * (size_t)n);
+    /* Forced tokens outrank every score; among them the lower position wins if k is short. */
+    for (int j = 0; j < c->keep_first && j < n; j++) sc[j] = INFINITY;
+    for (int j = n - c->keep_last; j < n; j++)
+        if (j >= 0) sc[j] = INFINITY;
+    for (int i = 0; i < n_forced; i++)
+        if (forced[i] >= 0 && forced[i] < n) sc[forced[i]] = INFINITY;
+    return okv_topk(out, sc, n, k, s->tmp_f, s->tmp_i);
+}

@@ -1,0 +1,129 @@
+/* bench_kernels.c — throughput of the CPU backend's hot ops (not a test, not built by CMake):
+ * decode matvecs in GB/s of weights streamed, a prefill matmul, and decode attention.
+ * Build: mpicc -std=c11 -O2 -march=native -fopenmp -D_GNU_SOURCE -I. -Isrc kernels/*.c
+ *        kernels/cpu/*.c src/common.c tests/bench/bench_kernels.c -lm -o bench_kernels */
+#include "kernels/backend.h"
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void fill(float *x, int64_t n) {
+    uint32_t s = 12345;
+    for (int64_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)(s >> 8) / 16777216.0f - 0.5f;
+    }
+}
+
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Best of several timed repetitions, each long enough to dwarf the clock. On a shared machine
+ * with one thread, process CPU time (BENCH_CPU_TIME=1) is steadier than wall time. */
+static double time_best(void (*fn)(void *), void *arg, int reps) {
+    const int use_cpu = getenv("BENCH_CPU_TIME") != NULL;
+    double best = 1e30;
+    for (int r = 0; r < 7; r++) {
+        const double t0 = use_cpu ? cpu_s() : okv_now_s();
+        for (int i = 0; i < reps; i++) fn(arg);
+        best = fmin(best, ((use_cpu ? cpu_s() : okv_now_s()) - t0) / reps);
+    }
+    return best;
+}
+
+typedef struct mm_case {
+    okv_backend *be;
+    okv_type wt;
+    void *w;
+    float *x, *y;
+    int n_tok, n_in, n_out;
+} mm_case;
+
+static void run_mm(void *p) {
+    mm_case *c = p;
+    c->be->matmul(c->be, c->y, c->w, c->wt, c->x, c->n_tok, c->n_in, c->n_out);
+}
+
+static void bench_matmul(okv_backend *be, okv_type wt, int n_out, int n_in, int n_tok, int reps) {
+    const size_t row = okv_type_row_bytes(wt, n_in);
+    float *wf = malloc((size_t)n_in * sizeof(float));
+    uint8_t *w = malloc((size_t)n_out * row);
+    mm_case c = {be, wt, w, malloc((size_t)n_tok * n_in * 4), malloc((size_t)n_tok * n_out * 4), n_tok, n_in, n_out};
+    for (int o = 0; o < n_out; o++) {
+        fill(wf, n_in);
+        wf[o % n_in] += 0.001f * (float)o;
+        okv_quant_row_ref(w + (size_t)o * row, wf, wt, n_in);
+    }
+    fill(c.x, (int64_t)n_tok * n_in);
+    const double t = time_best(run_mm, &c, reps);
+    const double bytes = (double)n_out * row;
+    printf("%-7s matmul %6d x %-5d tok %-3d threads %s: %8.1f us  %6.2f GB/s of weights  %7.1f GMAC/s\n",
+           okv_type_name(wt), n_out, n_in, n_tok, be->name, t * 1e6, bytes / t / 1e9,
+           (double)n_out * n_in * n_tok / t / 1e9);
+    free(wf);
+    free(w);
+    free(c.x);
+    free(c.y);
+}
+
+typedef struct att_case {
+    okv_backend *be;
+    okv_kv_view view;
+    float *q, *out;
+    okv_attn_shape s;
+} att_case;
+
+static void run_att(void *p) {
+    att_case *c = p;
+    c->be->attn_decode(c->be, c->out, c->q, &c->view, 1, c->s, NULL);
+}
+
+static void bench_attn(okv_backend *be, int n, int reps) {
+    const okv_attn_shape s = {9, 3, 64, 0.125f};
+    const int64_t stride = 3 * 64;
+    uint16_t *k = malloc((size_t)n * stride * 2), *v = malloc((size_t)n * stride * 2);
+    float *tmp = malloc((size_t)stride * 4);
+    for (int r = 0; r < n; r++) {
+        fill(tmp, stride);
+        for (int i = 0; i < stride; i++) k[r * stride + i] = v[r * stride + i] = okv_f32_to_fp16(tmp[i]);
+    }
+    att_case c = {be, {OKV_TYPE_F16, k, v, stride, NULL, n}, malloc(9 * 64 * 4), malloc(9 * 64 * 4), s};
+    fill(c.q, 9 * 64);
+    const double t = time_best(run_att, &c, reps);
+    printf("attn_decode 9/3 heads hd 64 ctx %-6d threads %s: %8.1f us  %6.2f GB/s of K+V\n", n, be->name, t * 1e6,
+           2.0 * n * stride * 2 / t / 1e9);
+    free(k);
+    free(v);
+    free(tmp);
+    free(c.q);
+    free(c.out);
+}
+
+int main(int argc, char **argv) {
+    const int min_threads = argc > 1 ? atoi(argv[1]) : 1;
+    const int max_threads = argc > 2 ? atoi(argv[2]) : 2;
+    for (int nt = min_threads; nt <= max_threads; nt++) {
+        okv_backend be;
+        if (okv_backend_cpu_init(&be, nt, 64, 4096)) return 1;
+        char name[16];
+        snprintf(name, sizeof name, "%d", nt);
+        be.name = name;
+        bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
+        bench_matmul(&be, OKV_TYPE_Q4_1, 576, 1536, 1, 200);
+        bench_matmul(&be, OKV_TYPE_Q8_0, 49152, 576, 1, 5);
+        bench_matmul(&be, OKV_TYPE_Q4_0, 1536, 576, 1, 200);
+        bench_matmul(&be, OKV_TYPE_F16, 1536, 576, 1, 100);
+        bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 64, 5);
+        bench_attn(&be, 1024, 50);
+        bench_attn(&be, 16384, 5);
+        be.free(&be);
+    }
+    return 0;
+}

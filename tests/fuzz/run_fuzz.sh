@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# run_fuzz.sh — build the libFuzzer targets (clang, -DOMNIKV_FUZZ=ON) in BUILD_DIR, seed the GGUF
+# corpus with generated tiny models, and run every fuzz_* target for SECONDS (default 30).
+# Exits non-zero when a target crashes; the input that did it is left in BUILD_DIR/fuzz-artifacts.
+#   tests/fuzz/run_fuzz.sh BUILD_DIR [SECONDS]
+# Seeds come from `omnikv gen-model`: $OMNIKV_BIN, else BUILD_DIR/omnikv, else <src>/build/omnikv.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}
+secs=${2:-30}
+
+CC=${CC:-clang} cmake -S "$src" -B "$build" -DOMNIKV_FUZZ=ON -DOMNIKV_NATIVE=ON >/dev/null
+targets=()
+for f in "$src"/tests/fuzz/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null
+
+gen=${OMNIKV_BIN:-}
+if [ -z "$gen" ]; then
+  if cmake --build "$build" --target omnikv >/dev/null 2>&1; then gen=$build/omnikv
+  elif [ -x "$src/build/omnikv" ]; then gen=$src/build/omnikv
+  fi
+fi
+corpus=$build/fuzz-corpus
+mkdir -p "$corpus/fuzz_gguf" "$build/fuzz-artifacts"
+if [ -n "$gen" ]; then
+  for t in f32 q4_0 q4_1; do
+    "$gen" gen-model --shape tiny --layers 1 --type $t --seed 1 -o "$corpus/fuzz_gguf/tiny-$t.gguf" 2>/dev/null
+  done
+else
+  echo "run_fuzz.sh: no omnikv binary to generate GGUF seeds (set OMNIKV_BIN); fuzz_gguf starts empty" >&2
+fi
+
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "$corpus/$t"
+  echo "== $t: ${secs}s, corpus $corpus/$t"
+  if ! "$build/$t" -max_total_time="$secs" -print_final_stats=1 \
+       -artifact_prefix="$build/fuzz-artifacts/$t-" "$corpus/$t" 2>"$build/fuzz-artifacts/$t.log"; then
+    echo "== $t FAILED; see $build/fuzz-artifacts/$t.log" >&2
+    tail -40 "$build/fuzz-artifacts/$t.log" >&2
+    status=1
+  else
+    grep -E "^stat::number_of_executed_units|^Done" "$build/fuzz-artifacts/$t.log" || true
+  fi
+done
+exit $status

@@ -1,0 +1,136 @@
+/* test_calibrate.c — calibration finds planted filter layers. A generated 12-layer model is
+ * edited so the residual stream never changes (attn_output and ffn_down are zero) and layers
+ * share their Q/K projections within planted groups {2..5}, {6..8}, {9..11} (layers 0 and 1 have
+ * their own): attention patterns then repeat inside a group and differ across groups, so the
+ * only good 3-filter choice is {2, 6, 9}. Also checks calib_choose on a hand-made matrix. */
+#include "common.h"
+#include "model/genmodel.h"
+#include "model/gguf.h"
+#include "policy/calibrate.h"
+#include "test_util.h"
+
+#include <cjson/cJSON.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int leader(int l) { return l < 2 ? l : l < 6 ? 2 : l < 9 ? 6 : 9; }
+
+static const gguf_tensor_info *tensor(const gguf_file *f, int layer, const char *what) {
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", layer, what);
+    const gguf_tensor_info *t = gguf_find_tensor(f, name);
+    if (!t) {
+        fprintf(stderr, "FAIL: generated model lacks %s\n", name);
+        exit(1);
+    }
+    return t;
+}
+
+int main(void) {
+    okv_log_init(0);
+    /* calib_choose on a hand-made 6-layer matrix: groups {1,2,3} and {4,5} cover each other fully,
+     * everything else covers nothing; W = 0. Best 2 filters: {1, 4}, loss 1 (layer 0 dense). */
+    double cov[36] = {0};
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 6; b++) {
+            int ga = a == 0 ? 0 : a < 4 ? 1 : 2, gb = b == 0 ? 0 : b < 4 ? 1 : 2;
+            cov[a * 6 + b] = ga == gb ? 1.0 : 0.0;
+        }
+    int f2[2];
+    double loss = calib_choose(cov, 6, 2, 0, f2);
+    TEST_CHECK(f2[0] == 1 && f2[1] == 4 && loss == 1.0, "hand matrix: chose {%d, %d} loss %g, expected {1, 4} loss 1",
+               f2[0], f2[1], loss);
+
+    char base[256], planted[256];
+    snprintf(base, sizeof base, "/tmp/omnikv-calib-base-%d.gguf", (int)getpid());
+    snprintf(planted, sizeof planted, "/tmp/omnikv-calib-planted-%d.gguf", (int)getpid());
+    TEST_OK(genmodel_write(base, "tiny", 12, OKV_TYPE_F32, 11));
+    gguf_file f;
+    TEST_OK(gguf_open(&f, base));
+    uint8_t *copy = malloc(f.size);
+    memcpy(copy, f.map, f.size);
+    for (int l = 0; l < 12; l++) {
+        static const char *const zero[2] = {"attn_output", "ffn_down"};
+        for (int i = 0; i < 2; i++) {
+            const gguf_tensor_info *t = tensor(&f, l, zero[i]);
+            memset(copy + ((const uint8_t *)t->data - f.map), 0, t->nbytes);
+        }
+        static const char *const qk[2] = {"attn_q", "attn_k"};
+        for (int i = 0; i < 2; i++) {
+            const gguf_tensor_info *src = tensor(&f, leader(l), qk[i]), *dst = tensor(&f, l, qk[i]);
+            const float *s = src->data;
+            float *d = (float *)(copy + ((const uint8_t *)dst->data - f.map));
+            /* scaled up so attention is peaked enough for a top-k to hold most of the mass */
+            for (uint64_t j = 0; j < src->nbytes / 4; j++) d[j] = 12.0f * s[j];
+        }
+    }
+    FILE *out = fopen(planted, "wb");
+    TEST_CHECK(out && fwrite(copy, 1, f.size, out) == f.size && fclose(out) == 0, "cannot write %s", planted);
+    free(copy);
+    gguf_close(&f);
+    unlink(base);
+
+    okv_model m;
+    model_load_opts mo = {.layer_begin = 0, .layer_end = -1, .need_embed = true, .need_head = true,
+                          .need_tokenizer = true};
+    TEST_OK(model_load(&m, planted, &mo));
+    unlink(planted);
+    calib_opts o = {.n_prompts = 3, .ctx = 400, .steps = 4, .budget = 0.1, .n_filters = 3, .wait = 1,
+                    .seed = 5, .threads = 2};
+    calib_result r;
+    TEST_OK(calib_run(&m, &o, &r));
+    double in = 0, across = 0;
+    int n_in = 0, n_across = 0;
+    for (int a = 0; a < 12; a++)
+        for (int b = a + 1; b < 12; b++) {
+            double c = r.cover[a * 12 + b];
+            if (leader(a) == leader(b)) in += c, n_in++;
+            else across += c, n_across++;
+        }
+    printf("coverage: mean within planted groups %.3f, across groups %.3f (%d samples)\n", in / n_in,
+           across / n_across, r.samples);
+    printf("chosen filter layers: {%d, %d, %d} (planted {2, 6, 9}), lost mass %.3f\n", r.filters[0],
+           r.filters[1], r.filters[2], r.loss);
+    TEST_CHECK(r.filters[0] == 2 && r.filters[1] == 6 && r.filters[2] == 9,
+               "calibration chose {%d, %d, %d}, not the planted {2, 6, 9}", r.filters[0], r.filters[1],
+               r.filters[2]);
+    TEST_CHECK(in / n_in > across / n_across + 0.3, "planted structure not visible in the matrix");
+
+    /* The outputs: fragment parses as a run config, CSV has 13 lines, PNG has the PNG signature. */
+    char frag[256], csv[256], png[256];
+    snprintf(frag, sizeof frag, "/tmp/omnikv-calib-%d.json", (int)getpid());
+    snprintf(csv, sizeof csv, "/tmp/omnikv-calib-%d.csv", (int)getpid());
+    snprintf(png, sizeof png, "/tmp/omnikv-calib-%d.png", (int)getpid());
+    TEST_OK(calib_write_fragment(&r, &o, frag));
+    TEST_OK(calib_write_csv(&r, csv));
+    TEST_OK(calib_write_png(&r, png));
+    char *txt = test_read_file(frag, NULL);
+    cJSON *j = cJSON_Parse(txt);
+    cJSON *sel = j ? cJSON_GetObjectItem(j, "do_select_layers") : NULL;
+    TEST_CHECK(cJSON_IsString(sel) && !strcmp(sel->valuestring, "2,6,9"), "fragment lacks the filters: %s", txt);
+    okv_run_config rc;
+    config_defaults(&rc);
+    TEST_CHECK(sel && config_set(&rc, "do_select_layers", sel->valuestring) == OKV_OK &&
+                   rc.n_filter_layers == 3 && rc.filter_layers[2] == 9,
+               "fragment's filter list does not load as a run config");
+    cJSON_Delete(j);
+    free(txt);
+    size_t n;
+    char *c = test_read_file(csv, &n);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += c[i] == '\n';
+    TEST_CHECK(lines == 13, "CSV has %d lines, expected 13", lines);
+    free(c);
+    char *p = test_read_file(png, &n);
+    TEST_CHECK(n > 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8), "PNG signature missing");
+    free(p);
+    unlink(frag);
+    unlink(csv);
+    unlink(png);
+    calib_result_free(&r);
+    model_free(&m);
+    return test_summary();
+}

@@ -1,0 +1,728 @@
+/* test_kernels.c — every CPU backend op against its kernels/ref.c reference over many shapes (ragged
+ * sizes included) with stated tolerances; the type helpers, fp16/bf16 converters, quantizers and
+ * top-k against hand values; decode attention's bitwise independence of how rows are split into
+ * views. Prints what each check compared and the worst error; exits non-zero on any failure. */
+#include "kernels/backend.h"
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int n_fail, n_checks;
+
+static void report(int ok, const char *what, const char *detail) {
+    n_checks++;
+    if (!ok) n_fail++;
+    printf("%s  %-58s %s\n", ok ? "ok  " : "FAIL", what, detail);
+}
+
+/* ---- data -------------------------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rng_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
+/* Mostly small values with the odd outlier, as activations look. */
+static void fill(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = rng_uniform(-scale, scale) * (rng_u32() % 50 == 0 ? 8.0f : 1.0f);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    OKV_ASSERT(p);
+    return p;
+}
+
+/* ---- comparisons -------------------------------------------------------------------------------- */
+
+/* Elementwise |got - ref| <= atol + rtol*|ref|; returns the worst error as a fraction of the
+ * tolerance and stores the worst absolute error. */
+static double elem_err(const float *got, const float *ref, int64_t n, double atol, double rtol, double *worst_abs) {
+    double worst = 0.0, wa = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double e = fabs((double)got[i] - ref[i]);
+        const double r = e / (atol + rtol * fabs(ref[i]));
+        if (!(r <= worst)) worst = r; /* NaN counts as a failure */
+        if (e > wa) wa = e;
+    }
+    *worst_abs = wa;
+    return worst;
+}
+
+static int bits_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+/* ---- types, converters, quantizers ---------------------------------------------------------------- */
+
+static void test_types(void) {
+    int ok = sizeof(okv_block_q4_0) == 18 && sizeof(okv_block_q4_1) == 20 && sizeof(okv_block_q8_0) == 34 &&
+             sizeof(okv_block_q8_1) == 36;
+    ok &= okv_type_block_bytes(OKV_TYPE_Q4_0) == 18 && okv_type_block_bytes(OKV_TYPE_Q4_1) == 20 &&
+          okv_type_block_bytes(OKV_TYPE_Q8_0) == 34 && okv_type_block_bytes(OKV_TYPE_Q8_1) == 36 &&
+          okv_type_block_bytes(OKV_TYPE_F32) == 4 && okv_type_block_bytes(OKV_TYPE_F16) == 2 &&
+          okv_type_block_bytes(OKV_TYPE_BF16) == 2 && okv_type_block_bytes((okv_type)7) == 0;
+    ok &= okv_type_block_elems(OKV_TYPE_Q4_1) == 32 && okv_type_block_elems(OKV_TYPE_F16) == 1 &&
+          okv_type_block_elems((okv_type)5) == 0;
+    ok &= okv_type_row_bytes(OKV_TYPE_Q4_1, 576) == 360 && okv_type_row_bytes(OKV_TYPE_Q8_0, 576) == 612 &&
+          okv_type_row_bytes(OKV_TYPE_F16, 7) == 14;
+    const okv_type all[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q4_0,
+                            OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q8_1};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ok &= okv_type_from_name(okv_type_name(all[i])) == (int)all[i];
+    ok &= okv_type_from_name("q4_1") == OKV_TYPE_Q4_1 && okv_type_from_name("q5_0") == -1 &&
+          okv_type_from_name(NULL) == -1 && okv_type_name((okv_type)12) == NULL;
+    ok &= okv_type_is_weight(OKV_TYPE_Q4_1) && !okv_type_is_weight(OKV_TYPE_Q8_1) &&
+          okv_type_is_weight(OKV_TYPE_BF16) && !okv_type_is_weight((okv_type)6);
+    ok &= okv_act_type_for(OKV_TYPE_Q4_1) == OKV_TYPE_Q8_1 && okv_act_type_for(OKV_TYPE_Q4_0) == OKV_TYPE_Q8_0 &&
+          okv_act_type_for(OKV_TYPE_Q8_0) == OKV_TYPE_Q8_0 && okv_act_type_for(OKV_TYPE_F16) == OKV_TYPE_F16;
+    report(ok, "type sizes, names, weight flags, activation partners", "");
+}
+
+static float f_from_bits(uint32_t u) {
+    union { uint32_t u; float f; } c = {.u = u};
+    return c.f;
+}
+static uint32_t bits_of(float f) {
+    union { float f; uint32_t u; } c = {.f = f};
+    return c.u;
+}
+
+static void test_converters(void) {
+    static const struct { float f; uint16_t h; } to_h[] = {
+        {0.0f, 0x0000}, {-0.0f, 0x8000}, {1.0f, 0x3c00}, {-2.0f, 0xc000}, {0.1f, 0x2e66},
+        {65504.0f, 0x7bff}, {65519.0f, 0x7bff}, {65520.0f, 0x7c00}, {1e10f, 0x7c00}, {-1e10f, 0xfc00},
+        {INFINITY, 0x7c00}, {-INFINITY, 0xfc00},
+        {0x1p-14f, 0x0400}, {0x1p-24f, 0x0001}, {0x1p-25f, 0x0000}, {0x1.8p-25f, 0x0001},
+        {0x1.8p-24f, 0x0002}, {0x1.ffcp-15f, 0x0400}, {0x3ffp-24f, 0x03ff},
+        {1.0f + 0x1p-11f, 0x3c00}, {1.0f + 0x3p-11f, 0x3c02}, {1.0f + 0x1p-10f, 0x3c01},
+        {0x1p-26f, 0x0000}, {-0x1p-24f, 0x8001},
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof to_h / sizeof to_h[0]; i++) {
+        if (okv_f32_to_fp16(to_h[i].f) != to_h[i].h) {
+            printf("      f32->f16(%a) = 0x%04x, want 0x%04x\n", to_h[i].f, okv_f32_to_fp16(to_h[i].f), to_h[i].h);
+            bad++;
+        }
+    }
+    const uint16_t hn = okv_f32_to_fp16(NAN);
+    bad += (hn & 0x7c00) != 0x7c00 || (hn & 0x03ff) == 0;
+    static const struct { uint16_t h; float f; } to_f[] = {
+        {0x0001, 0x1p-24f}, {0x03ff, 0x3ffp-24f}, {0x0400, 0x1p-14f}, {0x7bff, 65504.0f},
+        {0x3c00, 1.0f}, {0x3555, 0.333251953125f}, {0xc000, -2.0f}, {0x7c00, INFINITY}, {0xfc00, -INFINITY},
+    };
+    for (size_t i = 0; i < sizeof to_f / sizeof to_f[0]; i++) bad += okv_fp16_to_f32(to_f[i].h) != to_f[i].f;
+    bad += bits_of(okv_fp16_to_f32(0x8000)) != 0x80000000u || !isnan(okv_fp16_to_f32(0x7e00));
+    /* Every finite or infinite half survives f16 -> f32 -> f16. */
+    int rt_bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x03ff)) continue;
+        rt_bad += okv_f32_to_fp16(okv_fp16_to_f32((uint16_t)h)) != h;
+    }
+    char det[128];
+    snprintf(det, sizeof det, "%d hand values wrong, %d of 63488 halves fail the round trip", bad, rt_bad);
+    report(bad == 0 && rt_bad == 0, "fp16 converters: edge cases and exhaustive round trip", det);
+
+    static const struct { float f; uint16_t b; } to_b[] = {
+        {1.0f, 0x3f80}, {-1.0f, 0xbf80}, {0.0f, 0x0000}, {1.0f + 0x1p-8f, 0x3f80}, {1.0f + 0x3p-8f, 0x3f82},
+        {1.0f + 0x1p-7f, 0x3f81}, {INFINITY, 0x7f80}, {-INFINITY, 0xff80}, {0x1.fffffep127f, 0x7f80},
+        {0x1p-133f, 0x0001}, {3.140625f, 0x4049},
+    };
+    bad = 0;
+    for (size_t i = 0; i < sizeof to_b / sizeof to_b[0]; i++) bad += okv_f32_to_bf16(to_b[i].f) != to_b[i].b;
+    const uint16_t bn = okv_f32_to_bf16(f_from_bits(0x7f800001u)); /* signalling NaN stays a NaN */
+    bad += (bn & 0x7f80) != 0x7f80 || (bn & 0x7f) == 0;
+    bad += okv_bf16_to_f32(0x3f81) != 1.0078125f || okv_bf16_to_f32(0xc049) != -3.140625f;
+    snprintf(det, sizeof det, "%d hand values wrong", bad);
+    report(bad == 0, "bf16 converters: ties to even, overflow, NaN, subnormal", det);
+}
+
+/* Quantize/dequantize round trips within the step of each format, plus one hand-made block. */
+static void test_quant_ref(void) {
+    const int n = 32 * 37;
+    float *x = xmalloc(n * sizeof(float)), *y = xmalloc(n * sizeof(float));
+    uint8_t *q = xmalloc(okv_type_row_bytes(OKV_TYPE_F32, n));
+    fill(x, n, 1.0f);
+    for (int j = 0; j < 32; j++) x[j] = 0.0f; /* an all-zero block */
+    const okv_type ts[] = {OKV_TYPE_Q8_0, OKV_TYPE_Q8_1, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_F16, OKV_TYPE_BF16};
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+        okv_type t = ts[k];
+        okv_quant_row_ref(q, x, t, n);
+        okv_dequant_row_ref(y, q, t, n);
+        double worst = 0.0;
+        int s_bad = 0;
+        for (int b = 0; b < n / 32; b++) {
+            const float *xb = x + b * 32;
+            float amax = 0, mn = xb[0], mx = xb[0];
+            for (int j = 0; j < 32; j++) {
+                amax = fmaxf(amax, fabsf(xb[j]));
+                mn = fminf(mn, xb[j]);
+                mx = fmaxf(mx, xb[j]);
+            }
+            for (int j = 0; j < 32; j++) {
+                /* The largest rounding each format allows, slightly widened for its f16 scales. */
+                double tol;
+                if (t == OKV_TYPE_Q8_0 || t == OKV_TYPE_Q8_1) tol = 0.57 * amax / 127.0;
+                else if (t == OKV_TYPE_Q4_0) tol = 1.01 * amax / 8.0;
+                else if (t == OKV_TYPE_Q4_1) tol = 0.51 * (mx - mn) / 15.0 + 0.001 * (fabsf(mn) + fabsf(mx));
+                else if (t == OKV_TYPE_F16) tol = fabsf(xb[j]) * 0x1p-11 + 0x1p-25;
+                else tol = fabsf(xb[j]) * 0x1p-8;
+                const double e = fabs((double)y[b * 32 + j] - xb[j]);
+                if (e > 0 && e / tol > worst) worst = tol > 0 ? e / tol : INFINITY;
+            }
+            if (t == OKV_TYPE_Q8_1) {
+                const okv_block_q8_1 *blk = (const okv_block_q8_1 *)q + b;
+                int sum = 0;
+                for (int j = 0; j < 32; j++) sum += blk->qs[j];
+                const float want = okv_fp16_to_f32(okv_f32_to_fp16((float)sum * (amax / 127.0f)));
+                s_bad += okv_fp16_to_f32(blk->s) != want;
+            }
+        }
+        char what[96], det[96];
+        snprintf(what, sizeof what, "quant/dequant ref %s, %d blocks, error vs format step", okv_type_name(t), n / 32);
+        snprintf(det, sizeof det, "worst %.3f of step%s", worst, s_bad ? ", bad s" : "");
+        report(worst <= 1.0 && s_bad == 0, what, det);
+    }
+    /* Hand block: x_j = j - 16 gives amax 16, multiplier 127/16 = 7.9375 exactly, so
+     * q_j = rint(7.9375*(j-16)) and d = f16(16/127). Half-way cases (j-16 = +-8: 63.5) go to even. */
+    float hb[32];
+    for (int j = 0; j < 32; j++) hb[j] = (float)(j - 16);
+    okv_block_q8_1 blk;
+    okv_quant_row_ref(&blk, hb, OKV_TYPE_Q8_1, 32);
+    int bad = blk.d != okv_f32_to_fp16(16.0f / 127.0f);
+    int sum = 0;
+    for (int j = 0; j < 32; j++) {
+        bad += blk.qs[j] != (int8_t)rint(7.9375 * (j - 16));
+        sum += blk.qs[j];
+    }
+    bad += blk.qs[8] != -64 || blk.qs[24] != 64; /* -63.5 -> -64, 63.5 -> 64 */
+    bad += blk.s != okv_f32_to_fp16((float)sum * (16.0f / 127.0f));
+    report(bad == 0, "q8_1 hand block: scale, half-to-even rounding, s", bad ? "mismatch" : "exact");
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* The quantized dot against (a) the same math in f32 on dequantized operands and (b) the dot with
+ * the unquantized activations, within a bound built from each block's activation step. */
+static void test_vec_dot_ref(void) {
+    const okv_type ws[] = {OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
+    for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
+        const okv_type wt = ws[k], at = okv_act_type_for(wt);
+        double worst_a = 0, worst_b = 0;
+        for (int trial = 0; trial < 40; trial++) {
+            const int n = 32 * (1 + (int)(rng_u32() % 48));
+            float *w = xmalloc(n * sizeof(float)), *x = xmalloc(n * sizeof(float));
+            float *wd = xmalloc(n * sizeof(float)), *xd = xmalloc(n * sizeof(float));
+            uint8_t *wq = xmalloc((size_t)n * 4), *xq = xmalloc((size_t)n * 4);
+            fill(w, n, 0.5f);
+            fill(x, n, 2.0f);
+            okv_quant_row_ref(wq, w, wt, n);
+            okv_quant_row_ref(xq, x, at, n);
+            okv_dequant_row_ref(wd, wq, wt, n);
+            okv_dequant_row_ref(xd, xq, at, n);
+            const double got = okv_vec_dot_ref(wq, wt, xq, n);
+            double dq = 0, mag = 0, exact = 0, bound = 0;
+            for (int i = 0; i < n; i++) {
+                dq += (double)wd[i] * xd[i];
+                mag += fabs((double)wd[i] * xd[i]);
+                exact += (double)wd[i] * x[i];
+            }
+            if (at == OKV_TYPE_Q8_0 || at == OKV_TYPE_Q8_1) {
+                for (int b = 0; b < n / 32; b++) {
+                    float amax = 0;
+                    double wsum = 0;
+                    for (int j = 0; j < 32; j++) {
+                        amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+                        wsum += fabs(wd[b * 32 + j]);
+                    }
+                    bound += wsum * 0.57 * amax / 127.0;
+                    if (wt == OKV_TYPE_Q4_1) { /* m times the f16 rounding of s */
+                        const okv_block_q4_1 *wb = (const okv_block_q4_1 *)wq + b;
+                        const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
+                        bound += fabs(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s)) * 0x1p-10;
+                    }
+                }
+            } else if (at == OKV_TYPE_F16 || at == OKV_TYPE_BF16) {
+                for (int i = 0; i < n; i++) bound += fabs(wd[i] * x[i]) * (at == OKV_TYPE_F16 ? 0x1p-11 : 0x1p-8);
+            }
+            bound += 1e-6 * mag + 1e-30;
+            /* The Q4_1 offset term uses s rounded to f16, so (a) allows that rounding too. */
+            double tol_a = 1e-6 * mag + 1e-30;
+            if (wt == OKV_TYPE_Q4_1)
+                for (int b = 0; b < n / 32; b++) {
+                    const okv_block_q4_1 *wb = (const okv_block_q4_1 *)wq + b;
+                    const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
+                    tol_a += fabs(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s)) * 0x1p-10;
+                }
+            worst_a = fmax(worst_a, fabs(got - dq) / tol_a);
+            worst_b = fmax(worst_b, fabs(got - exact) / bound);
+            free(w); free(x); free(wd); free(xd); free(wq); free(xq);
+        }
+        char what[96], det[96];
+        snprintf(what, sizeof what, "vec_dot_ref %s x %s vs dequantized f32 / vs unquantized x", okv_type_name(wt),
+                 okv_type_name(at));
+        snprintf(det, sizeof det, "worst %.3f / %.3f of tolerance", worst_a, worst_b);
+        report(worst_a <= 1.0 && worst_b <= 1.0, what, det);
+    }
+}
+
+/* ---- matmul -------------------------------------------------------------------------------------- */
+
+static okv_backend cpu1, cpu2, cpu3;
+
+static void test_matmul(void) {
+    const okv_type ws[] = {OKV_TYPE_Q4_1, OKV_TYPE_Q4_0, OKV_TYPE_Q8_0, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
+    const int toks[] = {1, 2, 3, 4, 5, 8, 17, 37};
+    const int ins_q[] = {32, 96, 576, 1536};
+    const int ins_f[] = {1, 17, 33, 100, 576};
+    const int outs[] = {1, 7, 16, 33, 100};
+    for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
+        const okv_type wt = ws[k];
+        const int quant = okv_type_block_elems(wt) > 1;
+        const int *ins = quant ? ins_q : ins_f;
+        const int n_ins = quant ? 4 : 5;
+        double worst = 0, worst_abs = 0;
+        int cases = 0, thread_diff = 0;
+        for (int a = 0; a < n_ins; a++)
+            for (size_t b = 0; b < sizeof outs / sizeof outs[0]; b++)
+                for (size_t c = 0; c < sizeof toks / sizeof toks[0]; c++) {
+                    const int n_in = ins[a], n_out = outs[b], n_tok = toks[c];
+                    if (n_in >= 1536 && n_tok > 5) continue;
+                    const size_t wrow = okv_type_row_bytes(wt, n_in);
+                    float *wf = xmalloc((size_t)n_out * n_in * sizeof(float));
+                    uint8_t *w = xmalloc((size_t)n_out * wrow);
+                    float *x = xmalloc((size_t)n_tok * n_in * sizeof(float));
+                    float *yr = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    float *y1 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    float *y2 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    fill(wf, (int64_t)n_out * n_in, 0.5f);
+                    fill(x, (int64_t)n_tok * n_in, 2.0f);
+                    for (int o = 0; o < n_out; o++) okv_quant_row_ref(w + o * wrow, wf + (size_t)o * n_in, wt, n_in);
+                    okv_matmul_ref(yr, w, wt, x, n_tok, n_in, n_out);
+                    cpu2.matmul(&cpu2, y1, w, wt, x, n_tok, n_in, n_out);
+                    cpu3.matmul(&cpu3, y2, w, wt, x, n_tok, n_in, n_out);
+                    thread_diff += !bits_equal(y1, y2, (size_t)n_tok * n_out * sizeof(float));
+                    /* Normalised: |cpu - ref| / sum_i |w_i x_i| per output. */
+                    float *wd = xmalloc((size_t)n_in * sizeof(float));
+                    for (int o = 0; o < n_out; o++) {
+                        okv_dequant_row_ref(wd, w + o * wrow, wt, n_in);
+                        for (int t = 0; t < n_tok; t++) {
+                            double mag = 1e-30;
+                            for (int i = 0; i < n_in; i++) mag += fabs((double)wd[i] * x[(size_t)t * n_in + i]);
+                            const double e = fabs((double)y1[(size_t)t * n_out + o] - yr[(size_t)t * n_out + o]);
+                            worst = fmax(worst, e / mag);
+                            worst_abs = fmax(worst_abs, e);
+                            if (isnan(y1[(size_t)t * n_out + o])) worst = INFINITY;
+                        }
+                    }
+                    cases++;
+                    free(wd); free(wf); free(w); free(x); free(yr); free(y1); free(y2);
+                }
+        const double tol = 2e-6;
+        char what[128], det[128];
+        snprintf(what, sizeof what, "matmul %s: cpu vs ref, %d shapes (tok 1..37, out 1..100)", okv_type_name(wt), cases);
+        snprintf(det, sizeof det, "worst %.2e of sum|w*x| (tol %.0e), abs %.2e; threads 2 vs 3 differ in %d",
+                 worst, tol, worst_abs, thread_diff);
+        report(worst <= tol && thread_diff == 0, what, det);
+    }
+}
+
+/* ---- elementwise ----------------------------------------------------------------------------------- */
+
+static void test_elementwise(void) {
+    const int toks[] = {1, 2, 5, 37};
+    const int dims[] = {1, 15, 16, 64, 576, 1000};
+    double worst = 0, wa = 0, e_abs;
+    for (size_t a = 0; a < 4; a++)
+        for (size_t b = 0; b < 6; b++) {
+            const int n_tok = toks[a], dim = dims[b];
+            float *x = xmalloc((size_t)n_tok * dim * 4), *w = xmalloc((size_t)dim * 4);
+            float *yr = xmalloc((size_t)n_tok * dim * 4), *yc = xmalloc((size_t)n_tok * dim * 4);
+            fill(x, (int64_t)n_tok * dim, 3.0f);
+            fill(w, dim, 1.0f);
+            okv_rmsnorm_ref(yr, x, w, n_tok, dim, 1e-5f);
+            memcpy(yc, x, (size_t)n_tok * dim * 4);
+            cpu2.rmsnorm(&cpu2, yc, yc, w, n_tok, dim, 1e-5f); /* in place, as allowed */
+            worst = fmax(worst, elem_err(yc, yr, (int64_t)n_tok * dim, 1e-7, 1e-6, &e_abs));
+            wa = fmax(wa, e_abs);
+            free(x); free(w); free(yr); free(yc);
+        }
+    char det[128];
+    snprintf(det, sizeof det, "worst %.3f of tol (atol 1e-7 + rtol 1e-6), abs %.2e", worst, wa);
+    report(worst <= 1.0, "rmsnorm: cpu vs ref, tok 1..37, dim 1..1000, in place", det);
+
+    worst = wa = 0;
+    const int hds[] = {64, 128, 6};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 3; b++) {
+            const int n_tok = toks[a], hd = hds[b], nh = 3 + a, nf = b == 2 ? 2 : hd / 2 - (a == 1 ? 4 : 0);
+            float *x = xmalloc((size_t)n_tok * nh * hd * 4), *xc = xmalloc((size_t)n_tok * nh * hd * 4);
+            float *inv = xmalloc((size_t)nf * 4);
+            int32_t *pos = xmalloc((size_t)n_tok * 4);
+            fill(x, (int64_t)n_tok * nh * hd, 2.0f);
+            memcpy(xc, x, (size_t)n_tok * nh * hd * 4);
+            for (int i = 0; i < nf; i++) inv[i] = powf(10000.0f, -2.0f * i / hd);
+            for (int t = 0; t < n_tok; t++) pos[t] = (int32_t)(rng_u32() % 40000);
+            okv_rope_ref(x, pos, n_tok, nh, hd, inv, nf);
+            cpu2.rope(&cpu2, xc, pos, n_tok, nh, hd, inv, nf);
+            worst = fmax(worst, elem_err(xc, x, (int64_t)n_tok * nh * hd, 1e-6, 1e-6, &e_abs));
+            wa = fmax(wa, e_abs);
+            free(x); free(xc); free(inv); free(pos);
+        }
+    snprintf(det, sizeof det, "worst %.3f of tol (atol 1e-6 + rtol 1e-6), abs %.2e", worst, wa);
+    report(worst <= 1.0, "rope: cpu vs ref, head_dim 6/64/128, partial rotation", det);
+
+    worst = wa = 0;
+    double w_add = 0;
+    const int64_t ns[] = {1, 15, 16, 17, 1536, 20000, 100003};
+    for (int a = 0; a < 7; a++) {
+        const int64_t n = ns[a];
+        float *g = xmalloc(n * 4), *u = xmalloc(n * 4), *r = xmalloc(n * 4), *c = xmalloc(n * 4);
+        for (int64_t i = 0; i < n; i++) g[i] = rng_uniform(-30.0f, 30.0f);
+        if (n > 2) g[0] = -120.0f, g[1] = 95.0f;
+        fill(u, n, 2.0f);
+        okv_swiglu_ref(r, g, u, n);
+        memcpy(c, g, n * 4);
+        cpu2.swiglu(&cpu2, c, c, u, n); /* out aliases gate */
+        worst = fmax(worst, elem_err(c, r, n, 1e-30, 4e-6, &e_abs));
+        wa = fmax(wa, e_abs);
+        memcpy(c, u, n * 4);
+        memcpy(r, u, n * 4);
+        okv_add_ref(r, g, n);
+        cpu2.add(&cpu2, c, g, n);
+        w_add += !bits_equal(c, r, n * 4);
+        free(g); free(u); free(r); free(c);
+    }
+    snprintf(det, sizeof det, "worst %.3f of tol (rtol 4e-6), abs %.2e", worst, wa);
+    report(worst <= 1.0, "swiglu: cpu vs ref, n 1..100003, gate in [-120, 95], aliased", det);
+    report(w_add == 0, "add: cpu vs ref, bit-exact, n 1..100003", w_add ? "differs" : "identical");
+}
+
+static void test_embed_kv_store(void) {
+    const okv_type ts[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0};
+    int bad = 0;
+    for (size_t k = 0; k < 6; k++) {
+        const int dim = 96, nv = 50, nt = 13;
+        const size_t row = okv_type_row_bytes(ts[k], dim);
+        float *tf = xmalloc((size_t)nv * dim * 4);
+        uint8_t *tab = xmalloc((size_t)nv * row);
+        fill(tf, (int64_t)nv * dim, 1.0f);
+        for (int v = 0; v < nv; v++) okv_quant_row_ref(tab + v * row, tf + v * dim, ts[k], dim);
+        int32_t ids[13];
+        for (int t = 0; t < nt; t++) ids[t] = (int32_t)(rng_u32() % nv);
+        float *a = xmalloc((size_t)nt * dim * 4), *b = xmalloc((size_t)nt * dim * 4);
+        okv_embed_ref(a, tab, ts[k], ids, nt, dim);
+        cpu2.embed(&cpu2, b, tab, ts[k], ids, nt, dim);
+        bad += !bits_equal(a, b, (size_t)nt * dim * 4);
+        free(tf); free(tab); free(a); free(b);
+    }
+    report(bad == 0, "embed: cpu vs ref, all weight types, bit-exact", bad ? "differs" : "identical");
+
+    bad = 0;
+    const okv_type kt[] = {OKV_TYPE_F16, OKV_TYPE_F32};
+    for (int k = 0; k < 2; k++)
+        for (int nt = 1; nt <= 37; nt += 9) {
+            const int row_elems = 3 * 64 + (k ? 5 : 0), stride = row_elems + 40, nrows = 64;
+            const size_t es = kt[k] == OKV_TYPE_F16 ? 2 : 4;
+            uint8_t *a = xmalloc((size_t)nrows * stride * es), *b = xmalloc((size_t)nrows * stride * es);
+            memset(a, 0x5a, (size_t)nrows * stride * es);
+            memset(b, 0x5a, (size_t)nrows * stride * es);
+            float *src = xmalloc((size_t)nt * row_elems * 4);
+            fill(src, (int64_t)nt * row_elems, 100.0f);
+            src[0] = 1e-6f, src[1] = 70000.0f; /* a subnormal half and an overflow */
+            int32_t rows[37];
+            for (int t = 0; t < nt; t++) rows[t] = (t * 7 + 3) % nrows;
+            okv_kv_store_ref(a, kt[k], stride, rows, src, nt, row_elems);
+            cpu2.kv_store(&cpu2, b, kt[k], stride, rows, src, nt, row_elems);
+            bad += !bits_equal(a, b, (size_t)nrows * stride * es);
+            free(a); free(b); free(src);
+        }
+    report(bad == 0, "kv_store: cpu vs ref, f16/f32, scattered rows, bit-exact", bad ? "differs" : "identical");
+}
+
+/* ---- attention ------------------------------------------------------------------------------------ */
+
+typedef struct kv_cache {
+    okv_type type;
+    void *k, *v;
+    int64_t stride;
+    int rows;
+    float vmax;
+} kv_cache;
+
+static kv_cache cache_make(okv_type t, int rows, int n_kv, int hd) {
+    kv_cache c = {t, NULL, NULL, (int64_t)n_kv * hd + 8, rows, 0};
+    const size_t es = t == OKV_TYPE_F16 ? 2 : 4;
+    c.k = xmalloc((size_t)rows * c.stride * es);
+    c.v = xmalloc((size_t)rows * c.stride * es);
+    float *tmp = xmalloc((size_t)c.stride * 4);
+    for (int r = 0; r < rows; r++) {
+        for (int w = 0; w < 2; w++) {
+            fill(tmp, c.stride, w == 0 ? 1.5f : 1.0f);
+            if (w == 1)
+                for (int64_t i = 0; i < c.stride; i++) c.vmax = fmaxf(c.vmax, fabsf(tmp[i]));
+            int32_t row = r;
+            okv_kv_store_ref(w == 0 ? c.k : c.v, t, c.stride, &row, tmp, 1, (int)c.stride);
+        }
+    }
+    free(tmp);
+    return c;
+}
+
+static void cache_free(kv_cache *c) {
+    free(c->k);
+    free(c->v);
+}
+
+static okv_kv_view cache_view(const kv_cache *c, const int32_t *idx, int n) {
+    return (okv_kv_view){c->type, c->k, c->v, c->stride, idx, n};
+}
+
+static okv_kv_view cache_view_from(const kv_cache *c, int first_row, int n) {
+    const size_t es = c->type == OKV_TYPE_F16 ? 2 : 4;
+    const size_t off = (size_t)first_row * c->stride * es;
+    return (okv_kv_view){c->type, (const uint8_t *)c->k + off, (const uint8_t *)c->v + off, c->stride, NULL, n};
+}
+
+static const int shapes[][3] = {{4, 4, 64}, {6, 2, 128}, {9, 3, 64}, {8, 2, 128}, {12, 3, 64}, {5, 5, 128}};
+
+static void test_attn_decode(void) {
+    const int ctxs[] = {1, 2, 17, 255, 256, 257, 1000, 3000};
+    double worst = 0, worst_l = 0, wa = 0;
+    int cases = 0;
+    for (int kt = 0; kt < 2; kt++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++) {
+                const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2], N = ctxs[ci];
+                const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
+                const int tail = (int)(ci % 3);
+                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, N + tail + 5, KV, hd);
+                /* An index set with gaps (every row kept with probability ~0.6, at least one),
+                 * then a contiguous tail of generated rows. */
+                int32_t *idx = xmalloc((size_t)N * 4);
+                int m = 0;
+                for (int r = 0; r < N; r++)
+                    if (rng_u32() % 5 < 3 || (m == 0 && r == N - 1)) idx[m++] = r;
+                okv_kv_view views[2] = {cache_view(&c, idx, m), cache_view_from(&c, N, tail)};
+                float *q = xmalloc((size_t)H * hd * 4), *or = xmalloc((size_t)H * hd * 4), *oc = xmalloc((size_t)H * hd * 4);
+                float *lr = xmalloc((size_t)H * m * 4), *lc = xmalloc((size_t)H * m * 4);
+                fill(q, (int64_t)H * hd, 1.0f);
+                okv_attn_decode_ref(or, q, views, 2, s, lr);
+                cpu2.attn_decode(&cpu2, oc, q, views, 2, s, lc);
+                worst = fmax(worst, elem_err(oc, or, (int64_t)H * hd, 2e-6 * c.vmax, 0, &wa));
+                double lmax = 1e-30, le = 0;
+                for (int i = 0; i < H * m; i++) {
+                    lmax = fmax(lmax, fabs(lr[i]));
+                    le = fmax(le, fabs((double)lc[i] - lr[i]));
+                }
+                worst_l = fmax(worst_l, le / lmax);
+                cases++;
+                free(idx); free(q); free(or); free(oc); free(lr); free(lc);
+                cache_free(&c);
+            }
+    char det[160];
+    snprintf(det, sizeof det, "out worst %.3f of 2e-6*max|v|; logits worst %.2e of max|logit| (tol 1e-6)", worst, worst_l);
+    char what[128];
+    snprintf(what, sizeof what, "attn_decode: cpu vs ref, %d cases (GQA 1/3/4, ctx 1..3000, f16/f32, gaps+tail)", cases);
+    report(worst <= 1.0 && worst_l <= 1e-6, what, det);
+}
+
+/* The same rows, split into views in different ways, must give bitwise the same output, on any
+ * thread count; view 0's logits must equal the dense logits of those rows. */
+static void test_attn_decode_invariance(void) {
+    const int ctxs[] = {1, 7, 256, 700, 3000};
+    int bad = 0, cases = 0;
+    for (int kt = 0; kt < 2; kt++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++) {
+                const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2], N = ctxs[ci], T = 3;
+                const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
+                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, N + T, KV, hd);
+                /* The tail also lives in a separate buffer with a different stride. */
+                kv_cache tc = cache_make(c.type, T, KV, hd);
+                const size_t es = c.type == OKV_TYPE_F16 ? 2 : 4;
+                for (int r = 0; r < T; r++) {
+                    memcpy((uint8_t *)tc.k + r * tc.stride * es, (uint8_t *)c.k + (N + r) * c.stride * es, (size_t)KV * hd * es);
+                    memcpy((uint8_t *)tc.v + r * tc.stride * es, (uint8_t *)c.v + (N + r) * c.stride * es, (size_t)KV * hd * es);
+                }
+                int32_t *all = xmalloc((size_t)(N + T) * 4);
+                for (int r = 0; r < N + T; r++) all[r] = r;
+                const size_t ob = (size_t)H * hd * 4;
+                float *q = xmalloc(ob), *dense = xmalloc(ob), *o = xmalloc(ob);
+                float *ld = xmalloc((size_t)H * (N + T) * 4), *l = xmalloc((size_t)H * (N + T) * 4);
+                fill(q, (int64_t)H * hd, 1.0f);
+                okv_kv_view one = cache_view(&c, NULL, N + T);
+                cpu2.attn_decode(&cpu2, dense, q, &one, 1, s, ld);
+
+                okv_kv_view v1[2] = {cache_view(&c, all, N), cache_view(&tc, NULL, T)};
+                cpu2.attn_decode(&cpu2, o, q, v1, 2, s, l);
+                int ok = bits_equal(o, dense, ob);
+                for (int h = 0; h < H; h++) ok &= bits_equal(l + (size_t)h * N, ld + (size_t)h * (N + T), (size_t)N * 4);
+
+                const int a = N / 3, b = N / 3 + 1 < N ? N / 3 + 1 : N;
+                okv_kv_view v2[5] = {cache_view(&c, all, a), cache_view_from(&c, a, b - a), cache_view(&c, all, 0),
+                                     cache_view(&c, all + b, N - b), cache_view_from(&tc, 0, T)};
+                cpu1.attn_decode(&cpu1, o, q, v2, 5, s, NULL);
+                ok &= bits_equal(o, dense, ob);
+                cpu3.attn_decode(&cpu3, o, q, v1, 2, s, NULL);
+                ok &= bits_equal(o, dense, ob);
+                okv_kv_view single = cache_view(&c, all, N + T);
+                cpu3.attn_decode(&cpu3, o, q, &single, 1, s, NULL);
+                ok &= bits_equal(o, dense, ob);
+                bad += !ok;
+                cases++;
+                free(all); free(q); free(dense); free(o); free(ld); free(l);
+                cache_free(&c);
+                cache_free(&tc);
+            }
+    char what[128], det[64];
+    snprintf(what, sizeof what, "attn_decode bitwise: dense == idx{0..N-1}+tail == 5 views, 1/2/3 threads");
+    snprintf(det, sizeof det, "%d of %d cases differ", bad, cases);
+    report(bad == 0, what, det);
+}
+
+static void test_attn_logits(void) {
+    double worst = 0;
+    int cases = 0;
+    for (int kt = 0; kt < 2; kt++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int N = 1; N <= 3000; N = N * 5 + 2) {
+                const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2];
+                const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
+                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, 2 * N, KV, hd);
+                int32_t *idx = xmalloc((size_t)N * 4);
+                for (int i = 0; i < N; i++) idx[i] = 2 * i + (int)(rng_u32() & 1);
+                okv_kv_view v = cache_view(&c, idx, N);
+                float *q = xmalloc((size_t)H * hd * 4), *lr = xmalloc((size_t)H * N * 4), *lc = xmalloc((size_t)H * N * 4);
+                fill(q, (int64_t)H * hd, 1.0f);
+                okv_attn_logits_ref(lr, q, v, s);
+                cpu2.attn_logits(&cpu2, lc, q, v, s);
+                double lmax = 1e-30, e = 0;
+                for (int i = 0; i < H * N; i++) {
+                    lmax = fmax(lmax, fabs(lr[i]));
+                    e = fmax(e, fabs((double)lc[i] - lr[i]));
+                }
+                worst = fmax(worst, e / lmax);
+                cases++;
+                free(idx); free(q); free(lr); free(lc);
+                cache_free(&c);
+            }
+    char what[96], det[96];
+    snprintf(what, sizeof what, "attn_logits: cpu vs ref, %d cases, index sets with gaps", cases);
+    snprintf(det, sizeof det, "worst %.2e of max|logit| (tol 1e-6)", worst);
+    report(worst <= 1e-6, what, det);
+}
+
+static void test_attn_prefill(void) {
+    const int nqs[] = {1, 5, 37, 100};
+    const int pos0s[] = {0, 3, 70};
+    double worst = 0, wa = 0;
+    int cases = 0, thread_diff = 0;
+    for (int kt = 0; kt < 2; kt++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 3; b++) {
+                    const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2];
+                    const int nq = nqs[a], p0 = pos0s[b];
+                    const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
+                    kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, p0 + nq + 2, KV, hd);
+                    okv_kv_view v = cache_view(&c, NULL, p0 + nq + (a & 1) * 2);
+                    const size_t ob = (size_t)nq * H * hd * 4;
+                    float *q = xmalloc(ob), *or = xmalloc(ob), *oc = xmalloc(ob), *o1 = xmalloc(ob);
+                    fill(q, (int64_t)nq * H * hd, 2.0f);
+                    okv_attn_prefill_ref(or, q, nq, p0, v, s);
+                    cpu2.attn_prefill(&cpu2, oc, q, nq, p0, v, s);
+                    cpu1.attn_prefill(&cpu1, o1, q, nq, p0, v, s);
+                    thread_diff += !bits_equal(oc, o1, ob);
+                    double e_abs;
+                    worst = fmax(worst, elem_err(oc, or, (int64_t)nq * H * hd, 2e-6 * c.vmax, 0, &e_abs));
+                    wa = fmax(wa, e_abs);
+                    cases++;
+                    free(q); free(or); free(oc); free(o1);
+                    cache_free(&c);
+                }
+    char what[128], det[128];
+    snprintf(what, sizeof what, "attn_prefill: cpu vs ref, %d cases (n_q 1..100, pos0 0..70)", cases);
+    snprintf(det, sizeof det, "worst %.3f of 2e-6*max|v| (abs %.2e); 1 vs 2 threads differ in %d", worst, wa, thread_diff);
+    report(worst <= 1.0 && thread_diff == 0, what, det);
+}
+
+/* ---- top-k ------------------------------------------------------------------------------------------ */
+
+static void test_topk(void) {
+    const float sc[10] = {1, 3, 3, 2, 5, 5, 0, 3, NAN, 5};
+    float sf[10];
+    int32_t si[10], out[10];
+    int ok = okv_topk(out, sc, 10, 4, sf, si) == 4 && out[0] == 1 && out[1] == 4 && out[2] == 5 && out[3] == 9;
+    ok &= okv_topk(out, sc, 10, 0, sf, si) == 0;
+    ok &= okv_topk(out, sc, 10, 25, sf, si) == 10 && out[0] == 0 && out[9] == 9;
+    ok &= okv_topk(out, sc, 10, 9, sf, si) == 9 && out[8] == 9 && out[7] == 7; /* NaN (index 8) is last */
+    ok &= okv_topk_ref(out, sc, 10, 4) == 4 && out[0] == 1 && out[3] == 9;
+    report(ok, "topk hand case: ties to lower index, NaN last, k=0, k>n", ok ? "as expected" : "wrong");
+
+    int bad = 0, cases = 0;
+    const int ns[] = {1, 2, 3, 10, 100, 1000, 5000};
+    for (int a = 0; a < 7; a++)
+        for (int rep = 0; rep < 12; rep++) {
+            const int n = ns[a];
+            float *s = xmalloc((size_t)n * 4), *f = xmalloc((size_t)n * 4);
+            int32_t *ii = xmalloc((size_t)n * 4), *o1 = xmalloc((size_t)n * 4), *o2 = xmalloc((size_t)n * 4);
+            /* Few distinct values for many ties; some runs sorted or reversed. */
+            for (int i = 0; i < n; i++) s[i] = rep % 3 == 0 ? (float)(rng_u32() % 7) : rng_uniform(-1, 1);
+            if (rep == 4)
+                for (int i = 0; i < n; i++) s[i] = (float)i;
+            if (rep == 5)
+                for (int i = 0; i < n; i++) s[i] = (float)-i;
+            if (rep == 6)
+                for (int i = 0; i < n; i++) s[i] = 1.0f;
+            const int k = rep == 7 ? n : rep == 8 ? n - 1 : rep == 9 ? 1 : (int)(rng_u32() % (unsigned)(n + 2));
+            const int k1 = okv_topk(o1, s, n, k, f, ii), k2 = okv_topk_ref(o2, s, n, k);
+            bad += k1 != k2 || !bits_equal(o1, o2, (size_t)k1 * 4);
+            cases++;
+            free(s); free(f); free(ii); free(o1); free(o2);
+        }
+    char det[64];
+    snprintf(det, sizeof det, "%d of %d differ", bad, cases);
+    report(bad == 0, "topk vs full-sort ref: n 1..5000, ties, sorted/reversed/constant", det);
+}
+
+int main(void) {
+    okv_log_init(0);
+    if (okv_backend_cpu_init(&cpu1, 1, 64, 4096) || okv_backend_cpu_init(&cpu2, 2, 64, 4096) ||
+        okv_backend_cpu_init(&cpu3, 3, 64, 4096)) {
+        fprintf(stderr, "test_kernels: %s\n", okv_last_error());
+        return 1;
+    }
+    okv_backend bad;
+    report(okv_backend_cpu_init(&bad, 0, 1, 1) == OKV_ERR_USAGE && bad.state == NULL,
+           "cpu init rejects 0 threads and leaves no state", "");
+    bad.free(&bad);
+    okv_backend ref;
+    okv_backend_ref_init(&ref);
+    report(ref.matmul && ref.attn_decode && ref.free && !strcmp(ref.name, "ref"), "ref backend table is filled", "");
+    ref.free(&ref);
+
+    test_types();
+    test_converters();
+    test_quant_ref();
+    test_vec_dot_ref();
+    test_matmul();
+    test_elementwise();
+    test_embed_kv_store();
+    test_attn_decode();
+    test_attn_decode_invariance();
+    test_attn_logits();
+    test_attn_prefill();
+    test_topk();
+
+    cpu1.free(&cpu1);
+    cpu2.free(&cpu2);
+    cpu3.free(&cpu3);
+    printf("%d checks, %d failed\n", n_checks, n_fail);
+    return n_fail ? 1 : 0;
+}
