@@ -226,6 +226,9 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
                         "unknown run-config key '%s'; `omnikv run --help` lists the keys", key);
     }
     char buf[1024];
+    if (strlen(value) >= sizeof buf)
+        return okv_fail(OKV_ERR_USAGE, "run-config key %s has a value of %zu bytes; no key takes "
+                        "more than %zu", key, strlen(value), sizeof buf - 1);
     const char *v = trimmed(value, buf, sizeof buf);
     switch (k->id) {
     case KEY_POLICY:

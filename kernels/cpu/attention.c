@@ -91,23 +91,45 @@ static void row_f32(float *dst, const void *src, int f16, int hd) {
     for (; d < hd; d++) dst[d] = okv_fp16_to_f32(((const uint16_t *)src)[d]);
 }
 
+#if defined(OKV_CPU_AVX512)
+/* q is held in NCH registers (head_dim = 16*NCH) while 16 key rows pass. */
+static inline __attribute__((always_inline)) __m512 dot16_fixed(const float *q, const float *k, int nr,
+                                                                 int64_t kld, const int NCH) {
+    __m512 qv[16], acc[16];
+    CPU_UNROLL for (int c = 0; c < NCH; c++) qv[c] = _mm512_loadu_ps(q + 16 * c);
+    CPU_UNROLL for (int r = 0; r < 16; r++) {
+        const float *kr = k + OKV_MIN(r, nr - 1) * kld;
+        __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        CPU_UNROLL for (int c = 1; c < NCH; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr + 16 * c), a);
+        acc[r] = a;
+    }
+    return sum16(acc);
+}
+
+static __m512 dot16_any(const float *q, const float *k, int nr, int64_t kld, int hd) {
+    __m512 acc[16];
+    CPU_UNROLL for (int r = 0; r < 16; r++) {
+        const float *kr = k + OKV_MIN(r, nr - 1) * kld;
+        __m512 a = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            const __mmask16 m = att_mask(hd - d);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, kr + d), a);
+        }
+        acc[r] = a;
+    }
+    return sum16(acc);
+}
+#endif
+
 /* dst[r] = scale * (q . k_r) for r < nr <= 16, key rows kld floats apart. A row's dot depends
  * only on its slot r and its own data; slots past nr repeat the last row and are not stored. */
 static void dot16(float *dst, int nr, float scale, const float *q, const float *k, int64_t kld, int hd) {
 #if defined(OKV_CPU_AVX512)
-    __m512 acc[16];
-    const float *kr[16];
-    CPU_UNROLL for (int r = 0; r < 16; r++) {
-        acc[r] = _mm512_setzero_ps();
-        kr[r] = k + OKV_MIN(r, nr - 1) * kld;
-    }
-    for (int d = 0; d < hd; d += 16) {
-        const __mmask16 m = att_mask(hd - d);
-        const __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
-        CPU_UNROLL for (int r = 0; r < 16; r++)
-            acc[r] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, kr[r] + d), acc[r]);
-    }
-    _mm512_mask_storeu_ps(dst, att_mask(nr), _mm512_mul_ps(_mm512_set1_ps(scale), sum16(acc)));
+    __m512 v;
+    if (hd == 64) v = dot16_fixed(q, k, nr, kld, 4);
+    else if (hd == 128) v = dot16_fixed(q, k, nr, kld, 8);
+    else v = dot16_any(q, k, nr, kld, hd);
+    _mm512_mask_storeu_ps(dst, att_mask(nr), _mm512_mul_ps(_mm512_set1_ps(scale), v));
 #else
     for (int r = 0; r < nr; r++) {
         float acc = 0.0f;

@@ -16,6 +16,9 @@
 #define MM_ROW_BLOCK 16
 /* Tokens sharing one load of a weight row. */
 #define MM_TOK_TILE 4
+#ifndef MM_DEC_ROWS
+#define MM_DEC_ROWS 4
+#endif
 
 /* Layout of one token's activations in the scratch (private to this file):
  *   quantized partners: int8 qs[nb*32] | int32 bias[nb*8] | float ds[nb][2]
@@ -33,7 +36,7 @@ size_t cpu_act_row_bytes(int64_t n_in) {
     return ((q > f ? q : f) + 63) & ~(size_t)63;
 }
 
-static int act_bias_k(okv_type wt) {
+static inline int act_bias_k(okv_type wt) {
     if (wt == OKV_TYPE_Q4_0) return 8;
 #if defined(OKV_CPU_AVX512)
     if (wt == OKV_TYPE_Q8_0) return 128;
@@ -118,7 +121,12 @@ static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
     }
 }
 
-/* ---- quantized row kernels -------------------------------------------------------------------- */
+/* ---- tiles ------------------------------------------------------------------------------------------ */
+
+/* A tile is R weight rows x T tokens (R*T <= MM_ACC accumulators): each weight block is unpacked
+ * once for T tokens and each activation block loaded once for R rows; the R*T horizontal sums
+ * are done four at a time. */
+#define MM_ACC 8
 
 /* One block of any quantized weight type against one token's activations, plain C. */
 static float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
@@ -139,173 +147,207 @@ static float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, co
     return d * ds[0] * (float)isum + m * ds[1];
 }
 
-static size_t q_block_bytes(okv_type wt) { return okv_type_block_bytes(wt); }
+static inline size_t q_block_bytes(okv_type wt) {
+    return wt == OKV_TYPE_Q8_0 ? sizeof(okv_block_q8_0)
+                               : wt == OKV_TYPE_Q4_1 ? sizeof(okv_block_q4_1) : sizeof(okv_block_q4_0);
+}
 
 #if defined(OKV_CPU_AVX512)
+/* {sum(a), sum(b), sum(c), sum(d)}: interleave and add, then fold the four 128-bit lanes. */
+static inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, 0x44), _mm512_shuffle_ps(t0, t1, 0xee));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* {a1+a3, b1+b3, c1+c3, d1+d3}: the m*s lanes of the Q4_1 offset accumulators. */
+static inline __m128 sum4_odd(__m128 a, __m128 b, __m128 c, __m128 d) {
+    return _mm_hadd_ps(_mm_shuffle_ps(a, b, 0xdd), _mm_shuffle_ps(c, d, 0xdd));
+}
+
+/* y[t][r] = sum(acc[r*T+t]) (+ the odd lanes of ms when given) + tail[r*T+t]. */
+static inline __attribute__((always_inline)) void tile_store(float *y, int n_out, const int R, const int T,
+                                                              const __m512 *acc, const __m128 *ms,
+                                                              const float *tail) {
+    float s[MM_ACC];
+    const __m512 z = _mm512_setzero_ps();
+    const __m128 z4 = _mm_setzero_ps();
+    CPU_UNROLL for (int k = 0; k < R * T; k += 4) {
+        __m128 v = sum4(acc[k], k + 1 < R * T ? acc[k + 1] : z, k + 2 < R * T ? acc[k + 2] : z,
+                        k + 3 < R * T ? acc[k + 3] : z);
+        if (ms)
+            v = _mm_add_ps(v, sum4_odd(ms[k], k + 1 < R * T ? ms[k + 1] : z4, k + 2 < R * T ? ms[k + 2] : z4,
+                                       k + 3 < R * T ? ms[k + 3] : z4));
+        if (k + 4 <= R * T) _mm_storeu_ps(s + k, v);
+        else _mm_mask_storeu_ps(s + k, (__mmask8)((1u << (R * T - k)) - 1u), v);
+    }
+    CPU_UNROLL for (int r = 0; r < R; r++) CPU_UNROLL for (int t = 0; t < T; t++)
+        y[(size_t)t * n_out + r] = s[r * T + t] + tail[r * T + t];
+}
+
 /* Two blocks per 512-bit step: bytes 0-31 of the vector are block b, 32-63 block b+1, and each
  * 32-bit lane of the VNNI product sums four elements of one block. Scales arrive as
  * {d_w*d_x, m_w*s_x} per block (one f16 conversion for both blocks) and are spread over the
- * lanes of their block with one permute. */
-static inline __attribute__((always_inline)) void q_rows_avx512(const uint8_t *w, okv_type wt,
-                                                                 int nb, const uint8_t *act,
-                                                                 size_t astride, const int NT,
-                                                                 float *out) {
+ * lanes of their block with one permute. An odd last block is done in plain C. */
+static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, const uint8_t *w,
+                                                          size_t wrow, okv_type wt, int nb,
+                                                          const uint8_t *act, size_t astride,
+                                                          const int R, const int T) {
     const size_t bsz = q_block_bytes(wt);
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
     const int use_bias = act_bias_k(wt) != 0;
-    __m512 acc[MM_TOK_TILE];
-    __m128 ms[MM_TOK_TILE];
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        acc[t] = _mm512_setzero_ps();
-        ms[t] = _mm_setzero_ps();
+    __m512 acc[MM_ACC];
+    __m128 ms[MM_ACC];
+    float tail[MM_ACC];
+    CPU_UNROLL for (int k = 0; k < R * T; k++) {
+        acc[k] = _mm512_setzero_ps();
+        ms[k] = _mm_setzero_ps();
+        tail[k] = 0.0f;
     }
     int b = 0;
     for (; b + 1 < nb; b += 2) {
-        const uint8_t *b0 = w + (size_t)b * bsz, *b1 = b0 + bsz;
-        __m512i v;
-        __m128i wh;
-        uint16_t d0, d1;
-        memcpy(&d0, b0, 2);
-        memcpy(&d1, b1, 2);
-        if (wt == OKV_TYPE_Q8_0) {
-            v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
-                                   _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
-            v = _mm512_xor_si512(v, flip);
-        } else {
-            const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2;
-            v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
-            v = _mm512_mask_broadcast_i32x4(v, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
-            v = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
+        __m512i v[4];
+        __m128 wd[4];
+        CPU_UNROLL for (int r = 0; r < R; r++) {
+            const uint8_t *b0 = w + r * wrow + (size_t)b * bsz, *b1 = b0 + bsz;
+            if (wt == OKV_TYPE_Q8_0) {
+                v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                                          _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+                v[r] = _mm512_xor_si512(v[r], flip);
+            } else {
+                const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2;
+                __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
+                q = _mm512_mask_broadcast_i32x4(q, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
+                v[r] = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+            }
+            __m128i wh;
+            if (wt == OKV_TYPE_Q4_1) {
+                uint32_t dm0, dm1;
+                memcpy(&dm0, b0, 4);
+                memcpy(&dm1, b1, 4);
+                wh = _mm_insert_epi32(_mm_cvtsi32_si128((int)dm0), (int)dm1, 1);
+            } else {
+                uint16_t d0, d1;
+                memcpy(&d0, b0, 2);
+                memcpy(&d1, b1, 2);
+                wh = _mm_insert_epi16(_mm_cvtsi32_si128(d0), d1, 2);
+            }
+            wd[r] = _mm_cvtph_ps(wh);
         }
-        if (wt == OKV_TYPE_Q4_1) {
-            uint32_t dm0, dm1;
-            memcpy(&dm0, b0, 4);
-            memcpy(&dm1, b1, 4);
-            wh = _mm_insert_epi32(_mm_cvtsi32_si128((int)dm0), (int)dm1, 1);
-        } else {
-            wh = _mm_insert_epi16(_mm_cvtsi32_si128(d0), d1, 2);
-        }
-        const __m128 wd = _mm_cvtph_ps(wh);
-        CPU_UNROLL for (int t = 0; t < NT; t++) {
+        CPU_UNROLL for (int t = 0; t < T; t++) {
             const uint8_t *a = act + (size_t)t * astride;
-            const __m128 prod = _mm_mul_ps(wd, _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b));
-            if (wt == OKV_TYPE_Q4_1) ms[t] = _mm_add_ps(ms[t], prod);
+            const __m512i xq = _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32);
+            const __m128 ds = _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b);
             const __m512i init = use_bias ? _mm512_loadu_si512(a + act_bias_off(nb) + (size_t)b * 32)
                                           : _mm512_setzero_si512();
-            const __m512i p = _mm512_dpbusd_epi32(init, v, _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32));
-            const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[t]);
+            CPU_UNROLL for (int r = 0; r < R; r++) {
+                const __m128 prod = _mm_mul_ps(wd[r], ds);
+                if (wt == OKV_TYPE_Q4_1) ms[r * T + t] = _mm_add_ps(ms[r * T + t], prod);
+                const __m512i p = _mm512_dpbusd_epi32(init, v[r], xq);
+                const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
+                acc[r * T + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[r * T + t]);
+            }
         }
     }
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        const uint8_t *a = act + (size_t)t * astride;
-        float r = _mm512_reduce_add_ps(acc[t]);
-        if (wt == OKV_TYPE_Q4_1)
-            r += _mm_cvtss_f32(_mm_shuffle_ps(ms[t], ms[t], 1)) + _mm_cvtss_f32(_mm_shuffle_ps(ms[t], ms[t], 3));
-        if (b < nb)
-            r += q_block_scalar(w + (size_t)b * bsz, wt, (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
-                                (const float *)(a + act_ds_off(nb)) + 2 * b);
-        out[t] = r;
-    }
-}
-#elif defined(OKV_CPU_AVX2)
-/* One block per 256-bit step, maddubs + madd; Q8_0 moves the weight sign onto the activation so
- * the unsigned operand stays in 0..128 and the 16-bit pair sums cannot saturate. */
-static inline __attribute__((always_inline)) void q_rows_avx2(const uint8_t *w, okv_type wt,
-                                                               int nb, const uint8_t *act,
-                                                               size_t astride, const int NT,
-                                                               float *out) {
-    const size_t bsz = q_block_bytes(wt);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[MM_TOK_TILE];
-    float ms[MM_TOK_TILE];
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        acc[t] = _mm256_setzero_ps();
-        ms[t] = 0.0f;
-    }
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *wb = w + (size_t)b * bsz;
-        uint16_t dh;
-        memcpy(&dh, wb, 2);
-        const float dw = _cvtsh_ss(dh);
-        __m256i v;
-        if (wt == OKV_TYPE_Q8_0) {
-            v = _mm256_loadu_si256((const __m256i *)(wb + 2));
-        } else {
-            const __m128i q = _mm_loadu_si128((const __m128i *)(wb + (wt == OKV_TYPE_Q4_1 ? 4 : 2)));
-            v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-        }
-        float mw = 0.0f;
-        if (wt == OKV_TYPE_Q4_1) {
-            memcpy(&dh, wb + 2, 2);
-            mw = _cvtsh_ss(dh);
-        }
-        CPU_UNROLL for (int t = 0; t < NT; t++) {
+    if (b < nb)
+        CPU_UNROLL for (int r = 0; r < R; r++) CPU_UNROLL for (int t = 0; t < T; t++) {
             const uint8_t *a = act + (size_t)t * astride;
-            const float *ds = (const float *)(a + act_ds_off(nb)) + 2 * b;
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(a + act_qs_off(nb) + (size_t)b * 32));
-            __m256i p;
-            if (wt == OKV_TYPE_Q8_0)
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), ones);
-            else
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
-            if (wt == OKV_TYPE_Q4_0)
-                p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(a + act_bias_off(nb) + (size_t)b * 32)));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[0]), acc[t]);
-            ms[t] += mw * ds[1];
+            tail[r * T + t] = q_block_scalar(w + r * wrow + (size_t)b * bsz, wt,
+                                             (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
+                                             (const float *)(a + act_ds_off(nb)) + 2 * b);
         }
-    }
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        out[t] = _mm_cvtss_f32(s) + ms[t];
-    }
-}
-#endif
-
-static inline __attribute__((always_inline)) void q_rows(const uint8_t *w, okv_type wt, int nb,
-                                                          const uint8_t *act, size_t astride,
-                                                          const int NT, float *out) {
-#if defined(OKV_CPU_AVX512)
-    q_rows_avx512(w, wt, nb, act, astride, NT, out);
-#elif defined(OKV_CPU_AVX2)
-    q_rows_avx2(w, wt, nb, act, astride, NT, out);
-#else
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        const uint8_t *a = act + (size_t)t * astride;
-        float r = 0.0f;
-        for (int b = 0; b < nb; b++)
-            r += q_block_scalar(w + (size_t)b * q_block_bytes(wt), wt,
-                                (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
-                                (const float *)(a + act_ds_off(nb)) + 2 * b);
-        out[t] = r;
-    }
-#endif
+    tile_store(y, n_out, R, T, acc, wt == OKV_TYPE_Q4_1 ? ms : NULL, tail);
 }
 
-/* ---- float row kernels -------------------------------------------------------------------------- */
-
-/* Weight elements [i, i+n) as f32 (n = 16 or the masked tail). */
-#if defined(OKV_CPU_AVX512)
+/* Weight elements [i, i+16) (masked) as f32. */
 static inline __m512 f_load_w(const void *w, okv_type wt, int i, __mmask16 m) {
     if (wt == OKV_TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)w + i);
     const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
     if (wt == OKV_TYPE_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-#elif defined(OKV_CPU_AVX2)
-static inline __m256 f_load_w(const void *w, okv_type wt, int i) {
-    if (wt == OKV_TYPE_F32) return _mm256_loadu_ps((const float *)w + i);
-    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-    if (wt == OKV_TYPE_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+
+/* x holds T token rows of f32 (already rounded to the weight type), xstride floats apart. */
+static inline __attribute__((always_inline)) void f_tile(float *y, int n_out, const uint8_t *w,
+                                                          size_t wrow, okv_type wt, int n,
+                                                          const float *x, size_t xstride,
+                                                          const int R, const int T) {
+    __m512 acc[MM_ACC];
+    float tail[MM_ACC];
+    CPU_UNROLL for (int k = 0; k < R * T; k++) {
+        acc[k] = _mm512_setzero_ps();
+        tail[k] = 0.0f;
+    }
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 wv[4];
+        CPU_UNROLL for (int r = 0; r < R; r++) wv[r] = f_load_w(w + r * wrow, wt, i, m);
+        CPU_UNROLL for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * xstride + i);
+            CPU_UNROLL for (int r = 0; r < R; r++) acc[r * T + t] = _mm512_fmadd_ps(wv[r], xv, acc[r * T + t]);
+        }
+    }
+    tile_store(y, n_out, R, T, acc, NULL, tail);
+}
+#else
+#if defined(OKV_CPU_AVX2)
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 #endif
+
+/* One block per 256-bit step (maddubs + madd; Q8_0 moves the weight sign onto the activation so
+ * the unsigned operand stays in 0..128 and the 16-bit pair sums cannot saturate), or plain C. */
+static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, const uint8_t *w,
+                                                          size_t wrow, okv_type wt, int nb,
+                                                          const uint8_t *act, size_t astride,
+                                                          const int R, const int T) {
+    const size_t bsz = q_block_bytes(wt);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *wr = w + r * wrow;
+        for (int t = 0; t < T; t++) {
+            const uint8_t *a = act + (size_t)t * astride;
+            const int8_t *xq = (const int8_t *)(a + act_qs_off(nb));
+            const float *ds = (const float *)(a + act_ds_off(nb));
+            float out = 0.0f;
+#if defined(OKV_CPU_AVX2)
+            const __m256i m4 = _mm256_set1_epi8(0x0f);
+            const __m256i ones = _mm256_set1_epi16(1);
+            __m256 accv = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *wb = wr + (size_t)b * bsz;
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)b * 32));
+                __m256i p;
+                if (wt == OKV_TYPE_Q8_0) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb + 2));
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), ones);
+                } else {
+                    const __m128i q = _mm_loadu_si128((const __m128i *)(wb + (wt == OKV_TYPE_Q4_1 ? 4 : 2)));
+                    const __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
+                }
+                if (wt == OKV_TYPE_Q4_0)
+                    p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(a + act_bias_off(nb) + (size_t)b * 32)));
+                accv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(h2f(wb) * ds[2 * b]), accv);
+                if (wt == OKV_TYPE_Q4_1) out += h2f(wb + 2) * ds[2 * b + 1];
+            }
+            out += hsum256(accv);
+#else
+            for (int b = 0; b < nb; b++)
+                out += q_block_scalar(wr + (size_t)b * bsz, wt, xq + (size_t)b * OKV_QK, ds + 2 * b);
+#endif
+            y[(size_t)t * n_out + r] = out;
+        }
+    }
+}
 
 static inline float f_w_scalar(const void *w, okv_type wt, int i) {
     if (wt == OKV_TYPE_F32) return ((const float *)w)[i];
@@ -313,71 +355,81 @@ static inline float f_w_scalar(const void *w, okv_type wt, int i) {
     return wt == OKV_TYPE_F16 ? okv_fp16_to_f32(h) : okv_bf16_to_f32(h);
 }
 
-/* x holds NT token rows of f32 (already rounded to the weight type), xstride floats apart. */
-static inline __attribute__((always_inline)) void f_rows(const void *w, okv_type wt, int n,
+static inline __attribute__((always_inline)) void f_tile(float *y, int n_out, const uint8_t *w,
+                                                          size_t wrow, okv_type wt, int n,
                                                           const float *x, size_t xstride,
-                                                          const int NT, float *out) {
-    int i = 0;
-#if defined(OKV_CPU_AVX512)
-    __m512 acc[MM_TOK_TILE];
-    CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
-    for (; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
-        const __m512 wv = f_load_w(w, wt, i, m);
-        CPU_UNROLL for (int t = 0; t < NT; t++)
-            acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * xstride + i), acc[t]);
-    }
-    CPU_UNROLL for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
-#else
-    CPU_UNROLL for (int t = 0; t < NT; t++) out[t] = 0.0f;
+                                                          const int R, const int T) {
+    for (int r = 0; r < R; r++) {
+        const uint8_t *wr = w + r * wrow;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + t * xstride;
+            float out = 0.0f;
+            int i = 0;
 #if defined(OKV_CPU_AVX2)
-    __m256 acc[MM_TOK_TILE];
-    CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8) {
-        const __m256 wv = f_load_w(w, wt, i);
-        CPU_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * xstride + i), acc[t]);
-    }
-    CPU_UNROLL for (int t = 0; t < NT; t++) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        out[t] = _mm_cvtss_f32(s);
-    }
+            __m256 accv = _mm256_setzero_ps();
+            for (; i + 8 <= n; i += 8) {
+                __m256 wv;
+                if (wt == OKV_TYPE_F32) {
+                    wv = _mm256_loadu_ps((const float *)wr + i);
+                } else {
+                    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)wr + i));
+                    wv = wt == OKV_TYPE_F16 ? _mm256_cvtph_ps(h)
+                                            : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+                }
+                accv = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt + i), accv);
+            }
+            out = hsum256(accv);
 #endif
-    for (; i < n; i++) {
-        const float wv = f_w_scalar(w, wt, i);
-        CPU_UNROLL for (int t = 0; t < NT; t++) out[t] += wv * x[t * xstride + i];
+            for (; i < n; i++) out += f_w_scalar(wr, wt, i) * xt[i];
+            y[(size_t)t * n_out + r] = out;
+        }
     }
-#endif
 }
+#endif
 
 /* ---- driver --------------------------------------------------------------------------------------- */
 
-/* y[t][r] for rows [r0, r1) and tokens [0, n_tok): every weight row is loaded once per token tile
- * while the row block stays in L1. */
-static void mm_block(float *y, const uint8_t *w, size_t wrow, okv_type wt, const float *x,
-                     const uint8_t *act, size_t astride, int n_tok, int n_in, int n_out, int r0,
-                     int r1) {
-    const int quant = okv_type_block_elems(wt) > 1;
+/* y[t][r] for rows [r0, r1) and all tokens: every weight row is loaded once per token tile while
+ * the row block stays in L1. Decode (one token) takes four rows per tile, prefill two rows by up
+ * to four tokens. */
+static inline __attribute__((always_inline)) void mm_block(float *y, const uint8_t *w, size_t wrow,
+                                                            okv_type wt, const float *x,
+                                                            const uint8_t *act, size_t astride,
+                                                            int n_tok, int n_in, int n_out, int r0,
+                                                            int r1) {
+    const int quant = wt == OKV_TYPE_Q4_0 || wt == OKV_TYPE_Q4_1 || wt == OKV_TYPE_Q8_0;
     const int nb = n_in / OKV_QK;
-    float out[MM_TOK_TILE];
     for (int t0 = 0; t0 < n_tok; t0 += MM_TOK_TILE) {
-        const int nt = OKV_MIN(MM_TOK_TILE, n_tok - t0);
+        const int T = OKV_MIN(MM_TOK_TILE, n_tok - t0);
+        const int R = T == 1 ? MM_DEC_ROWS : 2;
         const uint8_t *a = act + (size_t)t0 * astride;
         const float *xf = wt == OKV_TYPE_F32 ? x + (size_t)t0 * n_in : (const float *)a;
         const size_t xs = wt == OKV_TYPE_F32 ? (size_t)n_in : astride / sizeof(float);
-        for (int r = r0; r < r1; r++) {
+        float *yt = y + (size_t)t0 * n_out;
+        for (int r = r0; r < r1;) {
+            const int rr = r + R <= r1 ? R : 1;
             const uint8_t *wr = w + (size_t)r * wrow;
-            if (quant) {
-#define MM_Q_CASE(N) case N: q_rows(wr, wt, nb, a, astride, N, out); break;
-                switch (nt) { MM_Q_CASE(1) MM_Q_CASE(2) MM_Q_CASE(3) MM_Q_CASE(4) }
-#undef MM_Q_CASE
+#define MM_TILE(RR, TT)                                                                             \
+    if (quant) q_tile(yt + r, n_out, wr, wrow, wt, nb, a, astride, RR, TT);                        \
+    else f_tile(yt + r, n_out, wr, wrow, wt, n_in, xf, xs, RR, TT);
+            if (rr == 4 && R == 4) {
+                MM_TILE(4, 1)
+            } else if (rr == 2) {
+                switch (T) {
+                case 2: MM_TILE(2, 2) break;
+                case 3: MM_TILE(2, 3) break;
+                default: MM_TILE(2, 4) break;
+                }
             } else {
-#define MM_F_CASE(N) case N: f_rows(wr, wt, n_in, xf, xs, N, out); break;
-                switch (nt) { MM_F_CASE(1) MM_F_CASE(2) MM_F_CASE(3) MM_F_CASE(4) }
-#undef MM_F_CASE
+                switch (T) {
+                case 1: MM_TILE(1, 1) break;
+                case 2: MM_TILE(1, 2) break;
+                case 3: MM_TILE(1, 3) break;
+                default: MM_TILE(1, 4) break;
+                }
             }
-            for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * n_out + r] = out[t];
+#undef MM_TILE
+            r += rr;
         }
     }
 }

@@ -201,6 +201,17 @@ int engine_seq_start(okv_engine *e, int slot, int n_prompt) {
 
 void engine_seq_end(okv_engine *e, int slot) { e->slots[slot].active = false; }
 
+void engine_seq_set_budget(okv_engine *e, int slot, int k) {
+    OKV_ASSERT(k >= 0);
+    e->slots[slot].k = k;
+}
+
+void engine_seq_rewind(okv_engine *e, int slot, int n_pos) {
+    okv_slot *s = &e->slots[slot];
+    OKV_ASSERT(n_pos >= s->n_prompt && n_pos <= s->n_pos);
+    s->n_pos = n_pos;
+}
+
 void engine_embed(okv_engine *e, const int32_t *ids, int n, float *x) {
     const okv_tensor *t = &e->model->tok_embd;
     OKV_ASSERT(t->data);

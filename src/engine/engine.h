@@ -93,6 +93,11 @@ void engine_free(okv_engine *e);
 /* Starts a sequence in a slot with a prompt of n_prompt tokens (sets its budget k). */
 int engine_seq_start(okv_engine *e, int slot, int n_prompt);
 void engine_seq_end(okv_engine *e, int slot);
+/* Overrides the slot's budget (k >= n_prompt: every prompt row, i.e. dense attention). */
+void engine_seq_set_budget(okv_engine *e, int slot, int k);
+/* Forgets generated tokens back to n_pos (>= the prompt length), so several decode variants can
+ * share one prefill. */
+void engine_seq_rewind(okv_engine *e, int slot, int n_pos);
 
 /* Token embedding (first stage): x [n][dim]. */
 void engine_embed(okv_engine *e, const int32_t *ids, int n, float *x);

@@ -6,7 +6,6 @@
 #include "../common.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -76,10 +75,32 @@ static inline bool better(const float *p, int32_t a, int32_t b) {
     return p[a] > p[b] || (p[a] == p[b] && a < b);
 }
 
-static int cmp_rank(const void *x, const void *y, void *ctx) {
-    const float *p = ctx;
-    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
-    return better(p, a, b) ? -1 : (better(p, b, a) ? 1 : 0);
+/* Sorts a[0..n) best first, in place: a heapsort, because qsort may allocate a buffer and this
+ * runs every token. */
+static void sort_ranked(const float *p, int32_t *a, int n) {
+    /* A heap whose root is the candidate ranked last; each pass moves the root to the end. */
+    for (int end = n, start = n / 2 - 1;;) {
+        int root;
+        if (start >= 0) {
+            root = start--;
+        } else {
+            if (--end <= 0) return;
+            int32_t t = a[0];
+            a[0] = a[end];
+            a[end] = t;
+            root = 0;
+        }
+        for (;;) {
+            int child = 2 * root + 1;
+            if (child >= end) break;
+            if (child + 1 < end && better(p, a[child], a[child + 1])) child++;
+            if (!better(p, a[root], a[child])) break;
+            int32_t t = a[root];
+            a[root] = a[child];
+            a[child] = t;
+            root = child;
+        }
+    }
 }
 
 /* Moves the k best of a[0..n) to a[0..k) (in no particular order): Hoare quickselect with a
@@ -184,7 +205,7 @@ int sampler_candidates(okv_sampler *s, const float *logits, const okv_sample_par
         for (int i = 0; i < n; i++) cand[i] = i;
         return n;
     }
-    qsort_r(cand, (size_t)m, sizeof *cand, cmp_rank, prob);
+    sort_ranked(prob, cand, m);
     if (use_p) {
         const double target = (double)p->top_p * total;
         double cum = 0.0;

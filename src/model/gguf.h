@@ -34,7 +34,7 @@ typedef struct gguf_str {
 typedef struct gguf_kv {
     gguf_str key;
     gguf_vtype type;
-    /* scalars */
+    /* scalars: u for u8..u64, i for i8..i64, f for f32 and f64, b for bool */
     union { uint64_t u; int64_t i; double f; bool b; } num;
     gguf_str str;            /* type == STRING */
     gguf_vtype arr_type;     /* type == ARRAY */
@@ -74,7 +74,8 @@ typedef struct gguf_file {
  * offsets aligned, data inside the file, duplicate names and overlapping data.
  * On failure the struct is left zeroed; gguf_close is safe on a zeroed or closed struct. */
 int gguf_open(gguf_file *f, const char *path);
-int gguf_open_mem(gguf_file *f, const void *data, size_t size); /* no copy; for the fuzzer */
+/* No copy: data must outlive f; tensor data is only as aligned as data is. For the fuzzer. */
+int gguf_open_mem(gguf_file *f, const void *data, size_t size);
 void gguf_close(gguf_file *f);
 
 const gguf_kv *gguf_find(const gguf_file *f, const char *key);

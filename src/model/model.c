@@ -246,7 +246,7 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
         if (gguf_str_eq(s, "linear")) c->rope_scaling = ROPE_SCALING_LINEAR;
         else if (gguf_str_eq(s, "yarn")) c->rope_scaling = ROPE_SCALING_YARN;
         else if (!gguf_str_eq(s, "none"))
-            return okv_fail(OKV_ERR_INPUT, "%s: rope scaling type '%.*s' is not supported (linear, yarn, llama3 are)", path, (int)s.len, s.ptr);
+            return okv_fail(OKV_ERR_INPUT, "%s: rope scaling type '%.*s' is not supported (linear and yarn are; Llama-3.1 files carry rope_freqs.weight)", path, (int)s.len, s.ptr);
         if ((st = arch_f32(f, a, "rope.scaling.factor", &c->rope_factor)) ||
             (st = arch_int(f, a, "rope.scaling.original_context_length", &c->rope_orig_ctx, false)))
             return st;

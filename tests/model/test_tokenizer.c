@@ -189,7 +189,8 @@ static void check_smollm_queries(const okv_tokenizer *t) {
 }
 
 int main(void) {
-    char model[4096], py[4096], script[4096], dir[4096], path[4096], cmd[16384];
+    /* Paths come from the environment; sized so that no composition can truncate. */
+    char model[1100], py[1100], script[1100], dir[1100], path[1200], cmd[6000];
     test_model_path(model, sizeof model);
     snprintf(py, sizeof py, "%s/venv/bin/python", test_cache());
     snprintf(script, sizeof script, "%s/tests/model/tokenizer_oracle.py", test_src());
