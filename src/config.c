@@ -3,6 +3,8 @@
  * output and the broadcast from rank 0. Tested by tests/unit/test_config.c. */
 #include "config.h"
 
+#include "model/genmodel.h"
+
 #include "common.h"
 
 #include <cjson/cJSON.h>
@@ -20,7 +22,7 @@ typedef enum key_id {
     KEY_POLICY, KEY_DO_SELECT_LAYERS, KEY_NUM_WAIT_LOAD_LAYERS, KEY_NUM_SELECTED, KEY_SELECTOR,
     KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
     KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
-    KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P,
+    KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
 } key_id;
 
 typedef struct config_key {
@@ -61,6 +63,7 @@ static const config_key keys[] = {
     {"temperature", KEY_TEMPERATURE, "0", "0 = greedy (>= 0)"},
     {"top_k", KEY_TOP_K, "0", "keep the k most likely tokens; 0 = off (>= 0)"},
     {"top_p", KEY_TOP_P, "1", "nucleus mass, 0 < p <= 1; 1 = off"},
+    {"model_shape", KEY_MODEL_SHAPE, "\"\"", "named model shape (gen-model --shape) for `plan`; presets set it"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -248,7 +251,20 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         else if (!strcmp(v, "exp")) c->selector = SELECTOR_EXP;
         else return bad_value(key, v, "one of last, softmax_before_last, uniform, exp");
         return OKV_OK;
-    case KEY_WINDOW_SIZE: return set_int(key, v, 1, "a whole number >= 1", &c->window_size);
+    case KEY_WINDOW_SIZE: {
+        int w;
+        int st = set_int(key, v, 1, "a whole number >= 1", &w);
+        if (st) return st;
+        if (w > OKV_MAX_WINDOW) return bad_value(key, v, "a whole number in 1..256");
+        c->window_size = w;
+        return OKV_OK;
+    }
+    case KEY_MODEL_SHAPE: {
+        okv_model_config shape;
+        if (*v && genmodel_shape(v, &shape) != OKV_OK) return bad_value(key, v, "a shape gen-model knows (omnikv gen-model --help lists them)");
+        snprintf(c->model_shape, sizeof c->model_shape, "%s", v);
+        return OKV_OK;
+    }
     case KEY_REAL_OFFLOAD: return set_bool(key, v, &c->real_offload);
     case KEY_DENSE_MORE: {
         bool b;
@@ -471,6 +487,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddNumberToObject(o, "num_of_selected_tokens", c->num_selected);
     cJSON_AddStringToObject(o, "selector_cls", selector_name(c->selector));
     cJSON_AddNumberToObject(o, "window_size", c->window_size);
+    if (c->model_shape[0]) cJSON_AddStringToObject(o, "model_shape", c->model_shape);
     cJSON_AddBoolToObject(o, "real_offload", c->real_offload);
     cJSON_AddBoolToObject(o, "dense_more", c->dense_more);
     cJSON_AddNumberToObject(o, "keep_first", c->keep_first);

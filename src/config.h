@@ -48,6 +48,7 @@ typedef struct okv_run_config {
     float temperature;             /* 0 = greedy */
     int top_k;                     /* 0 = off */
     float top_p;                   /* 1 = off */
+    char model_shape[32];          /* model_shape: a gen-model shape name for `plan` ("" = none) */
 } okv_run_config;
 
 void config_defaults(okv_run_config *c);

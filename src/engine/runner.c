@@ -189,10 +189,6 @@ static bool accept_token(runner *R, run_slot *sl, int32_t id) {
     return false;
 }
 
-static int32_t sample_row(runner *R, run_slot *sl, const float *logits) {
-    return sampler_sample(&R->sampler, logits, &sl->sp, &sl->rng);
-}
-
 /* The prompt's token ids into R->prompt; returns the count, or -1 with *err set (malloc'd). */
 static int tokenize(runner *R, const okv_request *req, char **err) {
     const int cap = R->fw->max_ctx + 1;
@@ -294,7 +290,7 @@ static int admit(runner *R, okv_request *req, int s) {
     sl->t_admit = t_admit;
     sl->prefill_s = prefill_s;
 
-    int32_t id = sample_row(R, sl, logits);
+    int32_t id = sampler_sample(&R->sampler, logits, &sl->sp, &sl->rng);
     bool done = accept_token(R, sl, id);
     sl->t_first = sl->t_last;
     return done ? slot_finish(R, s) : OKV_OK;
@@ -348,7 +344,8 @@ static int decode_step(runner *R, int *n_tokens) {
         int s = R->step_slots[i];
         run_slot *sl = &R->slots[s];
         metrics_share(&sl->m, &before, &after, 1.0 / n);
-        int32_t id = sample_row(R, sl, R->logits + (size_t)i * fw->n_vocab);
+        int32_t id = sampler_sample(&R->sampler, R->logits + (size_t)i * fw->n_vocab, &sl->sp,
+                                    &sl->rng);
         if (accept_token(R, sl, id) && (st = slot_finish(R, s))) return st;
     }
     *n_tokens += n;
@@ -394,7 +391,7 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
     int st = runner_init(&R);
     for (int i = 0; i < reqs->n; i++) R.n_todo += !reqs->items[i].skip;
     int next = 0, decoded = 0;
-    double t_log = okv_now_s(), t_start = t_log;
+    double t_log = okv_now_s(), t_start = t_log, t_decode = 0.0;
     while (!st) {
         for (int s = 0; s < fw->max_slots && !st; s++) {
             while (!R.slots[s].req && !st) {
@@ -406,12 +403,17 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
         int active = 0;
         for (int s = 0; s < fw->max_slots; s++) active += R.slots[s].req != NULL;
         if (st || !active) break;
+        double t0 = okv_now_s();
         st = decode_step(&R, &decoded);
         double now = okv_now_s();
-        if (now - t_log >= opts->progress_s) {
-            OKV_INFO("decode: %d tokens in %.1f s (%.1f tok/s), %d active, %d of %d requests done",
-                     decoded, now - t_log, decoded / (now - t_log), active, R.n_done, R.n_todo);
+        t_decode += now - t0;
+        /* Admissions run between steps, so the rate counts decode time only. */
+        if (now - t_log >= opts->progress_s && t_decode > 0) {
+            OKV_INFO("decode: %d tokens in %.1f s of decoding (%.1f tok/s), %d active, %d of %d "
+                     "requests done", decoded, t_decode, decoded / t_decode, active, R.n_done,
+                     R.n_todo);
             decoded = 0;
+            t_decode = 0.0;
             t_log = now;
         }
     }

@@ -1,9 +1,6 @@
-/* hf.c — Hugging Face checkpoint directories: config.json -> okv_model_config (llama, mistral,
- * qwen2), safetensors tensors of the requested layers -> okv_layer_weights, tokenizer.json.
- * Q/K rows are permuted once at load from HF's rotate-half RoPE layout to the interleaved pairs
- * the kernels rotate; norms and biases become f32, F8_E4M3 weights BF16. Tested by
- * tests/unit/test_safetensors.c (permutation), tests/model/test_hf.sh (tokens equal to the GGUF
- * the checkpoint was made from) and tests/fixtures/make_tiny_hf.py shapes. */
+/* hf.c — Hugging Face checkpoint directories (llama, mistral, qwen2): config.json, the tensors of
+ * the requested layers (Q/K rows permuted once to interleaved RoPE pairs; norms and biases to f32;
+ * F8_E4M3 to BF16) and tokenizer.json. Tested by tests/unit/test_safetensors.c and tests/model/test_hf.sh. */
 #include "model.h"
 
 #include "../common.h"
@@ -277,13 +274,15 @@ static float st_elem(const st_tensor *t, const uint8_t *base, uint64_t i) {
     }
 }
 
+int64_t hf_permuted_source(int64_t r, int64_t n_rows, int n_heads) {
+    const int64_t hd = n_rows / n_heads;
+    return (r / hd) * hd + (r % 2) * (hd / 2) + (r % hd) / 2;
+}
+
 void hf_permute_rows(void *dst, const void *src, int64_t n_rows, size_t row_bytes, int n_heads) {
-    const int64_t hd = n_rows / n_heads, half = hd / 2;
-    for (int64_t r = 0; r < n_rows; r++) {
-        int64_t h = r / hd, i = (r % hd) / 2, j = r % 2;
-        int64_t from = h * hd + j * half + i;
-        memcpy((uint8_t *)dst + r * row_bytes, (const uint8_t *)src + from * row_bytes, row_bytes);
-    }
+    for (int64_t r = 0; r < n_rows; r++)
+        memcpy((uint8_t *)dst + r * row_bytes,
+               (const uint8_t *)src + hf_permuted_source(r, n_rows, n_heads) * row_bytes, row_bytes);
 }
 
 /* A dequantization scale beside an F8 weight: one value, one per row, or one per block of rows
@@ -377,41 +376,30 @@ static int load_tensor(hf_ctx *x, const char *name, okv_tensor *out, int mode, i
         return st;
     size_t out_esize = want == OKV_TYPE_F32 ? 4 : 2;
     size_t row_bytes = (size_t)row_elems * out_esize;
-    uint8_t *conv = okv_alloc((size_t)n_rows * row_bytes);
-    if (!conv)
+    uint8_t *buf = okv_alloc((size_t)n_rows * row_bytes);
+    if (!buf)
         return okv_fail(OKV_ERR_NOMEM, "cannot allocate %zu bytes to convert tensor '%s'",
                         (size_t)n_rows * row_bytes, name);
-    model_own(x->m, conv);
+    model_own(x->m, buf);
+    out->data = buf;
     if (!convert) {
-        memcpy(conv, t->data, (size_t)n_rows * row_bytes);
-    } else {
-        const uint8_t *src = t->data;
-        for (int64_t r = 0; r < n_rows; r++)
-            for (int64_t c = 0; c < row_elems; c++) {
-                uint64_t i = (uint64_t)(r * row_elems + c);
-                float v = st_elem(t, src, i);
-                if (sc.t) {
-                    int64_t si = (r / sc.block_r) * sc.cols + c / sc.block_c;
-                    v *= st_elem(sc.t, sc.t->data, (uint64_t)si);
-                }
-                if (want == OKV_TYPE_F32) {
-                    memcpy(conv + 4 * i, &v, 4);
-                } else {
-                    uint16_t h = want == OKV_TYPE_BF16 ? okv_f32_to_bf16(v) : okv_f32_to_fp16(v);
-                    memcpy(conv + 2 * i, &h, 2);
-                }
-            }
+        if (permute_heads > 0) hf_permute_rows(buf, t->data, n_rows, row_bytes, permute_heads);
+        else memcpy(buf, t->data, (size_t)n_rows * row_bytes);
+        return OKV_OK;
     }
-    if (permute_heads > 0) {
-        uint8_t *perm = okv_alloc((size_t)n_rows * row_bytes);
-        if (!perm)
-            return okv_fail(OKV_ERR_NOMEM, "cannot allocate %zu bytes to permute tensor '%s'",
-                            (size_t)n_rows * row_bytes, name);
-        model_own(x->m, perm);
-        hf_permute_rows(perm, conv, n_rows, row_bytes, permute_heads);
-        out->data = perm;
-    } else {
-        out->data = conv;
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t from = permute_heads > 0 ? hf_permuted_source(r, n_rows, permute_heads) : r;
+        for (int64_t c = 0; c < row_elems; c++) {
+            float v = st_elem(t, t->data, (uint64_t)(from * row_elems + c));
+            if (sc.t) v *= st_elem(sc.t, sc.t->data, (uint64_t)((from / sc.block_r) * sc.cols + c / sc.block_c));
+            uint64_t i = (uint64_t)(r * row_elems + c);
+            if (want == OKV_TYPE_F32) {
+                memcpy(buf + 4 * i, &v, 4);
+            } else {
+                uint16_t h = want == OKV_TYPE_BF16 ? okv_f32_to_bf16(v) : okv_f32_to_fp16(v);
+                memcpy(buf + 2 * i, &h, 2);
+            }
+        }
     }
     return OKV_OK;
 }

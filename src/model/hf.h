@@ -11,5 +11,7 @@
  * reshape(n_heads, 2, hd/2, n_in).swapaxes(1, 2) of llama.cpp's converter. Rows are copied
  * whole, so any element type works; biases are rows of one element. */
 void hf_permute_rows(void *dst, const void *src, int64_t n_rows, size_t row_bytes, int n_heads);
+/* The source row of destination row r under that permutation. */
+int64_t hf_permuted_source(int64_t r, int64_t n_rows, int n_heads);
 
 #endif

@@ -69,7 +69,7 @@ float model_rope_freqs(const okv_model_config *c, int max_context_len, float *in
             double hi = ceil(c->rope_dim * log(c->rope_orig_ctx / (bs * 2 * M_PI)) /
                              (2 * log(c->rope_theta)));
             if (lo < 0) lo = 0;
-            if (hi > n - 1) hi = n - 1;
+            if (hi > c->rope_dim - 1) hi = c->rope_dim - 1;
             if (hi == lo) hi += 0.001;
             double ramp = (i - lo) / (hi - lo);
             ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;

@@ -58,6 +58,7 @@ typedef struct tok_scratch {
     tok_cand *heap; size_t heap_cap;
     char *buf; size_t buf_cap;
     char *clean; size_t clean_cap;
+    uint8_t *present; /* [n_special] whether each special token occurs in the text */
     pcre2_match_data *md;
 } tok_scratch;
 
@@ -80,13 +81,17 @@ struct okv_tokenizer {
     tok_strmap map;
     tok_pair *pairs; uint64_t pair_mask;   /* BPE only */
     int32_t byte_sym[256];                 /* BPE: symbol of each raw byte; SPM: byte token */
+    char byte_text[256][2];                /* BPE: the GPT-2 character of each byte, UTF-8 */
+    uint8_t byte_text_len[256];
     int32_t *types;                        /* [n_vocab] */
     float *scores;                         /* [n_vocab] */
     char *piece_pool; uint64_t *piece_off; /* [n_vocab + 1] decoded bytes of each token */
     int32_t *special; int n_special;       /* control/user/unknown ids, longest text first */
+    int32_t *special_by_byte;              /* [n_special] indices into special, by first byte */
+    int32_t special_first[257];            /* special_by_byte[special_first[b], ..[b + 1]) */
     pcre2_code *re[TOK_MAX_REGEX]; int n_re;
     bool ignore_merges;
-    int32_t bos_id, eos_id, eot_id, unk_id, pad_id;
+    int32_t bos_id, eos_id, eot_id, unk_id;
     int32_t eog[TOK_MAX_EOG]; int n_eog;
     bool add_bos, add_eos, add_space_prefix;
     chat_kind chat;
@@ -211,8 +216,8 @@ static int tok_compile(okv_tokenizer *t, const char *const *rx, int n) {
     for (int i = 0; i < n; i++) {
         int err;
         PCRE2_SIZE at;
-        /* MATCH_INVALID_UTF: stray bytes never match and fall into gaps, so any input encodes
-         * and decodes back unchanged. */
+        /* MATCH_INVALID_UTF: what is still not UTF-8 after cleaning (encoded surrogates, which
+         * llama.cpp lets through) never matches and falls into the gaps instead of failing. */
         t->re[i] = pcre2_compile((PCRE2_SPTR)rx[i], PCRE2_ZERO_TERMINATED,
                                  PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &at, NULL);
         if (!t->re[i]) {
@@ -254,8 +259,7 @@ static int tok_build_merges(okv_tokenizer *t, const tok_spec *s) {
     size_t tmp_cap = 0;
     bool fail = false;
     for (int m = 0; m < s->n_merges && !fail; m++) {
-        const char *w = s->merges[m];
-        if (!w) return okv_fail(OKV_ERR_INPUT, "BPE merge %d is missing", m);
+        const char *w = s->merges[m] ? s->merges[m] : "";
         size_t n = strlen(w);
         /* The separator is the first space after the first byte, so a merge may start with a
          * space; a merge without one can never apply (llama.cpp keys it as an empty pair). */
@@ -284,14 +288,8 @@ static int tok_build_merges(okv_tokenizer *t, const tok_spec *s) {
     return OKV_OK;
 }
 
-static void piece_bpe(const char *s, size_t n, char *o, size_t *on) {
-    static int8_t cp_byte_ready;
-    static int16_t cp_byte[256 + 68]; /* inverse of byte_to_cp */
-    if (!cp_byte_ready) {
-        for (int i = 0; i < 256 + 68; i++) cp_byte[i] = -1;
-        for (unsigned b = 0; b < 256; b++) cp_byte[byte_to_cp(b)] = (int16_t)b;
-        cp_byte_ready = 1;
-    }
+/* cp_byte: the inverse of byte_to_cp, -1 for characters that stand for no byte. */
+static void piece_bpe(const int16_t *cp_byte, const char *s, size_t n, char *o, size_t *on) {
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
@@ -330,6 +328,9 @@ static int tok_build_pieces(okv_tokenizer *t) {
     t->piece_off = malloc(sizeof(uint64_t) * ((size_t)t->n_vocab + 1));
     if (!t->piece_pool || !t->piece_off)
         return okv_fail(OKV_ERR_NOMEM, "no memory for the %d token pieces", t->n_vocab);
+    int16_t cp_byte[256 + 68];
+    for (int i = 0; i < 256 + 68; i++) cp_byte[i] = -1;
+    for (unsigned b = 0; b < 256; b++) cp_byte[byte_to_cp(b)] = (int16_t)b;
     uint64_t k = 0;
     for (int i = 0; i < t->n_vocab; i++) {
         const char *s = t->pool + t->sym_off[i];
@@ -344,7 +345,7 @@ static int tok_build_pieces(okv_tokenizer *t) {
             int v = byte_token_value(s, n);
             if (v >= 0) { o[0] = (char)v; on = 1; }
         } else if (ty == TOK_TYPE_NORMAL && t->kind == TOK_KIND_BPE) {
-            piece_bpe(s, n, o, &on);
+            piece_bpe(cp_byte, s, n, o, &on);
         } else if (ty == TOK_TYPE_NORMAL) { /* SPM: U+2581 stands for a space */
             for (size_t j = 0; j < n;) {
                 if (j + 3 <= n && memcmp(s + j, "\xe2\x96\x81", 3) == 0) {
@@ -361,25 +362,42 @@ static int tok_build_pieces(okv_tokenizer *t) {
     return OKV_OK;
 }
 
+typedef struct tok_len_id { uint32_t len; int32_t id; } tok_len_id;
+
+static int cmp_longest_first(const void *a, const void *b) {
+    const tok_len_id *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
 static int tok_build_special(okv_tokenizer *t) {
+    tok_len_id *li = malloc(sizeof(tok_len_id) * (size_t)t->n_vocab);
     t->special = malloc(sizeof(int32_t) * (size_t)t->n_vocab);
-    if (!t->special) return okv_fail(OKV_ERR_NOMEM, "no memory for the special-token list");
+    t->special_by_byte = malloc(sizeof(int32_t) * (size_t)t->n_vocab);
+    t->scratch->present = malloc((size_t)t->n_vocab);
+    if (!li || !t->special || !t->special_by_byte || !t->scratch->present) {
+        free(li);
+        return okv_fail(OKV_ERR_NOMEM, "no memory for the special-token list");
+    }
+    int n = 0;
     for (int i = 0; i < t->n_vocab; i++) {
         int ty = t->types[i];
         if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER || ty == TOK_TYPE_UNKNOWN) && t->sym_len[i])
-            t->special[t->n_special++] = i;
+            li[n++] = (tok_len_id){t->sym_len[i], i};
     }
-    /* Longest first, so that a special token containing another is split out before it;
-     * insertion sort keeps ties in id order and the list is short. */
-    for (int i = 1; i < t->n_special; i++) {
-        int32_t v = t->special[i];
-        int j = i;
-        while (j > 0 && t->sym_len[t->special[j - 1]] < t->sym_len[v]) {
-            t->special[j] = t->special[j - 1];
-            j--;
-        }
-        t->special[j] = v;
-    }
+    /* Longest first, so that a special token containing another is split out before it. */
+    qsort(li, (size_t)n, sizeof *li, cmp_longest_first);
+    for (int i = 0; i < n; i++) t->special[i] = li[i].id;
+    t->n_special = n;
+    free(li);
+    /* Bucket by first byte so one pass over a text finds which special tokens it contains. */
+    int count[256] = {0};
+    for (int i = 0; i < n; i++) count[(unsigned char)t->pool[t->sym_off[t->special[i]]]]++;
+    t->special_first[0] = 0;
+    for (int b = 0; b < 256; b++) t->special_first[b + 1] = t->special_first[b] + count[b];
+    int fill[256];
+    memcpy(fill, t->special_first, sizeof fill);
+    for (int i = 0; i < n; i++) t->special_by_byte[fill[(unsigned char)t->pool[t->sym_off[t->special[i]]]]++] = i;
     return OKV_OK;
 }
 
@@ -469,7 +487,7 @@ int tokenizer_init(okv_tokenizer **out, const tok_spec *s) {
     }
 
     t->bos_id = s->bos_id; t->eos_id = s->eos_id; t->eot_id = s->eot_id;
-    t->unk_id = s->unk_id; t->pad_id = s->pad_id;
+    t->unk_id = s->unk_id;
     t->add_bos = s->add_bos; t->add_eos = s->add_eos; t->add_space_prefix = s->add_space_prefix;
     t->ignore_merges = s->ignore_merges;
 
@@ -481,6 +499,8 @@ int tokenizer_init(okv_tokenizer **out, const tok_spec *s) {
         for (unsigned b = 0; b < 256; b++) {
             char e[4];
             int n = cp_to_utf8(byte_to_cp(b), e);
+            memcpy(t->byte_text[b], e, 2); /* every GPT-2 character is below U+0800 */
+            t->byte_text_len[b] = (uint8_t)n;
             t->byte_sym[b] = sym_find(t, e, (size_t)n);
         }
     } else {
@@ -519,11 +539,13 @@ void tokenizer_free(okv_tokenizer *t) {
         free(w->heap);
         free(w->buf);
         free(w->clean);
+        free(w->present);
         pcre2_match_data_free(w->md);
         free(w);
     }
     free(t->pool); free(t->sym_off); free(t->sym_len); free(t->map.slot); free(t->pairs);
     free(t->types); free(t->scores); free(t->piece_pool); free(t->piece_off); free(t->special);
+    free(t->special_by_byte);
     free(t);
 }
 
@@ -806,7 +828,10 @@ static int bpe_word(const okv_tokenizer *t, tok_scratch *w, const unsigned char 
     if (t->ignore_merges) {
         if (!GROW(w->buf, w->buf_cap, 2 * n)) return okv_fail(OKV_ERR_NOMEM, "no memory to encode");
         size_t k = 0;
-        for (size_t i = 0; i < n; i++) k += (size_t)cp_to_utf8(byte_to_cp(s[i]), w->buf + k);
+        for (size_t i = 0; i < n; i++) {
+            memcpy(w->buf + k, t->byte_text[s[i]], 2);
+            k += t->byte_text_len[s[i]];
+        }
         int32_t id = sym_find(t, w->buf, k);
         if (id >= 0 && id < t->n_vocab) {
             out_push(o, id);
@@ -825,8 +850,8 @@ static int bpe_word(const okv_tokenizer *t, tok_scratch *w, const unsigned char 
         } else if (id >= 0) {
             bpe_emit_unknown(t, t->pool + t->sym_off[id], t->sym_len[id], o);
         } else {
-            char e[4];
-            bpe_emit_unknown(t, e, (size_t)cp_to_utf8(byte_to_cp(s[w->sym[i].off]), e), o);
+            unsigned char b = s[w->sym[i].off];
+            bpe_emit_unknown(t, t->byte_text[b], t->byte_text_len[b], o);
         }
     }
     return OKV_OK;
@@ -989,12 +1014,26 @@ static int split_special(const okv_tokenizer *t, tok_scratch *w, const char *tex
     size_t na = 0;
     if (!GROW(w->frag[0], w->frag_cap[0], 1)) return okv_fail(OKV_ERR_NOMEM, "no memory to encode");
     if (len) w->frag[0][na++] = (tok_frag){-1, 0, len};
-    for (int k = 0; k < t->n_special && na; k++) {
+    /* Which special tokens occur at all; only those need a splitting pass. */
+    memset(w->present, 0, (size_t)t->n_special);
+    bool any = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        for (int j = t->special_first[c]; j < t->special_first[c + 1]; j++) {
+            int k = t->special_by_byte[j];
+            int32_t id = t->special[k];
+            if (!w->present[k] && (parse_special || t->types[id] == TOK_TYPE_USER) && t->sym_len[id] <= len - i &&
+                memcmp(text + i, t->pool + t->sym_off[id], t->sym_len[id]) == 0) {
+                w->present[k] = 1;
+                any = true;
+            }
+        }
+    }
+    for (int k = 0; any && k < t->n_special && na; k++) {
         int32_t id = t->special[k];
-        if (!parse_special && t->types[id] != TOK_TYPE_USER) continue;
+        if (!w->present[k]) continue;
         const char *tok = t->pool + t->sym_off[id];
         size_t tl = t->sym_len[id];
-        if (!memmem(text, len, tok, tl)) continue;
         int b = 1 - a;
         size_t nb = 0;
         for (size_t f = 0; f < na; f++) {

@@ -45,18 +45,17 @@ static const char *json_type(const cJSON *o) {
     return cJSON_IsString(t) ? t->valuestring : NULL;
 }
 
-static int push_regex(tok_json *tj, const char *re) {
+static void push_regex(tok_json *tj, const char *re) {
     char **g = realloc(tj->pre_regex, sizeof *g * (size_t)(tj->spec.n_pre_regex + 1));
     OKV_ASSERT(g);
     tj->pre_regex = g;
     g[tj->spec.n_pre_regex] = strdup(re);
     OKV_ASSERT(g[tj->spec.n_pre_regex]);
     tj->spec.n_pre_regex++;
-    return OKV_OK;
 }
 
 /* A literal string as a PCRE2 pattern: \Q...\E quotes everything except a "\E" inside. */
-static int push_literal(tok_json *tj, const char *s) {
+static void push_literal(tok_json *tj, const char *s) {
     size_t n = strlen(s);
     char *re = malloc(6 * n + 8), *o = re;
     OKV_ASSERT(re);
@@ -71,7 +70,6 @@ static int push_literal(tok_json *tj, const char *s) {
     sprintf(o, "\\E");
     push_regex(tj, re);
     free(re);
-    return OKV_OK;
 }
 
 static int read_pre_tokenizer(tok_json *tj, tj_ctx *x, const cJSON *p) {
@@ -99,7 +97,8 @@ static int read_pre_tokenizer(tok_json *tj, tj_ctx *x, const cJSON *p) {
     }
     if (!strcmp(type, "Digits")) {
         bool single = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "individual_digits"));
-        return push_regex(tj, single ? "\\p{N}" : "\\p{N}+");
+        push_regex(tj, single ? "\\p{N}" : "\\p{N}+");
+        return OKV_OK;
     }
     if (!strcmp(type, "Split")) {
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
@@ -114,10 +113,12 @@ static int read_pre_tokenizer(tok_json *tj, tj_ctx *x, const cJSON *p) {
                             "supported", x->path);
         const cJSON *re = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
         const cJSON *lit = cJSON_GetObjectItemCaseSensitive(pat, "String");
-        if (cJSON_IsString(re)) return push_regex(tj, re->valuestring);
-        if (cJSON_IsString(lit)) return push_literal(tj, lit->valuestring);
-        return okv_fail(OKV_ERR_INPUT, "%s: pre_tokenizer Split has no pattern {Regex} or {String}",
-                        x->path);
+        if (cJSON_IsString(re)) push_regex(tj, re->valuestring);
+        else if (cJSON_IsString(lit)) push_literal(tj, lit->valuestring);
+        else
+            return okv_fail(OKV_ERR_INPUT,
+                            "%s: pre_tokenizer Split has no pattern {Regex} or {String}", x->path);
+        return OKV_OK;
     }
     if (!strcmp(type, "Metaspace")) {
         x->spm_like = true;

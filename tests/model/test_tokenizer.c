@@ -44,9 +44,8 @@ static void print_ids(const char *label, const int32_t *ids, int n, int from) {
 static size_t hex_decode(const char *h, char *out) {
     size_t n = strlen(h) / 2;
     for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        sscanf(h + 2 * i, "%2x", &v);
-        out[i] = (char)v;
+        char pair[3] = {h[2 * i], h[2 * i + 1], 0};
+        out[i] = (char)strtoul(pair, NULL, 16);
     }
     return n;
 }
@@ -63,7 +62,12 @@ static bool round_trip(const okv_tokenizer *t, const int32_t *ids, int n, bool s
     return k == len && memcmp(buf, text, len) == 0;
 }
 
-typedef struct vocab_result { int cases, mismatches, trips_failed; double big_s; int big_tokens; size_t big_bytes; } vocab_result;
+typedef struct vocab_result {
+    int cases, mismatches, trips_failed;
+    size_t big_bytes; /* the largest case, timed */
+    int big_tokens;
+    double big_s;
+} vocab_result;
 
 static int check_vocab(const char *jsonl, okv_tokenizer **tok_out, gguf_file *gf, vocab_result *r) {
     FILE *f = fopen(jsonl, "r");
@@ -113,7 +117,11 @@ static int check_vocab(const char *jsonl, okv_tokenizer **tok_out, gguf_file *gf
         double t0 = okv_now_s();
         int n = tokenizer_encode(t, text, len, add, special, ids, cap);
         double dt = okv_now_s() - t0;
-        int nw = cJSON_GetArraySize(want);
+        int nw = 0;
+        int32_t *w = malloc(sizeof(int32_t) * ((size_t)cJSON_GetArraySize(want) + 1));
+        OKV_ASSERT(w);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, want) w[nw++] = (int32_t)e->valueint;
         r->cases++;
         if (len > r->big_bytes) {
             r->big_bytes = len;
@@ -123,22 +131,19 @@ static int check_vocab(const char *jsonl, okv_tokenizer **tok_out, gguf_file *gf
         int first = n < 0 ? 0 : -1;
         if (n >= 0 && n <= cap) {
             for (int i = 0; i < n && i < nw && first < 0; i++)
-                if (ids[i] != (int32_t)cJSON_GetArrayItem(want, i)->valueint) first = i;
+                if (ids[i] != w[i]) first = i;
             if (first < 0 && n != nw) first = OKV_MIN(n, nw);
         } else if (n > cap) {
             first = 0;
         }
         if (first >= 0) {
             if (r->mismatches++ < MAX_REPORT) {
-                int32_t *w = malloc(sizeof(int32_t) * (size_t)(nw + 1));
-                for (int i = 0; i < nw; i++) w[i] = (int32_t)cJSON_GetArrayItem(want, i)->valueint;
                 fprintf(stderr, "MISMATCH [%s] special=%d add=%d at token %d, text ", pre, special, add, first);
                 print_text(text, len);
                 fputc('\n', stderr);
                 print_ids("llama.cpp", w, nw, first);
                 print_ids("omnikv   ", ids, OKV_MAX(n, 0), first);
                 if (n < 0) fprintf(stderr, "    error: %s\n", okv_last_error());
-                free(w);
             }
         } else if (!add && utf8 && !round_trip(t, ids, n, special, text, len, dec, text_cap)) {
             if (r->trips_failed++ < MAX_REPORT) {
@@ -147,6 +152,7 @@ static int check_vocab(const char *jsonl, okv_tokenizer **tok_out, gguf_file *gf
                 fputc('\n', stderr);
             }
         }
+        free(w);
         cJSON_Delete(c);
     }
     free(text);
@@ -190,7 +196,7 @@ static void check_smollm_queries(const okv_tokenizer *t) {
 
 int main(void) {
     /* Paths come from the environment; sized so that no composition can truncate. */
-    char model[1100], py[1100], script[1100], dir[1100], path[1200], cmd[6000];
+    char model[1100], py[1100], script[1100], dir[1100], path[1200], cmd[8192];
     test_model_path(model, sizeof model);
     snprintf(py, sizeof py, "%s/venv/bin/python", test_cache());
     snprintf(script, sizeof script, "%s/tests/model/tokenizer_oracle.py", test_src());

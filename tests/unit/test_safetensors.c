@@ -84,7 +84,7 @@ static void write_shard(const char *path, const wt *ts, int n, int shard) {
     fwrite(&n8, 8, 1, fp); /* the test machines are little-endian, like the format */
     fwrite(json, 1, o, fp);
     for (int i = 0; i < n; i++)
-        if (ts[i].shard == shard) fwrite(ts[i].data, 1, ts[i].nbytes, fp);
+        if (ts[i].shard == shard && ts[i].nbytes) fwrite(ts[i].data, 1, ts[i].nbytes, fp);
     fclose(fp);
 }
 
@@ -230,7 +230,7 @@ typedef struct tiny {
     uint16_t embed[VOCAB * DIM], head[VOCAB * DIM], norm[DIM];
     uint16_t attn_norm[NL][DIM], wq[NL][NH * HD * DIM], wv[NL][NKV * HD * DIM];
     uint8_t wk[NL][NKV * HD * DIM];
-    float k_scale, wo[NL][DIM * NH * HD], ffn_norm[NL][DIM];
+    float k_scale[NL][NKV * HD], wo[NL][DIM * NH * HD], ffn_norm[NL][DIM];
     uint16_t gate[NL][FFN * DIM], up[NL][FFN * DIM], down[NL][DIM * FFN];
     uint16_t bq[NL][NH * HD], bk[NL][NKV * HD], bv[NL][NKV * HD];
     char names[NL][16][64];
@@ -248,7 +248,9 @@ static void tiny_fill(tiny *t) {
     fill_bf16(t->embed, VOCAB * DIM);
     fill_bf16(t->head, VOCAB * DIM);
     fill_bf16(t->norm, DIM);
-    t->k_scale = 0.5f;
+    static const float row_scales[NKV * HD] = {0.5f, 0.25f, 2.0f, 1.0f};
+    memcpy(t->k_scale[1], row_scales, sizeof row_scales);
+    t->k_scale[0][0] = 0.5f;
     for (int l = 0; l < NL; l++) {
         fill_bf16(t->attn_norm[l], DIM);
         fill_bf16(t->wq[l], NH * HD * DIM);
@@ -282,8 +284,10 @@ static int tiny_tensors(tiny *t, wt *ts, bool bias, bool head, int n_shards) {
         T("input_layernorm.weight", "BF16", 1, DIM, 0, t->attn_norm[l]);
         T("self_attn.q_proj.weight", "BF16", 2, NH * HD, DIM, t->wq[l]);
         T("self_attn.k_proj.weight", "F8_E4M3", 2, NKV * HD, DIM, t->wk[l]);
+        /* Layer 0: one scale for the tensor; layer 1: one per row, as [rows, 1]. */
         snprintf(nm[k], 64, "model.layers.%d.self_attn.k_proj.weight_scale", l);
-        ts[n++] = (wt){nm[k++], "F32", 0, {0}, &t->k_scale, sizeof t->k_scale, s};
+        if (l == 0) ts[n++] = (wt){nm[k++], "F32", 0, {0}, t->k_scale[0], 4, s};
+        else ts[n++] = (wt){nm[k++], "F32", 2, {NKV * HD, 1}, t->k_scale[1], sizeof t->k_scale[1], s};
         T("self_attn.v_proj.weight", "F16", 2, NKV * HD, DIM, t->wv[l]);
         T("self_attn.o_proj.weight", "F32", 2, DIM, NH * HD, t->wo[l]);
         T("post_attention_layernorm.weight", "F32", 1, DIM, 0, t->ffn_norm[l]);
@@ -379,12 +383,12 @@ static void test_tiny_llama(const char *base) {
                "tiny llama: wq type %d ne [%lld, %lld]", w->wq.type, (long long)w->wq.ne[0],
                (long long)w->wq.ne[1]);
     check_rows_u16("wq (permuted per head)", w->wq.data, t.wq[1], NH * HD, DIM, true);
-    /* k_proj: F8 codes times the 0.5 scale, as bf16, then permuted. */
+    /* k_proj: F8 codes times their row's scale, as bf16, then permuted. */
     uint16_t kbf[NKV * HD * DIM];
     for (int i = 0; i < NKV * HD * DIM; i++)
-        kbf[i] = okv_f32_to_bf16(0.5f * f8_values[(i + 1) % 8]);
+        kbf[i] = okv_f32_to_bf16(t.k_scale[1][i / DIM] * f8_values[(i + 1) % 8]);
     TEST_CHECK(w->wk.type == OKV_TYPE_BF16, "tiny llama: F8 k_proj should load as bf16");
-    check_rows_u16("wk (F8 x scale, permuted)", w->wk.data, kbf, NKV * HD, DIM, true);
+    check_rows_u16("wk (F8 x row scale, permuted)", w->wk.data, kbf, NKV * HD, DIM, true);
     TEST_CHECK(w->wv.type == OKV_TYPE_F16, "tiny llama: v_proj should stay f16");
     check_rows_u16("wv (as stored)", w->wv.data, t.wv[1], NKV * HD, DIM, false);
     TEST_CHECK(w->wo.type == OKV_TYPE_F32 && !memcmp(w->wo.data, t.wo[1], sizeof t.wo[1]),
@@ -409,6 +413,9 @@ static void test_tiny_llama(const char *base) {
     TEST_CHECK(m.tok_embd.data && m.output.data == m.tok_embd.data && m.layers[0].wq.data,
                "whole tiny llama: embedding, tied head or layer 0 missing");
     check_rows_u16("layer 0 wq", m.layers[0].wq.data, t.wq[0], NH * HD, DIM, true);
+    for (int i = 0; i < NKV * HD * DIM; i++) kbf[i] = okv_f32_to_bf16(0.5f * f8_values[i % 8]);
+    check_rows_u16("layer 0 wk (F8 x tensor scale, permuted)", m.layers[0].wk.data, kbf, NKV * HD,
+                   DIM, true);
     model_free(&m);
     printf("tiny llama: 2 shards, layer range, tied head, F8+scale, bf16/f16/f32, norms to f32\n");
 }
