@@ -1,7 +1,8 @@
 /* tokenizer.c — byte-level BPE (GPT-2 byte map, merges applied lowest rank first) and
  * SentencePiece-style BPE (highest score first, <0xNN> byte fallback), with llama.cpp's special-
- * token splitting and pre-split regexes run by PCRE2. Compared id for id with llama.cpp on the
- * SmolLM2 vocabulary by tests/model/test_tokenizer.c; SPM by tests/unit/test_tokenizer_spm.c. */
+ * token splitting and pre-split regexes run by PCRE2. Compared id for id with llama.cpp by
+ * tests/model/test_tokenizer.c (SmolLM2's vocabulary under six pre-tokenizers and an SPM
+ * vocabulary made from it); hand-worked cases in tests/unit/test_tokenizer_spm.c. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 
@@ -437,8 +438,13 @@ int tokenizer_init(okv_tokenizer **out, const tok_spec *s) {
     if (!t) return okv_fail(OKV_ERR_NOMEM, "no memory for the tokenizer");
     t->kind = s->kind;
     t->n_vocab = s->n_vocab;
-    int n_merges = s->kind == TOK_KIND_BPE ? OKV_MAX(s->n_merges, 0) : 0;
-    t->sym_cap = s->n_vocab + 3 * n_merges;
+    int64_t n_merges = s->kind == TOK_KIND_BPE ? OKV_MAX(s->n_merges, 0) : 0;
+    if (s->n_vocab + 3 * n_merges > INT32_MAX) {
+        free(t);
+        return okv_fail(OKV_ERR_INPUT, "a vocabulary of %d tokens and %lld merges is too large", s->n_vocab,
+                        (long long)n_merges);
+    }
+    t->sym_cap = (int)(s->n_vocab + 3 * n_merges);
     t->map.mask = pow2_at_least(2 * (uint64_t)t->sym_cap) - 1;
     t->map.slot = malloc(sizeof(int32_t) * (t->map.mask + 1));
     t->sym_off = malloc(sizeof(uint64_t) * (size_t)t->sym_cap);
@@ -648,6 +654,8 @@ int tokenizer_init_gguf(okv_tokenizer **out, const struct gguf_file *f) {
         st = okv_fail(OKV_ERR_INPUT, "tokenizer.ggml.tokens is empty");
         goto done;
     }
+    /* llama.cpp reads GGUF token strings as C strings; a NUL ends the token there too. */
+    for (uint64_t i = 0; i < n_tok; i++) tok_lens[i] = strnlen(tokens[i], tok_lens[i]);
     s.n_vocab = (int)n_tok;
     s.tokens = (const char *const *)tokens;
     s.token_lens = tok_lens;
@@ -728,17 +736,21 @@ done:
 
 /* ---- encoding ----------------------------------------------------------------------------- */
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return true;
-    size_t c = OKV_MAX(need, *cap * 2);
-    c = OKV_MAX(c, (size_t)64);
-    void *g = realloc(*p, c * elem);
-    if (!g) return false;
-    *p = g;
+/* p grown to hold need elements of elem bytes. On failure the old block is released and *cap
+ * reset, so the caller's pointer can simply take the NULL. */
+static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return p;
+    size_t c = OKV_MAX(OKV_MAX(need, *cap * 2), (size_t)64);
+    void *g = realloc(p, c * elem);
+    if (!g) {
+        free(p);
+        *cap = 0;
+        return NULL;
+    }
     *cap = c;
-    return true;
+    return g;
 }
-#define GROW(arr, cap, need) grow((void **)&(arr), &(cap), (need), sizeof *(arr))
+#define GROW(arr, cap, need) (((arr) = grow((arr), &(cap), (need), sizeof *(arr))) != NULL)
 
 static void out_push(tok_out *o, int32_t id) {
     if (o->n < o->cap) o->ids[o->n] = id;

@@ -208,9 +208,12 @@ OMNIKV_TOP_P=2 expect_exit 2 "bad environment value" "${RUN[@]}" -p hi && one_se
 expect_exit 2 "--resume without -o" "${RUN[@]}" -f "$T/req.jsonl" --resume && one_sentence "--resume"
 expect_exit 2 "unknown command" "$BIN" frobnicate && one_sentence "frobnicate"
 expect_exit 2 "no command" "$BIN" && one_sentence "command"
-for c in eval calibrate plan; do
-    expect_exit 2 "$c for now" "$BIN" $c && one_sentence "not implemented yet"
+for c in eval calibrate; do
+    expect_exit 2 "$c without -m" "$BIN" $c && one_sentence "-m MODEL is required"
 done
+expect_exit 2 "eval with an unknown variant" "$BIN" eval -m "$TINY" --task passkey --variants dense,zero \
+    && one_sentence "'zero'"
+expect_exit 2 "plan for now" "$BIN" plan && one_sentence "not implemented yet"
 expect_exit 2 "gen-model with an unknown shape" "$BIN" gen-model --shape nope -o "$T/x.gguf" && one_sentence "nope"
 expect_exit 2 "bench without -m" "$BIN" bench && one_sentence "-m"
 

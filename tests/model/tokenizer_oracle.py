@@ -1,9 +1,10 @@
 """Reference token ids for tests/model/test_tokenizer.c, from llama.cpp (llama-cpp-python).
 
 Builds a fixed corpus (hand-picked edge cases, generated combinations and one ~100K-token text),
-tokenizes it with llama.cpp on the SmolLM2 vocabulary and on copies of that vocabulary whose
-tokenizer.ggml.pre names other pre-tokenizers, and writes one JSON-lines file per vocabulary:
-a header {"gguf": path, "pre": name} then {"hex": text bytes, "special": bool, "add": bool,
+tokenizes it with llama.cpp on the SmolLM2 vocabulary, on copies of that vocabulary whose
+tokenizer.ggml.pre names other pre-tokenizers and on a SentencePiece vocabulary derived from it,
+and writes one JSON-lines file per vocabulary:
+a header {"gguf": path, "pre": name, "round_trip": bool} then {"hex": text bytes, "special": bool, "add": bool,
 "utf8": bool, "ids": [...]} per case. Run: venv/bin/python tokenizer_oracle.py --model M.gguf --outdir DIR
 """
 import argparse
@@ -172,11 +173,74 @@ def write_variant(src, dst, pre):
     w.close()
 
 
+def byte_decoder():
+    """GPT-2's byte-to-unicode map, inverted."""
+    plain = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cps = plain[:]
+    n = 0
+    for b in range(256):
+        if b not in plain:
+            plain.append(b)
+            cps.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(plain, cps)}
+
+
+def write_spm(src, dst):
+    """A SentencePiece vocabulary made from SmolLM2's: the byte-level tokens that are whole UTF-8
+    strings, spaces written as U+2581, scored by rank; <unk> <s> </s>, 256 <0xNN> byte tokens, the
+    ChatML control tokens and one user-defined token."""
+    r = gguf.GGUFReader(src)
+    f = r.fields["tokenizer.ggml.tokens"]
+    dec = byte_decoder()
+    tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    for special, ty in (("<|im_start|>", 3), ("<|im_end|>", 3), ("<tool>", 4)):
+        tokens.append(special)
+        types.append(ty)
+    seen = set(tokens)
+    for i in range(len(f.data)):
+        t = bytes(f.parts[f.data[i]]).decode("utf-8")
+        if t.startswith("<") and t.endswith(">"):
+            continue  # SmolLM2's own special tokens
+        try:
+            text = bytes(dec[c] for c in t).decode("utf-8").replace(" ", "\u2581")
+        except (KeyError, UnicodeDecodeError):
+            continue
+        if text and text not in seen:
+            seen.add(text)
+            tokens.append(text)
+            types.append(1)
+    scores = [0.0] * 262 + [-float(i) for i in range(len(tokens) - 262)]
+    w = gguf.GGUFWriter(dst, arch=r.fields["general.architecture"].contents())
+    for name, fld in r.fields.items():
+        if name.startswith("GGUF.") or name.startswith("tokenizer.") or name == "general.architecture":
+            continue
+        val = len(tokens) if name.endswith(".vocab_size") else fld.contents()
+        sub = fld.types[-1] if fld.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(name, val, fld.types[0], sub_type=sub)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def run(model_path, out_path, pre, cases):
     llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps({"gguf": model_path, "pre": pre, "n": len(cases)}) + "\n")
+        # SentencePiece decodes with the added space prefix, so only byte-level round-trips.
+        f.write(json.dumps({"gguf": model_path, "pre": pre, "n": len(cases),
+                            "round_trip": pre != "spm"}) + "\n")
         for b, special, add in cases:
             ids = llm.tokenize(b, add_bos=add, special=special)
             try:
@@ -201,8 +265,11 @@ def main():
         path = os.path.join(a.outdir, "tok_%s.gguf" % pre)
         write_variant(a.model, path, pre)
         run(path, os.path.join(a.outdir, "tok_%s.jsonl" % pre), pre, cases)
+    path = os.path.join(a.outdir, "tok_spm.gguf")
+    write_spm(a.model, path)
+    run(path, os.path.join(a.outdir, "tok_spm.jsonl"), "spm", cases)
     run(a.model, os.path.join(a.outdir, "tok_smollm.jsonl"), "smollm", cases)
-    print("tokenizer_oracle: %d cases x %d vocabularies" % (len(cases), len(PRE_VARIANTS) + 1))
+    print("tokenizer_oracle: %d cases x %d vocabularies" % (len(cases), len(PRE_VARIANTS) + 2))
     return 0
 
 

@@ -120,9 +120,9 @@ static void test_spm(void) {
 
 static void test_bpe(void) {
     /* Byte-level: Ġ (U+0120) is the space. */
-    const char *tokens[] = {"a", "b", "c", "\xc4\xa0", "ab", "abc", "\xc4\xa0" "a", "\xc4\xa0" "ab", "<|end|>"};
+    const char *tokens[] = {"a", "b", "c", "\xc4\xa0", "ab", "abc", ("\xc4\xa0" "a"), ("\xc4\xa0" "ab"), "<|end|>"};
     const int32_t types[] = {1, 1, 1, 1, 1, 1, 1, 1, TOK_TYPE_CONTROL};
-    const char *merges[] = {"a b", "ab c", "\xc4\xa0 a", "\xc4\xa0" "a b"};
+    const char *merges[] = {"a b", "ab c", "\xc4\xa0 a", ("\xc4\xa0" "a b")};
     tok_spec s = {.kind = TOK_KIND_BPE, .n_vocab = 9, .tokens = tokens, .token_types = types, .n_merges = 4,
                   .merges = merges, .pre = "gpt2", .bos_id = -1, .eos_id = 8, .eot_id = -1, .unk_id = -1,
                   .pad_id = -1, .chat_template = "{{ '<|im_start|>' }}"};

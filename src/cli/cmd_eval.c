@@ -1,0 +1,177 @@
+/* cmd_eval.c — `omnikv eval` (built-in long-context tasks over a grid of contexts, depths and
+ * decode variants) and `omnikv calibrate` (filter layers for a model). Tested by
+ * tests/model/test_passkey_quality.sh and tests/e2e/test_calibrate_cli.sh. */
+#include "cli.h"
+
+#include "../policy/calibrate.h"
+#include "../tasks/eval.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void help_eval(FILE *f) {
+    fprintf(f,
+        "usage: omnikv eval -m MODEL [-c CONFIG.json] --task NAME [--ctx 2048,4096] [--count N]\n"
+        "                   [--depth D,...] [--variants dense,2048,0.067] [--seed S] [-o OUT.jsonl]\n"
+        "                   [--set KEY=VALUE ...]\n"
+        "\n"
+        "Every sample is prefilled once (prefill is always full attention); each variant then\n"
+        "decodes greedily from that state: `dense` attends to every prompt row, a number is an\n"
+        "OmniKV budget (num_of_selected_tokens: a count, or a fraction of the prompt below 1) with\n"
+        "the filter layers of the run config.\n"
+        "\n"
+        "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
+        "  -c, --config FILE   run config (filter layers, W, selector, threads...)\n"
+        "      --task NAME     passkey (required)\n"
+        "      --ctx LIST      prompt lengths in tokens (default 4096)\n"
+        "      --count N       samples per context and depth (default 10)\n"
+        "      --depth LIST    needle depths in [0, 1] (default: random per sample)\n"
+        "      --variants LIST decode variants (default dense,2048,0.067)\n"
+        "      --seed S        task seed (default 1)\n"
+        "  -o, --output FILE   per-sample JSON lines (default: none); the summary table goes to\n"
+        "                      stdout\n"
+        "      --set KEY=VALUE set a run-config key (repeatable)\n"
+        "  -h, --help          this text\n");
+}
+
+static int parse_depths(const args *a, const char *v, eval_opts *o) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    o->n_depth = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *end;
+        double d = strtod(t, &end);
+        if (*end || d < 0 || d > 1 || o->n_depth == EVAL_MAX)
+            return okv_fail(OKV_ERR_USAGE, "%s: --depth takes up to %d numbers in [0, 1], not '%s'",
+                            a->cmd, EVAL_MAX, t);
+        o->depth[o->n_depth++] = d;
+    }
+    return OKV_OK;
+}
+
+int cmd_eval(args *a, int rank) {
+    const char *model_path = NULL, *config = NULL, *out_path = NULL, *variants = "dense,2048,0.067";
+    eval_opts o = {.task = NULL, .n_ctx = 1, .count = 10, .seed = 1};
+    o.ctx[0] = 4096;
+    cli_sets sets = {0};
+    okv_run_config rc;
+    int st = OKV_OK;
+    for (a->i = 2; a->i < a->argc && !st; a->i++) {
+        const char *v = NULL;
+        if (opt(a, "-m", "--model", &v)) model_path = v;
+        else if (opt(a, "-c", "--config", &v)) config = v;
+        else if (opt(a, NULL, "--task", &v)) o.task = v;
+        else if (opt(a, NULL, "--ctx", &v)) st = v ? parse_ctx_list(a, v, o.ctx, EVAL_MAX, &o.n_ctx) : 0;
+        else if (opt(a, NULL, "--count", &v)) st = v ? parse_int(a, "--count", v, 1, &o.count) : 0;
+        else if (opt(a, NULL, "--depth", &v)) st = v ? parse_depths(a, v, &o) : 0;
+        else if (opt(a, NULL, "--variants", &v)) variants = v;
+        else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &o.seed) : 0;
+        else if (opt(a, "-o", "--output", &v)) out_path = v;
+        else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else st = unknown_arg(a);
+        if (a->missing) st = OKV_ERR_USAGE;
+    }
+    if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "eval: -m MODEL is required");
+    if (!st && !o.task) st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (passkey)");
+    if (!st) st = eval_parse_variants(&o, variants);
+    if (!st) st = load_config(&rc, config, &sets);
+    cli_sets_free(&sets);
+    st = share_config(&rc, st);
+    if (rank != 0 || st) return st;
+    log_config(&rc);
+    okv_model m;
+    FILE *out = NULL;
+    if ((st = load_model(&m, model_path, &rc))) return st;
+    if (!(st = config_validate(&rc, m.cfg.n_layers))) {
+        if (out_path && !(out = fopen(out_path, "w")))
+            st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s", out_path);
+        if (!st) st = eval_run(&m, &rc, &o, out, stdout);
+    }
+    if (out) fclose(out);
+    model_free(&m);
+    return st;
+}
+
+void help_calibrate(FILE *f) {
+    fprintf(f,
+        "usage: omnikv calibrate -m MODEL [--filters N] [-o FRAGMENT.json] [--ctx N] [--prompts N]\n"
+        "                        [--steps N] [--budget K] [--wait W] [--seed S] [--set KEY=VALUE]\n"
+        "\n"
+        "Runs full attention over passkey-style calibration prompts, records every layer's top-k\n"
+        "over several decode steps, and measures for each layer pair (l1 < l2) the share of l2's\n"
+        "attention mass that l1's top-k covers. The filter layers minimising the lost mass (a\n"
+        "layer before the first filter counts as fully lost) are written as a run-config fragment,\n"
+        "with the matrix as FRAGMENT.csv and a heat map FRAGMENT.png beside it.\n"
+        "\n"
+        "  -m, --model MODEL  a .gguf file or a Hugging Face directory (required)\n"
+        "      --filters N    filter layers to propose (default 3)\n"
+        "  -o, --output FILE  the config fragment (default calibration.json)\n"
+        "      --ctx N        tokens per calibration prompt (default 2048)\n"
+        "      --prompts N    calibration prompts (default 4)\n"
+        "      --steps N      decode steps recorded per prompt (default 8)\n"
+        "      --budget K     top-k as num_of_selected_tokens (default 0.067)\n"
+        "      --wait W       num_wait_load_layers of the fragment (default 1)\n"
+        "      --seed S       prompt seed (default 1)\n"
+        "      --set KEY=VALUE run-config key for the engine (threads, kv_type...)\n"
+        "  -h, --help         this text\n");
+}
+
+/* PATH.json -> PATH.csv / PATH.png (or PATH + ext when there is no .json). */
+static void sibling(const char *path, const char *ext, char *out, size_t cap) {
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".json")) n -= 5;
+    snprintf(out, cap, "%.*s%s", (int)n, path, ext);
+}
+
+int cmd_calibrate(args *a, int rank) {
+    const char *model_path = NULL, *out_path = "calibration.json";
+    calib_opts o = {.n_prompts = 4, .ctx = 2048, .steps = 8, .budget = 0.067, .n_filters = 3,
+                    .wait = 1, .seed = 1};
+    cli_sets sets = {0};
+    okv_run_config rc;
+    int st = OKV_OK;
+    for (a->i = 2; a->i < a->argc && !st; a->i++) {
+        const char *v = NULL;
+        if (opt(a, "-m", "--model", &v)) model_path = v;
+        else if (opt(a, "-o", "--output", &v)) out_path = v;
+        else if (opt(a, NULL, "--filters", &v)) st = v ? parse_int(a, "--filters", v, 1, &o.n_filters) : 0;
+        else if (opt(a, NULL, "--ctx", &v)) st = v ? parse_int(a, "--ctx", v, 64, &o.ctx) : 0;
+        else if (opt(a, NULL, "--prompts", &v)) st = v ? parse_int(a, "--prompts", v, 1, &o.n_prompts) : 0;
+        else if (opt(a, NULL, "--steps", &v)) st = v ? parse_int(a, "--steps", v, 1, &o.steps) : 0;
+        else if (opt(a, NULL, "--wait", &v)) st = v ? parse_int(a, "--wait", v, 0, &o.wait) : 0;
+        else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &o.seed) : 0;
+        else if (opt(a, NULL, "--budget", &v)) {
+            char *end;
+            o.budget = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(o.budget > 0)))
+                st = okv_fail(OKV_ERR_USAGE, "calibrate: --budget takes a count or a fraction > 0, not '%s'", v);
+        } else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else st = unknown_arg(a);
+        if (a->missing) st = OKV_ERR_USAGE;
+    }
+    if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "calibrate: -m MODEL is required");
+    if (!st) st = load_config(&rc, NULL, &sets);
+    cli_sets_free(&sets);
+    st = share_config(&rc, st);
+    if (rank != 0 || st) return st;
+    o.threads = rc.threads;
+    okv_model m;
+    if ((st = load_model(&m, model_path, &rc))) return st;
+    calib_result r;
+    st = calib_run(&m, &o, &r);
+    char csv[1024], png[1024];
+    sibling(out_path, ".csv", csv, sizeof csv);
+    sibling(out_path, ".png", png, sizeof png);
+    if (!st) st = calib_write_fragment(&r, &o, out_path);
+    if (!st) st = calib_write_csv(&r, csv);
+    if (!st) st = calib_write_png(&r, png);
+    if (!st) {
+        printf("filter layers:");
+        for (int i = 0; i < r.n_filters; i++) printf(" %d", r.filters[i]);
+        printf("  (lost attention mass %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n", r.loss,
+               r.n_layers, r.samples, out_path, csv, png);
+    }
+    calib_result_free(&r);
+    model_free(&m);
+    return st;
+}

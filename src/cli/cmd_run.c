@@ -1,0 +1,179 @@
+/* cmd_run.c — `omnikv run`: a prompt or a JSONL batch through the runner. Tested by
+ * tests/e2e/test_run_batch.sh. */
+#include "cli.h"
+
+#include "../engine/engine.h"
+#include "../engine/runner.h"
+#include "../engine/sampler.h"
+#include "../io/requests.h"
+#include "../model/genmodel.h"
+#include "../model/gguf.h"
+
+#include <errno.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void help_run(FILE *f) {
+    fprintf(f,
+        "usage: omnikv run -m MODEL [-c CONFIG.json] (-p PROMPT | -f REQUESTS.jsonl)\n"
+        "                  [-o RESULTS.jsonl] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]\n"
+        "                  [--seed S] [--chat] [--json] [--resume] [--set KEY=VALUE ...]\n"
+        "\n"
+        "  -m, --model MODEL     a .gguf file or a Hugging Face checkpoint directory (required)\n"
+        "  -c, --config FILE     run config as a JSON object (default: none)\n"
+        "  -p, --prompt TEXT     one prompt; prints the completion text on stdout\n"
+        "  -f, --file FILE       JSONL requests, one object per line (\"-\": stdin); one JSON\n"
+        "                        result per request to -o or stdout\n"
+        "  -o, --output FILE     results file for -f (default: stdout)\n"
+        "  -n, --max-new N       same as --set max_new_tokens=N (default 256)\n"
+        "      --temp T          same as --set temperature=T (default 0: greedy)\n"
+        "      --top-k K         same as --set top_k=K (default 0: off)\n"
+        "      --top-p P         same as --set top_p=P (default 1: off)\n"
+        "      --seed S          same as --set seed=S (default 0)\n"
+        "      --chat            apply the model's chat template to plain prompts (default off;\n"
+        "                        requests with \"messages\" always use it)\n"
+        "      --json            with -p: print the result object instead of the text\n"
+        "      --resume          with -f and -o: keep the results already in -o, retry its error\n"
+        "                        records and serve only the requests it lacks, appending\n"
+        "      --set KEY=VALUE   set a run-config key (repeatable; applied in order)\n"
+        "  -h, --help            this text\n"
+        "\n"
+        "Request lines: {\"id\", \"prompt\" | \"messages\": [{\"role\", \"content\"}],\n"
+        "  \"max_new_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"stop\": [strings],\n"
+        "  \"ignore_eos\"}. A line that cannot be used gets {\"id\", \"error\"} and the batch goes on.\n"
+        "Result lines: {\"id\", \"text\", \"tokens\", \"prompt_tokens\", \"finish_reason\",\n"
+        "  \"ttft_ms\", \"prefill_tok_s\", \"decode_tok_s\", \"k\", \"policy\", \"metrics\"}.\n"
+        "\n");
+    config_print_help(f);
+}
+
+typedef struct prompt_out {
+    bool json;
+} prompt_out;
+
+static int sink_prompt(void *ctx, const okv_result *r) {
+    const prompt_out *po = ctx;
+    if (po->json) {
+        char *s = result_to_json(r);
+        puts(s);
+        free(s);
+    } else if (r->error) {
+        fprintf(stderr, "omnikv: %s\n", r->error);
+    } else {
+        fwrite(r->text, 1, r->text_len, stdout);
+        fputc('\n', stdout);
+    }
+    return fflush(stdout) == 0 ? OKV_OK : okv_fail(OKV_ERR_INPUT, "cannot write to stdout");
+}
+
+static int sink_file(void *ctx, const okv_result *r) { return results_write(ctx, r); }
+
+typedef struct run_args {
+    const char *model, *config, *prompt, *file, *output;
+    bool chat, json, resume;
+    cli_sets sets;
+} run_args;
+
+static int parse_run(args *a, run_args *ra) {
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        const char *v = NULL;
+        int st = OKV_OK;
+        if (opt(a, "-m", "--model", &v)) ra->model = v;
+        else if (opt(a, "-c", "--config", &v)) ra->config = v;
+        else if (opt(a, "-p", "--prompt", &v)) ra->prompt = v;
+        else if (opt(a, "-f", "--file", &v)) ra->file = v;
+        else if (opt(a, "-o", "--output", &v)) ra->output = v;
+        else if (opt(a, "-n", "--max-new", &v)) st = v ? cli_set(a, &ra->sets, "max_new_tokens", v) : 0;
+        else if (opt(a, NULL, "--temp", &v)) st = v ? cli_set(a, &ra->sets, "temperature", v) : 0;
+        else if (opt(a, NULL, "--top-k", &v)) st = v ? cli_set(a, &ra->sets, "top_k", v) : 0;
+        else if (opt(a, NULL, "--top-p", &v)) st = v ? cli_set(a, &ra->sets, "top_p", v) : 0;
+        else if (opt(a, NULL, "--seed", &v)) st = v ? cli_set(a, &ra->sets, "seed", v) : 0;
+        else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &ra->sets, v) : 0;
+        else if (opt(a, NULL, "--chat", NULL)) ra->chat = true;
+        else if (opt(a, NULL, "--json", NULL)) ra->json = true;
+        else if (opt(a, NULL, "--resume", NULL)) ra->resume = true;
+        else return unknown_arg(a);
+        if (a->missing) return OKV_ERR_USAGE;
+        if (st) return st;
+    }
+    if (!ra->model) return okv_fail(OKV_ERR_USAGE, "run: -m MODEL is required");
+    if (!ra->prompt == !ra->file)
+        return okv_fail(OKV_ERR_USAGE, "run: give exactly one of -p PROMPT and -f REQUESTS.jsonl");
+    if (ra->output && !ra->file)
+        return okv_fail(OKV_ERR_USAGE, "run: -o applies to -f; -p prints to stdout");
+    if (ra->json && !ra->prompt)
+        return okv_fail(OKV_ERR_USAGE, "run: --json applies to -p; -f always writes JSON lines");
+    if (ra->resume && (!ra->file || !ra->output || !strcmp(ra->output, "-")))
+        return okv_fail(OKV_ERR_USAGE, "run: --resume needs -f REQUESTS and -o RESULTS (a file)");
+    return OKV_OK;
+}
+
+/* Serves the requests on this rank. Returns 0, 1 (error records) or a failure status. */
+static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs) {
+    okv_model model;
+    okv_engine eng;
+    okv_forward fw;
+    okv_results out;
+    memset(&eng, 0, sizeof eng);
+    memset(&fw, 0, sizeof fw);
+    memset(&out, 0, sizeof out);
+    int st = load_model(&model, ra->model, rc);
+    if (!st) st = config_validate(rc, model.cfg.n_layers);
+    if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
+    if (!st) st = forward_local_init(&fw, &eng);
+    if (!st && ra->file) {
+        if (ra->resume) {
+            int skipped = requests_resume(reqs, ra->output);
+            if (skipped < 0) st = -skipped;
+        }
+        if (!st) st = results_open(&out, ra->output, ra->resume);
+    }
+    int n_errors = 0;
+    if (!st) {
+        okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0};
+        prompt_out po = {.json = ra->json};
+        st = ra->file ? runner_serve(&fw, model.tok, rc, &ro, reqs, sink_file, &out, &n_errors)
+                      : runner_serve(&fw, model.tok, rc, &ro, reqs, sink_prompt, &po, &n_errors);
+    }
+    results_close(&out);
+    forward_local_free(&fw);
+    engine_free(&eng);
+    model_free(&model);
+    if (st) return st;
+    return n_errors ? OKV_ERR_REQUEST : OKV_OK;
+}
+
+int cmd_run(args *a, int rank) {
+    run_args ra = {0};
+    okv_run_config rc;
+    config_defaults(&rc);
+    okv_request_list reqs = {0};
+    int st = OKV_OK;
+    if (rank == 0) {
+        st = parse_run(a, &ra);
+        if (!st) st = load_config(&rc, ra.config, &ra.sets);
+        if (!st) log_config(&rc);
+    }
+    st = share_config(&rc, st);
+    if (rank != 0 || st) {
+        cli_sets_free(&ra.sets);
+        return st;
+    }
+    if (ra.file) {
+        st = requests_read_jsonl(ra.file, &reqs);
+    } else {
+        reqs.items = calloc(1, sizeof *reqs.items);
+        OKV_ASSERT(reqs.items);
+        request_defaults(&reqs.items[0]);
+        reqs.items[0].id = strdup("prompt");
+        reqs.items[0].prompt = strdup(ra.prompt);
+        OKV_ASSERT(reqs.items[0].id && reqs.items[0].prompt);
+        reqs.n = 1;
+    }
+    if (!st) st = serve(&ra, &rc, &reqs);
+    requests_free(&reqs);
+    cli_sets_free(&ra.sets);
+    return st;
+}
