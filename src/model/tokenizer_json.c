@@ -282,6 +282,8 @@ static int read_vocab(tok_json *tj, tj_ctx *x, const cJSON *model, const cJSON *
 }
 
 static int read_merges(tok_json *tj, tj_ctx *x, const cJSON *model) {
+    /* Llama-3: a pre-split word that is itself a token is taken whole, before any merge. */
+    tj->spec.ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!merges || cJSON_IsNull(merges)) return OKV_OK;
     if (!cJSON_IsArray(merges))
