@@ -16,9 +16,6 @@
 #define MM_ROW_BLOCK 16
 /* Tokens sharing one load of a weight row. */
 #define MM_TOK_TILE 4
-#ifndef MM_DEC_ROWS
-#define MM_DEC_ROWS 4
-#endif
 
 /* Layout of one token's activations in the scratch (private to this file):
  *   quantized partners: int8 qs[nb*32] | int32 bias[nb*8] | float ds[nb][2]
@@ -129,7 +126,7 @@ static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
 #define MM_ACC 8
 
 /* One block of any quantized weight type against one token's activations, plain C. */
-static float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
+static inline float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
     int isum = 0;
     float d, m = 0.0f;
     if (wt == OKV_TYPE_Q8_0) {
@@ -209,21 +206,23 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
         ms[k] = _mm_setzero_ps();
         tail[k] = 0.0f;
     }
-    int b = 0;
-    for (; b + 1 < nb; b += 2) {
-        __m512i v[4];
-        __m128 wd[4];
-        CPU_UNROLL for (int r = 0; r < R; r++) {
-            const uint8_t *b0 = w + r * wrow + (size_t)b * bsz, *b1 = b0 + bsz;
+    /* Rows one after another (each a sequential stream, which the prefetchers follow); only the
+     * final sums of the R rows are done together. */
+    CPU_UNROLL for (int r = 0; r < R; r++) {
+        const uint8_t *wr = w + r * wrow;
+        int b = 0;
+        for (; b + 1 < nb; b += 2) {
+            const uint8_t *b0 = wr + (size_t)b * bsz, *b1 = b0 + bsz;
+            __m512i v;
             if (wt == OKV_TYPE_Q8_0) {
-                v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
-                                          _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
-                v[r] = _mm512_xor_si512(v[r], flip);
+                v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                                       _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+                v = _mm512_xor_si512(v, flip);
             } else {
                 const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2;
-                __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
-                q = _mm512_mask_broadcast_i32x4(q, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
-                v[r] = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+                v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
+                v = _mm512_mask_broadcast_i32x4(v, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
+                v = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
             }
             __m128i wh;
             if (wt == OKV_TYPE_Q4_1) {
@@ -237,30 +236,25 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
                 memcpy(&d1, b1, 2);
                 wh = _mm_insert_epi16(_mm_cvtsi32_si128(d0), d1, 2);
             }
-            wd[r] = _mm_cvtph_ps(wh);
-        }
-        CPU_UNROLL for (int t = 0; t < T; t++) {
-            const uint8_t *a = act + (size_t)t * astride;
-            const __m512i xq = _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32);
-            const __m128 ds = _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b);
-            const __m512i init = use_bias ? _mm512_loadu_si512(a + act_bias_off(nb) + (size_t)b * 32)
-                                          : _mm512_setzero_si512();
-            CPU_UNROLL for (int r = 0; r < R; r++) {
-                const __m128 prod = _mm_mul_ps(wd[r], ds);
+            const __m128 wd = _mm_cvtph_ps(wh);
+            CPU_UNROLL for (int t = 0; t < T; t++) {
+                const uint8_t *a = act + (size_t)t * astride;
+                const __m128 prod = _mm_mul_ps(wd, _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b));
                 if (wt == OKV_TYPE_Q4_1) ms[r * T + t] = _mm_add_ps(ms[r * T + t], prod);
-                const __m512i p = _mm512_dpbusd_epi32(init, v[r], xq);
+                const __m512i init = use_bias ? _mm512_loadu_si512(a + act_bias_off(nb) + (size_t)b * 32)
+                                              : _mm512_setzero_si512();
+                const __m512i p = _mm512_dpbusd_epi32(init, v, _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32));
                 const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
                 acc[r * T + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[r * T + t]);
             }
         }
+        if (b < nb)
+            CPU_UNROLL for (int t = 0; t < T; t++) {
+                const uint8_t *a = act + (size_t)t * astride;
+                tail[r * T + t] = q_block_scalar(wr + (size_t)b * bsz, wt, (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
+                                                 (const float *)(a + act_ds_off(nb)) + 2 * b);
+            }
     }
-    if (b < nb)
-        CPU_UNROLL for (int r = 0; r < R; r++) CPU_UNROLL for (int t = 0; t < T; t++) {
-            const uint8_t *a = act + (size_t)t * astride;
-            tail[r * T + t] = q_block_scalar(w + r * wrow + (size_t)b * bsz, wt,
-                                             (const int8_t *)(a + act_qs_off(nb)) + b * OKV_QK,
-                                             (const float *)(a + act_ds_off(nb)) + 2 * b);
-        }
     tile_store(y, n_out, R, T, acc, wt == OKV_TYPE_Q4_1 ? ms : NULL, tail);
 }
 
@@ -283,15 +277,13 @@ static inline __attribute__((always_inline)) void f_tile(float *y, int n_out, co
         acc[k] = _mm512_setzero_ps();
         tail[k] = 0.0f;
     }
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
-        __m512 wv[4];
-        CPU_UNROLL for (int r = 0; r < R; r++) wv[r] = f_load_w(w + r * wrow, wt, i, m);
-        CPU_UNROLL for (int t = 0; t < T; t++) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * xstride + i);
-            CPU_UNROLL for (int r = 0; r < R; r++) acc[r * T + t] = _mm512_fmadd_ps(wv[r], xv, acc[r * T + t]);
+    CPU_UNROLL for (int r = 0; r < R; r++)
+        for (int i = 0; i < n; i += 16) {
+            const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+            const __m512 wv = f_load_w(w + r * wrow, wt, i, m);
+            CPU_UNROLL for (int t = 0; t < T; t++)
+                acc[r * T + t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * xstride + i), acc[r * T + t]);
         }
-    }
     tile_store(y, n_out, R, T, acc, NULL, tail);
 }
 #else
@@ -401,7 +393,7 @@ static inline __attribute__((always_inline)) void mm_block(float *y, const uint8
     const int nb = n_in / OKV_QK;
     for (int t0 = 0; t0 < n_tok; t0 += MM_TOK_TILE) {
         const int T = OKV_MIN(MM_TOK_TILE, n_tok - t0);
-        const int R = T == 1 ? MM_DEC_ROWS : 2;
+        const int R = T == 1 ? 4 : 2;
         const uint8_t *a = act + (size_t)t0 * astride;
         const float *xf = wt == OKV_TYPE_F32 ? x + (size_t)t0 * n_in : (const float *)a;
         const size_t xs = wt == OKV_TYPE_F32 ? (size_t)n_in : astride / sizeof(float);
@@ -412,7 +404,7 @@ static inline __attribute__((always_inline)) void mm_block(float *y, const uint8
 #define MM_TILE(RR, TT)                                                                             \
     if (quant) q_tile(yt + r, n_out, wr, wrow, wt, nb, a, astride, RR, TT);                        \
     else f_tile(yt + r, n_out, wr, wrow, wt, n_in, xf, xs, RR, TT);
-            if (rr == 4 && R == 4) {
+            if (rr == 4) {
                 MM_TILE(4, 1)
             } else if (rr == 2) {
                 switch (T) {

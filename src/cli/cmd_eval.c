@@ -99,9 +99,10 @@ void help_calibrate(FILE *f) {
         "\n"
         "Runs full attention over passkey-style calibration prompts, records every layer's top-k\n"
         "over several decode steps, and measures for each layer pair (l1 < l2) the share of l2's\n"
-        "attention mass that l1's top-k covers. The filter layers minimising the lost mass (a\n"
-        "layer before the first filter counts as fully lost) are written as a run-config fragment,\n"
-        "with the matrix as FRAGMENT.csv and a heat map FRAGMENT.png beside it.\n"
+        "attention mass that l1's top-k covers. The filter layers (each governing at least one\n"
+        "sparse layer) minimising the lost mass of the sparse layers plus --dense-cost for each\n"
+        "dense layer before the first filter are written as a run-config fragment, with the\n"
+        "matrix as FRAGMENT.csv and a heat map FRAGMENT.png beside it.\n"
         "\n"
         "  -m, --model MODEL  a .gguf file or a Hugging Face directory (required)\n"
         "      --filters N    filter layers to propose (default 3)\n"
@@ -111,6 +112,8 @@ void help_calibrate(FILE *f) {
         "      --steps N      decode steps recorded per prompt (default 8)\n"
         "      --budget K     top-k as num_of_selected_tokens (default 0.067)\n"
         "      --wait W       num_wait_load_layers of the fragment (default 1)\n"
+        "      --dense-cost C cost of each dense layer before the first filter, in units of a\n"
+        "                     sparse layer's lost attention mass (default 0.25)\n"
         "      --seed S       prompt seed (default 1)\n"
         "      --set KEY=VALUE run-config key for the engine (threads, kv_type...)\n"
         "  -h, --help         this text\n");
@@ -126,7 +129,7 @@ static void sibling(const char *path, const char *ext, char *out, size_t cap) {
 int cmd_calibrate(args *a, int rank) {
     const char *model_path = NULL, *out_path = "calibration.json";
     calib_opts o = {.n_prompts = 4, .ctx = 2048, .steps = 8, .budget = 0.067, .n_filters = 3,
-                    .wait = 1, .seed = 1};
+                    .wait = 1, .dense_cost = 0.25, .seed = 1};
     cli_sets sets = {0};
     okv_run_config rc;
     int st = OKV_OK;
@@ -140,7 +143,12 @@ int cmd_calibrate(args *a, int rank) {
         else if (opt(a, NULL, "--steps", &v)) st = v ? parse_int(a, "--steps", v, 1, &o.steps) : 0;
         else if (opt(a, NULL, "--wait", &v)) st = v ? parse_int(a, "--wait", v, 0, &o.wait) : 0;
         else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &o.seed) : 0;
-        else if (opt(a, NULL, "--budget", &v)) {
+        else if (opt(a, NULL, "--dense-cost", &v)) {
+            char *end;
+            o.dense_cost = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(o.dense_cost >= 0)))
+                st = okv_fail(OKV_ERR_USAGE, "calibrate: --dense-cost takes a number >= 0, not '%s'", v);
+        } else if (opt(a, NULL, "--budget", &v)) {
             char *end;
             o.budget = v ? strtod(v, &end) : 0;
             if (v && (*end || !(o.budget > 0)))
@@ -168,7 +176,7 @@ int cmd_calibrate(args *a, int rank) {
     if (!st) {
         printf("filter layers:");
         for (int i = 0; i < r.n_filters; i++) printf(" %d", r.filters[i]);
-        printf("  (lost attention mass %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n", r.loss,
+        printf("  (loss %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n", r.loss,
                r.n_layers, r.samples, out_path, csv, png);
     }
     calib_result_free(&r);

@@ -61,22 +61,23 @@ static void accumulate(const probe_state *ps, double *cover) {
     }
 }
 
-double calib_choose(const double *cover, int L, int nf, int wait, int *filters) {
-    double *best = malloc(sizeof(double) * (size_t)(nf + 1) * L);
-    int *from = malloc(sizeof(int) * (size_t)(nf + 1) * L);
-    OKV_ASSERT(best && from && nf >= 1 && nf <= L);
-    /* seg[f][e]: loss of layers f+1..e-1 governed by filter f (wait layers free, the rest sparse). */
+double calib_choose(const double *cover, int L, int nf, int wait, double dense_cost, int *filters) {
+    OKV_ASSERT(nf >= 1 && nf <= L);
+    /* seg[f][e]: lost mass of the sparse layers f+W+1..e-1 when f is a filter and e the next one
+     * (or L); infinite when f would govern no sparse layer. */
     double *seg = malloc(sizeof(double) * (size_t)L * (L + 1));
-    OKV_ASSERT(seg);
+    double *best = malloc(sizeof(double) * (size_t)nf * L);
+    int *from = malloc(sizeof(int) * (size_t)nf * L);
+    OKV_ASSERT(seg && best && from);
 #define SEG(f, e) seg[(size_t)(f) * (L + 1) + (e)]
     for (int f = 0; f < L; f++)
         for (int e = f + 1; e <= L; e++) {
-            double c = 0;
+            double c = e < f + wait + 2 ? INFINITY : 0.0;
             for (int l = f + 1 + wait; l < e; l++) c += 1.0 - cover[(size_t)f * L + l];
             SEG(f, e) = c;
         }
     /* best[i][f]: the lowest loss of layers 0..f-1 with filter i (0-based) at layer f. */
-    for (int f = 0; f < L; f++) best[f] = (double)f, from[f] = -1;
+    for (int f = 0; f < L; f++) best[f] = dense_cost * f, from[f] = -1;
     for (int i = 1; i < nf; i++)
         for (int f = 0; f < L; f++) {
             best[i * L + f] = INFINITY;
@@ -94,7 +95,7 @@ double calib_choose(const double *cover, int L, int nf, int wait, int *filters) 
     }
     for (int i = nf - 1; i >= 0; i--) {
         filters[i] = last;
-        last = from[i * L + last];
+        last = last >= 0 ? from[i * L + last] : -1;
     }
 #undef SEG
     free(seg);
@@ -166,7 +167,9 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     if (!st && r->samples) {
         for (size_t i = 0; i < (size_t)L * L; i++) r->cover[i] /= r->samples;
         r->n_filters = o->n_filters;
-        r->loss = calib_choose(r->cover, L, o->n_filters, o->wait, r->filters);
+        r->loss = calib_choose(r->cover, L, o->n_filters, o->wait, o->dense_cost, r->filters);
+        if (!isfinite(r->loss))
+            st = okv_fail(OKV_ERR_USAGE, "%d filter layers with %d wait layers each do not fit %d layers (each filter needs a sparse layer after its wait layers)", o->n_filters, o->wait, L);
     }
 done:
     selector_scratch_free(&ps.ss);
@@ -198,7 +201,8 @@ int calib_write_fragment(const calib_result *r, const calib_opts *o, const char 
     cJSON_AddNumberToObject(j, "num_of_selected_tokens", o->budget);
     cJSON_AddStringToObject(j, "selector_cls", "last");
     cJSON *cal = cJSON_AddObjectToObject(j, "calibration");
-    cJSON_AddNumberToObject(cal, "lost_mass", r->loss);
+    cJSON_AddNumberToObject(cal, "loss", r->loss);
+    cJSON_AddNumberToObject(cal, "dense_cost", o->dense_cost);
     cJSON_AddNumberToObject(cal, "samples", r->samples);
     cJSON_AddNumberToObject(cal, "prompt_tokens", o->ctx);
     char *txt = cJSON_Print(j);

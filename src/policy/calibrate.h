@@ -15,6 +15,7 @@ typedef struct calib_opts {
     double budget;   /* k as in num_of_selected_tokens (count or fraction) */
     int n_filters;   /* filter layers to propose */
     int wait;        /* W of the proposed config */
+    double dense_cost; /* cost of a dense layer before the first filter, in lost-mass units */
     uint64_t seed;
     int threads;
 } calib_opts;
@@ -32,10 +33,13 @@ typedef struct calib_result {
 int calib_run(const okv_model *m, const calib_opts *o, calib_result *r);
 void calib_result_free(calib_result *r);
 
-/* Exact choice (dynamic programming) of n filter layers minimising the lost attention mass:
- * every layer before the first filter costs 1 (it runs dense), a sparse layer l governed by
- * filter f costs 1 - cover[f][l], filter and wait layers cost 0. Returns the loss. */
-double calib_choose(const double *cover, int n_layers, int n_filters, int wait, int *filters);
+/* Exact choice (dynamic programming) of n filter layers. Each filter must govern at least one
+ * sparse layer (after its W wait layers). With n and W fixed, the full-attention layers they
+ * imply are a constant, so the loss is: dense_cost for each layer before the first filter (it
+ * runs full attention: a speed cost, in units of lost attention mass), plus 1 - cover[f][l] for
+ * each sparse layer l governed by filter f. Returns the loss (infinite when n filters cannot fit). */
+double calib_choose(const double *cover, int n_layers, int n_filters, int wait, double dense_cost,
+                    int *filters);
 
 /* Outputs: the config fragment (JSON), the matrix as CSV, and as a PNG heat map. */
 int calib_write_fragment(const calib_result *r, const calib_opts *o, const char *path);

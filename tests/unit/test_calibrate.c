@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static const gguf_tensor_info *tensor(const gguf_file *f, int layer, const char 
 int main(void) {
     okv_log_init(0);
     /* calib_choose on a hand-made 6-layer matrix: groups {1,2,3} and {4,5} cover each other fully,
-     * everything else covers nothing; W = 0. Best 2 filters: {1, 4}, loss 1 (layer 0 dense). */
+     * everything else covers nothing; W = 0, dense cost 0.25. Best 2 filters: {1, 4}, loss 0.25
+     * (layer 0 runs dense; 2, 3, 5 lose nothing). */
     double cov[36] = {0};
     for (int a = 0; a < 6; a++)
         for (int b = 0; b < 6; b++) {
@@ -40,9 +42,16 @@ int main(void) {
             cov[a * 6 + b] = ga == gb ? 1.0 : 0.0;
         }
     int f2[2];
-    double loss = calib_choose(cov, 6, 2, 0, f2);
-    TEST_CHECK(f2[0] == 1 && f2[1] == 4 && loss == 1.0, "hand matrix: chose {%d, %d} loss %g, expected {1, 4} loss 1",
+    double loss = calib_choose(cov, 6, 2, 0, 0.25, f2);
+    TEST_CHECK(f2[0] == 1 && f2[1] == 4 && loss == 0.25, "hand matrix: chose {%d, %d} loss %g, expected {1, 4} loss 0.25",
                f2[0], f2[1], loss);
+    /* W = 1: each filter needs a wait layer and then a sparse layer, so in 6 layers only {0, 3}
+     * fits (sparse layers 2 and 5, both fully lost: loss 2), and 3 filters cannot fit at all. */
+    loss = calib_choose(cov, 6, 2, 1, 0.25, f2);
+    TEST_CHECK(f2[0] == 0 && f2[1] == 3 && loss == 2.0, "W=1: chose {%d, %d} loss %g, expected {0, 3} loss 2",
+               f2[0], f2[1], loss);
+    int f3[3];
+    TEST_CHECK(isinf(calib_choose(cov, 6, 3, 1, 0.25, f3)), "3 filters with W=1 cannot fit 6 layers");
 
     char base[256], planted[256];
     snprintf(base, sizeof base, "/tmp/omnikv-calib-base-%d.gguf", (int)getpid());
@@ -64,7 +73,7 @@ int main(void) {
             const float *s = src->data;
             float *d = (float *)(copy + ((const uint8_t *)dst->data - f.map));
             /* scaled up so attention is peaked enough for a top-k to hold most of the mass */
-            for (uint64_t j = 0; j < src->nbytes / 4; j++) d[j] = 12.0f * s[j];
+            for (uint64_t j = 0; j < src->nbytes / 4; j++) d[j] = 40.0f * s[j];
         }
     }
     FILE *out = fopen(planted, "wb");
@@ -78,8 +87,8 @@ int main(void) {
                           .need_tokenizer = true};
     TEST_OK(model_load(&m, planted, &mo));
     unlink(planted);
-    calib_opts o = {.n_prompts = 3, .ctx = 400, .steps = 4, .budget = 0.1, .n_filters = 3, .wait = 1,
-                    .seed = 5, .threads = 2};
+    calib_opts o = {.n_prompts = 3, .ctx = 400, .steps = 4, .budget = 0.2, .n_filters = 3, .wait = 1,
+                    .dense_cost = 0.25, .seed = 5, .threads = 2};
     calib_result r;
     TEST_OK(calib_run(&m, &o, &r));
     double in = 0, across = 0;
@@ -92,7 +101,7 @@ int main(void) {
         }
     printf("coverage: mean within planted groups %.3f, across groups %.3f (%d samples)\n", in / n_in,
            across / n_across, r.samples);
-    printf("chosen filter layers: {%d, %d, %d} (planted {2, 6, 9}), lost mass %.3f\n", r.filters[0],
+    printf("chosen filter layers: {%d, %d, %d} (planted {2, 6, 9}), loss %.3f\n", r.filters[0],
            r.filters[1], r.filters[2], r.loss);
     TEST_CHECK(r.filters[0] == 2 && r.filters[1] == 6 && r.filters[2] == 9,
                "calibration chose {%d, %d, %d}, not the planted {2, 6, 9}", r.filters[0], r.filters[1],
