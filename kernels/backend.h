@@ -90,6 +90,10 @@ struct okv_backend {
     void (*attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                         okv_attn_shape s);
 
+    /* Sizes the attention scratch for contexts of up to max_ctx rows at start-up, so no decode
+     * step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
+    int (*reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
+
     void (*free)(okv_backend *be);
 };
 

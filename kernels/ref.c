@@ -535,6 +535,7 @@ static void ref_attn_logits(okv_backend *be, float *logits, const float *q, okv_
                             okv_attn_shape s) {
     okv_attn_logits_ref(logits, q, kv, s);
 }
+static int ref_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) { return OKV_OK; }
 static void ref_free(okv_backend *be) { be->state = NULL; }
 
 int okv_backend_ref_init(okv_backend *be) {
@@ -550,6 +551,7 @@ int okv_backend_ref_init(okv_backend *be) {
         .attn_prefill = ref_attn_prefill,
         .attn_decode = ref_attn_decode,
         .attn_logits = ref_attn_logits,
+        .reserve = ref_reserve,
         .free = ref_free,
     };
     return OKV_OK;

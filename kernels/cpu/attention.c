@@ -1,7 +1,6 @@
-/* attention.c — the CPU backend's attention: decode over a list of KV views (two passes over the
- * logical key sequence, split into fixed logical chunks), logits only, and tiled causal prefill
- * with an online softmax. Compared with kernels/ref.c, and decode's view-independence checked
- * bitwise, by tests/unit/test_kernels.c. */
+/* attention.c — CPU attention: decode over KV views (two passes over fixed logical chunks of the
+ * key sequence), logits only, and tiled causal prefill with an online softmax. Compared with
+ * kernels/ref.c, decode's independence of view boundaries bitwise, by tests/unit/test_kernels.c. */
 #include "cpu.h"
 #include "cpu_math.h"
 #include "common.h"
@@ -93,12 +92,12 @@ static void row_f32(float *dst, const void *src, int f16, int hd) {
 
 #if defined(OKV_CPU_AVX512)
 /* q is held in NCH registers (head_dim = 16*NCH) while 16 key rows pass. */
-static inline __attribute__((always_inline)) __m512 dot16_fixed(const float *q, const float *k, int nr,
+static inline __attribute__((always_inline)) __m512 dot16_fixed(const float *q, const float *k,
                                                                  int64_t kld, const int NCH) {
     __m512 qv[16], acc[16];
     CPU_UNROLL for (int c = 0; c < NCH; c++) qv[c] = _mm512_loadu_ps(q + 16 * c);
     CPU_UNROLL for (int r = 0; r < 16; r++) {
-        const float *kr = k + OKV_MIN(r, nr - 1) * kld;
+        const float *kr = k + r * kld;
         __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
         CPU_UNROLL for (int c = 1; c < NCH; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr + 16 * c), a);
         acc[r] = a;
@@ -106,10 +105,10 @@ static inline __attribute__((always_inline)) __m512 dot16_fixed(const float *q, 
     return sum16(acc);
 }
 
-static __m512 dot16_any(const float *q, const float *k, int nr, int64_t kld, int hd) {
+static __m512 dot16_any(const float *q, const float *k, int64_t kld, int hd) {
     __m512 acc[16];
     CPU_UNROLL for (int r = 0; r < 16; r++) {
-        const float *kr = k + OKV_MIN(r, nr - 1) * kld;
+        const float *kr = k + r * kld;
         __m512 a = _mm512_setzero_ps();
         for (int d = 0; d < hd; d += 16) {
             const __mmask16 m = att_mask(hd - d);
@@ -121,14 +120,15 @@ static __m512 dot16_any(const float *q, const float *k, int nr, int64_t kld, int
 }
 #endif
 
-/* dst[r] = scale * (q . k_r) for r < nr <= 16, key rows kld floats apart. A row's dot depends
- * only on its slot r and its own data; slots past nr repeat the last row and are not stored. */
+/* dst[r] = scale * (q . k_r) for r < nr <= 16, key rows kld floats apart; all 16 rows must be
+ * readable (the callers' tiles are zero-padded). A row's dot depends only on its slot r and its
+ * own data. */
 static void dot16(float *dst, int nr, float scale, const float *q, const float *k, int64_t kld, int hd) {
 #if defined(OKV_CPU_AVX512)
     __m512 v;
-    if (hd == 64) v = dot16_fixed(q, k, nr, kld, 4);
-    else if (hd == 128) v = dot16_fixed(q, k, nr, kld, 8);
-    else v = dot16_any(q, k, nr, kld, hd);
+    if (hd == 64) v = dot16_fixed(q, k, kld, 4);
+    else if (hd == 128) v = dot16_fixed(q, k, kld, 8);
+    else v = dot16_any(q, k, kld, hd);
     _mm512_mask_storeu_ps(dst, att_mask(nr), _mm512_mul_ps(_mm512_set1_ps(scale), v));
 #else
     for (int r = 0; r < nr; r++) {
@@ -139,7 +139,7 @@ static void dot16(float *dst, int nr, float scale, const float *q, const float *
 #endif
 }
 
-/* out[i][d] = sum over rows j in [j0, j1) of p[i][j] * v_j[d] for NG heads sharing KV head kvh.
+/* out[i][d] = sum over rows j in [j0, j1) of p[i][j-j0] * v_j[d] for NG heads sharing KV head kvh.
  * Accumulators stay in registers for 64 dimensions at a time; rows are added in key order. */
 static inline __attribute__((always_inline)) void pv_rows(float *const *out, const float *const *p,
                                                            const int NG, const okv_kv_view *views,
@@ -158,7 +158,7 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
             __m512 vv[4];
             CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = att_load(v, f16, d0 + 16 * c, m[c]);
             CPU_UNROLL for (int i = 0; i < NG; i++) {
-                const __m512 pb = _mm512_set1_ps(p[i][j]);
+                const __m512 pb = _mm512_set1_ps(p[i][j - j0]);
                 CPU_UNROLL for (int c = 0; c < 4; c++) acc[i][c] = _mm512_fmadd_ps(pb, vv[c], acc[i][c]);
             }
         }
@@ -173,7 +173,7 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
         const int f16 = views[cur.v].type == OKV_TYPE_F16;
         for (int d = 0; d < hd; d++) {
             const float vv = att_scalar(v, f16, d);
-            CPU_UNROLL for (int i = 0; i < NG; i++) out[i][d] += p[i][j] * vv;
+            CPU_UNROLL for (int i = 0; i < NG; i++) out[i][d] += p[i][j - j0] * vv;
         }
     }
 #endif
@@ -215,8 +215,8 @@ static void pv_tile(float *o, float corr, const float *p, int n, const float *v,
 /* ---- decode ---------------------------------------------------------------------------------------- */
 
 /* Scaled logits of rows [j0, j1) of the sequence for the query heads of KV heads [k0, k1):
- * l[h*ld + j] (j relative to the sequence start). Keys go 16 at a time through an f32 copy;
- * j0 is a multiple of 16 in the logical sequence, so a row's slot depends only on its index. */
+ * l[h*ld + j - j0]. Keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple of 16
+ * in the logical sequence, so a row's slot, and so its logit, depends only on its index. */
 static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view *views, int n_views,
                         int k0, int k1, int j0, int j1, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
@@ -230,24 +230,30 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view 
             rows[r] = cursor_ptr(&c, 0, 0, hd);
             f16[r] = views[c.v].type == OKV_TYPE_F16;
         }
+        if (nr < 16) memset(kb + nr * hd, 0, (size_t)(16 - nr) * hd * sizeof(float));
         for (int kvh = k0; kvh < k1; kvh++) {
             for (int r = 0; r < nr; r++)
                 row_f32(kb + r * hd, (const uint8_t *)rows[r] + (size_t)kvh * hd * (f16[r] ? 2 : 4), f16[r], hd);
             for (int h = kvh * g; h < (kvh + 1) * g; h++)
-                dot16(l + (int64_t)h * ld + jb, nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
+                dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
         }
     }
 }
 
-/* Turns the logits of rows [j0, j1) into exp(l - max_h) in place, and writes the chunk's
- * probability sum and its unnormalised V sum, for the query heads of KV heads [k0, k1). */
-static void softmax_v_unit(float *l, int64_t ld, const float *cmax, float *psum, float *part,
-                           int n_chunks, int c_idx, const okv_kv_view *views, int n_views, int k0,
-                           int k1, int j0, int j1, okv_attn_shape s) {
+/* One chunk [j0, j1) for the query heads of KV heads [k0, k1): logits into l ([H][CPU_ATTN_CHUNK],
+ * the thread's own), view-0 logits copied out, then per head the chunk max m, the sum of
+ * exp(l - m) and the unnormalised V sum with those weights (rows in key order). */
+static void chunk_unit(float *l, float *cmax, float *psum, float *part, int n_chunks, int c_idx,
+                       const float *q, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
+                       int j1, float *logits, int n0, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
+    logits_unit(l, CPU_ATTN_CHUNK, q, views, n_views, k0, k1, j0, j1, s);
     for (int h = k0 * g; h < k1 * g; h++) {
-        const float m = cpu_max_array(cmax + (int64_t)h * n_chunks, n_chunks, -INFINITY);
-        psum[(int64_t)h * n_chunks + c_idx] = cpu_exp_sub_sum(l + (int64_t)h * ld + j0, l + (int64_t)h * ld + j0, m, j1 - j0);
+        float *lh = l + (int64_t)h * CPU_ATTN_CHUNK;
+        if (logits && j0 < n0) memcpy(logits + (int64_t)h * n0 + j0, lh, (size_t)(OKV_MIN(j1, n0) - j0) * sizeof(float));
+        const float m = cpu_max_array(lh, j1 - j0, -INFINITY);
+        cmax[(int64_t)h * n_chunks + c_idx] = m;
+        psum[(int64_t)h * n_chunks + c_idx] = cpu_exp_sub_sum(lh, lh, m, j1 - j0);
     }
     for (int kvh = k0; kvh < k1; kvh++)
         for (int h0 = 0; h0 < g; h0 += ATT_HEAD_TILE) {
@@ -257,7 +263,7 @@ static void softmax_v_unit(float *l, int64_t ld, const float *cmax, float *psum,
             const float *p[ATT_HEAD_TILE];
             for (int i = 0; i < ng; i++) {
                 acc[i] = part + ((int64_t)(hb + i) * n_chunks + c_idx) * hd;
-                p[i] = l + (int64_t)(hb + i) * ld;
+                p[i] = l + (int64_t)(hb + i) * CPU_ATTN_CHUNK;
             }
 #define ATT_PV(N) pv_rows(acc, p, N, views, n_views, kvh, j0, j1, hd)
             ATT_NG_SWITCH(ng, ATT_PV)
@@ -288,14 +294,33 @@ static void dec_unit(const dec_split *d, int u, int n, int n_kv, int *c, int *k0
     *j1 = OKV_MIN(n, *j0 + CPU_ATTN_CHUNK);
 }
 
-static void dec_reserve(cpu_state *st, size_t floats) {
-    if (floats <= st->dec_cap) return;
+/* Grows only for callers that did not reserve (the engine reserves its maximum at start-up). */
+static int dec_reserve(cpu_state *st, size_t floats) {
+    if (floats <= st->dec_cap) return OKV_OK;
     okv_free_mem(st->dec);
     st->dec_cap = floats + floats / 2;
     st->dec = okv_alloc(st->dec_cap * sizeof(float));
-    OKV_ASSERT(st->dec != NULL);
+    if (!st->dec) {
+        st->dec_cap = 0;
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate %zu bytes of attention scratch", floats * sizeof(float));
+    }
+    return OKV_OK;
 }
 
+static size_t dec_floats(const cpu_state *st, okv_attn_shape s, int n) {
+    const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
+    const size_t nth = (size_t)OKV_MIN(st->n_threads, d.units);
+    return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim);
+}
+
+int cpu_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
+    cpu_state *st = be->state;
+    /* the scratch grows with the context through the chunk count; the thread term saturates */
+    return dec_reserve(st, dec_floats(st, s, OKV_MAX(max_ctx, CPU_ATTN_CHUNK * 2 * st->n_threads)));
+}
+
+/* Each chunk is reduced against its own max; the chunks are then combined in order, rescaled to
+ * the global max (as in split-key "flash decoding"). One barrier per call. */
 void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
                      int n_views, okv_attn_shape s, float *logits) {
     cpu_state *st = be->state;
@@ -311,43 +336,34 @@ void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_v
         return;
     }
     const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
-    const int nc = d.nc;
-    dec_reserve(st, (size_t)H * n + (size_t)H * nc * (2 + (size_t)hd));
-    float *l = st->dec;
-    float *cmax = l + (size_t)H * n;
+    const int nc = d.nc, nth = OKV_MIN(st->n_threads, d.units);
+    const size_t lper = (size_t)H * CPU_ATTN_CHUNK;
+    OKV_ASSERT(dec_reserve(st, (size_t)nth * lper + (size_t)H * nc * (2 + (size_t)hd)) == OKV_OK);
+    float *cmax = st->dec + (size_t)nth * lper;
     float *psum = cmax + (size_t)H * nc;
     float *part = psum + (size_t)H * nc;
     const int n0 = n_views > 0 ? views[0].n : 0;
-    const int g = H / s.n_kv_heads;
-#pragma omp parallel num_threads(OKV_MIN(st->n_threads, d.units))
+#pragma omp parallel num_threads(nth)
     {
+        float *l = st->dec + (size_t)omp_get_thread_num() * lper;
 #pragma omp for schedule(static)
         for (int u = 0; u < d.units; u++) {
             int c, k0, k1, j0, j1;
             dec_unit(&d, u, n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-            logits_unit(l, n, q, views, n_views, k0, k1, j0, j1, s);
-            for (int h = k0 * g; h < k1 * g; h++) {
-                const float *lh = l + (int64_t)h * n;
-                cmax[(int64_t)h * nc + c] = cpu_max_array(lh + j0, j1 - j0, -INFINITY);
-                if (logits && j0 < n0)
-                    memcpy(logits + (int64_t)h * n0 + j0, lh + j0, (size_t)(OKV_MIN(j1, n0) - j0) * sizeof(float));
-            }
-        }
-#pragma omp for schedule(static)
-        for (int u = 0; u < d.units; u++) {
-            int c, k0, k1, j0, j1;
-            dec_unit(&d, u, n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-            softmax_v_unit(l, n, cmax, psum, part, nc, c, views, n_views, k0, k1, j0, j1, s);
+            chunk_unit(l, cmax, psum, part, nc, c, q, views, n_views, k0, k1, j0, j1, logits, n0, s);
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++) {
-            float sum = 0.0f;
-            for (int c = 0; c < nc; c++) sum += psum[(int64_t)h * nc + c];
+            const float *mh = cmax + (int64_t)h * nc;
+            const float m = cpu_max_array(mh, nc, -INFINITY);
             float *o = out + (int64_t)h * hd;
-            memcpy(o, part + (int64_t)h * nc * hd, (size_t)hd * sizeof(float));
-            for (int c = 1; c < nc; c++) {
+            float sum = 0.0f;
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (int c = 0; c < nc; c++) {
+                const float w = expf(mh[c] - m);
                 const float *pc = part + ((int64_t)h * nc + c) * hd;
-                for (int e = 0; e < hd; e++) o[e] += pc[e];
+                sum += w * psum[(int64_t)h * nc + c];
+                for (int e = 0; e < hd; e++) o[e] += w * pc[e];
             }
             const float inv = 1.0f / sum;
             for (int e = 0; e < hd; e++) o[e] *= inv;
@@ -366,7 +382,7 @@ void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view
     for (int u = 0; u < d.units; u++) {
         int c, k0, k1, j0, j1;
         dec_unit(&d, u, kv.n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-        logits_unit(logits, kv.n, q, &kv, 1, k0, k1, j0, j1, s);
+        logits_unit(logits + j0, kv.n, q, &kv, 1, k0, k1, j0, j1, s);
     }
 }
 
@@ -379,25 +395,23 @@ size_t cpu_pf_floats(void) {
            2 * CPU_PF_ROWS;
 }
 
-/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: pointed to in place for f32 caches,
- * converted into buf for f16 ones. Returns the first row; *ld receives the row stride. */
+/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: V of an f32 cache is read in place,
+ * everything else is converted into buf, K zero-padded to whole groups of 16 rows for dot16.
+ * Returns the first row; *ld receives the row stride. */
 static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kvh, int k0, int kn,
                             int hd, int64_t *ld) {
     const void *base = which == 0 ? kv->k : kv->v;
-    if (kv->type == OKV_TYPE_F32) {
+    const int f16 = kv->type == OKV_TYPE_F16;
+    if (!f16 && which == 1) {
         *ld = kv->stride;
         return (const float *)base + (int64_t)k0 * kv->stride + (int64_t)kvh * hd;
     }
     for (int j = 0; j < kn; j++) {
-        const uint16_t *src = (const uint16_t *)base + (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd;
-        float *dst = buf + (int64_t)j * hd;
-        int d = 0;
-#if defined(OKV_CPU_AVX512)
-        for (; d + 16 <= hd; d += 16)
-            _mm512_storeu_ps(dst + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + d))));
-#endif
-        for (; d < hd; d++) dst[d] = okv_fp16_to_f32(src[d]);
+        const int64_t off = (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd;
+        row_f32(buf + (int64_t)j * hd, f16 ? (const void *)((const uint16_t *)base + off) : (const void *)((const float *)base + off), f16, hd);
     }
+    const int padded = (kn + 15) & ~15;
+    if (which == 0 && padded > kn) memset(buf + (int64_t)kn * hd, 0, (size_t)(padded - kn) * hd * sizeof(float));
     *ld = hd;
     return buf;
 }

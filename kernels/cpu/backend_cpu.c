@@ -29,6 +29,7 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
         .attn_prefill = cpu_attn_prefill,
         .attn_decode = cpu_attn_decode,
         .attn_logits = cpu_attn_logits,
+        .reserve = cpu_attn_reserve,
         .free = cpu_free,
     };
     if (n_threads < 1 || max_tok < 1 || max_in < 1)
@@ -41,8 +42,7 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
     st->n_threads = n_threads;
     st->max_tok = max_tok;
     st->max_in = max_in;
-    st->act_row_max = cpu_act_row_bytes(max_in);
-    const size_t act_bytes = (size_t)max_tok * st->act_row_max;
+    const size_t act_bytes = (size_t)max_tok * cpu_act_row_bytes(max_in);
     const size_t pf_bytes = (size_t)n_threads * cpu_pf_floats() * sizeof(float);
     st->act = okv_alloc(act_bytes);
     st->pf = okv_alloc(pf_bytes);

@@ -18,11 +18,11 @@
 
 /* Fully unrolls the short loops over a tile of tokens or heads so their accumulators live in
  * registers (GCC at -O2 otherwise keeps them in memory). */
-#define CPU_UNROLL _Pragma("GCC unroll 8")
+#define CPU_UNROLL _Pragma("GCC unroll 16")
 
-/* Keys of one attention unit (a KV head and a run of logical keys) split at multiples of this,
- * counted in the logical row sequence, so the decode result cannot depend on view boundaries or
- * on the thread count. */
+/* Decode attention cuts the logical key sequence (all views concatenated) at multiples of this
+ * and combines the pieces in order, so its result depends neither on view boundaries nor on the
+ * thread count. */
 #define CPU_ATTN_CHUNK 256
 /* Prefill tiles: up to CPU_PF_ROWS (query, head) rows against CPU_PF_KEYS keys at a time. */
 #define CPU_PF_ROWS 64
@@ -32,11 +32,11 @@
 typedef struct cpu_state {
     int n_threads;
     int max_tok, max_in;
-    uint8_t *act;       /* [max_tok][cpu_act_row_bytes(max_in)] quantized/rounded activations */
-    size_t act_row_max; /* cpu_act_row_bytes(max_in) */
-    float *dec;         /* decode scratch: logits and per-chunk partials, grown on demand */
-    size_t dec_cap;     /* floats in dec */
-    float *pf;          /* [n_threads][cpu_pf_floats()] prefill tiles */
+    uint8_t *act;   /* [max_tok][cpu_act_row_bytes(max_in)] quantized/rounded activations */
+    float *dec;     /* decode scratch, grown on demand: [threads][n_heads][CPU_ATTN_CHUNK] logits,
+                     * then per (head, chunk) the max, the exp sum and [head_dim] partial outputs */
+    size_t dec_cap; /* floats in dec */
+    float *pf;      /* [n_threads][cpu_pf_floats()] prefill tiles */
 } cpu_state;
 
 /* ---- matmul.c ---- */
@@ -60,6 +60,7 @@ void cpu_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_str
 size_t cpu_pf_floats(void);
 void cpu_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
                       okv_kv_view kv, okv_attn_shape s);
+int cpu_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx);
 void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
                      int n_views, okv_attn_shape s, float *logits);
 void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,

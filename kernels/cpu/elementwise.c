@@ -54,8 +54,8 @@ void cpu_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int 
         rmsnorm_row(y + (int64_t)t * dim, x + (int64_t)t * dim, w, dim, eps);
 }
 
-/* cos/sin once per (token, frequency), shared by all heads; the same f32 expressions as the
- * reference, so results match it exactly. */
+/* cos/sin once per (token, frequency), shared by all heads; otherwise the reference's f32
+ * expressions, in the same order. */
 void cpu_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
               const float *inv_freq, int n_freq) {
     OKV_ASSERT(2 * n_freq <= head_dim && n_freq <= 512);

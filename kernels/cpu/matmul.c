@@ -12,14 +12,14 @@
 #include <immintrin.h>
 #endif
 
-/* Rows of W handled together: their bytes stay in L1 while every token tile passes over them. */
+/* Rows of W given to a thread at a time: their bytes stay in L1 while every token tile passes. */
 #define MM_ROW_BLOCK 16
 /* Tokens sharing one load of a weight row. */
 #define MM_TOK_TILE 4
 
 /* Layout of one token's activations in the scratch (private to this file):
  *   quantized partners: int8 qs[nb*32] | int32 bias[nb*8] | float ds[nb][2]
- *     qs in natural element order; ds = {d, s} (f16-rounded values, s = 0 for Q8_0);
+ *     qs in natural element order; ds = {d, s} (f16-rounded values; s = 0 except for Q4_1);
  *     bias[b*8 + l] = -K * (sum of qs[b*32 + 4l .. 4l+3]) turns the unsigned-times-signed dot
  *     of the stored code (q + K) into the signed dot: K = 8 for Q4_0, 128 for Q8_0 under VNNI.
  *   F16/BF16 partners: float x[n_in], each rounded through the weight's type. */
@@ -121,8 +121,7 @@ static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
 /* ---- tiles ------------------------------------------------------------------------------------------ */
 
 /* A tile is R weight rows x T tokens (R*T <= MM_ACC accumulators): each weight block is unpacked
- * once for T tokens and each activation block loaded once for R rows; the R*T horizontal sums
- * are done four at a time. */
+ * once for its T tokens, and the R*T horizontal sums at the end are done four at a time. */
 #define MM_ACC 8
 
 /* One block of any quantized weight type against one token's activations, plain C. */

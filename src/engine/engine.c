@@ -66,7 +66,9 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
     e->n_groups = e->plan.n_groups;
     int threads = rc->threads > 0 ? rc->threads : omp_get_num_procs();
     int max_in = OKV_MAX(OKV_MAX(c->dim, c->ffn_dim), e->q_dim);
-    if ((st = okv_backend_cpu_init(&e->be, threads, e->max_tok, max_in))) return st;
+    if ((st = okv_backend_cpu_init(&e->be, threads, e->max_tok, max_in)) ||
+        (st = e->be.reserve(&e->be, e->shape, e->max_ctx)))
+        return st;
 
     size_t total = 0, esz = kv_esz(e);
     size_t per_layer = (size_t)max_slots * e->max_ctx * e->kv_dim * esz;
