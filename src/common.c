@@ -82,6 +82,14 @@ _Noreturn void okv_die(const char *file, int line, const char *what) {
     abort();
 }
 
+_Noreturn void okv_die_mpi(const char *file, int line, const char *what, int mpi_rc) {
+    char msg[MPI_MAX_ERROR_STRING + 512], err[MPI_MAX_ERROR_STRING] = "?";
+    int len = 0;
+    MPI_Error_string(mpi_rc, err, &len);
+    snprintf(msg, sizeof msg, "%s failed: %s", what, err);
+    okv_die(file, line, msg);
+}
+
 void *okv_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = 64;

@@ -52,6 +52,14 @@ _Noreturn void okv_die(const char *file, int line, const char *what);
     do { \
         if ((expr) < 0) okv_die(__FILE__, __LINE__, #expr); \
     } while (0)
+/* An MPI call that must succeed (used where <mpi.h> is included): the message adds MPI's own
+ * error string. */
+_Noreturn void okv_die_mpi(const char *file, int line, const char *what, int mpi_rc);
+#define CHECK_MPI(expr) \
+    do { \
+        int mpi_rc_ = (expr); \
+        if (mpi_rc_ != MPI_SUCCESS) okv_die_mpi(__FILE__, __LINE__, #expr, mpi_rc_); \
+    } while (0)
 
 /* Allocation helpers: aligned (64 B) and zeroed; NULL on failure (the caller reports sizes). */
 void *okv_alloc(size_t bytes);

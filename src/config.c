@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "model/genmodel.h"
+#include "../pipeline/planner.h"
 
 #include "common.h"
 
@@ -23,6 +24,7 @@ typedef enum key_id {
     KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
     KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
+    KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
 } key_id;
 
 typedef struct config_key {
@@ -64,6 +66,18 @@ static const config_key keys[] = {
     {"top_k", KEY_TOP_K, "0", "keep the k most likely tokens; 0 = off (>= 0)"},
     {"top_p", KEY_TOP_P, "1", "nucleus mass, 0 < p <= 1; 1 = off"},
     {"model_shape", KEY_MODEL_SHAPE, "\"\"", "named model shape (gen-model --shape) for `plan`; presets set it"},
+    {"micro_batches", KEY_MICRO_BATCHES, "0",
+     "micro-batches the active batch is split into, each in a different pipeline stage; 0 = the "
+     "rank count (at most max_batch when given)"},
+    {"expected_context", KEY_EXPECTED_CONTEXT, "0",
+     "tokens per sequence (prompt + generated) the stage planner balances KV reads for; 0 = "
+     "max_context_len"},
+    {"stages", KEY_STAGES, "\"\"",
+     "hand partition of the layers over the ranks, \"0-7,8-17,18-29\"; \"\" = the planner's"},
+    {"transport", KEY_TRANSPORT, "auto", "stage-boundary transport: auto | mpi | mpi-cuda | nccl"},
+    {"trace", KEY_TRACE, "\"\"", "write a Chrome/Perfetto trace of every rank to this file"},
+    {"logits_digest", KEY_LOGITS_DIGEST, "false",
+     "results carry logits_fnv, a hash of every logits row sampled from"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -101,6 +115,19 @@ void config_defaults(okv_run_config *c) {
     c->temperature = 0.0f;
     c->top_k = 0;
     c->top_p = 1.0f;
+    c->micro_batches = 0;
+    c->transport = TRANSPORT_AUTO;
+    c->logits_digest = false;
+}
+
+const char *config_transport_name(okv_transport_kind t) {
+    switch (t) {
+    case TRANSPORT_AUTO: return "auto";
+    case TRANSPORT_MPI: return "mpi";
+    case TRANSPORT_MPI_CUDA: return "mpi-cuda";
+    case TRANSPORT_NCCL: return "nccl";
+    }
+    return "?";
 }
 
 static const config_key *find_key(const char *name) {
@@ -265,6 +292,30 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         snprintf(c->model_shape, sizeof c->model_shape, "%s", v);
         return OKV_OK;
     }
+    case KEY_MICRO_BATCHES:
+        return set_int(key, v, 0, "a whole number >= 0 (0: the rank count)", &c->micro_batches);
+    case KEY_EXPECTED_CONTEXT:
+        return set_int(key, v, 0, "a whole number >= 0 (0: max_context_len)", &c->expected_context);
+    case KEY_STAGES: {
+        int first[OKV_MAX_STAGES + 1], n = 0;
+        if (*v && planner_parse_stages(v, -1, first, OKV_MAX_STAGES, &n) != OKV_OK)
+            return bad_value(key, v, "contiguous layer ranges from layer 0 such as "
+                             "\"0-7,8-17,18-29\"");
+        snprintf(c->stages, sizeof c->stages, "%s", v);
+        return OKV_OK;
+    }
+    case KEY_TRANSPORT:
+        if (!strcmp(v, "auto")) c->transport = TRANSPORT_AUTO;
+        else if (!strcmp(v, "mpi")) c->transport = TRANSPORT_MPI;
+        else if (!strcmp(v, "mpi-cuda")) c->transport = TRANSPORT_MPI_CUDA;
+        else if (!strcmp(v, "nccl")) c->transport = TRANSPORT_NCCL;
+        else return bad_value(key, v, "one of auto, mpi, mpi-cuda, nccl");
+        return OKV_OK;
+    case KEY_TRACE:
+        if (strlen(v) >= sizeof c->trace) return bad_value(key, v, "a path shorter than 512 bytes");
+        snprintf(c->trace, sizeof c->trace, "%s", v);
+        return OKV_OK;
+    case KEY_LOGITS_DIGEST: return set_bool(key, v, &c->logits_digest);
     case KEY_REAL_OFFLOAD: return set_bool(key, v, &c->real_offload);
     case KEY_DENSE_MORE: {
         bool b;
@@ -510,6 +561,12 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddNumberToObject(o, "temperature", float_for_json(c->temperature));
     cJSON_AddNumberToObject(o, "top_k", c->top_k);
     cJSON_AddNumberToObject(o, "top_p", float_for_json(c->top_p));
+    cJSON_AddNumberToObject(o, "micro_batches", c->micro_batches);
+    cJSON_AddNumberToObject(o, "expected_context", c->expected_context);
+    cJSON_AddStringToObject(o, "stages", c->stages);
+    cJSON_AddStringToObject(o, "transport", config_transport_name(c->transport));
+    cJSON_AddStringToObject(o, "trace", c->trace);
+    cJSON_AddBoolToObject(o, "logits_digest", c->logits_digest);
     char *s = cJSON_PrintUnformatted(o);
     OKV_ASSERT(s);
     cJSON_Delete(o);

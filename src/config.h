@@ -22,6 +22,16 @@ typedef enum okv_selector {
     SELECTOR_EXP = 3,
 } okv_selector;
 
+/* How stage-boundary data moves between ranks (pipeline/transport.h). */
+typedef enum okv_transport_kind {
+    TRANSPORT_AUTO = 0,
+    TRANSPORT_MPI = 1,      /* MPI with host buffers (always available) */
+    TRANSPORT_MPI_CUDA = 2, /* CUDA-aware MPI on device buffers */
+    TRANSPORT_NCCL = 3,     /* NCCL send/recv on device buffers */
+} okv_transport_kind;
+
+#define OKV_MAX_STAGES 256
+
 typedef struct okv_run_config {
     /* OmniKV (keys keep the reference implementation's names) */
     okv_policy_kind policy;        /* policy: omnikv | dense */
@@ -49,6 +59,14 @@ typedef struct okv_run_config {
     int top_k;                     /* 0 = off */
     float top_p;                   /* 1 = off */
     char model_shape[32];          /* model_shape: a gen-model shape name for `plan` ("" = none) */
+    /* pipeline parallelism (pipeline/) */
+    int micro_batches;             /* micro-batches in flight; 0 = the rank count */
+    int expected_context;          /* tokens per sequence the stage planner balances for; 0 =
+                                      max_context_len */
+    char stages[1024];             /* hand partition "0-7,8-17,18-29"; "" = the planner's */
+    okv_transport_kind transport;  /* transport: auto | mpi | mpi-cuda | nccl */
+    char trace[512];               /* Chrome/Perfetto trace file; "" = none */
+    bool logits_digest;            /* results carry logits_fnv (equivalence tests) */
 } okv_run_config;
 
 void config_defaults(okv_run_config *c);
@@ -63,6 +81,7 @@ int config_load_env(okv_run_config *c);
 int config_validate(const okv_run_config *c, int n_layers);
 /* Budget k for a prompt of n tokens (the fraction rounds down, at least 1). */
 int config_budget(const okv_run_config *c, int n_prompt);
+const char *config_transport_name(okv_transport_kind t);
 /* Writes the effective configuration as one JSON object (for the start-up log and results). */
 char *config_to_json(const okv_run_config *c); /* malloc'd */
 /* Rank 0's config to every rank (plain struct copy: it holds no pointers). */

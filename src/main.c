@@ -22,7 +22,7 @@ static void help_top(FILE *f) {
         "  bench      prefill and decode throughput at given context lengths\n"
         "  eval       built-in long-context tasks over contexts x depths x variants\n"
         "  calibrate  choose filter layers for a model from its attention\n"
-        "  plan       pipeline stage plan for a model, context and rank count (not implemented yet)\n"
+        "  plan       pipeline stage plan, memory per rank and predicted decode speed\n"
         "\n"
         "`omnikv COMMAND --help` documents each command's options.\n"
         "Exit codes: 0 all served; 1 some requests got error records; 2 usage or config error;\n"
@@ -59,6 +59,7 @@ static int dispatch(int argc, char **argv, int rank) {
     struct { const char *name; void (*help)(FILE *); } helps[] = {
         {"run", help_run}, {"inspect", help_inspect}, {"gen-model", help_gen},
         {"bench", help_bench}, {"eval", help_eval}, {"calibrate", help_calibrate},
+        {"plan", help_plan},
     };
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++)
         if (!strcmp(cmd, helps[i].name) && want_help(argc, argv)) {
@@ -71,8 +72,7 @@ static int dispatch(int argc, char **argv, int rank) {
     if (!strcmp(cmd, "gen-model")) return rank == 0 ? cmd_gen_model(&a) : OKV_OK;
     if (!strcmp(cmd, "eval")) return cmd_eval(&a, rank);
     if (!strcmp(cmd, "calibrate")) return cmd_calibrate(&a, rank);
-    if (!strcmp(cmd, "plan"))
-        return okv_fail(OKV_ERR_USAGE, "%s is not implemented yet", cmd);
+    if (!strcmp(cmd, "plan")) return rank == 0 ? cmd_plan(&a) : OKV_OK;
     return okv_fail(OKV_ERR_USAGE, "unknown command '%s'; `omnikv --help` lists the commands", cmd);
 }
 

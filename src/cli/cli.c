@@ -96,10 +96,15 @@ int load_config(okv_run_config *rc, const char *path, const cli_sets *s) {
 int share_config(okv_run_config *rc, int st) {
     int size;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1 && !st && okv_log_rank() == 0)
+        OKV_INFO("%d ranks: rank 0 runs every layer of this command; the other ranks wait", size);
+    return share_config_quiet(rc, st);
+}
+
+int share_config_quiet(okv_run_config *rc, int st) {
+    int size;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (size == 1) return st;
-    if (!st && okv_log_rank() == 0)
-        OKV_INFO("%d ranks: rank 0 runs every layer; the other ranks wait until pipeline stages "
-                 "exist", size);
     if (MPI_Bcast(&st, 1, MPI_INT, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
         okv_die(__FILE__, __LINE__, "MPI_Bcast of the start-up status");
     if (!st) config_bcast(rc);

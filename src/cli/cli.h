@@ -40,8 +40,10 @@ int cli_set_kv(const args *a, cli_sets *s, const char *kv);
 void cli_sets_free(cli_sets *s);
 /* Defaults, then the file, the environment and the command line (DESIGN §8 order). */
 int load_config(okv_run_config *rc, const char *path, const cli_sets *s);
-/* Rank 0 decides; the others learn the outcome and the config. */
+/* Rank 0 decides; the others learn the outcome and the config. share_config also says that rank
+ * 0 runs the command alone; run, which pipelines, uses share_config_quiet. */
 int share_config(okv_run_config *rc, int st);
+int share_config_quiet(okv_run_config *rc, int st);
 void log_config(const okv_run_config *rc);
 /* The whole model with its tokenizer (run, bench, eval, calibrate on one rank). */
 int load_model(okv_model *m, const char *path, const okv_run_config *rc);
@@ -54,11 +56,13 @@ int cmd_gen_model(args *a);
 int cmd_bench(args *a, int rank);
 int cmd_eval(args *a, int rank);
 int cmd_calibrate(args *a, int rank);
+int cmd_plan(args *a);
 void help_run(FILE *f);
 void help_inspect(FILE *f);
 void help_gen(FILE *f);
 void help_bench(FILE *f);
 void help_eval(FILE *f);
 void help_calibrate(FILE *f);
+void help_plan(FILE *f);
 
 #endif

@@ -1,50 +1,94 @@
-/* cmd_bench.c — `omnikv bench`: prefill and decode throughput per context length, with the
- * engine's counters. Tested by tests/e2e/test_run_batch.sh. */
+/* cmd_bench.c — `omnikv bench`: prefill and decode throughput per context length and decode
+ * variant (dense, OmniKV budgets), with the latency protocol of BENCHMARKS.md (a discarded
+ * warm-up, median and spread over several runs, TTFT apart from per-token latency), the
+ * per-step time breakdown from the engine's counters, bytes moved per token and the memory each
+ * variant holds. A table on stdout, JSON with --json or -o. Tested by tests/e2e/test_run_batch.sh
+ * and tests/e2e/test_plots.sh (through jobs/study.sh). */
 #include "cli.h"
 
 #include "../engine/engine.h"
 #include "../engine/runner.h"
 #include "../engine/sampler.h"
 #include "../io/requests.h"
-#include "../model/genmodel.h"
-#include "../model/gguf.h"
 
-#include <errno.h>
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <mpi.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define BENCH_MAX_CTX 64
+#define BENCH_MAX_VARIANTS 16
+
 void help_bench(FILE *f) {
     fprintf(f,
-        "usage: omnikv bench -m MODEL [-c CONFIG.json] [--ctx 512,2048,8192] [--gen N] [--json]\n"
-        "                    [--set KEY=VALUE ...]\n"
+        "usage: omnikv bench -m MODEL [-c CONFIG.json] [--ctx 512,2048,8192] [--gen N]\n"
+        "                    [--variants dense,2048,0.067] [--runs R] [--warmup W] [--json]\n"
+        "                    [-o FILE.json] [--set KEY=VALUE ...]\n"
         "\n"
-        "For each context length: a synthetic prompt of that many random ids (seeded by the seed\n"
-        "key, no special tokens), prefill timed, then N decode steps with ignore_eos. One sequence\n"
-        "at a time (max_batch 1); max_context_len defaults to the largest context + N.\n"
+        "For each variant and context length: a synthetic prompt of that many random ids (seeded\n"
+        "by the seed key, no special tokens), prefill timed, then N decode steps with ignore_eos,\n"
+        "one sequence at a time (max_batch 1). Each (variant, context) runs R times and reports\n"
+        "the median with min and max; before them, W warm-up runs at the longest context are\n"
+        "discarded. max_context_len defaults to the largest context + N.\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
         "  -c, --config FILE   run config as a JSON object (default: none)\n"
         "      --ctx LIST      comma-separated prompt lengths (default 512,2048,8192)\n"
-        "      --gen N         generated tokens per context (default 32)\n"
-        "      --json          print one JSON object instead of the table\n"
+        "      --gen N         generated tokens per run (default 32)\n"
+        "      --variants LIST dense, and OmniKV budgets (a count, or a fraction below 1, or\n"
+        "                      omnikv:BUDGET) with the run config's filter layers (default: the\n"
+        "                      run config as it is)\n"
+        "      --runs R        measured runs per (variant, context) (default 3)\n"
+        "      --warmup W      discarded runs per variant (default 1)\n"
+        "      --json          print one JSON object instead of the tables\n"
+        "  -o, --output FILE   also write the JSON object to FILE\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
-        "  -h, --help          this text\n");
+        "  -h, --help          this text\n"
+        "\n"
+        "Per-token time is split as the engine counts it: dense attention (dense, wait and filter\n"
+        "layers), sparse attention (sparse layers over the selected Context Bank rows and the\n"
+        "generated tail; on the CPU backend the bank rows are read in place, so the bank gather is\n"
+        "part of it), selection (score and top-k), matmul (projections, MLP, head) and other\n"
+        "(norms, RoPE, KV stores).\n");
 }
 
-typedef struct bench_out {
-    okv_result *res; /* [n] copies; text and tokens are not kept */
+typedef struct bench_variant {
+    char name[32];
+    okv_policy_kind policy;
+    double budget; /* num_of_selected_tokens for omnikv */
+} bench_variant;
+
+/* One served request, as the sink saw it. */
+typedef struct bench_run {
+    double ttft_ms, prefill_tok_s, decode_tok_s;
+    okv_result_metrics m;
+    double bank_bytes; /* Context Bank bytes its decode steps read */
+    int prompt_tokens, k;
+} bench_run;
+
+typedef struct bench_sink {
+    const okv_engine *eng;
+    uint64_t bank_seen;
+    bench_run *runs;
     int n;
-} bench_out;
+} bench_sink;
 
 static int sink_bench(void *ctx, const okv_result *r) {
-    bench_out *b = ctx;
+    bench_sink *b = ctx;
     if (r->error) return okv_fail(OKV_ERR_USAGE, "bench: %s", r->error);
-    b->res[b->n] = *r;
-    b->res[b->n].text = NULL;
-    b->res[b->n].tokens = NULL;
-    b->n++;
+    bench_run *x = &b->runs[b->n++];
+    x->ttft_ms = r->ttft_ms;
+    x->prefill_tok_s = r->prefill_tok_s;
+    x->decode_tok_s = r->decode_tok_s;
+    x->m = r->metrics;
+    x->prompt_tokens = r->prompt_tokens;
+    x->k = r->k;
+    /* One sequence at a time: the bank reads since the last result are this request's. */
+    x->bank_bytes = (double)(b->eng->bank.bytes_read - b->bank_seen);
+    b->bank_seen = b->eng->bank.bytes_read;
     return OKV_OK;
 }
 
@@ -63,67 +107,273 @@ static void bench_prompt(const okv_tokenizer *tok, uint64_t seed, int32_t *ids, 
     }
 }
 
-static void bench_print(const okv_model *m, const okv_run_config *rc, const bench_out *b,
-                        int gen, bool json) {
-    if (json) {
-        printf("{\"model\":\"%s\",\"policy\":\"%s\",\"gen\":%d,\"results\":[", m->cfg.name,
-               rc->policy == POLICY_OMNIKV ? "omnikv" : "dense", gen);
-        for (int i = 0; i < b->n; i++) {
-            const okv_result *r = &b->res[i];
-            const okv_result_metrics *x = &r->metrics;
-            double steps = x->steps > 0 ? x->steps : 1;
-            printf("%s{\"ctx\":%d,\"k\":%d,\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.3f,"
-                   "\"ttft_ms\":%.3f,\"kv_bytes_per_token\":%.1f,\"weight_bytes_per_token\":%.1f,"
-                   "\"rows_per_token\":{\"dense\":%.1f,\"filter\":%.1f,\"sparse\":%.1f},"
-                   "\"ms_per_token\":{\"select\":%.4f,\"attn_dense\":%.4f,\"attn_sparse\":%.4f,"
-                   "\"matmul\":%.4f,\"other\":%.4f}}",
-                   i ? "," : "", r->prompt_tokens, r->k, r->prefill_tok_s, r->decode_tok_s,
-                   r->ttft_ms, x->bytes_kv / steps, x->bytes_weights / steps,
-                   x->rows_dense / steps, x->rows_filter / steps, x->rows_sparse / steps,
-                   x->t_select * 1e3 / steps, x->t_attn_dense * 1e3 / steps,
-                   x->t_attn_sparse * 1e3 / steps, x->t_matmul * 1e3 / steps,
-                   x->t_other * 1e3 / steps);
-        }
-        printf("]}\n");
-        return;
-    }
-    printf("model %s, policy %s, %d decode steps per context\n", m->cfg.name,
-           rc->policy == POLICY_OMNIKV ? "omnikv" : "dense", gen);
-    printf("%8s %7s %13s %12s %10s %12s %12s %8s %8s %8s %8s %8s\n", "ctx", "k", "prefill tok/s",
-           "decode tok/s", "ttft ms", "KV MiB/tok", "W MiB/tok", "select%", "dense%", "sparse%",
-           "matmul%", "other%");
-    for (int i = 0; i < b->n; i++) {
-        const okv_result *r = &b->res[i];
-        const okv_result_metrics *x = &r->metrics;
-        double steps = x->steps > 0 ? x->steps : 1;
-        double t = x->t_select + x->t_attn_dense + x->t_attn_sparse + x->t_matmul + x->t_other;
-        double pct = t > 0 ? 100.0 / t : 0.0;
-        printf("%8d %7d %13.1f %12.2f %10.1f %12.3f %12.3f %8.1f %8.1f %8.1f %8.1f %8.1f\n",
-               r->prompt_tokens, r->k, r->prefill_tok_s, r->decode_tok_s, r->ttft_ms,
-               x->bytes_kv / steps / 1048576.0, x->bytes_weights / steps / 1048576.0,
-               x->t_select * pct, x->t_attn_dense * pct, x->t_attn_sparse * pct,
-               x->t_matmul * pct, x->t_other * pct);
-    }
+/* Median, min and max of v[0..n) (sorted in place). */
+typedef struct spread { double median, min, max; } spread;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
+static spread spread_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    spread s = {.min = v[0], .max = v[n - 1]};
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return s;
+}
+
+/* The figures of one (variant, context): spreads over the measured runs, per-token means. */
+typedef struct bench_cell {
+    const bench_variant *var;
+    int ctx, k, runs;
+    spread ttft_ms, decode_ms, prefill_tok_s;
+    double decode_tok_s;
+    double ms_dense, ms_sparse, ms_select, ms_matmul, ms_other;
+    double kv_bytes, weight_bytes, bank_bytes;   /* per token */
+    double rows_dense, rows_filter, rows_sparse; /* per token */
+    double gb_s;                                 /* bytes read per second of decode */
+    uint64_t mem_weights, mem_kv, mem_bank;
+} bench_cell;
+
+/* Latency spreads over the runs; the breakdown and bytes come from the run with the median
+ * decode latency, so they describe the same run as the median (an outlier run cannot skew them). */
+static void cell_of(bench_cell *c, const bench_run *r, int n) {
+    double *ttft = calloc((size_t)n * 4, sizeof(double)), *dms = ttft + n, *pf = ttft + 2 * n;
+    double *order = ttft + 3 * n;
+    OKV_ASSERT(ttft);
+    for (int i = 0; i < n; i++) {
+        ttft[i] = r[i].ttft_ms;
+        dms[i] = order[i] = r[i].decode_tok_s > 0 ? 1e3 / r[i].decode_tok_s : 0;
+        pf[i] = r[i].prefill_tok_s;
+    }
+    c->runs = n;
+    c->k = r[0].k;
+    c->ttft_ms = spread_of(ttft, n);
+    c->decode_ms = spread_of(dms, n);
+    c->prefill_tok_s = spread_of(pf, n);
+    c->decode_tok_s = c->decode_ms.median > 0 ? 1e3 / c->decode_ms.median : 0;
+    int mid = 0;
+    for (int i = 0; i < n; i++)
+        if (order[i] == dms[(n - 1) / 2]) mid = i;
+    free(ttft);
+    const okv_result_metrics *m = &r[mid].m;
+    double steps = m->steps > 0 ? m->steps : 1;
+    c->ms_dense = 1e3 * m->t_attn_dense / steps, c->ms_sparse = 1e3 * m->t_attn_sparse / steps;
+    c->ms_select = 1e3 * m->t_select / steps, c->ms_matmul = 1e3 * m->t_matmul / steps;
+    c->ms_other = 1e3 * m->t_other / steps;
+    c->kv_bytes = m->bytes_kv / steps, c->weight_bytes = m->bytes_weights / steps;
+    c->bank_bytes = r[mid].bank_bytes / steps;
+    c->rows_dense = m->rows_dense / steps, c->rows_filter = m->rows_filter / steps;
+    c->rows_sparse = m->rows_sparse / steps;
+    c->gb_s = (c->kv_bytes + c->weight_bytes) * c->decode_tok_s / 1e9;
+}
+
+static cJSON *spread_json(spread s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "median", s.median);
+    cJSON_AddNumberToObject(o, "min", s.min);
+    cJSON_AddNumberToObject(o, "max", s.max);
+    return o;
+}
+
+static char *bench_json(const okv_model *m, const okv_run_config *rc, const bench_cell *cells,
+                        int n, int gen, int runs, int warmup, int ranks) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", m->cfg.name);
+    cJSON_AddNumberToObject(root, "ranks", ranks);
+    cJSON_AddNumberToObject(root, "threads", rc->threads);
+    cJSON_AddNumberToObject(root, "gen", gen);
+    cJSON_AddNumberToObject(root, "runs", runs);
+    cJSON_AddNumberToObject(root, "warmup", warmup);
+    cJSON_AddStringToObject(root, "policy", rc->policy == POLICY_OMNIKV ? "omnikv" : "dense");
+    cJSON *filters = cJSON_AddArrayToObject(root, "do_select_layers");
+    for (int i = 0; i < rc->n_filter_layers; i++)
+        cJSON_AddItemToArray(filters, cJSON_CreateNumber(rc->filter_layers[i]));
+    cJSON *res = cJSON_AddArrayToObject(root, "results");
+    for (int i = 0; i < n; i++) {
+        const bench_cell *c = &cells[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "ctx", c->ctx);
+        cJSON_AddStringToObject(o, "variant", c->var->name);
+        cJSON_AddStringToObject(o, "policy", c->var->policy == POLICY_OMNIKV ? "omnikv" : "dense");
+        cJSON_AddNumberToObject(o, "k", c->k);
+        cJSON_AddNumberToObject(o, "runs", c->runs);
+        cJSON_AddNumberToObject(o, "prefill_tok_s", c->prefill_tok_s.median);
+        cJSON_AddNumberToObject(o, "decode_tok_s", c->decode_tok_s);
+        cJSON_AddNumberToObject(o, "ttft_ms", c->ttft_ms.median);
+        cJSON_AddItemToObject(o, "ttft_ms_spread", spread_json(c->ttft_ms));
+        cJSON_AddItemToObject(o, "decode_ms_per_token", spread_json(c->decode_ms));
+        cJSON_AddItemToObject(o, "prefill_tok_s_spread", spread_json(c->prefill_tok_s));
+        cJSON_AddNumberToObject(o, "kv_bytes_per_token", c->kv_bytes);
+        cJSON_AddNumberToObject(o, "weight_bytes_per_token", c->weight_bytes);
+        cJSON_AddNumberToObject(o, "bank_bytes_per_token", c->bank_bytes);
+        cJSON_AddNumberToObject(o, "read_gb_s", c->gb_s);
+        cJSON *rows = cJSON_AddObjectToObject(o, "rows_per_token");
+        cJSON_AddNumberToObject(rows, "dense", c->rows_dense);
+        cJSON_AddNumberToObject(rows, "filter", c->rows_filter);
+        cJSON_AddNumberToObject(rows, "sparse", c->rows_sparse);
+        cJSON *ms = cJSON_AddObjectToObject(o, "ms_per_token");
+        cJSON_AddNumberToObject(ms, "attn_dense", c->ms_dense);
+        cJSON_AddNumberToObject(ms, "attn_sparse", c->ms_sparse);
+        cJSON_AddNumberToObject(ms, "select", c->ms_select);
+        cJSON_AddNumberToObject(ms, "matmul", c->ms_matmul);
+        cJSON_AddNumberToObject(ms, "other", c->ms_other);
+        cJSON *mem = cJSON_AddObjectToObject(o, "memory_bytes");
+        cJSON_AddNumberToObject(mem, "weights", (double)c->mem_weights);
+        cJSON_AddNumberToObject(mem, "kv_cache", (double)c->mem_kv);
+        cJSON_AddNumberToObject(mem, "bank", (double)c->mem_bank);
+        cJSON_AddItemToArray(res, o);
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+static void bench_tables(const okv_model *m, const okv_run_config *rc, const bench_cell *cells,
+                         int n, int gen, int runs, int warmup, int ranks) {
+    const double MiB = 1048576.0;
+    printf("model %s, %d decode steps per run, median of %d run(s) after %d warm-up, %d thread(s), "
+           "%d rank(s)\n", m->cfg.name, gen, runs, warmup, rc->threads, ranks);
+    printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
+           "variant", "k", "prefill/s", "ttft ms", "decode ms [min-max]", "tok/s", "dense",
+           "sparse", "select", "matmul", "other");
+    for (int i = 0; i < n; i++) {
+        const bench_cell *c = &cells[i];
+        char dms[40];
+        snprintf(dms, sizeof dms, "%.2f [%.2f-%.2f]", c->decode_ms.median, c->decode_ms.min,
+                 c->decode_ms.max);
+        printf("%8d %-10s %6d %10.1f %9.1f %20s %8.2f | %7.3f %7.3f %7.3f %7.3f %7.3f\n", c->ctx,
+               c->var->name, c->k, c->prefill_tok_s.median, c->ttft_ms.median, dms, c->decode_tok_s,
+               c->ms_dense, c->ms_sparse, c->ms_select, c->ms_matmul, c->ms_other);
+    }
+    printf("\n%8s %-10s %11s %11s %11s %8s | %11s %11s %11s  (MiB held)\n", "ctx", "variant",
+           "KV MiB/tok", "bank MiB/tok", "W MiB/tok", "GB/s", "weights", "KV cache", "bank");
+    for (int i = 0; i < n; i++) {
+        const bench_cell *c = &cells[i];
+        printf("%8d %-10s %11.3f %11.3f %11.3f %8.2f | %11.1f %11.1f %11.1f\n", c->ctx,
+               c->var->name, c->kv_bytes / MiB, c->bank_bytes / MiB, c->weight_bytes / MiB,
+               c->gb_s, c->mem_weights / MiB, c->mem_kv / MiB, c->mem_bank / MiB);
+    }
+    if (ranks > 1)
+        printf("\n%d ranks: rank 0 runs every layer (no pipeline stages yet), so nothing is "
+               "communicated.\n", ranks);
+}
+
+static int parse_variants(const char *list, bench_variant *v, int *n) {
+    *n = 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (*n == BENCH_MAX_VARIANTS)
+            return okv_fail(OKV_ERR_USAGE, "bench: at most %d variants, not '%s'", BENCH_MAX_VARIANTS, list);
+        bench_variant *x = &v[(*n)++];
+        memset(x, 0, sizeof *x);
+        if (!strcmp(t, "dense")) {
+            x->policy = POLICY_DENSE;
+            snprintf(x->name, sizeof x->name, "dense");
+            continue;
+        }
+        const char *num = !strncmp(t, "omnikv:", 7) ? t + 7 : t;
+        char *end;
+        x->budget = strtod(num, &end);
+        if (!*num || *end || !(x->budget > 0))
+            return okv_fail(OKV_ERR_USAGE, "bench: variant '%s' is neither 'dense' nor a budget > 0 "
+                            "(a count, or a fraction below 1, optionally as omnikv:BUDGET)", t);
+        x->policy = POLICY_OMNIKV;
+        snprintf(x->name, sizeof x->name, "k=%s", num);
+    }
+    return *n ? OKV_OK : okv_fail(OKV_ERR_USAGE, "bench: --variants lists nothing");
+}
+
+/* Serves warm-up then measured runs of every context for one variant; fills its cells. */
+static int bench_variant_run(const okv_model *model, const okv_run_config *base,
+                             const bench_variant *var, const int *ctx, int n_ctx, int runs,
+                             int warmup, bench_cell *cells) {
+    okv_run_config rc = *base;
+    rc.policy = var->policy;
+    rc.policy_explicit = true;
+    if (var->policy == POLICY_OMNIKV) {
+        rc.num_selected = var->budget;
+        if (rc.n_filter_layers == 0)
+            return okv_fail(OKV_ERR_USAGE, "bench: variant %s needs filter layers; set do_select_layers "
+                            "(e.g. -c configs/smollm2-135m.json)", var->name);
+    }
+    okv_engine eng;
+    okv_forward fw;
+    memset(&eng, 0, sizeof eng);
+    memset(&fw, 0, sizeof fw);
+    okv_request_list reqs = {0};
+    int longest = 0;
+    for (int i = 1; i < n_ctx; i++)
+        if (ctx[i] > ctx[longest]) longest = i;
+    int n_req = warmup + runs * n_ctx;
+    bench_sink bs = {.runs = calloc((size_t)n_req, sizeof(bench_run))};
+    reqs.items = calloc((size_t)n_req, sizeof *reqs.items);
+    OKV_ASSERT(bs.runs && reqs.items);
+    int st = engine_init(&eng, model, &rc, 0, model->cfg.n_layers, 1);
+    if (!st) st = forward_local_init(&fw, &eng);
+    if (!st) {
+        bs.eng = &eng;
+        bs.bank_seen = eng.bank.bytes_read;
+        for (int r = 0; r < n_req; r++) {
+            int c = r < warmup ? longest : (r - warmup) / runs;
+            okv_request *q = &reqs.items[r];
+            request_defaults(q);
+            OKV_ASSERT(asprintf(&q->id, "%s-ctx-%d-run-%d", var->name, ctx[c], r) >= 0);
+            q->line = r + 1;
+            q->ids = malloc(sizeof(int32_t) * (size_t)ctx[c]);
+            OKV_ASSERT(q->ids);
+            q->n_ids = ctx[c];
+            bench_prompt(model->tok, rc.seed + (uint64_t)c, q->ids, ctx[c]);
+        }
+        reqs.n = n_req;
+        okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
+        int n_errors = 0;
+        st = runner_serve(&fw, model->tok, &rc, &ro, &reqs, sink_bench, &bs, &n_errors);
+    }
+    if (!st && bs.n != n_req) st = okv_fail(OKV_ERR_INTERNAL, "bench: %d of %d runs came back", bs.n, n_req);
+    if (!st) {
+        uint64_t w, kv, bank;
+        engine_memory(&eng, &w, &kv, &bank);
+        /* Results come back in request order (one sequence at a time). */
+        for (int c = 0; c < n_ctx; c++) {
+            bench_cell *cell = &cells[c];
+            cell->var = var;
+            cell->ctx = ctx[c];
+            cell_of(cell, bs.runs + warmup + c * runs, runs);
+            cell->mem_weights = w, cell->mem_kv = kv, cell->mem_bank = bank;
+        }
+    }
+    free(bs.runs);
+    requests_free(&reqs);
+    forward_local_free(&fw);
+    engine_free(&eng);
+    return st;
+}
 
 int cmd_bench(args *a, int rank) {
-    const char *model_path = NULL, *config = NULL;
-    int ctx[64], n_ctx = 3;
+    const char *model_path = NULL, *config = NULL, *variants = NULL, *out_path = NULL;
+    int ctx[BENCH_MAX_CTX], n_ctx = 3, runs = 3, warmup = 1;
     ctx[0] = 512, ctx[1] = 2048, ctx[2] = 8192;
     long gen = 32;
     bool json = false;
     cli_sets sets = {0};
     okv_run_config rc;
     config_defaults(&rc);
+    bench_variant var[BENCH_MAX_VARIANTS];
+    int n_var = 0;
     int st = OKV_OK;
     if (rank == 0) {
         for (a->i = 2; a->i < a->argc && !st; a->i++) {
             const char *v = NULL;
             if (opt(a, "-m", "--model", &v)) model_path = v;
             else if (opt(a, "-c", "--config", &v)) config = v;
-            else if (opt(a, NULL, "--ctx", &v)) st = v ? parse_ctx_list(a, v, ctx, 64, &n_ctx) : 0;
+            else if (opt(a, NULL, "--ctx", &v)) st = v ? parse_ctx_list(a, v, ctx, BENCH_MAX_CTX, &n_ctx) : 0;
             else if (opt(a, NULL, "--gen", &v)) st = v ? parse_count(a, "--gen", v, 1, &gen) : 0;
+            else if (opt(a, NULL, "--runs", &v)) st = v ? parse_int(a, "--runs", v, 1, &runs) : 0;
+            else if (opt(a, NULL, "--warmup", &v)) st = v ? parse_int(a, "--warmup", v, 0, &warmup) : 0;
+            else if (opt(a, NULL, "--variants", &v)) variants = v;
+            else if (opt(a, "-o", "--output", &v)) out_path = v;
             else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
             else if (opt(a, NULL, "--json", NULL)) json = true;
             else st = unknown_arg(a);
@@ -131,6 +381,7 @@ int cmd_bench(args *a, int rank) {
         }
         if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "bench: -m MODEL is required");
         if (!st) st = load_config(&rc, config, &sets);
+        if (!st && variants) st = parse_variants(variants, var, &n_var);
         int max_ctx = 0;
         for (int i = 0; i < n_ctx; i++) max_ctx = OKV_MAX(max_ctx, ctx[i]);
         if (!st && rc.max_context_len == 0) rc.max_context_len = max_ctx + (int)gen;
@@ -147,42 +398,39 @@ int cmd_bench(args *a, int rank) {
     st = share_config(&rc, st);
     cli_sets_free(&sets);
     if (rank != 0 || st) return st;
+    if (!n_var) {
+        /* The run config as it is: one variant named after its policy and budget. */
+        n_var = 1;
+        memset(&var[0], 0, sizeof var[0]);
+        var[0].policy = rc.policy;
+        var[0].budget = rc.num_selected;
+        if (rc.policy == POLICY_DENSE) snprintf(var[0].name, sizeof var[0].name, "dense");
+        else snprintf(var[0].name, sizeof var[0].name, "k=%g", rc.num_selected);
+    }
+    int ranks;
+    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    if (rc.threads <= 0) rc.threads = omp_get_num_procs(); /* what the engine will use */
 
     okv_model model;
-    okv_engine eng;
-    okv_forward fw;
-    memset(&eng, 0, sizeof eng);
-    memset(&fw, 0, sizeof fw);
-    okv_request_list reqs = {0};
-    bench_out bo = {0};
+    memset(&model, 0, sizeof model);
+    bench_cell *cells = calloc((size_t)n_var * n_ctx, sizeof *cells);
+    OKV_ASSERT(cells);
     st = load_model(&model, model_path, &rc);
     if (!st) st = config_validate(&rc, model.cfg.n_layers);
-    if (!st) st = engine_init(&eng, &model, &rc, 0, model.cfg.n_layers, 1);
-    if (!st) st = forward_local_init(&fw, &eng);
+    for (int v = 0; v < n_var && !st; v++)
+        st = bench_variant_run(&model, &rc, &var[v], ctx, n_ctx, runs, warmup, cells + (size_t)v * n_ctx);
     if (!st) {
-        reqs.items = calloc((size_t)n_ctx, sizeof *reqs.items);
-        bo.res = calloc((size_t)n_ctx, sizeof *bo.res);
-        OKV_ASSERT(reqs.items && bo.res);
-        for (int i = 0; i < n_ctx; i++) {
-            okv_request *r = &reqs.items[i];
-            request_defaults(r);
-            OKV_ASSERT(asprintf(&r->id, "ctx-%d", ctx[i]) >= 0);
-            r->line = i + 1;
-            r->ids = malloc(sizeof(int32_t) * (size_t)ctx[i]);
-            OKV_ASSERT(r->ids);
-            r->n_ids = ctx[i];
-            bench_prompt(model.tok, rc.seed + (uint64_t)i, r->ids, ctx[i]);
+        char *js = bench_json(&model, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
+        if (json) printf("%s\n", js);
+        else bench_tables(&model, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
+        if (out_path) {
+            FILE *f = fopen(out_path, "w");
+            if (!f || fprintf(f, "%s\n", js) < 0 || fclose(f))
+                st = okv_fail(OKV_ERR_INPUT, "bench: cannot write %s", out_path);
         }
-        reqs.n = n_ctx;
-        okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
-        int n_errors = 0;
-        st = runner_serve(&fw, model.tok, &rc, &ro, &reqs, sink_bench, &bo, &n_errors);
+        free(js);
     }
-    if (!st) bench_print(&model, &rc, &bo, (int)gen, json);
-    free(bo.res);
-    requests_free(&reqs);
-    forward_local_free(&fw);
-    engine_free(&eng);
+    free(cells);
     model_free(&model);
     return st;
 }

@@ -1,37 +1,54 @@
-/* cmd_eval.c — `omnikv eval` (built-in long-context tasks over a grid of contexts, depths and
- * decode variants) and `omnikv calibrate` (filter layers for a model). Tested by
- * tests/model/test_passkey_quality.sh and tests/e2e/test_calibrate_cli.sh. */
+/* cmd_eval.c — `omnikv eval` (generated long-context tasks and benchmark files over a grid of
+ * contexts, depths and decode variants) and `omnikv calibrate` (filter layers for a model).
+ * Tested by tests/e2e/test_eval.sh, tests/model/test_passkey_quality.sh and
+ * tests/e2e/test_calibrate_cli.sh. */
 #include "cli.h"
 
 #include "../policy/calibrate.h"
 #include "../tasks/eval.h"
+#include "../tasks/tasks.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 void help_eval(FILE *f) {
+    int n;
+    const task_def *t = task_list(&n);
     fprintf(f,
         "usage: omnikv eval -m MODEL [-c CONFIG.json] --task NAME [--ctx 2048,4096] [--count N]\n"
         "                   [--depth D,...] [--variants dense,2048,0.067] [--seed S] [-o OUT.jsonl]\n"
-        "                   [--set KEY=VALUE ...]\n"
+        "                   [--chat | --no-chat] [--max-new N] [--set KEY=VALUE ...]\n"
         "\n"
         "Every sample is prefilled once (prefill is always full attention); each variant then\n"
-        "decodes greedily from that state: `dense` attends to every prompt row, a number is an\n"
-        "OmniKV budget (num_of_selected_tokens: a count, or a fraction of the prompt below 1) with\n"
-        "the filter layers of the run config.\n"
+        "decodes from that state: `dense` attends to every prompt row, a number (or omnikv:NUMBER)\n"
+        "is an OmniKV budget (num_of_selected_tokens: a count, or a fraction of the prompt below 1)\n"
+        "with the filter layers of the run config. Decoding is greedy, except summaries (sampled at\n"
+        "T 0.8, top-p 0.95 from a per-sample seed shared by all variants).\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
         "  -c, --config FILE   run config (filter layers, W, selector, threads...)\n"
-        "      --task NAME     passkey (required)\n"
-        "      --ctx LIST      prompt lengths in tokens (default 4096)\n"
-        "      --count N       samples per context and depth (default 10)\n"
-        "      --depth LIST    needle depths in [0, 1] (default: random per sample)\n"
+        "      --task NAME     a generated task (below), longbench:FILE.jsonl or\n"
+        "                      infinitebench:FILE.jsonl (InfiniteBench files keep their names,\n"
+        "                      e.g. kv_retrieval.jsonl) (required)\n"
+        "      --ctx LIST      prompt lengths in tokens (default 4096); for files, the length\n"
+        "                      longer prompts are cut to (the first and last halves are kept)\n"
+        "      --count N       samples per context and depth (default 10); for files, the first N\n"
+        "                      records (default: all)\n"
+        "      --depth LIST    needle depths in [0, 1] (default: drawn per sample)\n"
         "      --variants LIST decode variants (default dense,2048,0.067)\n"
         "      --seed S        task seed (default 1)\n"
+        "      --chat          wrap each request in the model's chat template (the answer prefix\n"
+        "                      of a generated task opens the assistant turn); default for files,\n"
+        "                      except LongBench's few-shot and code datasets\n"
+        "      --no-chat       plain prompts (default for generated tasks)\n"
+        "      --max-new N     cap every sample's new tokens (the task's own is the default)\n"
         "  -o, --output FILE   per-sample JSON lines (default: none); the summary table goes to\n"
         "                      stdout\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
-        "  -h, --help          this text\n");
+        "  -h, --help          this text\n"
+        "\n"
+        "generated tasks (every prompt is within 2%% of --ctx tokens, never over):\n");
+    for (int i = 0; i < n; i++) fprintf(f, "  %-18s %s\n", t[i].name, t[i].about);
 }
 
 static int parse_depths(const args *a, const char *v, eval_opts *o) {
@@ -51,7 +68,7 @@ static int parse_depths(const args *a, const char *v, eval_opts *o) {
 
 int cmd_eval(args *a, int rank) {
     const char *model_path = NULL, *config = NULL, *out_path = NULL, *variants = "dense,2048,0.067";
-    eval_opts o = {.task = NULL, .n_ctx = 1, .count = 10, .seed = 1};
+    eval_opts o = {.task = NULL, .n_ctx = 1, .count = 0, .seed = 1, .chat = -1};
     o.ctx[0] = 4096;
     cli_sets sets = {0};
     okv_run_config rc;
@@ -67,12 +84,16 @@ int cmd_eval(args *a, int rank) {
         else if (opt(a, NULL, "--variants", &v)) variants = v;
         else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &o.seed) : 0;
         else if (opt(a, "-o", "--output", &v)) out_path = v;
+        else if (opt(a, NULL, "--chat", NULL)) o.chat = 1;
+        else if (opt(a, NULL, "--no-chat", NULL)) o.chat = 0;
+        else if (opt(a, NULL, "--max-new", &v)) st = v ? parse_int(a, "--max-new", v, 1, &o.max_new) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
         else st = unknown_arg(a);
         if (a->missing) st = OKV_ERR_USAGE;
     }
     if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "eval: -m MODEL is required");
-    if (!st && !o.task) st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (passkey)");
+    if (!st && !o.task)
+        st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (`omnikv eval --help` lists them)");
     if (!st) st = eval_parse_variants(&o, variants);
     if (!st) st = load_config(&rc, config, &sets);
     cli_sets_free(&sets);

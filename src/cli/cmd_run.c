@@ -1,5 +1,6 @@
-/* cmd_run.c — `omnikv run`: a prompt or a JSONL batch through the runner. Tested by
- * tests/e2e/test_run_batch.sh. */
+/* cmd_run.c — `omnikv run`: a prompt or a JSONL batch through the runner, on one rank with every
+ * layer, or under mpirun -np P as a pipeline of P stages (pipeline/stage.h). Tested by
+ * tests/e2e/test_run_batch.sh and tests/mpi/. */
 #include "cli.h"
 
 #include "../engine/engine.h"
@@ -8,6 +9,7 @@
 #include "../io/requests.h"
 #include "../model/genmodel.h"
 #include "../model/gguf.h"
+#include "../../pipeline/stage.h"
 
 #include <errno.h>
 #include <mpi.h>
@@ -38,6 +40,13 @@ void help_run(FILE *f) {
         "      --resume          with -f and -o: keep the results already in -o, retry its error\n"
         "                        records and serve only the requests it lacks, appending\n"
         "      --set KEY=VALUE   set a run-config key (repeatable; applied in order)\n"
+        "\n"
+        "Under mpirun -np P the layers are split into P pipeline stages, one per rank:\n"
+        "      --stages SPEC     same as --set stages=SPEC: a hand partition such as\n"
+        "                        0-7,8-17,18-29 (default: the planner's, printed at start-up)\n"
+        "      --micro-batches M same as --set micro_batches=M (default: P, at most max_batch)\n"
+        "      --transport T     same as --set transport=T: auto | mpi | mpi-cuda | nccl\n"
+        "      --trace FILE      same as --set trace=FILE: a Chrome/Perfetto trace of every rank\n"
         "  -h, --help            this text\n"
         "\n"
         "Request lines: {\"id\", \"prompt\" | \"messages\": [{\"role\", \"content\"}],\n"
@@ -91,6 +100,10 @@ static int parse_run(args *a, run_args *ra) {
         else if (opt(a, NULL, "--top-p", &v)) st = v ? cli_set(a, &ra->sets, "top_p", v) : 0;
         else if (opt(a, NULL, "--seed", &v)) st = v ? cli_set(a, &ra->sets, "seed", v) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &ra->sets, v) : 0;
+        else if (opt(a, NULL, "--stages", &v)) st = v ? cli_set(a, &ra->sets, "stages", v) : 0;
+        else if (opt(a, NULL, "--micro-batches", &v)) st = v ? cli_set(a, &ra->sets, "micro_batches", v) : 0;
+        else if (opt(a, NULL, "--transport", &v)) st = v ? cli_set(a, &ra->sets, "transport", v) : 0;
+        else if (opt(a, NULL, "--trace", &v)) st = v ? cli_set(a, &ra->sets, "trace", v) : 0;
         else if (opt(a, NULL, "--chat", NULL)) ra->chat = true;
         else if (opt(a, NULL, "--json", NULL)) ra->json = true;
         else if (opt(a, NULL, "--resume", NULL)) ra->resume = true;
@@ -110,7 +123,26 @@ static int parse_run(args *a, run_args *ra) {
     return OKV_OK;
 }
 
-/* Serves the requests on this rank. Returns 0, 1 (error records) or a failure status. */
+/* Rank 0's output for the results, after --resume has dropped what was served. */
+static int open_results(const run_args *ra, okv_request_list *reqs, okv_results *out) {
+    if (!ra->file) return OKV_OK;
+    if (ra->resume) {
+        int skipped = requests_resume(reqs, ra->output);
+        if (skipped < 0) return -skipped;
+    }
+    return results_open(out, ra->output, ra->resume);
+}
+
+static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
+                      const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
+                      int *n_errors) {
+    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0};
+    prompt_out po = {.json = ra->json};
+    return ra->file ? runner_serve(fw, tok, rc, &ro, reqs, sink_file, out, n_errors)
+                    : runner_serve(fw, tok, rc, &ro, reqs, sink_prompt, &po, n_errors);
+}
+
+/* Serves the requests on this rank alone. Returns 0, 1 (error records) or a failure status. */
 static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs) {
     okv_model model;
     okv_engine eng;
@@ -119,28 +151,55 @@ static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list 
     memset(&eng, 0, sizeof eng);
     memset(&fw, 0, sizeof fw);
     memset(&out, 0, sizeof out);
+    if (rc->trace[0])
+        OKV_WARN("trace records pipeline stages; a single rank writes none (%s)", rc->trace);
     int st = load_model(&model, ra->model, rc);
     if (!st) st = config_validate(rc, model.cfg.n_layers);
     if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
     if (!st) st = forward_local_init(&fw, &eng);
-    if (!st && ra->file) {
-        if (ra->resume) {
-            int skipped = requests_resume(reqs, ra->output);
-            if (skipped < 0) st = -skipped;
-        }
-        if (!st) st = results_open(&out, ra->output, ra->resume);
-    }
+    if (!st) st = open_results(ra, reqs, &out);
     int n_errors = 0;
-    if (!st) {
-        okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0};
-        prompt_out po = {.json = ra->json};
-        st = ra->file ? runner_serve(&fw, model.tok, rc, &ro, reqs, sink_file, &out, &n_errors)
-                      : runner_serve(&fw, model.tok, rc, &ro, reqs, sink_prompt, &po, &n_errors);
-    }
+    if (!st) st = serve_with(&fw, model.tok, ra, rc, reqs, &out, &n_errors);
     results_close(&out);
     forward_local_free(&fw);
     engine_free(&eng);
     model_free(&model);
+    if (st) return st;
+    return n_errors ? OKV_ERR_REQUEST : OKV_OK;
+}
+
+/* Serves the requests as a pipeline over every rank (collective). pre is rank 0's status so
+ * far. Rank 0 returns 0, 1 or a failure status; the other ranks return once rank 0 stops them. */
+static int serve_pipeline(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs,
+                          int rank, int pre) {
+    okv_results out;
+    memset(&out, 0, sizeof out);
+    if (rank == 0 && !pre) pre = open_results(ra, reqs, &out);
+    /* Only rank 0 parsed the command line; every rank opens the model itself. */
+    char model[4096] = "";
+    if (rank == 0) snprintf(model, sizeof model, "%s", ra->model);
+    CHECK_MPI(MPI_Bcast(model, (int)sizeof model, MPI_CHAR, 0, MPI_COMM_WORLD));
+    pipe_ctx pc;
+    int st = pipe_setup(&pc, model, rc, pre);
+    int n_errors = 0;
+    if (!st) {
+        if (rank == 0) {
+            okv_forward fw;
+            pipe_forward(&pc, &fw);
+            st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, &out, &n_errors);
+        } else {
+            pipe_stage_run(&pc);
+        }
+        /* A failure that stops serving ends the job from main (MPI_Abort) while the other
+         * ranks still wait for work, so nothing collective may run before it. */
+        if (st > OKV_ERR_REQUEST) {
+            results_close(&out);
+            return st;
+        }
+        st = pipe_finish(&pc);
+    }
+    results_close(&out);
+    pipe_free(&pc);
     if (st) return st;
     return n_errors ? OKV_ERR_REQUEST : OKV_OK;
 }
@@ -156,8 +215,15 @@ int cmd_run(args *a, int rank) {
         if (!st) st = load_config(&rc, ra.config, &ra.sets);
         if (!st) log_config(&rc);
     }
-    st = share_config(&rc, st);
-    if (rank != 0 || st) {
+    st = share_config_quiet(&rc, st);
+    int size = 1;
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    if (st || (rank != 0 && size == 1)) {
+        cli_sets_free(&ra.sets);
+        return st;
+    }
+    if (rank != 0) {
+        st = serve_pipeline(&ra, &rc, &reqs, rank, OKV_OK);
         cli_sets_free(&ra.sets);
         return st;
     }
@@ -172,7 +238,8 @@ int cmd_run(args *a, int rank) {
         OKV_ASSERT(reqs.items[0].id && reqs.items[0].prompt);
         reqs.n = 1;
     }
-    if (!st) st = serve(&ra, &rc, &reqs);
+    if (size > 1) st = serve_pipeline(&ra, &rc, &reqs, rank, st);
+    else if (!st) st = serve(&ra, &rc, &reqs);
     requests_free(&reqs);
     cli_sets_free(&ra.sets);
     return st;

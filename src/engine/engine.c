@@ -86,11 +86,12 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
         oom |= !k[l] || !v[l];
     }
     if (oom) {
+        int ctx = e->max_ctx;
         engine_free(e);
         return okv_fail(OKV_ERR_NOMEM,
                         "the KV cache needs %zu bytes for %d slot(s) of %d tokens and could not be "
                         "allocated; lower max_context_len or max_batch",
-                        total, max_slots, e->max_ctx);
+                        total, max_slots, ctx);
     }
 
     /* Bank groups: the sparse layers of each group that fall in this range. */

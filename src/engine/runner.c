@@ -1,21 +1,83 @@
-/* runner.c — continuous batching over okv_forward: admit requests into free slots (tokenize,
- * length check, chunked prefill, first token), then batched decode steps until each sequence
- * meets an end-of-generation token, a stop string or its token limit. Everything a step touches
- * is sized at start-up or at admission. Tested by tests/e2e/test_run_batch.sh. */
+/* runner.c — continuous batching over the asynchronous okv_forward: admit requests into free
+ * slots (tokenize, length check, queue the prompt chunks), queue a decode step for every idle
+ * micro-batch with sequences ready, and as units finish accept their tokens until each sequence
+ * meets an end-of-generation token, a stop string or its token limit. A freed slot is refilled at
+ * once, so new requests join their micro-batch while the others run. Everything a step touches
+ * is sized at start-up or at admission. Tested by tests/e2e/test_run_batch.sh (local) and
+ * tests/mpi/test_pipeline.sh (the same requests over 1..4 pipeline ranks). */
 #include "runner.h"
 
 #include "../common.h"
-#include "sampler.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the forward of a whole model on this rank ------------------------------------------- */
+/* ---- sampling, shared by every forward ---------------------------------------------------- */
 
+uint64_t okv_fnv1a32(uint64_t h, const void *words, size_t n_words) {
+    const unsigned char *p = words;
+    for (size_t i = 0; i < n_words; i++) {
+        uint32_t w;
+        memcpy(&w, p + 4 * i, sizeof w);
+        h ^= w;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+void forward_sample(okv_sampler *s, const float *logits, int n_logits, const okv_sample_req *q,
+                    bool digest, okv_sampled *out) {
+    okv_rng rng;
+    rng_seed_step(&rng, q->seed, (uint64_t)q->n_gen);
+    out->slot = q->slot;
+    out->token = sampler_sample(s, logits, &q->sp, &rng);
+    out->digest = digest ? okv_fnv1a32(OKV_FNV_OFFSET, logits, (size_t)n_logits) : 0;
+}
+
+static void metrics_sub(okv_metrics *d, const okv_metrics *a, const okv_metrics *b) {
+    d->steps = b->steps - a->steps;
+    d->rows_dense = b->rows_dense - a->rows_dense;
+    d->rows_filter = b->rows_filter - a->rows_filter;
+    d->rows_sparse = b->rows_sparse - a->rows_sparse;
+    d->bytes_kv = b->bytes_kv - a->bytes_kv;
+    d->bytes_weights = b->bytes_weights - a->bytes_weights;
+    d->t_select = b->t_select - a->t_select;
+    d->t_attn_dense = b->t_attn_dense - a->t_attn_dense;
+    d->t_attn_sparse = b->t_attn_sparse - a->t_attn_sparse;
+    d->t_matmul = b->t_matmul - a->t_matmul;
+    d->t_other = b->t_other - a->t_other;
+}
+
+/* ---- the forward of a whole model on this rank -------------------------------------------- */
+
+typedef struct local_unit {
+    int mb;
+    bool first;
+    int n;
+    okv_metrics delta;
+    okv_sampled *out; /* [max_slots] */
+} local_unit;
+
+/* Work runs when it is queued; finished units wait in a ring until polled. At most
+ * max_slots + n_mb units are outstanding (one per prefilling slot, one per micro-batch), so a
+ * ring one longer keeps a polled unit intact until the next poll. */
 typedef struct local_forward {
     okv_engine *e;
-    float *x; /* [max_tok][dim] hidden states */
+    float *x;            /* [max_tok][dim] hidden states */
+    float *logits;       /* [max_slots][n_vocab] */
+    int *slots;          /* [max_slots] */
+    okv_sampler sampler; /* over the tokenizer's ids */
+    bool digest;
+    local_unit *ring;    /* [cap] */
+    okv_sampled *outs;   /* [cap][max_slots] */
+    int cap, head, len;
 } local_forward;
+
+static local_unit *local_push(local_forward *lf) {
+    OKV_ASSERT(lf->len < lf->cap);
+    local_unit *u = &lf->ring[(lf->head + lf->len++) % lf->cap];
+    return u;
+}
 
 static int local_seq_start(void *ctx, int slot, int n_prompt, int *k) {
     local_forward *lf = ctx;
@@ -26,71 +88,133 @@ static int local_seq_start(void *ctx, int slot, int n_prompt, int *k) {
 
 static void local_seq_end(void *ctx, int slot) { engine_seq_end(((local_forward *)ctx)->e, slot); }
 
-static int local_prefill(void *ctx, int slot, const int32_t *ids, int pos0, int n, float *logits) {
+static int local_prefill(void *ctx, int mb, int slot, const int32_t *ids, int pos0, int n,
+                         const okv_sample_req *last) {
     local_forward *lf = ctx;
     okv_engine *e = lf->e;
     engine_embed(e, ids, n, lf->x);
     int st = engine_prefill(e, slot, pos0, n, lf->x);
-    if (st) return st;
-    if (logits) engine_head(e, lf->x + (size_t)(n - 1) * e->model->cfg.dim, 1, logits);
+    if (st || !last) return st;
+    const int nv = e->model->cfg.n_vocab;
+    engine_head(e, lf->x + (size_t)(n - 1) * e->model->cfg.dim, 1, lf->logits);
+    local_unit *u = local_push(lf);
+    u->mb = mb;
+    u->first = true;
+    u->n = 1;
+    memset(&u->delta, 0, sizeof u->delta);
+    forward_sample(&lf->sampler, lf->logits, nv, last, lf->digest, &u->out[0]);
     return OKV_OK;
 }
 
-static int local_decode(void *ctx, const int *slots, const int32_t *ids, int n, float *logits) {
+static int local_decode(void *ctx, int mb, const okv_sample_req *seqs, const int32_t *ids, int n) {
     local_forward *lf = ctx;
     okv_engine *e = lf->e;
+    for (int i = 0; i < n; i++) lf->slots[i] = seqs[i].slot;
+    okv_metrics before = e->metrics;
     engine_embed(e, ids, n, lf->x);
-    int st = engine_decode(e, slots, n, lf->x);
+    int st = engine_decode(e, lf->slots, n, lf->x);
     if (st) return st;
-    engine_head(e, lf->x, n, logits);
+    const int nv = e->model->cfg.n_vocab;
+    engine_head(e, lf->x, n, lf->logits);
+    local_unit *u = local_push(lf);
+    u->mb = mb;
+    u->first = false;
+    u->n = n;
+    metrics_sub(&u->delta, &before, &e->metrics);
+    for (int i = 0; i < n; i++)
+        forward_sample(&lf->sampler, lf->logits + (size_t)i * nv, nv, &seqs[i], lf->digest, &u->out[i]);
     return OKV_OK;
 }
 
-static void local_metrics(void *ctx, okv_metrics *out) { *out = ((local_forward *)ctx)->e->metrics; }
+static int local_poll(void *ctx, bool wait, okv_done *d, bool *got) {
+    local_forward *lf = ctx;
+    /* Work finishes when queued, so there is never anything to wait for. */
+    (void)wait;
+    *got = lf->len > 0;
+    if (!*got) return OKV_OK;
+    const local_unit *u = &lf->ring[lf->head];
+    lf->head = (lf->head + 1) % lf->cap;
+    lf->len--;
+    d->mb = u->mb;
+    d->first = u->first;
+    d->n = u->n;
+    d->out = u->out;
+    d->delta = u->delta;
+    return OKV_OK;
+}
 
 int forward_local_init(okv_forward *f, okv_engine *e) {
     memset(f, 0, sizeof *f);
+    const okv_model *m = e->model;
     local_forward *lf = calloc(1, sizeof *lf);
     OKV_ASSERT(lf);
     lf->e = e;
-    lf->x = okv_alloc(sizeof(float) * (size_t)e->max_tok * e->model->cfg.dim);
-    if (!lf->x) {
-        free(lf);
-        return okv_fail(OKV_ERR_NOMEM, "cannot allocate hidden states for %d tokens", e->max_tok);
-    }
+    lf->digest = e->rc->logits_digest;
+    int n_mb = e->rc->micro_batches > 0 ? OKV_MIN(e->rc->micro_batches, e->max_slots) : 1;
+    lf->cap = e->max_slots + n_mb + 1;
+    int nv = m->tok ? OKV_MIN(tokenizer_n_vocab(m->tok), m->cfg.n_vocab) : m->cfg.n_vocab;
+    int st = sampler_init(&lf->sampler, nv);
+    lf->x = okv_alloc(sizeof(float) * (size_t)e->max_tok * m->cfg.dim);
+    lf->logits = okv_alloc(sizeof(float) * (size_t)e->max_slots * m->cfg.n_vocab);
+    lf->slots = calloc((size_t)e->max_slots, sizeof(int));
+    lf->ring = calloc((size_t)lf->cap, sizeof *lf->ring);
+    lf->outs = calloc((size_t)lf->cap * (size_t)e->max_slots, sizeof *lf->outs);
     f->ctx = lf;
+    if (st || !lf->x || !lf->logits || !lf->slots || !lf->ring || !lf->outs) {
+        forward_local_free(f);
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate the forward's buffers for %d tokens and "
+                        "%d slots", e->max_tok, e->max_slots);
+    }
+    for (int i = 0; i < lf->cap; i++) lf->ring[i].out = lf->outs + (size_t)i * e->max_slots;
     f->max_slots = e->max_slots;
     f->max_ctx = e->max_ctx;
     f->max_tok = e->max_tok;
-    f->n_vocab = e->model->cfg.n_vocab;
+    f->n_vocab = m->cfg.n_vocab;
+    f->n_mb = n_mb;
     f->seq_start = local_seq_start;
     f->seq_end = local_seq_end;
     f->prefill = local_prefill;
     f->decode = local_decode;
-    f->metrics = local_metrics;
+    f->poll = local_poll;
     return OKV_OK;
 }
 
 void forward_local_free(okv_forward *f) {
     local_forward *lf = f->ctx;
-    if (lf) okv_free_mem(lf->x);
+    if (lf) {
+        okv_free_mem(lf->x);
+        okv_free_mem(lf->logits);
+        free(lf->slots);
+        free(lf->ring);
+        free(lf->outs);
+        sampler_free(&lf->sampler);
+    }
     free(lf);
     memset(f, 0, sizeof *f);
 }
 
 /* ---- serving ----------------------------------------------------------------------------- */
 
+typedef enum slot_state {
+    SLOT_FREE = 0,
+    SLOT_PREFILL = 1, /* prompt chunks queued; waiting for the first token */
+    SLOT_READY = 2,   /* has a token to feed to the next step of its micro-batch */
+    SLOT_RUNNING = 3, /* in a decode step in flight */
+} slot_state;
+
 typedef struct run_slot {
     okv_request *req;   /* NULL: free */
+    slot_state state;
     int n_prompt, k, max_new, n_gen;
     int32_t *gen;       /* [max_new] generated ids */
     char *text;         /* [text_cap] detokenised output */
     size_t text_len, text_cap, max_stop;
     okv_sample_params sp;
-    okv_rng rng;
+    uint64_t seed;
     bool ignore_eos;
     okv_finish finish;
-    double t_admit, t_first, t_last, prefill_s;
+    uint64_t digest;
+    double t_admit, t_prefill, t_first, t_last;
     okv_result_metrics m;
 } run_slot;
 
@@ -99,16 +223,17 @@ typedef struct runner {
     const okv_tokenizer *tok;
     const okv_run_config *rc;
     const okv_runner_opts *o;
-    okv_sampler sampler;  /* over the tokenizer's ids (the head may have padding rows) */
-    run_slot *slots;      /* [max_slots] */
-    int32_t *prompt;      /* [max_ctx + 1] ids of the request being admitted */
-    float *logits;        /* [max_slots][fw->n_vocab] */
-    int *step_slots;      /* [max_slots] */
-    int32_t *step_ids;    /* [max_slots] */
-    int max_piece;        /* longest token text in bytes */
+    run_slot *slots;            /* [max_slots] */
+    int32_t *prompt;            /* [max_ctx + 1] ids of the request being admitted */
+    bool *mb_busy;              /* [n_mb] a decode step of the micro-batch is in flight */
+    okv_sample_req *step_reqs;  /* [max_slots] */
+    int32_t *step_ids;          /* [max_slots] */
+    int max_piece;              /* longest token text in bytes */
     okv_result_sink sink;
     void *sink_ctx;
     int n_errors, n_done, n_todo;
+    int n_prefill, n_busy;      /* slots in SLOT_PREFILL, micro-batches in flight */
+    int decoded;                /* tokens since the last progress line */
 } runner;
 
 static int emit(runner *R, const okv_result *res) {
@@ -145,11 +270,13 @@ static int slot_finish(runner *R, int s) {
         .prompt_tokens = sl->n_prompt,
         .finish = sl->finish,
         .ttft_ms = (sl->t_first - sl->t_admit) * 1e3,
-        .prefill_tok_s = sl->prefill_s > 0 ? sl->n_prompt / sl->prefill_s : 0.0,
+        .prefill_tok_s = sl->t_first > sl->t_prefill ? sl->n_prompt / (sl->t_first - sl->t_prefill) : 0.0,
         .decode_tok_s = sl->n_gen > 1 && dec_s > 0 ? (sl->n_gen - 1) / dec_s : 0.0,
         .k = R->rc->policy == POLICY_OMNIKV ? OKV_MIN(sl->k, sl->n_prompt) : sl->n_prompt,
         .policy = R->rc->policy == POLICY_OMNIKV ? "omnikv" : "dense",
         .metrics = sl->m,
+        .has_digest = R->rc->logits_digest,
+        .logits_digest = sl->digest,
     };
     int st = emit(R, &res);
     slot_release(R, s);
@@ -157,8 +284,10 @@ static int slot_finish(runner *R, int s) {
 }
 
 /* Appends a sampled token; returns true when the sequence is finished (sl->finish set). */
-static bool accept_token(runner *R, run_slot *sl, int32_t id) {
+static bool accept_token(runner *R, run_slot *sl, const okv_sampled *o) {
+    const int32_t id = o->token;
     sl->gen[sl->n_gen++] = id;
+    sl->digest = okv_fnv1a32(sl->digest, &o->digest, 2);
     sl->t_last = okv_now_s();
     if (!sl->ignore_eos && tokenizer_is_eog(R->tok, id)) {
         sl->finish = FINISH_EOS;
@@ -223,8 +352,12 @@ static int tokenize(runner *R, const okv_request *req, char **err) {
     return n;
 }
 
-/* Admits req into free slot s. The request may finish here (an error record, no tokens to
- * generate, or an end at its first token), leaving the slot free. */
+static okv_sample_req sample_req(const run_slot *sl, int s) {
+    return (okv_sample_req){.slot = s, .n_gen = sl->n_gen, .sp = sl->sp, .seed = sl->seed};
+}
+
+/* Admits req into free slot s and queues its prompt. The request may end here (an error record
+ * or no tokens to generate), leaving the slot free. */
 static int admit(runner *R, okv_request *req, int s) {
     const okv_run_config *rc = R->rc;
     const okv_forward *fw = R->fw;
@@ -256,22 +389,8 @@ static int admit(runner *R, okv_request *req, int s) {
     int st = fw->seq_start(fw->ctx, s, n, &k);
     if (st) return st == OKV_ERR_REQUEST ? emit_error(R, req, okv_last_error()) : st;
 
-    float *logits = R->logits + (size_t)s * fw->n_vocab;
-    const int chunk = OKV_MIN(rc->prefill_chunk, fw->max_tok);
-    double t0 = okv_now_s();
-    for (int p = 0; p < n; p += chunk) {
-        int m = OKV_MIN(chunk, n - p);
-        st = fw->prefill(fw->ctx, s, R->prompt + p, p, m, p + m == n ? logits : NULL);
-        if (st) {
-            fw->seq_end(fw->ctx, s);
-            return st == OKV_ERR_REQUEST ? emit_error(R, req, okv_last_error()) : st;
-        }
-    }
-    double prefill_s = okv_now_s() - t0;
-    OKV_INFO("request %s: %d prompt tokens, prefill %.1f tok/s (%.0f ms)", req->id, n,
-             prefill_s > 0 ? n / prefill_s : 0.0, prefill_s * 1e3);
-
     sl->req = req;
+    sl->state = SLOT_PREFILL;
     sl->n_prompt = n;
     sl->k = k;
     sl->max_new = max_new;
@@ -282,56 +401,66 @@ static int admit(runner *R, okv_request *req, int s) {
     sl->sp.temperature = req->temperature >= 0 ? req->temperature : rc->temperature;
     sl->sp.top_k = req->top_k >= 0 ? req->top_k : rc->top_k;
     sl->sp.top_p = req->top_p > 0 ? req->top_p : rc->top_p;
-    /* Without its own seed a request's stream depends on its line, not on batching or
-     * --resume order. */
-    rng_seed(&sl->rng, req->has_seed ? req->seed : rc->seed + (uint64_t)req->line);
+    /* Without its own seed a request's stream depends on its line, not on batching, the rank
+     * count or --resume order. */
+    sl->seed = req->has_seed ? req->seed : rc->seed + (uint64_t)req->line;
     sl->ignore_eos = req->ignore_eos >= 0 ? req->ignore_eos : rc->ignore_eos;
     for (int i = 0; i < req->n_stop; i++) sl->max_stop = OKV_MAX(sl->max_stop, strlen(req->stop[i]));
+    sl->digest = OKV_FNV_OFFSET;
     sl->t_admit = t_admit;
-    sl->prefill_s = prefill_s;
+    R->n_prefill++;
 
-    int32_t id = sampler_sample(&R->sampler, logits, &sl->sp, &sl->rng);
-    bool done = accept_token(R, sl, id);
-    sl->t_first = sl->t_last;
-    return done ? slot_finish(R, s) : OKV_OK;
+    const int mb = s % fw->n_mb;
+    const int chunk = OKV_MIN(rc->prefill_chunk, fw->max_tok);
+    const okv_sample_req first = sample_req(sl, s);
+    sl->t_prefill = okv_now_s();
+    for (int p = 0; p < n; p += chunk) {
+        int m = OKV_MIN(chunk, n - p);
+        st = fw->prefill(fw->ctx, mb, s, R->prompt + p, p, m, p + m == n ? &first : NULL);
+        if (st) {
+            fw->seq_end(fw->ctx, s);
+            R->n_prefill--;
+            slot_release(R, s);
+            return st == OKV_ERR_REQUEST ? emit_error(R, req, okv_last_error()) : st;
+        }
+    }
+    return OKV_OK;
 }
 
-static void metrics_share(okv_result_metrics *m, const okv_metrics *a, const okv_metrics *b,
-                          double share) {
-    m->steps += (double)(b->steps - a->steps) * share;
-    m->rows_dense += (double)(b->rows_dense - a->rows_dense) * share;
-    m->rows_filter += (double)(b->rows_filter - a->rows_filter) * share;
-    m->rows_sparse += (double)(b->rows_sparse - a->rows_sparse) * share;
-    m->bytes_kv += (double)(b->bytes_kv - a->bytes_kv) * share;
-    m->bytes_weights += (double)(b->bytes_weights - a->bytes_weights) * share;
-    m->t_select += (b->t_select - a->t_select) * share;
-    m->t_attn_dense += (b->t_attn_dense - a->t_attn_dense) * share;
-    m->t_attn_sparse += (b->t_attn_sparse - a->t_attn_sparse) * share;
-    m->t_matmul += (b->t_matmul - a->t_matmul) * share;
-    m->t_other += (b->t_other - a->t_other) * share;
+static void metrics_share(okv_result_metrics *m, const okv_metrics *d, double share) {
+    m->steps += (double)d->steps * share;
+    m->rows_dense += (double)d->rows_dense * share;
+    m->rows_filter += (double)d->rows_filter * share;
+    m->rows_sparse += (double)d->rows_sparse * share;
+    m->bytes_kv += (double)d->bytes_kv * share;
+    m->bytes_weights += (double)d->bytes_weights * share;
+    m->t_select += d->t_select * share;
+    m->t_attn_dense += d->t_attn_dense * share;
+    m->t_attn_sparse += d->t_attn_sparse * share;
+    m->t_matmul += d->t_matmul * share;
+    m->t_other += d->t_other * share;
 }
 
-/* One decode step over every active slot. */
-static int decode_step(runner *R, int *n_tokens) {
+/* Queues the next decode step of micro-batch mb over its ready sequences. */
+static int submit_step(runner *R, int mb) {
     const okv_forward *fw = R->fw;
     int n = 0;
-    for (int s = 0; s < fw->max_slots; s++) {
+    for (int s = mb; s < fw->max_slots; s += fw->n_mb) {
         run_slot *sl = &R->slots[s];
-        if (!sl->req) continue;
-        R->step_slots[n] = s;
+        if (sl->state != SLOT_READY) continue;
+        R->step_reqs[n] = sample_req(sl, s);
         R->step_ids[n] = sl->gen[sl->n_gen - 1];
         n++;
     }
-    okv_metrics before, after;
-    fw->metrics(fw->ctx, &before);
-    int st = fw->decode(fw->ctx, R->step_slots, R->step_ids, n, R->logits);
+    if (!n) return OKV_OK;
+    int st = fw->decode(fw->ctx, mb, R->step_reqs, R->step_ids, n);
     if (st) {
         if (st != OKV_ERR_REQUEST) return st;
-        /* The step failed for the batch: each of its requests gets the reason. */
+        /* The step failed for the micro-batch: each of its requests gets the reason. */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", okv_last_error());
         for (int i = 0; i < n; i++) {
-            int s = R->step_slots[i];
+            int s = R->step_reqs[i].slot;
             fw->seq_end(fw->ctx, s);
             int st2 = emit_error(R, R->slots[s].req, msg);
             slot_release(R, s);
@@ -339,17 +468,42 @@ static int decode_step(runner *R, int *n_tokens) {
         }
         return OKV_OK;
     }
-    fw->metrics(fw->ctx, &after);
-    for (int i = 0; i < n; i++) {
-        int s = R->step_slots[i];
-        run_slot *sl = &R->slots[s];
-        metrics_share(&sl->m, &before, &after, 1.0 / n);
-        int32_t id = sampler_sample(&R->sampler, R->logits + (size_t)i * fw->n_vocab, &sl->sp,
-                                    &sl->rng);
-        if (accept_token(R, sl, id) && (st = slot_finish(R, s))) return st;
-    }
-    *n_tokens += n;
+    for (int i = 0; i < n; i++) R->slots[R->step_reqs[i].slot].state = SLOT_RUNNING;
+    R->mb_busy[mb] = true;
+    R->n_busy++;
     return OKV_OK;
+}
+
+/* Takes in a finished unit: first tokens and decode steps. */
+static int on_done(runner *R, const okv_done *d) {
+    int st = OKV_OK;
+    if (d->first) {
+        OKV_ASSERT(d->n == 1);
+        const int s = d->out[0].slot;
+        run_slot *sl = &R->slots[s];
+        OKV_ASSERT(sl->state == SLOT_PREFILL);
+        R->n_prefill--;
+        bool done = accept_token(R, sl, &d->out[0]);
+        sl->t_first = sl->t_last;
+        double prefill_s = sl->t_first - sl->t_prefill;
+        OKV_INFO("request %s: %d prompt tokens, prefill %.1f tok/s (%.0f ms)", sl->req->id,
+                 sl->n_prompt, prefill_s > 0 ? sl->n_prompt / prefill_s : 0.0, prefill_s * 1e3);
+        sl->state = SLOT_READY;
+        return done ? slot_finish(R, s) : OKV_OK;
+    }
+    OKV_ASSERT(R->mb_busy[d->mb]);
+    R->mb_busy[d->mb] = false;
+    R->n_busy--;
+    R->decoded += d->n;
+    for (int i = 0; i < d->n && !st; i++) {
+        const int s = d->out[i].slot;
+        run_slot *sl = &R->slots[s];
+        OKV_ASSERT(sl->state == SLOT_RUNNING && s % R->fw->n_mb == d->mb);
+        metrics_share(&sl->m, &d->delta, 1.0 / d->n);
+        sl->state = SLOT_READY;
+        if (accept_token(R, sl, &d->out[i])) st = slot_finish(R, s);
+    }
+    return st;
 }
 
 static void runner_free(runner *R) {
@@ -357,23 +511,20 @@ static void runner_free(runner *R) {
         for (int s = 0; s < R->fw->max_slots; s++) slot_release(R, s);
     free(R->slots);
     free(R->prompt);
-    okv_free_mem(R->logits);
-    free(R->step_slots);
+    free(R->mb_busy);
+    free(R->step_reqs);
     free(R->step_ids);
-    sampler_free(&R->sampler);
 }
 
 static int runner_init(runner *R) {
     const okv_forward *fw = R->fw;
-    int nv = OKV_MIN(tokenizer_n_vocab(R->tok), fw->n_vocab);
-    int st = sampler_init(&R->sampler, nv);
-    if (st) return st;
+    OKV_ASSERT(fw->n_mb >= 1 && fw->n_mb <= fw->max_slots);
     R->slots = calloc((size_t)fw->max_slots, sizeof *R->slots);
     R->prompt = malloc(sizeof(int32_t) * ((size_t)fw->max_ctx + 1));
-    R->logits = okv_alloc(sizeof(float) * (size_t)fw->max_slots * fw->n_vocab);
-    R->step_slots = malloc(sizeof(int) * (size_t)fw->max_slots);
+    R->mb_busy = calloc((size_t)fw->n_mb, sizeof *R->mb_busy);
+    R->step_reqs = malloc(sizeof *R->step_reqs * (size_t)fw->max_slots);
     R->step_ids = malloc(sizeof(int32_t) * (size_t)fw->max_slots);
-    if (!R->slots || !R->prompt || !R->logits || !R->step_slots || !R->step_ids)
+    if (!R->slots || !R->prompt || !R->mb_busy || !R->step_reqs || !R->step_ids)
         return okv_fail(OKV_ERR_NOMEM, "cannot allocate the runner's buffers for %d slots of %d "
                         "tokens", fw->max_slots, fw->max_ctx);
     char piece[1 << 16];
@@ -390,30 +541,35 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
     *n_errors = 0;
     int st = runner_init(&R);
     for (int i = 0; i < reqs->n; i++) R.n_todo += !reqs->items[i].skip;
-    int next = 0, decoded = 0;
-    double t_log = okv_now_s(), t_start = t_log, t_decode = 0.0;
+    int next = 0;
+    double t_log = okv_now_s(), t_start = t_log;
     while (!st) {
         for (int s = 0; s < fw->max_slots && !st; s++) {
-            while (!R.slots[s].req && !st) {
+            while (R.slots[s].state == SLOT_FREE && !st) {
                 while (next < reqs->n && reqs->items[next].skip) next++;
                 if (next == reqs->n) break;
                 st = admit(&R, &reqs->items[next++], s);
             }
         }
-        int active = 0;
-        for (int s = 0; s < fw->max_slots; s++) active += R.slots[s].req != NULL;
-        if (st || !active) break;
-        double t0 = okv_now_s();
-        st = decode_step(&R, &decoded);
+        for (int mb = 0; mb < fw->n_mb && !st; mb++)
+            if (!R.mb_busy[mb]) st = submit_step(&R, mb);
+        if (st || (!R.n_busy && !R.n_prefill)) break;
+        /* Wait for one unit, then take whatever else has finished before queueing more, so
+         * sequences that became ready together step together. */
+        bool wait = true, got = true;
+        while (!st && got) {
+            okv_done d;
+            st = fw->poll(fw->ctx, wait, &d, &got);
+            if (!st && got) st = on_done(&R, &d);
+            wait = false;
+        }
         double now = okv_now_s();
-        t_decode += now - t0;
-        /* Admissions run between steps, so the rate counts decode time only. */
-        if (now - t_log >= opts->progress_s && t_decode > 0) {
-            OKV_INFO("decode: %d tokens in %.1f s of decoding (%.1f tok/s), %d active, %d of %d "
-                     "requests done", decoded, t_decode, decoded / t_decode, active, R.n_done,
-                     R.n_todo);
-            decoded = 0;
-            t_decode = 0.0;
+        if (now - t_log >= opts->progress_s && R.decoded) {
+            int active = 0;
+            for (int s = 0; s < fw->max_slots; s++) active += R.slots[s].state != SLOT_FREE;
+            OKV_INFO("decode: %d tokens in %.1f s (%.1f tok/s), %d active, %d of %d requests done",
+                     R.decoded, now - t_log, R.decoded / (now - t_log), active, R.n_done, R.n_todo);
+            R.decoded = 0;
             t_log = now;
         }
     }

@@ -20,6 +20,14 @@ void rng_seed(okv_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
+void rng_seed_step(okv_rng *r, uint64_t seed, uint64_t step) {
+    /* Two splitmix rounds decorrelate neighbouring seeds and steps before seeding the state. */
+    uint64_t x = seed;
+    uint64_t key = splitmix64(&x);
+    x = key ^ (step * 0xd1b54a32d192ed03ull);
+    rng_seed(r, splitmix64(&x));
+}
+
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t rng_next(okv_rng *r) {

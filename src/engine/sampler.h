@@ -1,5 +1,6 @@
 /* sampler.h — next-token choice from logits: greedy (argmax), or temperature with optional
- * top-k and top-p, driven by a per-request xoshiro256** generator so a seed fixes the sequence.
+ * top-k and top-p, driven by xoshiro256** generators keyed by (request seed, token index) so a
+ * seed fixes the sequence wherever it is sampled.
  * Tested by tests/unit/test_sampler.c (tie rule, hand-computed cuts, frequencies vs softmax). */
 #ifndef OKV_SAMPLER_H
 #define OKV_SAMPLER_H
@@ -19,6 +20,10 @@ typedef struct okv_rng {
 } okv_rng;
 
 void rng_seed(okv_rng *r, uint64_t seed);
+/* The generator of draw number `step` of a stream: counter-based, so whichever rank holds the
+ * logits can sample token n of a sequence from (seed, n) alone, with no state carried between
+ * steps or ranks. */
+void rng_seed_step(okv_rng *r, uint64_t seed, uint64_t step);
 uint64_t rng_next(okv_rng *r);
 double rng_uniform(okv_rng *r); /* [0, 1) with 53 random bits */
 

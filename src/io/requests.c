@@ -397,6 +397,11 @@ char *result_to_json(const okv_result *r) {
         cJSON_AddNumberToObject(mo, "attn_sparse_ms", round3(m->t_attn_sparse * 1e3));
         cJSON_AddNumberToObject(mo, "matmul_ms", round3(m->t_matmul * 1e3));
         cJSON_AddNumberToObject(mo, "other_ms", round3(m->t_other * 1e3));
+        if (r->has_digest) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)r->logits_digest);
+            cJSON_AddStringToObject(o, "logits_fnv", hex);
+        }
     }
     char *s = cJSON_PrintUnformatted(o);
     OKV_ASSERT(s);

@@ -14,7 +14,9 @@
  * Results are written in the order requests finish (continuous batching), one per request.
  * Result line: {"id", "text", "tokens": [generated ids, a final end-of-generation id included],
  *   "prompt_tokens", "finish_reason": "stop"|"length"|"eos", "ttft_ms", "prefill_tok_s",
- *   "decode_tok_s", "k", "policy", "metrics": {...}} or {"id", "error": "one sentence"}. */
+ *   "decode_tok_s", "k", "policy", "metrics": {...}} or {"id", "error": "one sentence"}; with
+ *   the run-config key logits_digest also "logits_fnv": 16 hex digits identifying the bits of
+ *   every logits row the request sampled from (rank-count equivalence tests compare it). */
 #ifndef OKV_REQUESTS_H
 #define OKV_REQUESTS_H
 
@@ -91,6 +93,8 @@ typedef struct okv_result {
     int k;                  /* selection budget for this prompt (omnikv) */
     const char *policy;
     okv_result_metrics metrics;
+    bool has_digest;        /* run config logits_digest: write logits_fnv */
+    uint64_t logits_digest; /* FNV-1a over the digests of every logits row sampled from */
 } okv_result;
 
 /* The result as one JSON object (malloc'd, no newline). Text bytes that are not valid UTF-8

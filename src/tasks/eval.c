@@ -1,11 +1,17 @@
-/* eval.c — the `omnikv eval` grid (see eval.h). Tested by tests/model/test_passkey_quality.sh. */
+/* eval.c — the `omnikv eval` grid (see eval.h): samples from a generator or a benchmark file,
+ * optional chat template, one dense prefill per sample, then greedy (or, for summaries, seeded
+ * sampled) decoding per variant from the rewound state. Tested by tests/e2e/test_eval.sh and
+ * tests/model/test_passkey_quality.sh. */
 #include "eval.h"
 
 #include "../common.h"
 #include "../engine/engine.h"
+#include "../engine/sampler.h"
+#include "synth.h"
 #include "tasks.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,31 +28,90 @@ int eval_parse_variants(eval_opts *o, const char *list) {
             snprintf(v->name, sizeof v->name, "dense");
             continue;
         }
+        const char *num = !strncmp(t, "omnikv:", 7) ? t + 7 : t;
         char *end;
-        v->budget = strtod(t, &end);
-        if (*end || !(v->budget > 0))
-            return okv_fail(OKV_ERR_USAGE, "variant '%s' is neither 'dense' nor a budget > 0 (a count, or a fraction below 1)", t);
-        snprintf(v->name, sizeof v->name, "k=%s", t);
+        v->budget = strtod(num, &end);
+        if (!*num || *end || !(v->budget > 0))
+            return okv_fail(OKV_ERR_USAGE, "variant '%s' is neither 'dense' nor a budget > 0 (a count, "
+                            "or a fraction below 1, optionally as omnikv:BUDGET)", t);
+        snprintf(v->name, sizeof v->name, "k=%s", num);
     }
     if (!o->n_variant) return okv_fail(OKV_ERR_USAGE, "no variants given");
     return OKV_OK;
 }
 
-/* Greedy decode of up to max_new tokens from the prefilled state; text into out. */
-static int decode_greedy(okv_engine *e, const okv_model *m, const float *first_logits, int max_new,
-                         float *x, float *logits, char *out, size_t cap) {
-    const int V = m->cfg.n_vocab;
-    size_t len = 0;
-    out[0] = 0;
+static task_suite file_suite(const char *task, const char **path) {
+    if (!strncmp(task, "longbench:", 10)) {
+        *path = task + 10;
+        return TASK_SUITE_LONGBENCH;
+    }
+    if (!strncmp(task, "infinitebench:", 14)) {
+        *path = task + 14;
+        return TASK_SUITE_INFINITEBENCH;
+    }
+    return 0;
+}
+
+bool eval_chat_default(const char *task) {
+    const char *path;
+    return file_suite(task, &path) != 0;
+}
+
+/* What the engine is fed for a sample: the plain prompt, or the chat rendering of its request
+ * with the answer prefix opening the assistant turn. */
+static char *render_prompt(const okv_tokenizer *tok, const task_sample *s, bool chat) {
+    if (!chat || s->chat_exempt) return strdup(s->prompt);
+    size_t len = strlen(s->prompt), body = len - s->prefix_len;
+    while (body > 0 && isspace((unsigned char)s->prompt[body - 1])) body--;
+    char *user = strndup(s->prompt, body);
+    OKV_ASSERT(user);
+    chat_msg msg = {"user", user};
+    char *r = chat_render(tokenizer_chat_kind(tok), &msg, 1, true);
+    free(user);
+    if (!r) return NULL;
+    sbuf b = {0};
+    sbuf_puts(&b, r);
+    sbuf_puts(&b, s->prompt + len - s->prefix_len);
+    free(r);
+    return sbuf_take(&b);
+}
+
+/* Tokens the chat wrapper adds around a request, so generated prompts can leave room for it. */
+static int chat_overhead(const okv_tokenizer *tok) {
+    chat_msg msg = {"user", "x"};
+    char *r = chat_render(tokenizer_chat_kind(tok), &msg, 1, true);
+    if (!r) return -1;
+    int with = tokenizer_encode(tok, r, strlen(r), true, true, NULL, 0);
+    free(r);
+    return with - synth_count(tok, "x");
+}
+
+typedef struct decode_out {
+    sbuf text;
+    int n_tokens;
+} decode_out;
+
+/* Decodes up to s->max_new_tokens from the prefilled state: argmax, or for summaries a draw at
+ * T 0.8 / top-p 0.95 from a generator seeded per sample (the same for every variant). */
+static int decode(okv_engine *e, const okv_model *m, okv_sampler *smp, const task_sample *s,
+                  int max_new, uint64_t seed, const float *first_logits, float *x, float *logits,
+                  decode_out *out) {
+    const okv_sample_params greedy = {.temperature = 0, .top_k = 0, .top_p = 1};
+    const okv_sample_params summary = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f};
+    okv_rng rng;
+    rng_seed(&rng, seed);
+    out->text.len = 0;
+    sbuf_put(&out->text, "", 0);
+    out->n_tokens = 0;
     const float *lg = first_logits;
+    char piece[256];
     for (int t = 0; t < max_new; t++) {
-        int32_t tok = 0;
-        for (int v = 1; v < V; v++)
-            if (lg[v] > lg[tok]) tok = v;
+        int32_t tok = sampler_sample(smp, lg, s->sample ? &summary : &greedy, &rng);
         if (tokenizer_is_eog(m->tok, tok)) break;
-        int n = tokenizer_piece(m->tok, tok, false, out + len, cap - len - 1);
-        if (n > 0) len += (size_t)n;
-        out[len] = 0;
+        int n = tokenizer_piece(m->tok, tok, false, piece, sizeof piece);
+        out->n_tokens++;
+        if (n > 0) sbuf_put(&out->text, piece, (size_t)n);
+        if (s->stop_newline && t > 0 && n > 0 && memchr(piece, '\n', (size_t)n)) break;
         if (t + 1 == max_new) break;
         engine_embed(e, &tok, 1, x);
         int st = engine_decode(e, (int[]){0}, 1, x);
@@ -57,109 +122,278 @@ static int decode_greedy(okv_engine *e, const okv_model *m, const float *first_l
     return OKV_OK;
 }
 
+/* The grid's samples come from a generator or a file; this hides which. */
+typedef struct sample_source {
+    const task_def *gen;
+    task_file file;
+    bool is_file;
+    int overhead; /* tokens the chat template adds */
+} sample_source;
+
+static int source_get(const sample_source *src, const okv_tokenizer *tok, int ctx, double depth,
+                      uint64_t seed, int i, task_sample *s) {
+    int target = ctx - src->overhead;
+    if (src->is_file) return task_file_sample(&src->file, i, tok, target, s);
+    return src->gen->gen(tok, target, depth, seed, s);
+}
+
+/* A copy of text with every byte that does not start a well-formed UTF-8 sequence replaced by
+ * U+FFFD, so a JSON line stays valid when a token ends inside a character. */
+static char *utf8_valid(const char *text) {
+    sbuf b = {0};
+    const unsigned char *s = (const unsigned char *)text;
+    while (*s) {
+        int n = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
+        for (int i = 1; i < n; i++)
+            if ((s[i] & 0xc0) != 0x80) n = 0;
+        if (n == 2 && s[0] < 0xc2) n = 0; /* overlong */
+        if (n) sbuf_put(&b, (const char *)s, (size_t)n);
+        else sbuf_puts(&b, "\xef\xbf\xbd");
+        s += n ? n : 1;
+    }
+    return sbuf_take(&b);
+}
+
+static void write_sample(FILE *f, const char *task, const task_sample *s, int ctx, int n, int i,
+                         const eval_variant *var, int budget, bool chat, const char *output,
+                         int new_tokens, double score, double prefill_ms, double decode_ms) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "task", task);
+    cJSON_AddStringToObject(j, "dataset", s->dataset);
+    cJSON_AddStringToObject(j, "id", s->id);
+    cJSON_AddNumberToObject(j, "ctx", ctx);
+    cJSON_AddNumberToObject(j, "prompt_tokens", n);
+    if (s->needle_at >= 0) {
+        cJSON_AddNumberToObject(j, "depth", s->depth);
+        cJSON_AddNumberToObject(j, "needle_at", s->needle_at);
+    }
+    cJSON_AddNumberToObject(j, "sample", i);
+    cJSON_AddStringToObject(j, "variant", var->name);
+    cJSON_AddStringToObject(j, "policy", var->dense ? "dense" : "omnikv");
+    cJSON_AddNumberToObject(j, "budget", budget);
+    cJSON_AddBoolToObject(j, "chat", chat && !s->chat_exempt);
+    sbuf joined = {0};
+    cJSON *arr = cJSON_AddArrayToObject(j, "answers");
+    for (int a = 0; a < s->n_answers; a++) {
+        cJSON_AddItemToArray(arr, cJSON_CreateString(s->answers[a]));
+        if (a) sbuf_puts(&joined, "\n");
+        sbuf_puts(&joined, s->answers[a]);
+    }
+    char *ans = sbuf_take(&joined);
+    cJSON_AddStringToObject(j, "answer", ans);
+    free(ans);
+    char *clean = utf8_valid(output);
+    cJSON_AddStringToObject(j, "output", clean);
+    free(clean);
+    cJSON_AddNumberToObject(j, "new_tokens", new_tokens);
+    cJSON_AddNumberToObject(j, "score", score);
+    cJSON_AddNumberToObject(j, "prefill_ms", prefill_ms);
+    cJSON_AddNumberToObject(j, "decode_ms_per_token", decode_ms);
+    char *line = cJSON_PrintUnformatted(j);
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    free(line);
+    cJSON_Delete(j);
+}
+
+/* Score sums per (ctx, depth slot, variant); depth slot n_depth is "all depths". */
+typedef struct score_grid {
+    double *sum;
+    int *n;
+    int n_ctx, n_slots, n_variant;
+} score_grid;
+
+static void grid_add(score_grid *g, int c, int d, int v, double score) {
+    for (int slot = d; ; slot = g->n_slots - 1) {
+        size_t k = ((size_t)c * g->n_slots + slot) * g->n_variant + v;
+        g->sum[k] += score;
+        g->n[k]++;
+        if (slot == g->n_slots - 1) break;
+    }
+}
+
+static double grid_mean(const score_grid *g, int c, int slot, int v, int *n) {
+    size_t k = ((size_t)c * g->n_slots + slot) * g->n_variant + v;
+    *n = g->n[k];
+    return g->n[k] ? g->sum[k] / g->n[k] : 0.0;
+}
+
+static void print_summary(FILE *f, const eval_opts *o, const char *name, const score_grid *g) {
+    int n_cell;
+    grid_mean(g, 0, g->n_slots - 1, 0, &n_cell);
+    fprintf(f, "%-18s %8s", "task", "ctx");
+    for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10s", o->variant[v].name);
+    fprintf(f, "   (mean score 0-100, %d samples per cell)\n", n_cell);
+    for (int c = 0; c < o->n_ctx; c++) {
+        fprintf(f, "%-18s %8d", name, o->ctx[c]);
+        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10.1f", grid_mean(g, c, g->n_slots - 1, v, &n_cell));
+        fprintf(f, "\n");
+    }
+    if (g->n_slots > 2) {
+        /* Indented rows, so a reader keying on the task name sees only the table above. */
+        fprintf(f, "\nby depth:\n  %-10s %-18s %8s", "depth", "task", "ctx");
+        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10s", o->variant[v].name);
+        fprintf(f, "\n");
+        for (int c = 0; c < o->n_ctx; c++)
+            for (int d = 0; d < g->n_slots - 1; d++) {
+                fprintf(f, "  %-10.2f %-18s %8d", o->depth[d], name, o->ctx[c]);
+                for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10.1f", grid_mean(g, c, d, v, &n_cell));
+                fprintf(f, "\n");
+            }
+    }
+    fflush(f);
+}
+
+static int open_source(const okv_model *m, const eval_opts *o, bool chat, sample_source *src) {
+    memset(src, 0, sizeof *src);
+    const char *path;
+    task_suite suite = file_suite(o->task, &path);
+    if (chat) {
+        if (tokenizer_chat_kind(m->tok) == CHAT_NONE)
+            return okv_fail(OKV_ERR_USAGE, "eval: --chat needs a model with a ChatML or Llama-3 chat "
+                            "template; this one has none (use --no-chat)");
+        src->overhead = chat_overhead(m->tok);
+    }
+    if (suite) {
+        src->is_file = true;
+        return task_file_load(&src->file, suite, path, chat, o->count);
+    }
+    if (!(src->gen = task_find(o->task))) {
+        int n;
+        const task_def *t = task_list(&n);
+        char known[512] = "";
+        for (int i = 0; i < n; i++) {
+            strcat(known, t[i].name);
+            strcat(known, ", ");
+        }
+        return okv_fail(OKV_ERR_USAGE, "unknown task '%s' (known: %slongbench:FILE, infinitebench:FILE)",
+                        o->task, known);
+    }
+    return OKV_OK;
+}
+
 int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, FILE *samples,
              FILE *summary) {
-    if (strcmp(o->task, "passkey"))
-        return okv_fail(OKV_ERR_USAGE, "unknown task '%s' (known: passkey)", o->task);
+    const bool chat = o->chat >= 0 ? o->chat : eval_chat_default(o->task);
+    sample_source src;
+    int st = open_source(m, o, chat, &src);
+    if (st) {
+        task_file_free(&src.file);
+        return st;
+    }
+    const bool is_file = src.is_file;
+    const int n_depth = is_file || !o->n_depth ? 1 : o->n_depth;
+    const int count = is_file ? src.file.n : (o->count > 0 ? o->count : 10);
+    const char *name = is_file ? src.file.dataset : o->task;
+
+    /* Capacity: the longest prompt (generators stay at or below ctx; truncated records may come
+     * back a few tokens over when re-tokenized) plus the longest answer. */
+    int max_new = 0, max_ctx = 0;
+    if (is_file) {
+        for (int i = 0; i < src.file.n; i++) max_new = OKV_MAX(max_new, src.file.rec[i].max_new_tokens);
+    } else {
+        task_sample probe;
+        if ((st = src.gen->gen(m->tok, o->ctx[0] - src.overhead, 0.5, o->seed, &probe))) return st;
+        max_new = probe.max_new_tokens;
+        task_sample_free(&probe);
+    }
+    if (o->max_new > 0) max_new = OKV_MIN(max_new, o->max_new);
+    for (int c = 0; c < o->n_ctx; c++) max_ctx = OKV_MAX(max_ctx, o->ctx[c]);
+    okv_run_config erc = *rc;
+    erc.max_context_len = max_ctx + max_new + 64;
     bool sparse = false;
     for (int v = 0; v < o->n_variant; v++) sparse |= !o->variant[v].dense;
-    okv_run_config erc = *rc;
-    int max_ctx = 0;
-    for (int c = 0; c < o->n_ctx; c++) max_ctx = OKV_MAX(max_ctx, o->ctx[c]);
-    erc.max_context_len = max_ctx + 64;
     if (sparse) {
-        if (erc.n_filter_layers == 0)
+        if (erc.n_filter_layers == 0) {
+            task_file_free(&src.file);
             return okv_fail(OKV_ERR_USAGE, "OmniKV variants need filter layers; set do_select_layers (e.g. --set do_select_layers=2,8,18) or use a config preset");
+        }
         erc.policy = POLICY_OMNIKV;
     }
+    OKV_INFO("eval: task %s (%s), %d sample(s) per cell, chat template %s, max_context_len %d",
+             name, is_file ? "file" : "generated", count, chat ? "on" : "off", erc.max_context_len);
+
     const int dim = m->cfg.dim, V = m->cfg.n_vocab;
     okv_engine e;
-    int st = engine_init(&e, m, &erc, 0, m->cfg.n_layers, 1);
-    if (st) return st;
+    okv_sampler smp;
+    memset(&smp, 0, sizeof smp);
+    if ((st = engine_init(&e, m, &erc, 0, m->cfg.n_layers, 1))) {
+        task_file_free(&src.file);
+        return st;
+    }
+    st = sampler_init(&smp, V);
     float *x = calloc((size_t)erc.prefill_chunk * dim, sizeof(float));
     float *first = calloc((size_t)V, sizeof(float)), *logits = calloc((size_t)V, sizeof(float));
     int32_t *ids = calloc((size_t)erc.max_context_len, sizeof(int32_t));
-    double *score = calloc((size_t)o->n_ctx * o->n_variant, sizeof(double));
-    int *n_scored = calloc((size_t)o->n_ctx * o->n_variant, sizeof(int));
-    char text[512];
-    OKV_ASSERT(x && first && logits && ids && score && n_scored);
-    int n_depth = o->n_depth ? o->n_depth : 1;
+    score_grid g = {.n_ctx = o->n_ctx, .n_slots = n_depth + 1, .n_variant = o->n_variant};
+    g.sum = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(double));
+    g.n = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(int));
+    decode_out out = {0};
+    OKV_ASSERT(x && first && logits && ids && g.sum && g.n);
     for (int c = 0; c < o->n_ctx && !st; c++) {
-        double t0 = okv_now_s();
+        double t_ctx = okv_now_s();
         for (int d = 0; d < n_depth && !st; d++) {
-            for (int i = 0; i < o->count && !st; i++) {
+            for (int i = 0; i < count && !st; i++) {
                 uint64_t seed = o->seed + (uint64_t)c * 1000003 + (uint64_t)d * 10007 + (uint64_t)i;
-                double depth = o->n_depth ? o->depth[d] : -1.0;
+                double depth = !is_file && o->n_depth ? o->depth[d] : -1.0;
                 task_sample s;
-                if ((st = task_passkey(m->tok, o->ctx[c], depth, seed, &s))) break;
-                int n = tokenizer_encode(m->tok, s.prompt, strlen(s.prompt), true, false, ids, erc.max_context_len);
-                if (n <= 0 || n + s.max_new_tokens >= erc.max_context_len) {
-                    st = okv_fail(OKV_ERR_INTERNAL, "sample encoded to %d tokens", n);
+                if ((st = source_get(&src, m->tok, o->ctx[c], depth, seed, i, &s))) break;
+                int s_new = o->max_new > 0 ? OKV_MIN(s.max_new_tokens, o->max_new) : s.max_new_tokens;
+                char *text = render_prompt(m->tok, &s, chat);
+                int n = text ? tokenizer_encode(m->tok, text, strlen(text), true, chat && !s.chat_exempt,
+                                                ids, erc.max_context_len) : -1;
+                free(text);
+                if (n <= 0 || n + s_new > erc.max_context_len) {
+                    st = n < 0 ? OKV_ERR_INPUT
+                               : okv_fail(OKV_ERR_INTERNAL, "sample %s encoded to %d tokens, over the "
+                                          "capacity %d", s.id, n, erc.max_context_len - s_new);
                     task_sample_free(&s);
                     break;
                 }
-                if ((st = engine_seq_start(&e, 0, n))) break;
+                double t0 = okv_now_s();
+                if ((st = engine_seq_start(&e, 0, n))) {
+                    task_sample_free(&s);
+                    break;
+                }
                 for (int pos = 0; pos < n && !st; pos += erc.prefill_chunk) {
                     int k = OKV_MIN(erc.prefill_chunk, n - pos);
                     engine_embed(&e, ids + pos, k, x);
                     st = engine_prefill(&e, 0, pos, k, x);
                     if (pos + k == n) engine_head(&e, x + (size_t)(k - 1) * dim, 1, first);
                 }
+                double prefill_ms = (okv_now_s() - t0) * 1e3;
                 for (int v = 0; v < o->n_variant && !st; v++) {
                     const eval_variant *var = &o->variant[v];
                     okv_run_config vb = erc;
                     vb.num_selected = var->budget;
+                    int budget = var->dense ? n : config_budget(&vb, n);
                     engine_seq_rewind(&e, 0, n);
-                    engine_seq_set_budget(&e, 0, var->dense ? n : config_budget(&vb, n));
-                    if ((st = decode_greedy(&e, m, first, s.max_new_tokens, x, logits, text, sizeof text))) break;
-                    double sc = task_score_first_int(text, s.answer);
-                    score[c * o->n_variant + v] += sc;
-                    n_scored[c * o->n_variant + v]++;
-                    if (samples) {
-                        cJSON *j = cJSON_CreateObject();
-                        cJSON_AddStringToObject(j, "task", o->task);
-                        cJSON_AddNumberToObject(j, "ctx", o->ctx[c]);
-                        cJSON_AddNumberToObject(j, "prompt_tokens", n);
-                        cJSON_AddNumberToObject(j, "depth", s.depth);
-                        cJSON_AddNumberToObject(j, "sample", i);
-                        cJSON_AddStringToObject(j, "variant", var->name);
-                        cJSON_AddNumberToObject(j, "budget", var->dense ? n : config_budget(&vb, n));
-                        cJSON_AddStringToObject(j, "answer", s.answer);
-                        cJSON_AddStringToObject(j, "output", text);
-                        cJSON_AddNumberToObject(j, "score", sc);
-                        char *line = cJSON_PrintUnformatted(j);
-                        fprintf(samples, "%s\n", line);
-                        fflush(samples);
-                        free(line);
-                        cJSON_Delete(j);
-                    }
+                    engine_seq_set_budget(&e, 0, budget);
+                    double t1 = okv_now_s();
+                    if ((st = decode(&e, m, &smp, &s, s_new, seed, first, x, logits, &out))) break;
+                    double decode_ms = out.n_tokens > 1 ? (okv_now_s() - t1) * 1e3 / (out.n_tokens - 1) : 0;
+                    double sc = task_score(&s, out.text.p);
+                    grid_add(&g, c, d, v, sc);
+                    if (samples)
+                        write_sample(samples, o->task, &s, o->ctx[c], n, i, var, budget, chat,
+                                     out.text.p, out.n_tokens, sc, prefill_ms, decode_ms);
                 }
                 engine_seq_end(&e, 0);
                 task_sample_free(&s);
             }
         }
-        OKV_INFO("eval: ctx %d done in %.1f s", o->ctx[c], okv_now_s() - t0);
+        OKV_INFO("eval: ctx %d done in %.1f s", o->ctx[c], okv_now_s() - t_ctx);
     }
-    if (!st && summary) {
-        fprintf(summary, "%-8s %8s", "task", "ctx");
-        for (int v = 0; v < o->n_variant; v++) fprintf(summary, " %10s", o->variant[v].name);
-        fprintf(summary, "   (accuracy %%, %d samples per cell)\n", o->count * n_depth);
-        for (int c = 0; c < o->n_ctx; c++) {
-            fprintf(summary, "%-8s %8d", o->task, o->ctx[c]);
-            for (int v = 0; v < o->n_variant; v++) {
-                int k = c * o->n_variant + v;
-                fprintf(summary, " %10.1f", n_scored[k] ? score[k] / n_scored[k] : 0.0);
-            }
-            fprintf(summary, "\n");
-        }
-        fflush(summary);
-    }
+    if (!st && summary) print_summary(summary, o, name, &g);
+    free(out.text.p);
     free(x);
     free(first);
     free(logits);
     free(ids);
-    free(score);
-    free(n_scored);
+    free(g.sum);
+    free(g.n);
+    sampler_free(&smp);
     engine_free(&e);
+    task_file_free(&src.file);
     return st;
 }

@@ -1,7 +1,9 @@
 /* eval.h — `omnikv eval`: a grid of context lengths x depths x decode variants (dense, or OmniKV
- * budgets) over a built-in task. Each sample is prefilled once (prefill is always dense) and
- * every variant decodes from that same state, so variants differ only in what they select.
- * Per-sample JSONL plus a summary table. Tested by tests/model/test_passkey_quality.sh. */
+ * budgets) over a generated task or a LongBench / InfiniteBench file. Each sample is prefilled
+ * once (prefill is always dense) and every variant decodes from that same state, so variants
+ * differ only in what they select. Per-sample JSONL plus a summary table. Tested by
+ * tests/e2e/test_eval.sh (every task on a generated model, file tasks, errors) and
+ * tests/model/test_passkey_quality.sh (SmolLM2 accuracy). */
 #ifndef OKV_EVAL_H
 #define OKV_EVAL_H
 
@@ -19,22 +21,32 @@ typedef struct eval_variant {
 } eval_variant;
 
 typedef struct eval_opts {
-    const char *task;          /* "passkey" */
-    int ctx[EVAL_MAX];
+    const char *task;          /* a generated task's name, or longbench:FILE / infinitebench:FILE */
+    int ctx[EVAL_MAX];         /* prompt lengths; for files, the truncation lengths */
     int n_ctx;
-    double depth[EVAL_MAX];    /* < 0: random per sample */
+    double depth[EVAL_MAX];    /* needle depths; none: drawn per sample. Unused by files. */
     int n_depth;
     eval_variant variant[EVAL_MAX];
     int n_variant;
-    int count;                 /* samples per (ctx, depth) */
+    int count;                 /* samples per (ctx, depth); for files the first `count` records;
+                                  0: 10 generated samples, or every record of a file */
     uint64_t seed;
+    int chat;                  /* 1 on, 0 off, -1 the task's default (see eval_chat_default) */
+    int max_new;               /* > 0: caps every sample's max_new_tokens */
 } eval_opts;
 
-/* Parses "dense,2048,0.067" into variants. */
+/* Parses "dense,2048,omnikv:0.067" into variants: `dense` attends to the whole prompt, a number
+ * (or omnikv:NUMBER) is an OmniKV budget. */
 int eval_parse_variants(eval_opts *o, const char *list);
 
-/* Runs the grid; one JSON line per (sample, variant) to samples (flushed), and the accuracy table
- * (ctx x variant) to summary. rc supplies filter layers, W, selector and engine settings. */
+/* Whether a task uses the chat template unless told: generated tasks are plain completions
+ * (SmolLM2-135M-Instruct answers them better without it: see tests/model/); benchmark files follow
+ * LongBench's rule of templating every dataset but the few-shot and code ones. */
+bool eval_chat_default(const char *task);
+
+/* Runs the grid; one JSON line per (sample, variant) to samples (flushed), and the score tables
+ * (ctx x variant, and by depth when several) to summary. rc supplies filter layers, W, selector
+ * and engine settings. */
 int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, FILE *samples,
              FILE *summary);
 

@@ -1,7 +1,6 @@
-/* bench_kernels.c — throughput of the CPU backend's hot ops (not a test, not built by CMake):
- * decode matvecs in GB/s of weights streamed, a prefill matmul, and decode attention.
- * Build: mpicc -std=c11 -O2 -march=native -fopenmp -D_GNU_SOURCE -I. -Isrc kernels/*.c
- *        kernels/cpu/*.c src/common.c tests/bench/bench_kernels.c -lm -o bench_kernels */
+/* bench_kernels.c — throughput of the CPU backend's hot ops; a benchmark, not a test (CMake skips
+ * it). Build from the repository root with mpicc -std=c11 -O2 -march=native -fopenmp -I. -Isrc,
+ * this file, src/common.c and the .c files of kernels and kernels/cpu. Usage: [min max threads]. */
 #include "kernels/backend.h"
 #include "common.h"
 
@@ -106,6 +105,37 @@ static void bench_attn(okv_backend *be, int n, int reps) {
     free(c.out);
 }
 
+typedef struct pf_case {
+    okv_backend *be;
+    okv_kv_view view;
+    float *q, *out;
+    int n_q;
+    okv_attn_shape s;
+} pf_case;
+
+static void run_pf(void *p) {
+    pf_case *c = p;
+    c->be->attn_prefill(c->be, c->out, c->q, c->n_q, 0, c->view, c->s);
+}
+
+static void bench_prefill(okv_backend *be, int n, int reps) {
+    const okv_attn_shape s = {9, 3, 64, 0.125f};
+    const int64_t stride = 3 * 64;
+    uint16_t *k = malloc((size_t)n * stride * 2);
+    float *tmp = malloc((size_t)n * stride * 4);
+    fill(tmp, n * stride);
+    for (int64_t i = 0; i < n * stride; i++) k[i] = okv_f32_to_fp16(tmp[i]);
+    pf_case c = {be, {OKV_TYPE_F16, k, k, stride, NULL, n}, malloc((size_t)n * 576 * 4), malloc((size_t)n * 576 * 4), n, s};
+    fill(c.q, (int64_t)n * 576);
+    const double t = time_best(run_pf, &c, reps);
+    printf("attn_prefill 9/3 heads hd 64 n_q %-5d threads %s: %8.1f us  %6.2f GFLOP/s\n", n, be->name, t * 1e6,
+           4.0 * 9 * 64 * n * (n + 1) / 2.0 / t / 1e9);
+    free(k);
+    free(tmp);
+    free(c.q);
+    free(c.out);
+}
+
 int main(int argc, char **argv) {
     const int min_threads = argc > 1 ? atoi(argv[1]) : 1;
     const int max_threads = argc > 2 ? atoi(argv[2]) : 2;
@@ -116,13 +146,16 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "%d", nt);
         be.name = name;
         bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
+        bench_matmul(&be, OKV_TYPE_Q4_1, 192, 576, 1, 1000);
         bench_matmul(&be, OKV_TYPE_Q4_1, 576, 1536, 1, 200);
         bench_matmul(&be, OKV_TYPE_Q8_0, 49152, 576, 1, 5);
+        bench_matmul(&be, OKV_TYPE_Q4_1, 196608, 576, 1, 3);
         bench_matmul(&be, OKV_TYPE_Q4_0, 1536, 576, 1, 200);
         bench_matmul(&be, OKV_TYPE_F16, 1536, 576, 1, 100);
         bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 64, 5);
         bench_attn(&be, 1024, 50);
         bench_attn(&be, 16384, 5);
+        bench_prefill(&be, 512, 2);
         be.free(&be);
     }
     return 0;

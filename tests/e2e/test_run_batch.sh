@@ -213,7 +213,11 @@ for c in eval calibrate; do
 done
 expect_exit 2 "eval with an unknown variant" "$BIN" eval -m "$TINY" --task passkey --variants dense,zero \
     && one_sentence "'zero'"
-expect_exit 2 "plan for now" "$BIN" plan && one_sentence "not implemented yet"
+expect_exit 2 "plan without --ctx" "$BIN" plan --model tiny --ranks 2 && one_sentence "--ctx"
+expect_exit 2 "plan with more ranks than layers" "$BIN" plan --model tiny --ctx 64 --ranks 5 \
+    && one_sentence "4 layers over 5 ranks" "at most 4 ranks"
+expect_exit 2 "plan with an unknown shape" "$BIN" plan --model nope --ctx 64 --ranks 2 && one_sentence "'nope'"
+expect_exit 2 "plan with a bad size" "$BIN" plan --model tiny --ctx 64 --ranks 2 --gpu-mem 8X && one_sentence "--gpu-mem"
 expect_exit 2 "gen-model with an unknown shape" "$BIN" gen-model --shape nope -o "$T/x.gguf" && one_sentence "nope"
 expect_exit 2 "bench without -m" "$BIN" bench && one_sentence "-m"
 
@@ -233,7 +237,7 @@ for w in num_of_selected_tokens do_select_layers cpu_num_threads --top-p --resum
     check "run --help mentions $w" grep -q -- "$w" "$T/out"
 done
 expect_exit 0 "--help" "$BIN" --help && check "top help lists bench" grep -q bench "$T/out"
-for c in inspect gen-model bench; do
+for c in inspect gen-model bench plan; do
     expect_exit 0 "$c --help" "$BIN" $c --help && check "$c --help has a usage line" grep -q "usage: omnikv $c" "$T/out"
 done
 expect_exit 0 "inspect" "$BIN" inspect "$TINY"
@@ -251,6 +255,18 @@ for r in rs:
 ' "$T/out"
 expect_exit 0 "bench table" "$BIN" bench -m "$TINY" --ctx 16 --gen 2
 check "bench prints a table row for ctx 16" grep -Eq "^ +16 " "$T/out"
+
+# ---- plan -------------------------------------------------------------------------------------
+expect_exit 0 "plan for a preset" "$BIN" plan -c "${OMNIKV_SRC:-.}/configs/llama3-8b-262k.json" \
+    --ctx 131072 --ranks 4 --gpu-mem 80G --bw 2T
+check "plan lists rank 3" grep -Eq "^  3 +>?[0-9]+-31 " "$T/out"
+check "plan predicts a step time" grep -q "^predicted decode: " "$T/out"
+check "a 128K Llama-3-8B context fits 4 x 80G" grep -q "^fits: yes" "$T/out"
+expect_exit 0 "plan that does not fit" "$BIN" plan --model llama3-8b --set policy=dense --ctx 1000000 \
+    --ranks 2 --gpu-mem 40G --bw 2T
+check "a dense 1M context does not fit 2 x 40G" grep -q "^fits: no" "$T/out"
+expect_exit 0 "plan for a model file" "$BIN" plan --model "$TINY" --ctx 64 --ranks 2 --stages 0-0,1-3 --bw 10G
+check "plan keeps the hand partition" grep -q "hand partition" "$T/out"
 
 # ---- the real model, a chat batch ---------------------------------------------------------
 if [ ! -f "$SMOL" ]; then

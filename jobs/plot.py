@@ -1,0 +1,166 @@
+"""plot.py — the throughput-study figures from one results directory (jobs/study.sh writes it):
+  accuracy_vs_budget.png    eval_*.jsonl: mean score against the share of the prompt selected
+                            (k / prompt tokens, dense at 1), one line per context length, a panel
+                            per task;
+  latency_vs_context.png    bench_p<P>.json of the fewest ranks: median decode ms per token
+                            (min-max bars) and TTFT against context length, a line per variant;
+  throughput_vs_ranks.png   every bench_p<P>.json: decode and prefill tokens/s against ranks at
+                            the longest context, a line per variant.
+A figure whose inputs are missing is skipped with a note. Tested by tests/e2e/test_plots.sh.
+
+usage: python3 plot.py RESULTS_DIR [--out DIR]"""
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_eval(d):
+    """{task: {ctx: {variant: [(selected share, score), ...]}}} from every eval_*.jsonl."""
+    out = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+    for path in sorted(glob.glob(os.path.join(d, "eval_*.jsonl"))):
+        for line in open(path):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            share = 1.0 if r["policy"] == "dense" else min(1.0, r["budget"] / r["prompt_tokens"])
+            out[r.get("dataset") or r["task"]][r["ctx"]][r["variant"]].append((share, r["score"]))
+    return out
+
+
+def load_bench(d):
+    """{ranks: bench JSON} from every bench_p<P>.json."""
+    out = {}
+    for path in glob.glob(os.path.join(d, "bench_p*.json")):
+        m = re.search(r"bench_p(\d+)\.json$", path)
+        if m:
+            out[int(m.group(1))] = json.load(open(path))
+    return out
+
+
+def mean(xs):
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def plot_accuracy(ev, path):
+    tasks = sorted(ev)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for ctx in sorted(ev[task]):
+            pts = []
+            for variant, rows in ev[task][ctx].items():
+                pts.append((mean([s for s, _ in rows]), mean([v for _, v in rows]), variant))
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{ctx} tokens")
+            for x, y, name in pts:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("share of the prompt selected (k / N; dense = 1)")
+        ax.set_ylabel("mean score (0-100)")
+        ax.set_ylim(-5, 105)
+        ax.set_title(task)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Accuracy against the OmniKV budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def by_variant(bench):
+    rows = collections.defaultdict(list)
+    for r in bench["results"]:
+        rows[r.get("variant", r.get("policy", "run"))].append(r)
+    for v in rows:
+        rows[v].sort(key=lambda r: r["ctx"])
+    return rows
+
+
+def plot_latency(bench, ranks, path):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for variant, rows in by_variant(bench).items():
+        ctx = [r["ctx"] for r in rows]
+        med = [r["decode_ms_per_token"]["median"] for r in rows]
+        lo = [m - r["decode_ms_per_token"]["min"] for m, r in zip(med, rows)]
+        hi = [r["decode_ms_per_token"]["max"] - m for m, r in zip(med, rows)]
+        a1.errorbar(ctx, med, yerr=[lo, hi], marker="o", capsize=3, label=variant)
+        a2.plot(ctx, [r["ttft_ms"] / 1e3 for r in rows], marker="o", label=variant)
+    for ax, what in ((a1, "decode ms per token (median, min-max)"), (a2, "time to first token (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (tokens)")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Latency against context ({bench.get('model', '')}, {ranks} rank(s), "
+                 f"{bench.get('threads', '?')} threads)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ranks(benches, path):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    ranks = sorted(benches)
+    longest = max(r["ctx"] for b in benches.values() for r in b["results"])
+    series = collections.defaultdict(dict)
+    for p in ranks:
+        for variant, rows in by_variant(benches[p]).items():
+            for r in rows:
+                if r["ctx"] == longest:
+                    series[variant][p] = r
+    for variant, pts in sorted(series.items()):
+        ps = sorted(pts)
+        a1.plot(ps, [pts[p]["decode_tok_s"] for p in ps], marker="o", label=variant)
+        a2.plot(ps, [pts[p]["prefill_tok_s"] for p in ps], marker="o", label=variant)
+    for ax, what in ((a1, "decode tokens/s"), (a2, "prefill tokens/s")):
+        ax.set_xlabel("MPI ranks")
+        ax.set_xticks(ranks)
+        ax.set_ylabel(what)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Throughput against ranks at {longest} tokens of context")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results")
+    ap.add_argument("--out", help="where the PNGs go (default: RESULTS)")
+    a = ap.parse_args()
+    out = a.out or a.results
+    os.makedirs(out, exist_ok=True)
+    wrote = []
+    ev = load_eval(a.results)
+    if ev:
+        plot_accuracy(ev, os.path.join(out, "accuracy_vs_budget.png"))
+        wrote.append("accuracy_vs_budget.png")
+    else:
+        print("plot.py: no eval_*.jsonl; skipping accuracy_vs_budget.png", file=sys.stderr)
+    benches = load_bench(a.results)
+    if benches:
+        p = min(benches)
+        plot_latency(benches[p], p, os.path.join(out, "latency_vs_context.png"))
+        plot_ranks(benches, os.path.join(out, "throughput_vs_ranks.png"))
+        wrote += ["latency_vs_context.png", "throughput_vs_ranks.png"]
+    else:
+        print("plot.py: no bench_p*.json; skipping the latency and ranks figures", file=sys.stderr)
+    if not wrote:
+        print(f"plot.py: nothing to plot in {a.results}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(os.path.join(out, w) for w in wrote))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
