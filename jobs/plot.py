@@ -50,6 +50,27 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def variant_key(name):
+    """dense first, then budgets from the largest: counts before fractions of the prompt."""
+    if name == "dense":
+        return (0, 0.0)
+    try:
+        k = float(name.split("=", 1)[1])
+    except (IndexError, ValueError):
+        return (3, 0.0)
+    return (1, -k) if k >= 1 else (2, -k)
+
+
+COLOURS = {}
+
+
+def colour(name):
+    """One colour per variant across every figure, in the order variants are first drawn."""
+    if name not in COLOURS:
+        COLOURS[name] = f"C{len(COLOURS) % 10}"
+    return COLOURS[name]
+
+
 def plot_accuracy(ev, path):
     tasks = sorted(ev)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
@@ -86,13 +107,13 @@ def by_variant(bench):
 
 def plot_latency(bench, ranks, path):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for variant, rows in by_variant(bench).items():
+    for variant, rows in sorted(by_variant(bench).items(), key=lambda kv: variant_key(kv[0])):
         ctx = [r["ctx"] for r in rows]
         med = [r["decode_ms_per_token"]["median"] for r in rows]
         lo = [m - r["decode_ms_per_token"]["min"] for m, r in zip(med, rows)]
         hi = [r["decode_ms_per_token"]["max"] - m for m, r in zip(med, rows)]
-        a1.errorbar(ctx, med, yerr=[lo, hi], marker="o", capsize=3, label=variant)
-        a2.plot(ctx, [r["ttft_ms"] / 1e3 for r in rows], marker="o", label=variant)
+        a1.errorbar(ctx, med, yerr=[lo, hi], marker="o", capsize=3, label=variant, color=colour(variant))
+        a2.plot(ctx, [r["ttft_ms"] / 1e3 for r in rows], marker="o", label=variant, color=colour(variant))
     for ax, what in ((a1, "decode ms per token (median, min-max)"), (a2, "time to first token (s)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context (tokens)")
@@ -116,10 +137,10 @@ def plot_ranks(benches, path):
             for r in rows:
                 if r["ctx"] == longest:
                     series[variant][p] = r
-    for variant, pts in sorted(series.items()):
+    for variant, pts in sorted(series.items(), key=lambda kv: variant_key(kv[0])):
         ps = sorted(pts)
-        a1.plot(ps, [pts[p]["decode_tok_s"] for p in ps], marker="o", label=variant)
-        a2.plot(ps, [pts[p]["prefill_tok_s"] for p in ps], marker="o", label=variant)
+        a1.plot(ps, [pts[p]["decode_tok_s"] for p in ps], marker="o", label=variant, color=colour(variant))
+        a2.plot(ps, [pts[p]["prefill_tok_s"] for p in ps], marker="o", label=variant, color=colour(variant))
     for ax, what in ((a1, "decode tokens/s"), (a2, "prefill tokens/s")):
         ax.set_xlabel("MPI ranks")
         ax.set_xticks(ranks)

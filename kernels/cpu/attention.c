@@ -179,31 +179,6 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
 #endif
 }
 
-/* o = o * corr + sum_j p[j] * v_j over n rows of f32 V, vld floats apart. */
-static void pv_tile(float *o, float corr, const float *p, int n, const float *v, int64_t vld, int hd) {
-#if defined(OKV_CPU_AVX512)
-    for (int d0 = 0; d0 < hd; d0 += 64) {
-        __mmask16 m[4];
-        __m512 acc[4];
-        const __m512 cv = _mm512_set1_ps(corr);
-        CPU_UNROLL for (int c = 0; c < 4; c++) {
-            m[c] = att_mask(hd - d0 - 16 * c);
-            acc[c] = _mm512_mul_ps(cv, _mm512_maskz_loadu_ps(m[c], o + d0 + 16 * c));
-        }
-        for (int j = 0; j < n; j++) {
-            const __m512 pb = _mm512_set1_ps(p[j]);
-            CPU_UNROLL for (int c = 0; c < 4; c++)
-                acc[c] = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(m[c], v + j * vld + d0 + 16 * c), acc[c]);
-        }
-        CPU_UNROLL for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + d0 + 16 * c, m[c], acc[c]);
-    }
-#else
-    for (int d = 0; d < hd; d++) o[d] *= corr;
-    for (int j = 0; j < n; j++)
-        for (int d = 0; d < hd; d++) o[d] += p[j] * v[j * vld + d];
-#endif
-}
-
 #define ATT_NG_SWITCH(ng, CALL)                                                                    \
     switch (ng) {                                                                                  \
     case 1: CALL(1); break;                                                                        \
@@ -388,68 +363,252 @@ void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view
 
 /* ---- prefill --------------------------------------------------------------------------------------- */
 
-/* Per-thread tile scratch: K and V tiles as f32, one row of scores, the output accumulators and
- * the running max and sum of each (query, head) row. */
+/* A unit is up to CPU_PF_ROWS (query, head) rows that share one KV head: row r is query i0 + r/g
+ * of head kvh*g + r%g, and rp is the row count rounded up to 16. The unit's queries are held
+ * transposed (qt[d][r]) so that a tile's scores come out transposed too, st[j][r] = q_r . k_j:
+ * one broadcast key element then feeds a multiply-add for 16 rows at once, and each row's
+ * softmax max and sum run down a column, with no horizontal reductions. Each K and V tile is
+ * converted to f32 once and used by every row of the unit. */
+
+/* Per-thread scratch: qt, the K and V tiles as f32, the scores st and the output accumulators. */
 size_t cpu_pf_floats(void) {
-    return (size_t)2 * CPU_PF_KEYS * CPU_PF_MAX_HD + CPU_PF_KEYS + (size_t)CPU_PF_ROWS * CPU_PF_MAX_HD +
-           2 * CPU_PF_ROWS;
+    return (size_t)CPU_PF_MAX_HD * CPU_PF_ROWS + (size_t)2 * CPU_PF_KEYS * CPU_PF_MAX_HD +
+           (size_t)CPU_PF_KEYS * CPU_PF_ROWS + (size_t)CPU_PF_ROWS * CPU_PF_MAX_HD;
 }
 
-/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: V of an f32 cache is read in place,
- * everything else is converted into buf, K zero-padded to whole groups of 16 rows for dot16.
- * Returns the first row; *ld receives the row stride. */
+/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: an f32 cache is read in place, an f16
+ * one converted into buf. Returns the first row; *ld receives the row stride. */
 static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kvh, int k0, int kn,
                             int hd, int64_t *ld) {
     const void *base = which == 0 ? kv->k : kv->v;
-    const int f16 = kv->type == OKV_TYPE_F16;
-    if (!f16 && which == 1) {
+    const int64_t off = (int64_t)k0 * kv->stride + (int64_t)kvh * hd;
+    if (kv->type == OKV_TYPE_F32) {
         *ld = kv->stride;
-        return (const float *)base + (int64_t)k0 * kv->stride + (int64_t)kvh * hd;
+        return (const float *)base + off;
     }
-    for (int j = 0; j < kn; j++) {
-        const int64_t off = (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd;
-        row_f32(buf + (int64_t)j * hd, f16 ? (const void *)((const uint16_t *)base + off) : (const void *)((const float *)base + off), f16, hd);
-    }
-    const int padded = (kn + 15) & ~15;
-    if (which == 0 && padded > kn) memset(buf + (int64_t)kn * hd, 0, (size_t)(padded - kn) * hd * sizeof(float));
+    for (int j = 0; j < kn; j++) row_f32(buf + (int64_t)j * hd, (const uint16_t *)base + off + j * kv->stride, 1, hd);
     *ld = hd;
     return buf;
 }
 
-/* Queries [i0, i1) x the heads of KV head kvh, against their causal keys in tiles. */
+/* Asks for rows [k0, k0+kn) of KV head kvh, K and V, while the current tile is computed: a unit
+ * walks its whole causal span of the cache in strided rows that the hardware prefetcher does not
+ * fetch in time (about 10% at head_dim 128). */
+static void pf_prefetch(const okv_kv_view *kv, int kvh, int k0, int kn, int hd) {
+    const size_t es = kv->type == OKV_TYPE_F16 ? 2 : 4, row = (size_t)hd * es;
+    for (int j = 0; j < kn; j++) {
+        const size_t off = ((size_t)(k0 + j) * kv->stride + (size_t)kvh * hd) * es;
+        for (size_t b = 0; b < row; b += 64) {
+            __builtin_prefetch((const char *)kv->k + off + b, 0, 2);
+            __builtin_prefetch((const char *)kv->v + off + b, 0, 2);
+        }
+    }
+}
+
+#if defined(OKV_CPU_AVX512)
+/* Scores of JB keys against 16*RV rows: JB*RV accumulators stay in registers while d runs, so
+ * each qt load serves JB keys and each key element RV vectors of rows. */
+static inline __attribute__((always_inline)) void pf_qk_block(float *st, const float *qt, int rp,
+                                                              const float *k, int64_t kld, int hd,
+                                                              __m512 sc, const int JB, const int RV) {
+    __m512 acc[4][4];
+    CPU_UNROLL for (int j = 0; j < JB; j++) CPU_UNROLL for (int v = 0; v < RV; v++) acc[j][v] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        __m512 qv[4];
+        CPU_UNROLL for (int v = 0; v < RV; v++) {
+            qv[v] = _mm512_load_ps(qt + (int64_t)d * rp + 16 * v);
+            /* keeps qv in a register: GCC would otherwise fold the load into all JB multiply-adds */
+            __asm__("" : "+v"(qv[v]));
+        }
+        CPU_UNROLL for (int j = 0; j < JB; j++) {
+            const __m512 kb = _mm512_set1_ps(k[j * kld + d]);
+            CPU_UNROLL for (int v = 0; v < RV; v++) acc[j][v] = _mm512_fmadd_ps(kb, qv[v], acc[j][v]);
+        }
+    }
+    CPU_UNROLL for (int j = 0; j < JB; j++) CPU_UNROLL for (int v = 0; v < RV; v++)
+        _mm512_store_ps(st + (int64_t)j * rp + 16 * v, _mm512_mul_ps(sc, acc[j][v]));
+}
+
+static inline __attribute__((always_inline)) void pf_qk_rv(float *st, const float *qt, int rp,
+                                                           const float *k, int64_t kld, int kn, int hd,
+                                                           float scale, const int RV) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    int j = 0;
+    for (; j + 4 <= kn; j += 4) pf_qk_block(st + (int64_t)j * rp, qt, rp, k + j * kld, kld, hd, sc, 4, RV);
+    switch (kn - j) {
+    case 3: pf_qk_block(st + (int64_t)j * rp, qt, rp, k + j * kld, kld, hd, sc, 3, RV); break;
+    case 2: pf_qk_block(st + (int64_t)j * rp, qt, rp, k + j * kld, kld, hd, sc, 2, RV); break;
+    case 1: pf_qk_block(st + (int64_t)j * rp, qt, rp, k + j * kld, kld, hd, sc, 1, RV); break;
+    default: break;
+    }
+}
+#endif
+
+/* st[j][r] = scale * (q_r . k_j) for keys j < kn and all rp rows (padding rows of qt are zero). */
+static void pf_qk(float *st, const float *qt, int rp, const float *k, int64_t kld, int kn, int hd, float scale) {
+#if defined(OKV_CPU_AVX512)
+    /* panels of up to 64 rows (16 accumulators), each reading the whole K tile */
+    for (int r0 = 0; r0 < rp; r0 += 64) {
+        switch (OKV_MIN(4, (rp - r0) / 16)) {
+        case 1: pf_qk_rv(st + r0, qt + r0, rp, k, kld, kn, hd, scale, 1); break;
+        case 2: pf_qk_rv(st + r0, qt + r0, rp, k, kld, kn, hd, scale, 2); break;
+        case 3: pf_qk_rv(st + r0, qt + r0, rp, k, kld, kn, hd, scale, 3); break;
+        default: pf_qk_rv(st + r0, qt + r0, rp, k, kld, kn, hd, scale, 4); break;
+        }
+    }
+#else
+    for (int j = 0; j < kn; j++) {
+        float *sj = st + (int64_t)j * rp;
+        const float *kj = k + j * kld;
+        for (int r = 0; r < rp; r++) sj[r] = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            const float kd = kj[d];
+            const float *qd = qt + (int64_t)d * rp;
+            for (int r = 0; r < rp; r++) sj[r] += kd * qd[r];
+        }
+        for (int r = 0; r < rp; r++) sj[r] *= scale;
+    }
+#endif
+}
+
+/* Online softmax step over one tile: key k0 + j is visible to row r iff k0 + j < lim[r] (checked
+ * only when masked is set). Moves each row's running max mx to include the tile, rescales its sum
+ * sm, leaves the factor for its output in corr and turns st into the weights exp(s - max), 0 where
+ * masked. Every row sees key 0 in the first tile, so mx is finite from then on. */
+static void pf_softmax(float *st, int rp, int kn, int k0, const int32_t *lim, int masked, float *mx,
+                       float *sm, float *corr) {
+#if defined(OKV_CPU_AVX512)
+    for (int r = 0; r < rp; r += 16) {
+        const __m512i lv = _mm512_load_si512((const void *)(lim + r));
+        __m512 mt = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < kn; j++) {
+            const __mmask16 m = masked ? _mm512_cmpgt_epi32_mask(lv, _mm512_set1_epi32(k0 + j)) : (__mmask16)0xffff;
+            mt = _mm512_mask_max_ps(mt, m, mt, _mm512_load_ps(st + (int64_t)j * rp + r));
+        }
+        const __m512 mold = _mm512_load_ps(mx + r);
+        const __m512 mnew = _mm512_max_ps(mold, mt);
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < kn; j++) {
+            float *sj = st + (int64_t)j * rp + r;
+            const __mmask16 m = masked ? _mm512_cmpgt_epi32_mask(lv, _mm512_set1_epi32(k0 + j)) : (__mmask16)0xffff;
+            const __m512 p = _mm512_maskz_mov_ps(m, cpu_exp512(_mm512_sub_ps(_mm512_load_ps(sj), mnew)));
+            _mm512_store_ps(sj, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        const __m512 c = cpu_exp512(_mm512_sub_ps(mold, mnew));
+        _mm512_store_ps(corr + r, c);
+        _mm512_store_ps(sm + r, _mm512_fmadd_ps(_mm512_load_ps(sm + r), c, sum));
+        _mm512_store_ps(mx + r, mnew);
+    }
+#else
+    for (int r = 0; r < rp; r++) {
+        const int n = masked ? OKV_MAX(0, OKV_MIN(kn, lim[r] - k0)) : kn;
+        float mt = -INFINITY, sum = 0.0f;
+        for (int j = 0; j < n; j++) mt = cpu_maxf(mt, st[(int64_t)j * rp + r]);
+        const float mnew = cpu_maxf(mx[r], mt);
+        for (int j = 0; j < kn; j++) {
+            float *sj = st + (int64_t)j * rp + r;
+            *sj = j < n ? expf(*sj - mnew) : 0.0f;
+            sum += *sj;
+        }
+        corr[r] = expf(mx[r] - mnew);
+        sm[r] = sm[r] * corr[r] + sum;
+        mx[r] = mnew;
+    }
+#endif
+}
+
+#if defined(OKV_CPU_AVX512)
+/* RB rows of o (64 dimensions at a time) take their corr and then the kn weighted V rows: each V
+ * load serves RB rows, each weight 4 vectors of dimensions. */
+static inline __attribute__((always_inline)) void pf_pv_block(float *o, int hd, const float *p, int rp,
+                                                              const float *v, int64_t vld, int kn,
+                                                              const float *corr, const int RB) {
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        __mmask16 m[4];
+        __m512 acc[6][4];
+        CPU_UNROLL for (int c = 0; c < 4; c++) m[c] = att_mask(hd - d0 - 16 * c);
+        CPU_UNROLL for (int r = 0; r < RB; r++) {
+            const __m512 cr = _mm512_set1_ps(corr[r]);
+            CPU_UNROLL for (int c = 0; c < 4; c++)
+                acc[r][c] = _mm512_mul_ps(cr, _mm512_maskz_loadu_ps(m[c], o + (int64_t)r * hd + d0 + 16 * c));
+        }
+        for (int j = 0; j < kn; j++) {
+            __m512 vv[4];
+            CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + j * vld + d0 + 16 * c);
+            CPU_UNROLL for (int r = 0; r < RB; r++) {
+                const __m512 pb = _mm512_set1_ps(p[(int64_t)j * rp + r]);
+                CPU_UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
+            }
+        }
+        CPU_UNROLL for (int r = 0; r < RB; r++) CPU_UNROLL for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(o + (int64_t)r * hd + d0 + 16 * c, m[c], acc[r][c]);
+    }
+}
+#endif
+
+/* o[r] = o[r] * corr[r] + sum over keys j < kn of p[j][r] * v_j, for rows r < R; keys in order. */
+static void pf_pv(float *o, int hd, const float *p, int rp, int R, const float *v, int64_t vld, int kn,
+                  const float *corr) {
+#if defined(OKV_CPU_AVX512)
+    int r = 0;
+    for (; r + 6 <= R; r += 6) pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 6);
+    switch (R - r) {
+    case 5: pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 5); break;
+    case 4: pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 4); break;
+    case 3: pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 3); break;
+    case 2: pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 2); break;
+    case 1: pf_pv_block(o + (int64_t)r * hd, hd, p + r, rp, v, vld, kn, corr + r, 1); break;
+    default: break;
+    }
+#else
+    for (int r = 0; r < R; r++) {
+        float *orow = o + (int64_t)r * hd;
+        for (int d = 0; d < hd; d++) orow[d] *= corr[r];
+        for (int j = 0; j < kn; j++) {
+            const float pj = p[(int64_t)j * rp + r];
+            const float *vj = v + j * vld;
+            for (int d = 0; d < hd; d++) orow[d] += pj * vj[d];
+        }
+    }
+#endif
+}
+
+/* Queries [i0, i1) x the heads of KV head kvh, against their causal keys in tiles. Only tiles that
+ * reach past the first query's last key need the causal mask. */
 static void prefill_unit(float *scratch, float *out, const float *q, int i0, int i1, int q_pos0,
                          const okv_kv_view *kv, int kvh, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
-    const int R = (i1 - i0) * g;
-    float *kbuf = scratch;
+    const int R = (i1 - i0) * g, rp = (R + 15) & ~15;
+    float *qt = scratch;
+    float *kbuf = qt + CPU_PF_MAX_HD * CPU_PF_ROWS;
     float *vbuf = kbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
-    float *sc = vbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
-    float *o = sc + CPU_PF_KEYS;
-    float *mx = o + CPU_PF_ROWS * CPU_PF_MAX_HD;
-    float *sm = mx + CPU_PF_ROWS;
-    memset(o, 0, (size_t)R * hd * sizeof(float));
-    for (int r = 0; r < R; r++) {
+    float *st = vbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
+    float *o = st + CPU_PF_KEYS * CPU_PF_ROWS;
+    int32_t lim[CPU_PF_ROWS] __attribute__((aligned(64)));
+    float mx[CPU_PF_ROWS] __attribute__((aligned(64)));
+    float sm[CPU_PF_ROWS] __attribute__((aligned(64)));
+    float corr[CPU_PF_ROWS] __attribute__((aligned(64)));
+    /* padding rows copy the last row's mask and score zero, so they stay finite and unused */
+    for (int r = 0; r < rp; r++) {
+        const int rr = OKV_MIN(r, R - 1), i = i0 + rr / g;
+        const float *qr = q + ((int64_t)i * s.n_heads + kvh * g + rr % g) * hd;
+        for (int d = 0; d < hd; d++) qt[(int64_t)d * rp + r] = r < R ? qr[d] : 0.0f;
+        lim[r] = q_pos0 + i + 1;
         mx[r] = -INFINITY;
         sm[r] = 0.0f;
     }
-    const int kend = q_pos0 + i1;
+    memset(o, 0, (size_t)R * hd * sizeof(float));
+    const int kend = q_pos0 + i1, kall = q_pos0 + i0 + 1;
     for (int k0 = 0; k0 < kend; k0 += CPU_PF_KEYS) {
         const int kn = OKV_MIN(CPU_PF_KEYS, kend - k0);
         int64_t kld, vld;
         const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
         const float *vr = pf_rows(vbuf, kv, 1, kvh, k0, kn, hd, &vld);
-        for (int r = 0; r < R; r++) {
-            const int i = i0 + r / g, h = kvh * g + r % g;
-            const int lim = OKV_MIN(kn, q_pos0 + i + 1 - k0);
-            if (lim <= 0) continue;
-            const float *qr = q + ((int64_t)i * s.n_heads + h) * hd;
-            for (int j = 0; j < lim; j += 16) dot16(sc + j, OKV_MIN(16, lim - j), s.scale, qr, kr + j * kld, kld, hd);
-            const float mnew = cpu_max_array(sc, lim, mx[r]);
-            const float corr = expf(mx[r] - mnew);
-            sm[r] = sm[r] * corr + cpu_exp_sub_sum(sc, sc, mnew, lim);
-            mx[r] = mnew;
-            pv_tile(o + (int64_t)r * hd, corr, sc, lim, vr, vld, hd);
-        }
+        if (k0 + CPU_PF_KEYS < kend) pf_prefetch(kv, kvh, k0 + CPU_PF_KEYS, OKV_MIN(CPU_PF_KEYS, kend - k0 - CPU_PF_KEYS), hd);
+        pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);
+        pf_softmax(st, rp, kn, k0, lim, k0 + kn > kall, mx, sm, corr);
+        pf_pv(o, hd, st, rp, R, vr, vld, kn, corr);
     }
     for (int r = 0; r < R; r++) {
         const int i = i0 + r / g, h = kvh * g + r % g;

@@ -1,15 +1,14 @@
-/* cmd_bench.c — `omnikv bench`: prefill and decode throughput per context length and decode
- * variant (dense, OmniKV budgets), with the latency protocol of BENCHMARKS.md (a discarded
- * warm-up, median and spread over several runs, TTFT apart from per-token latency), the
- * per-step time breakdown from the engine's counters, bytes moved per token and the memory each
- * variant holds. A table on stdout, JSON with --json or -o. Tested by tests/e2e/test_run_batch.sh
- * and tests/e2e/test_plots.sh (through jobs/study.sh). */
+/* cmd_bench.c — `omnikv bench`: throughput per context and variant, on one rank or a pipeline, with
+ * BENCHMARKS.md's latency protocol, the per-step time split, bytes per token and memory held.
+ * Tested by tests/e2e/test_run_batch.sh and tests/e2e/test_plots.sh. */
 #include "cli.h"
 
 #include "../engine/engine.h"
 #include "../engine/runner.h"
 #include "../engine/sampler.h"
 #include "../io/requests.h"
+#include "../policy/policy.h"
+#include "../../pipeline/stage.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -32,7 +31,8 @@ void help_bench(FILE *f) {
         "by the seed key, no special tokens), prefill timed, then N decode steps with ignore_eos,\n"
         "one sequence at a time (max_batch 1). Each (variant, context) runs R times and reports\n"
         "the median with min and max; before them, W warm-up runs at the longest context are\n"
-        "discarded. max_context_len defaults to the largest context + N.\n"
+        "discarded. max_context_len defaults to the largest context + N. Under mpirun -np P the\n"
+        "layers are split into P pipeline stages as `omnikv run` splits them.\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
         "  -c, --config FILE   run config as a JSON object (default: none)\n"
@@ -48,11 +48,13 @@ void help_bench(FILE *f) {
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
         "  -h, --help          this text\n"
         "\n"
-        "Per-token time is split as the engine counts it: dense attention (dense, wait and filter\n"
-        "layers), sparse attention (sparse layers over the selected Context Bank rows and the\n"
-        "generated tail; on the CPU backend the bank rows are read in place, so the bank gather is\n"
-        "part of it), selection (score and top-k), matmul (projections, MLP, head) and other\n"
-        "(norms, RoPE, KV stores).\n");
+        "Per-token time is split as the engines count it, summed over the stages: dense attention\n"
+        "(dense, wait and filter layers), sparse attention (sparse layers over the selected\n"
+        "Context Bank rows and the generated tail; the CPU backend reads bank rows in place, so the\n"
+        "bank gather is part of it), selection (score and top-k), matmul (projections and MLP)\n"
+        "and other (norms, RoPE, KV stores); `rest` is the step's time outside the layers: the\n"
+        "output head and sampling, and across ranks the stage-boundary messages and waits.\n"
+        "Bank MiB/tok is what the sparse layers read from the Context Bank: k rows per bank layer.\n");
 }
 
 typedef struct bench_variant {
@@ -65,13 +67,10 @@ typedef struct bench_variant {
 typedef struct bench_run {
     double ttft_ms, prefill_tok_s, decode_tok_s;
     okv_result_metrics m;
-    double bank_bytes; /* Context Bank bytes its decode steps read */
     int prompt_tokens, k;
 } bench_run;
 
 typedef struct bench_sink {
-    const okv_engine *eng;
-    uint64_t bank_seen;
     bench_run *runs;
     int n;
 } bench_sink;
@@ -86,9 +85,6 @@ static int sink_bench(void *ctx, const okv_result *r) {
     x->m = r->metrics;
     x->prompt_tokens = r->prompt_tokens;
     x->k = r->k;
-    /* One sequence at a time: the bank reads since the last result are this request's. */
-    x->bank_bytes = (double)(b->eng->bank.bytes_read - b->bank_seen);
-    b->bank_seen = b->eng->bank.bytes_read;
     return OKV_OK;
 }
 
@@ -128,7 +124,7 @@ typedef struct bench_cell {
     int ctx, k, runs;
     spread ttft_ms, decode_ms, prefill_tok_s;
     double decode_tok_s;
-    double ms_dense, ms_sparse, ms_select, ms_matmul, ms_other;
+    double ms_dense, ms_sparse, ms_select, ms_matmul, ms_other, ms_rest;
     double kv_bytes, weight_bytes, bank_bytes;   /* per token */
     double rows_dense, rows_filter, rows_sparse; /* per token */
     double gb_s;                                 /* bytes read per second of decode */
@@ -137,7 +133,7 @@ typedef struct bench_cell {
 
 /* Latency spreads over the runs; the breakdown and bytes come from the run with the median
  * decode latency, so they describe the same run as the median (an outlier run cannot skew them). */
-static void cell_of(bench_cell *c, const bench_run *r, int n) {
+static void cell_of(bench_cell *c, const bench_run *r, int n, double bank_row_bytes) {
     double *ttft = calloc((size_t)n * 4, sizeof(double)), *dms = ttft + n, *pf = ttft + 2 * n;
     double *order = ttft + 3 * n;
     OKV_ASSERT(ttft);
@@ -162,7 +158,9 @@ static void cell_of(bench_cell *c, const bench_run *r, int n) {
     c->ms_select = 1e3 * m->t_select / steps, c->ms_matmul = 1e3 * m->t_matmul / steps;
     c->ms_other = 1e3 * m->t_other / steps;
     c->kv_bytes = m->bytes_kv / steps, c->weight_bytes = m->bytes_weights / steps;
-    c->bank_bytes = r[mid].bank_bytes / steps;
+    c->bank_bytes = bank_row_bytes * OKV_MIN(c->k, c->ctx);
+    c->ms_rest = OKV_MAX(0.0, c->decode_ms.median - c->ms_dense - c->ms_sparse - c->ms_select -
+                                  c->ms_matmul - c->ms_other);
     c->rows_dense = m->rows_dense / steps, c->rows_filter = m->rows_filter / steps;
     c->rows_sparse = m->rows_sparse / steps;
     c->gb_s = (c->kv_bytes + c->weight_bytes) * c->decode_tok_s / 1e9;
@@ -176,10 +174,10 @@ static cJSON *spread_json(spread s) {
     return o;
 }
 
-static char *bench_json(const okv_model *m, const okv_run_config *rc, const bench_cell *cells,
+static char *bench_json(const char *model_name, const okv_run_config *rc, const bench_cell *cells,
                         int n, int gen, int runs, int warmup, int ranks) {
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "model", m->cfg.name);
+    cJSON_AddStringToObject(root, "model", model_name);
     cJSON_AddNumberToObject(root, "ranks", ranks);
     cJSON_AddNumberToObject(root, "threads", rc->threads);
     cJSON_AddNumberToObject(root, "gen", gen);
@@ -218,6 +216,7 @@ static char *bench_json(const okv_model *m, const okv_run_config *rc, const benc
         cJSON_AddNumberToObject(ms, "select", c->ms_select);
         cJSON_AddNumberToObject(ms, "matmul", c->ms_matmul);
         cJSON_AddNumberToObject(ms, "other", c->ms_other);
+        cJSON_AddNumberToObject(ms, "rest", c->ms_rest);
         cJSON *mem = cJSON_AddObjectToObject(o, "memory_bytes");
         cJSON_AddNumberToObject(mem, "weights", (double)c->mem_weights);
         cJSON_AddNumberToObject(mem, "kv_cache", (double)c->mem_kv);
@@ -229,22 +228,23 @@ static char *bench_json(const okv_model *m, const okv_run_config *rc, const benc
     return s;
 }
 
-static void bench_tables(const okv_model *m, const okv_run_config *rc, const bench_cell *cells,
+static void bench_tables(const char *model_name, const okv_run_config *rc, const bench_cell *cells,
                          int n, int gen, int runs, int warmup, int ranks) {
     const double MiB = 1048576.0;
     printf("model %s, %d decode steps per run, median of %d run(s) after %d warm-up, %d thread(s), "
-           "%d rank(s)\n", m->cfg.name, gen, runs, warmup, rc->threads, ranks);
-    printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
+           "%d rank(s)\n", model_name, gen, runs, warmup, rc->threads, ranks);
+    printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
            "variant", "k", "prefill/s", "ttft ms", "decode ms [min-max]", "tok/s", "dense",
-           "sparse", "select", "matmul", "other");
+           "sparse", "select", "matmul", "other", "rest");
     for (int i = 0; i < n; i++) {
         const bench_cell *c = &cells[i];
         char dms[40];
         snprintf(dms, sizeof dms, "%.2f [%.2f-%.2f]", c->decode_ms.median, c->decode_ms.min,
                  c->decode_ms.max);
-        printf("%8d %-10s %6d %10.1f %9.1f %20s %8.2f | %7.3f %7.3f %7.3f %7.3f %7.3f\n", c->ctx,
-               c->var->name, c->k, c->prefill_tok_s.median, c->ttft_ms.median, dms, c->decode_tok_s,
-               c->ms_dense, c->ms_sparse, c->ms_select, c->ms_matmul, c->ms_other);
+        printf("%8d %-10s %6d %10.1f %9.1f %20s %8.2f | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n",
+               c->ctx, c->var->name, c->k, c->prefill_tok_s.median, c->ttft_ms.median, dms,
+               c->decode_tok_s, c->ms_dense, c->ms_sparse, c->ms_select, c->ms_matmul, c->ms_other,
+               c->ms_rest);
     }
     printf("\n%8s %-10s %11s %11s %11s %8s | %11s %11s %11s  (MiB held)\n", "ctx", "variant",
            "KV MiB/tok", "bank MiB/tok", "W MiB/tok", "GB/s", "weights", "KV cache", "bank");
@@ -254,9 +254,7 @@ static void bench_tables(const okv_model *m, const okv_run_config *rc, const ben
                c->var->name, c->kv_bytes / MiB, c->bank_bytes / MiB, c->weight_bytes / MiB,
                c->gb_s, c->mem_weights / MiB, c->mem_kv / MiB, c->mem_bank / MiB);
     }
-    if (ranks > 1)
-        printf("\n%d ranks: rank 0 runs every layer (no pipeline stages yet), so nothing is "
-               "communicated.\n", ranks);
+    if (ranks > 1) printf("(MiB held: summed over the %d pipeline stages)\n", ranks);
 }
 
 static int parse_variants(const char *list, bench_variant *v, int *n) {
@@ -285,23 +283,37 @@ static int parse_variants(const char *list, bench_variant *v, int *n) {
     return *n ? OKV_OK : okv_fail(OKV_ERR_USAGE, "bench: --variants lists nothing");
 }
 
-/* Serves warm-up then measured runs of every context for one variant; fills its cells. */
-static int bench_variant_run(const okv_model *model, const okv_run_config *base,
-                             const bench_variant *var, const int *ctx, int n_ctx, int runs,
-                             int warmup, bench_cell *cells) {
-    okv_run_config rc = *base;
-    rc.policy = var->policy;
-    rc.policy_explicit = true;
+/* The run config of a variant. */
+static int variant_config(const okv_run_config *base, const bench_variant *var, okv_run_config *rc) {
+    *rc = *base;
+    rc->policy = var->policy;
+    rc->policy_explicit = true;
     if (var->policy == POLICY_OMNIKV) {
-        rc.num_selected = var->budget;
-        if (rc.n_filter_layers == 0)
+        rc->num_selected = var->budget;
+        if (rc->n_filter_layers == 0)
             return okv_fail(OKV_ERR_USAGE, "bench: variant %s needs filter layers; set do_select_layers "
                             "(e.g. -c configs/smollm2-135m.json)", var->name);
     }
-    okv_engine eng;
-    okv_forward fw;
-    memset(&eng, 0, sizeof eng);
-    memset(&fw, 0, sizeof fw);
+    return OKV_OK;
+}
+
+/* Bytes the sparse layers read from the Context Bank per selected row: K and V of every layer
+ * kept in the bank. */
+static double bank_row_bytes(const okv_model_config *mc, const okv_run_config *rc) {
+    if (rc->policy != POLICY_OMNIKV || !rc->real_offload) return 0;
+    okv_layer_plan plan;
+    if (policy_plan_init(&plan, rc, mc->n_layers)) return 0;
+    int n = 0;
+    for (int l = 0; l < mc->n_layers; l++) n += plan.role[l] == ROLE_SPARSE;
+    policy_plan_free(&plan);
+    return (double)n * 2 * mc->n_kv_heads * mc->head_dim * okv_type_row_bytes(rc->kv_type, 1);
+}
+
+/* Serves warm-up then measured runs of every context through fw (one rank's engine or the
+ * pipeline) and fills the variant's cells (memory is filled by the caller). */
+static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_run_config *rc,
+                       const bench_variant *var, const int *ctx, int n_ctx, int runs, int warmup,
+                       bench_cell *cells) {
     okv_request_list reqs = {0};
     int longest = 0;
     for (int i = 1; i < n_ctx; i++)
@@ -310,44 +322,107 @@ static int bench_variant_run(const okv_model *model, const okv_run_config *base,
     bench_sink bs = {.runs = calloc((size_t)n_req, sizeof(bench_run))};
     reqs.items = calloc((size_t)n_req, sizeof *reqs.items);
     OKV_ASSERT(bs.runs && reqs.items);
-    int st = engine_init(&eng, model, &rc, 0, model->cfg.n_layers, 1);
-    if (!st) st = forward_local_init(&fw, &eng);
-    if (!st) {
-        bs.eng = &eng;
-        bs.bank_seen = eng.bank.bytes_read;
-        for (int r = 0; r < n_req; r++) {
-            int c = r < warmup ? longest : (r - warmup) / runs;
-            okv_request *q = &reqs.items[r];
-            request_defaults(q);
-            OKV_ASSERT(asprintf(&q->id, "%s-ctx-%d-run-%d", var->name, ctx[c], r) >= 0);
-            q->line = r + 1;
-            q->ids = malloc(sizeof(int32_t) * (size_t)ctx[c]);
-            OKV_ASSERT(q->ids);
-            q->n_ids = ctx[c];
-            bench_prompt(model->tok, rc.seed + (uint64_t)c, q->ids, ctx[c]);
-        }
-        reqs.n = n_req;
-        okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
-        int n_errors = 0;
-        st = runner_serve(&fw, model->tok, &rc, &ro, &reqs, sink_bench, &bs, &n_errors);
+    for (int r = 0; r < n_req; r++) {
+        int c = r < warmup ? longest : (r - warmup) / runs;
+        okv_request *q = &reqs.items[r];
+        request_defaults(q);
+        OKV_ASSERT(asprintf(&q->id, "%s-ctx-%d-run-%d", var->name, ctx[c], r) >= 0);
+        q->line = r + 1;
+        q->ids = malloc(sizeof(int32_t) * (size_t)ctx[c]);
+        OKV_ASSERT(q->ids);
+        q->n_ids = ctx[c];
+        bench_prompt(model->tok, rc->seed + (uint64_t)c, q->ids, ctx[c]);
     }
+    reqs.n = n_req;
+    okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
+    int n_errors = 0;
+    int st = runner_serve(fw, model->tok, rc, &ro, &reqs, sink_bench, &bs, &n_errors);
     if (!st && bs.n != n_req) st = okv_fail(OKV_ERR_INTERNAL, "bench: %d of %d runs came back", bs.n, n_req);
     if (!st) {
-        uint64_t w, kv, bank;
-        engine_memory(&eng, &w, &kv, &bank);
+        double row = bank_row_bytes(&model->cfg, rc);
         /* Results come back in request order (one sequence at a time). */
         for (int c = 0; c < n_ctx; c++) {
-            bench_cell *cell = &cells[c];
-            cell->var = var;
-            cell->ctx = ctx[c];
-            cell_of(cell, bs.runs + warmup + c * runs, runs);
-            cell->mem_weights = w, cell->mem_kv = kv, cell->mem_bank = bank;
+            cells[c].var = var;
+            cells[c].ctx = ctx[c];
+            cell_of(&cells[c], bs.runs + warmup + c * runs, runs, row);
         }
     }
     free(bs.runs);
     requests_free(&reqs);
-    forward_local_free(&fw);
-    engine_free(&eng);
+    return st;
+}
+
+static void set_memory(bench_cell *cells, int n, const uint64_t mem[3]) {
+    for (int c = 0; c < n; c++)
+        cells[c].mem_weights = mem[0], cells[c].mem_kv = mem[1], cells[c].mem_bank = mem[2];
+}
+
+/* One rank: the whole model on this rank's engine. */
+static int bench_local(const char *model_path, const okv_run_config *base, const bench_variant *var,
+                       int n_var, const int *ctx, int n_ctx, int runs, int warmup, bench_cell *cells,
+                       char *name, size_t cap) {
+    okv_model m;
+    okv_model *model = &m;
+    memset(model, 0, sizeof *model);
+    int st = load_model(model, model_path, base);
+    if (!st) st = config_validate(base, model->cfg.n_layers);
+    if (!st) snprintf(name, cap, "%.*s", (int)cap - 1, model->cfg.name);
+    for (int v = 0; v < n_var && !st; v++) {
+        okv_run_config rc;
+        okv_engine eng;
+        okv_forward fw;
+        memset(&eng, 0, sizeof eng);
+        memset(&fw, 0, sizeof fw);
+        bench_cell *vc = cells + (size_t)v * n_ctx;
+        st = variant_config(base, &var[v], &rc);
+        if (!st) st = engine_init(&eng, model, &rc, 0, model->cfg.n_layers, 1);
+        if (!st) st = forward_local_init(&fw, &eng);
+        if (!st) st = serve_cells(&fw, model, &rc, &var[v], ctx, n_ctx, runs, warmup, vc);
+        if (!st) {
+            uint64_t mem[3];
+            engine_memory(&eng, &mem[0], &mem[1], &mem[2]);
+            set_memory(vc, n_ctx, mem);
+        }
+        forward_local_free(&fw);
+        engine_free(&eng);
+    }
+    model_free(model);
+    return st;
+}
+
+/* Several ranks (collective): each variant is a pipeline over every rank, set up as `omnikv run`
+ * sets it up; rank 0 drives the runs. A failure that stops serving on rank 0 is returned at once
+ * (main ends the job) since the other ranks are still serving. */
+static int bench_pipeline(const char *model_path, const okv_run_config *base,
+                          const bench_variant *var, int n_var, const int *ctx, int n_ctx, int runs,
+                          int warmup, bench_cell *cells, int rank, char *name, size_t cap,
+                          int *threads) {
+    int st = OKV_OK;
+    for (int v = 0; v < n_var && !st; v++) {
+        okv_run_config rc;
+        int pre = variant_config(base, &var[v], &rc);
+        pipe_ctx pc;
+        st = pipe_setup(&pc, model_path, &rc, pre);
+        if (!st) {
+            bench_cell *vc = cells + (size_t)v * n_ctx;
+            if (rank == 0) {
+                okv_forward fw;
+                snprintf(name, cap, "%.*s", (int)cap - 1, pc.model.cfg.name);
+                *threads = pc.rc.threads;
+                pipe_forward(&pc, &fw);
+                st = serve_cells(&fw, &pc.model, &pc.rc, &var[v], ctx, n_ctx, runs, warmup, vc);
+                if (st) return st;
+            } else {
+                pipe_stage_run(&pc);
+            }
+            st = pipe_finish(&pc);
+            uint64_t mine[3], all[3];
+            engine_memory(&pc.eng, &mine[0], &mine[1], &mine[2]);
+            CHECK_MPI(MPI_Reduce(mine, all, 3, MPI_UINT64_T, MPI_SUM, 0, pc.comm));
+            if (rank == 0) set_memory(vc, n_ctx, all);
+        }
+        pipe_free(&pc);
+    }
     return st;
 }
 
@@ -395,9 +470,20 @@ int cmd_bench(args *a, int rank) {
             log_config(&rc);
         }
     }
-    st = share_config(&rc, st);
+    st = share_config_quiet(&rc, st);
     cli_sets_free(&sets);
-    if (rank != 0 || st) return st;
+    if (st) return st;
+    int ranks = 1;
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &ranks));
+    if (ranks > 1) {
+        /* Every rank needs the model path and the variants; only rank 0 parsed them. */
+        char path[4096] = "";
+        if (rank == 0) snprintf(path, sizeof path, "%s", model_path);
+        CHECK_MPI(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD));
+        CHECK_MPI(MPI_Bcast(&n_var, 1, MPI_INT, 0, MPI_COMM_WORLD));
+        CHECK_MPI(MPI_Bcast(var, (int)sizeof var, MPI_BYTE, 0, MPI_COMM_WORLD));
+        model_path = rank == 0 ? model_path : strdup(path);
+    }
     if (!n_var) {
         /* The run config as it is: one variant named after its policy and budget. */
         n_var = 1;
@@ -407,22 +493,19 @@ int cmd_bench(args *a, int rank) {
         if (rc.policy == POLICY_DENSE) snprintf(var[0].name, sizeof var[0].name, "dense");
         else snprintf(var[0].name, sizeof var[0].name, "k=%g", rc.num_selected);
     }
-    int ranks;
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-    if (rc.threads <= 0) rc.threads = omp_get_num_procs(); /* what the engine will use */
+    if (rc.threads <= 0 && ranks == 1) rc.threads = omp_get_num_procs(); /* what the engine uses */
 
-    okv_model model;
-    memset(&model, 0, sizeof model);
+    char name[128] = "";
     bench_cell *cells = calloc((size_t)n_var * n_ctx, sizeof *cells);
     OKV_ASSERT(cells);
-    st = load_model(&model, model_path, &rc);
-    if (!st) st = config_validate(&rc, model.cfg.n_layers);
-    for (int v = 0; v < n_var && !st; v++)
-        st = bench_variant_run(&model, &rc, &var[v], ctx, n_ctx, runs, warmup, cells + (size_t)v * n_ctx);
-    if (!st) {
-        char *js = bench_json(&model, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
+    if (ranks > 1)
+        st = bench_pipeline(model_path, &rc, var, n_var, ctx, n_ctx, runs, warmup, cells, rank, name,
+                            sizeof name, &rc.threads);
+    else st = bench_local(model_path, &rc, var, n_var, ctx, n_ctx, runs, warmup, cells, name, sizeof name);
+    if (!st && rank == 0) {
+        char *js = bench_json(name, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
         if (json) printf("%s\n", js);
-        else bench_tables(&model, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
+        else bench_tables(name, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
         if (out_path) {
             FILE *f = fopen(out_path, "w");
             if (!f || fprintf(f, "%s\n", js) < 0 || fclose(f))
@@ -430,7 +513,7 @@ int cmd_bench(args *a, int rank) {
         }
         free(js);
     }
+    if (rank != 0 && ranks > 1) free((char *)model_path);
     free(cells);
-    model_free(&model);
     return st;
 }

@@ -1,7 +1,6 @@
-/* cmd_eval.c — `omnikv eval` (generated long-context tasks and benchmark files over a grid of
- * contexts, depths and decode variants) and `omnikv calibrate` (filter layers for a model).
- * Tested by tests/e2e/test_eval.sh, tests/model/test_passkey_quality.sh and
- * tests/e2e/test_calibrate_cli.sh. */
+/* cmd_eval.c — `omnikv eval` (tasks over contexts x depths x decode variants) and `omnikv
+ * calibrate` (filter layers for a model). Tested by tests/e2e/test_eval.sh,
+ * tests/model/test_passkey_quality.sh and tests/e2e/test_calibrate_cli.sh. */
 #include "cli.h"
 
 #include "../policy/calibrate.h"
@@ -47,7 +46,7 @@ void help_eval(FILE *f) {
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
         "  -h, --help          this text\n"
         "\n"
-        "generated tasks (every prompt is within 2%% of --ctx tokens, never over):\n");
+        "generated tasks (prompts are at most --ctx tokens, and within 2%% of it from 1K up):\n");
     for (int i = 0; i < n; i++) fprintf(f, "  %-18s %s\n", t[i].name, t[i].about);
 }
 

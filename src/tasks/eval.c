@@ -1,7 +1,6 @@
-/* eval.c — the `omnikv eval` grid (see eval.h): samples from a generator or a benchmark file,
- * optional chat template, one dense prefill per sample, then greedy (or, for summaries, seeded
- * sampled) decoding per variant from the rewound state. Tested by tests/e2e/test_eval.sh and
- * tests/model/test_passkey_quality.sh. */
+/* eval.c — the `omnikv eval` grid (see eval.h): samples, optional chat template, one prefill per
+ * sample, greedy (summaries: seeded sampled) decoding per variant from the rewound state. Tested
+ * by tests/e2e/test_eval.sh and tests/model/test_{passkey,needle}_quality.sh. */
 #include "eval.h"
 
 #include "../common.h"
@@ -321,7 +320,8 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
         task_file_free(&src.file);
         return st;
     }
-    st = sampler_init(&smp, V);
+    /* Draws over the tokenizer's ids: an output head may have padding rows past them. */
+    st = sampler_init(&smp, OKV_MIN(V, tokenizer_n_vocab(m->tok)));
     float *x = calloc((size_t)erc.prefill_chunk * dim, sizeof(float));
     float *first = calloc((size_t)V, sizeof(float)), *logits = calloc((size_t)V, sizeof(float));
     int32_t *ids = calloc((size_t)erc.max_context_len, sizeof(int32_t));

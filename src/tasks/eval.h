@@ -1,9 +1,6 @@
-/* eval.h — `omnikv eval`: a grid of context lengths x depths x decode variants (dense, or OmniKV
- * budgets) over a generated task or a LongBench / InfiniteBench file. Each sample is prefilled
- * once (prefill is always dense) and every variant decodes from that same state, so variants
- * differ only in what they select. Per-sample JSONL plus a summary table. Tested by
- * tests/e2e/test_eval.sh (every task on a generated model, file tasks, errors) and
- * tests/model/test_passkey_quality.sh (SmolLM2 accuracy). */
+/* eval.h — `omnikv eval`: contexts x depths x decode variants (dense, OmniKV budgets) over a task;
+ * each sample is prefilled once and every variant decodes from that state. Tested by
+ * tests/e2e/test_eval.sh and tests/model/test_{passkey,needle}_quality.sh. */
 #ifndef OKV_EVAL_H
 #define OKV_EVAL_H
 

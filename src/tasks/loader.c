@@ -114,7 +114,7 @@ int task_file_load(task_file *f, task_suite suite, const char *path, bool chat, 
         task_sample *s = &f->rec[f->n];
         st = suite == TASK_SUITE_LONGBENCH ? longbench_record(j, ds, s) : infinitebench_record(j, ds, chat, s);
         cJSON_Delete(j);
-        if (st) okv_error_prefix("%s line %d: ", path, line_no);
+        if (st) okv_error_prefix("%s line %d", path, line_no);
         else f->n++;
     }
     free(line);

@@ -1,8 +1,6 @@
-/* metrics.c — the scorers of the published suites, written from their definitions: RULER's
- * substring-all, first-integer match, SQuAD-style QA-F1, ROUGE-L, LongBench's classification,
- * retrieval, count and code edit similarity, and InfiniteBench's label, choice and number rules.
- * Where we differ from the Python references it is said at the function. Tested by
- * tests/unit/test_tasks.c against hand-computed values. */
+/* metrics.c — the published suites' scorers from their definitions (RULER, QA-F1, ROUGE-L,
+ * LongBench's and InfiniteBench's rules); where we differ from the Python references it is said
+ * at the function. Tested by tests/unit/test_tasks.c against hand-computed values. */
 #include "tasks.h"
 
 #include "../common.h"

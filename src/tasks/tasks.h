@@ -1,8 +1,6 @@
-/* tasks.h — long-context tasks for `omnikv eval`: generators written in C from a seed (passkey,
- * RULER-style needles, variable tracking, the OmniKV paper's 2StageRetr), loaders for the user's
- * LongBench and InfiniteBench JSONL files, and the published suites' scorers (BENCHMARKS.md).
- * Tested by tests/unit/test_tasks.c: needle position and length within 2% of the request, every
- * scorer on hand-made answers, loaders on the small files under tests/data/. */
+/* tasks.h — long-context tasks for `omnikv eval`: seeded generators (passkey, RULER needles, variable
+ * tracking, 2StageRetr), LongBench / InfiniteBench file loaders and the suites' scorers. Tested by
+ * tests/unit/test_tasks.c (needle depth, 2% length, hand-computed scores, tests/data/ files). */
 #ifndef OKV_TASKS_H
 #define OKV_TASKS_H
 
@@ -58,9 +56,10 @@ typedef struct task_sample {
 void task_sample_free(task_sample *s);
 
 /* ---- generators -------------------------------------------------------------------------------
- * Each writes a prompt of at most ctx_tokens tokens and within 2% of it (ctx_tokens minus the
- * prompt is less than one filler unit), with its needle(s) at depth in [0, 1] (< 0: drawn from
- * the seed). The same (ctx_tokens, depth, seed) always gives the same sample. */
+ * Each writes a prompt of at most ctx_tokens tokens, short of it by less than one filler unit (a
+ * haystack sentence or a dictionary line, under 20 tokens: within 2% from 1K tokens up), with its
+ * needle(s) at depth in [0, 1] (< 0: drawn from the seed). The same (ctx_tokens, depth, seed)
+ * always gives the same sample. */
 typedef int (*task_gen_fn)(const okv_tokenizer *tok, int ctx_tokens, double depth, uint64_t seed,
                            task_sample *out);
 

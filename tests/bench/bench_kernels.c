@@ -1,6 +1,7 @@
 /* bench_kernels.c — throughput of the CPU backend's hot ops; a benchmark, not a test (CMake skips
  * it). Build from the repository root with mpicc -std=c11 -O2 -march=native -fopenmp -I. -Isrc,
- * this file, src/common.c and the .c files of kernels and kernels/cpu. Usage: [min max threads]. */
+ * this file, src/common.c and the .c files of kernels and kernels/cpu. Usage: [min max threads]
+ * [prefill] (the last runs only the prefill cases). */
 #include "kernels/backend.h"
 #include "common.h"
 
@@ -109,53 +110,69 @@ typedef struct pf_case {
     okv_backend *be;
     okv_kv_view view;
     float *q, *out;
-    int n_q;
+    int n_q, q_pos0;
     okv_attn_shape s;
 } pf_case;
 
 static void run_pf(void *p) {
     pf_case *c = p;
-    c->be->attn_prefill(c->be, c->out, c->q, c->n_q, 0, c->view, c->s);
+    c->be->attn_prefill(c->be, c->out, c->q, c->n_q, c->q_pos0, c->view, c->s);
 }
 
-static void bench_prefill(okv_backend *be, int n, int reps) {
-    const okv_attn_shape s = {9, 3, 64, 0.125f};
-    const int64_t stride = 3 * 64;
-    uint16_t *k = malloc((size_t)n * stride * 2);
+/* One prefill chunk of n_q queries after q_pos0 cached rows, as the engine issues it; FLOP counts
+ * the causal part only (q.k and p.v, 2 each per query, key and dimension). */
+static void bench_prefill(okv_backend *be, okv_attn_shape s, int n_q, int q_pos0, int reps) {
+    const int n = q_pos0 + n_q, qd = s.n_heads * s.head_dim;
+    const int64_t stride = (int64_t)s.n_kv_heads * s.head_dim;
+    uint16_t *k = malloc((size_t)n * stride * 2), *v = malloc((size_t)n * stride * 2);
     float *tmp = malloc((size_t)n * stride * 4);
     fill(tmp, n * stride);
     for (int64_t i = 0; i < n * stride; i++) k[i] = okv_f32_to_fp16(tmp[i]);
-    pf_case c = {be, {OKV_TYPE_F16, k, k, stride, NULL, n}, malloc((size_t)n * 576 * 4), malloc((size_t)n * 576 * 4), n, s};
-    fill(c.q, (int64_t)n * 576);
+    for (int64_t i = 0; i < n * stride; i++) v[i] = okv_f32_to_fp16(tmp[(i * 7 + 3) % (n * stride)]);
+    pf_case c = {be, {OKV_TYPE_F16, k, v, stride, NULL, n}, malloc((size_t)n_q * qd * 4), malloc((size_t)n_q * qd * 4),
+                 n_q, q_pos0, s};
+    fill(c.q, (int64_t)n_q * qd);
     const double t = time_best(run_pf, &c, reps);
-    printf("attn_prefill 9/3 heads hd 64 n_q %-5d threads %s: %8.1f us  %6.2f GFLOP/s\n", n, be->name, t * 1e6,
-           4.0 * 9 * 64 * n * (n + 1) / 2.0 / t / 1e9);
+    const double flop = 4.0 * qd * ((double)n_q * q_pos0 + (double)n_q * (n_q + 1) / 2.0);
+    printf("attn_prefill %2d/%d heads hd %-3d n_q %-4d pos0 %-5d threads %s: %9.2f ms  %6.2f GFLOP/s\n", s.n_heads,
+           s.n_kv_heads, s.head_dim, n_q, q_pos0, be->name, t * 1e3, flop / t / 1e9);
     free(k);
+    free(v);
     free(tmp);
     free(c.q);
     free(c.out);
 }
 
+static void bench_prefill_all(okv_backend *be) {
+    const okv_attn_shape shapes[2] = {{9, 3, 64, 0.125f}, {32, 8, 128, 0.08838834764831845f}};
+    const int pos0[3] = {0, 3584, 7680};
+    for (int si = 0; si < 2; si++)
+        for (int pi = 0; pi < 3; pi++) bench_prefill(be, shapes[si], 512, pos0[pi], 1);
+}
+
 int main(int argc, char **argv) {
     const int min_threads = argc > 1 ? atoi(argv[1]) : 1;
     const int max_threads = argc > 2 ? atoi(argv[2]) : 2;
+    const char *only = argc > 3 ? argv[3] : "";
     for (int nt = min_threads; nt <= max_threads; nt++) {
         okv_backend be;
         if (okv_backend_cpu_init(&be, nt, 64, 4096)) return 1;
         char name[16];
         snprintf(name, sizeof name, "%d", nt);
         be.name = name;
-        bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
-        bench_matmul(&be, OKV_TYPE_Q4_1, 192, 576, 1, 1000);
-        bench_matmul(&be, OKV_TYPE_Q4_1, 576, 1536, 1, 200);
-        bench_matmul(&be, OKV_TYPE_Q8_0, 49152, 576, 1, 5);
-        bench_matmul(&be, OKV_TYPE_Q4_1, 196608, 576, 1, 3);
-        bench_matmul(&be, OKV_TYPE_Q4_0, 1536, 576, 1, 200);
-        bench_matmul(&be, OKV_TYPE_F16, 1536, 576, 1, 100);
-        bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 64, 5);
-        bench_attn(&be, 1024, 50);
-        bench_attn(&be, 16384, 5);
-        bench_prefill(&be, 512, 2);
+        if (strcmp(only, "prefill")) {
+            bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
+            bench_matmul(&be, OKV_TYPE_Q4_1, 192, 576, 1, 1000);
+            bench_matmul(&be, OKV_TYPE_Q4_1, 576, 1536, 1, 200);
+            bench_matmul(&be, OKV_TYPE_Q8_0, 49152, 576, 1, 5);
+            bench_matmul(&be, OKV_TYPE_Q4_1, 196608, 576, 1, 3);
+            bench_matmul(&be, OKV_TYPE_Q4_0, 1536, 576, 1, 200);
+            bench_matmul(&be, OKV_TYPE_F16, 1536, 576, 1, 100);
+            bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 64, 5);
+            bench_attn(&be, 1024, 50);
+            bench_attn(&be, 16384, 5);
+        }
+        bench_prefill_all(&be);
         be.free(&be);
     }
     return 0;

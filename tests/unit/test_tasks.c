@@ -1,9 +1,6 @@
-/* test_tasks.c — the task generators, scorers and benchmark loaders of src/tasks/:
- * every generator on a generated tiny model's byte-level BPE and (when present) the real SmolLM2
- * tokenizer: the prompt is at most the requested length and within 2% of it, its count is what
- * the tokenizer says, the needle sits at the requested depth within one filler sentence (counted
- * in the prompt text), seeds reproduce; every metric against values computed by hand; the
- * LongBench / InfiniteBench loaders on the small files in tests/data/. */
+/* test_tasks.c — src/tasks/: every generator on a tiny model's byte-level BPE and SmolLM2's
+ * tokenizer (length <= request and within 2%, needle depth +- one filler sentence counted in the
+ * text, seeds), every metric against hand-computed values, the loaders on tests/data/. */
 #include "common.h"
 #include "model/genmodel.h"
 #include "model/gguf.h"
@@ -296,7 +293,7 @@ int main(void) {
     gguf_close(&g1);
     unlink(tiny);
 
-    char smol[1024];
+    char smol[2048];
     snprintf(smol, sizeof smol, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", test_cache());
     if (test_file_exists(smol)) {
         gguf_file g2;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# test_needle_quality.sh — RULER's single needle on the real SmolLM2 at 2K tokens, needles at
+# depths 0, 0.5 and 1: dense attention must find most needles (>= 50%: a broken generator,
+# template or scorer scores near 0), and OmniKV with k = 2048 and k = 0.067 (filter layers from
+# configs/smollm2-135m.json) must score within TOL points of dense on the same samples (each
+# sample is prefilled once; the variants decode from the same state). OMNIKV_QUALITY_SAMPLES
+# sets samples per depth (default 2, a few minutes); TOL = max(1, 100/samples) points.
+set -euo pipefail
+bin=${OMNIKV_BIN:?}
+src=${OMNIKV_SRC:?}
+cache=${OMNIKV_CACHE:-$HOME/.cache/omnikv}
+model=$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] || { echo "FAIL: $model is missing; run scripts/setup.sh --test"; exit 1; }
+n=${OMNIKV_QUALITY_SAMPLES:-2}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+OMNIKV_LOG=warn "$bin" eval -m "$model" -c "$src/configs/smollm2-135m.json" --task needle-single \
+    --ctx 2048 --depth 0,0.5,1 --count "$n" --variants dense,2048,0.067 --seed 11 \
+    -o "$out/samples.jsonl" | tee "$out/summary.txt"
+python3 - "$out/samples.jsonl" "$n" <<'PY'
+import collections, json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+per = 3 * int(sys.argv[2])
+tol = max(1.0, 100.0 / per)
+score = collections.defaultdict(list)
+for r in rows:
+    score[r["variant"]].append(r["score"])
+mean = {v: sum(s) / len(s) for v, s in score.items()}
+bad = 0
+if len(rows) != 3 * per or any(len(s) != per for s in score.values()):
+    print(f"FAIL: {len(rows)} records, want {3 * per}")
+    bad += 1
+ok = mean.get("dense", 0) >= 50
+bad += not ok
+print(f"dense {mean.get('dense', 0):.1f} {'>=' if ok else '<'} 50")
+for v in ("k=2048", "k=0.067"):
+    d = abs(mean.get(v, -100) - mean.get("dense", 0))
+    ok = d <= tol + 1e-9
+    bad += not ok
+    print(f"{v} {mean.get(v, float('nan')):.1f}: |diff| {d:.1f} {'<=' if ok else '>'} {tol:.1f} points")
+sys.exit(1 if bad else 0)
+PY
