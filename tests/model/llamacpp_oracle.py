@@ -18,6 +18,8 @@ PROMPTS = [
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
     "Once upon a time, in a small village at the edge of a great forest, there lived",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "<|im_start|>user\nList three facts about the planet Mars.<|im_end|>\n<|im_start|>assistant\n",
+    "The Roman Empire was one of the largest empires in history. At its height, it",
     # long enough to span several prefill chunks
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 40
     + "The pass key is 71432. Remember it. 71432 is the pass key. "
