@@ -1,7 +1,7 @@
 /* bench_kernels.c — throughput of the CPU backend's hot ops; a benchmark, not a test (CMake skips
- * it). Build from the repository root with mpicc -std=c11 -O2 -march=native -fopenmp -I. -Isrc,
- * this file, src/common.c and the .c files of kernels and kernels/cpu. Usage: [min max threads]
- * [prefill] (the last runs only the prefill cases). */
+ * it). Build from the repository root with mpicc -std=c11 -O2 -march=native -fopenmp -D_GNU_SOURCE
+ * -I. -Isrc, this file, src/common.c and the .c files of kernels and kernels/cpu.
+ * Usage: [min max threads] [prefill] (the last runs only the prefill cases). */
 #include "kernels/backend.h"
 #include "common.h"
 
