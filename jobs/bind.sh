@@ -7,8 +7,8 @@
 # tests/slurm/test_slurm.sh (numa on a one-NUMA-node machine).
 set -euo pipefail
 lr=${OMPI_COMM_WORLD_LOCAL_RANK:-${SLURM_LOCALID:-${MPI_LOCALRANKID:-0}}}
-ls=${OMPI_COMM_WORLD_LOCAL_SIZE:-${SLURM_NTASKS_PER_NODE:-${MPI_LOCALNRANKS:-1}}}
-ls=${ls%%(*} # Slurm may write "2(x3)"
+ls=${OMPI_COMM_WORLD_LOCAL_SIZE:-${SLURM_TASKS_PER_NODE:-${MPI_LOCALNRANKS:-1}}}
+ls=${ls%%[(,]*} # Slurm writes "2(x3)" or "3,1"
 mode=${BIND:-numa}
 say() { [ "${OMNIKV_BIND_VERBOSE:-0}" = 1 ] && echo "[bind] local rank $lr: $*" >&2 || true; }
 

@@ -3,7 +3,8 @@
 # (slurmctld + slurmd, Debian's slurm-wlm) on localhost in a temporary directory, with their own
 # socket, ports and state, waits for the node to be idle, then submits run.sbatch with sbatch on a
 # generated tiny model: a 2-rank eval through mpirun (hwloc binding per rank), the same through
-# srun when Slurm's PMIx plugin can start Open MPI, and a job that must fail (a missing model).
+# srun when Slurm's PMIx plugin can start Open MPI, a 2-stage pipeline bench, and a job that must
+# fail (a missing model).
 # Checks each job's state, exit code and output, and stops every daemon it started.
 # Needs OMNIKV_BIN, OMNIKV_SRC; the packages slurm-wlm and munge (scripts/setup.sh --test).
 set -u
@@ -152,6 +153,17 @@ if srun --mpi=list 2>&1 | grep -q pmix; then
 else
     echo "srun: this Slurm has no PMIx plugin; only the mpirun launcher was tried"
 fi
+
+# A pipeline over both ranks: bench splits the layers into two stages.
+submit pipeline 0 --ntasks=2 --export=ALL,LAUNCHER=mpirun,BIND=numa -- \
+    bench -m "$T/tiny.gguf" --ctx 64,128 --gen 4 --runs 1 --warmup 0 --variants dense,16 \
+    --set do_select_layers=1 --set threads=1 -o "$T/bench.json" &&
+    { python3 -c '
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["ranks"] == 2 and len(b["results"]) == 4, b
+assert all(r["decode_tok_s"] > 0 for r in b["results"]), b' "$T/bench.json" ||
+        { show "$T/pipeline.out"; fail "pipeline: the 2-rank bench JSON is wrong"; }; }
 
 # A job whose command fails must fail as a job, with omnikv's message in its output.
 submit broken 3 --ntasks=1 --export=ALL,LAUNCHER=mpirun,BIND=numa -- \
