@@ -10,18 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* MemAvailable of the whole machine (0 when unknown). */
-static uint64_t system_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
-
 /* Bytes of memory on the NUMA nodes in set (0 when hwloc does not know). */
 static uint64_t nodeset_memory(hwloc_topology_t topo, hwloc_const_nodeset_t set) {
     uint64_t total = 0;
@@ -68,7 +56,7 @@ int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *grou
     hwloc_cpuset_to_nodeset(topo, cpus, nodes);
     /* Virtual machines may report less node memory than the machine has (memory hot-plug), so
      * the hard limit is what the system has available; past the node's size we only warn. */
-    uint64_t local = nodeset_memory(topo, nodes), avail = system_available();
+    uint64_t local = nodeset_memory(topo, nodes), avail = okv_meminfo_bytes("MemAvailable");
     if (local && total > local)
         OKV_WARN("the Context Bank (%.2f GiB) is larger than the memory hwloc reports for this "
                  "rank's NUMA node(s) (%.2f GiB); part of it may live on remote memory",

@@ -66,6 +66,8 @@ void *okv_alloc(size_t bytes);
 void okv_free_mem(void *p);
 
 double okv_now_s(void); /* monotonic clock in seconds */
+/* A /proc/meminfo field in bytes ("MemTotal", "MemAvailable"); 0 when unknown. */
+uint64_t okv_meminfo_bytes(const char *field);
 
 /* Half/bfloat16 scalar conversions (round-to-nearest-even), shared by loaders and kernels. */
 static inline float okv_fp16_to_f32(uint16_t h) {

@@ -155,17 +155,6 @@ static double measure_bw(void) {
     return best;
 }
 
-static uint64_t host_total(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
-
 static int run_plan(plan_args *pa) {
     okv_run_config rc;
     int st = load_config(&rc, pa->config, &pa->sets);
@@ -246,7 +235,7 @@ static int run_plan(plan_args *pa) {
         bw = measure_bw();
         bw_src = "measured on this machine's host memory";
     }
-    uint64_t host = pa->host_mem ? pa->host_mem : host_total();
+    uint64_t host = pa->host_mem ? pa->host_mem : okv_meminfo_bytes("MemTotal");
     const double host_per_rank = (double)host / (double)pa->per_node;
     char b1[32], b2[32], b3[32];
     planner_fmt_bytes(bw, b1, sizeof b1);
