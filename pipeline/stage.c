@@ -16,24 +16,10 @@
 enum { TAG_FWD = 100, TAG_RET = 110 };
 #define TRACE_CAP (1 << 18)
 
-static void metrics_delta(okv_metrics *d, const okv_metrics *a, const okv_metrics *b) {
-    d->steps = b->steps - a->steps;
-    d->rows_dense = b->rows_dense - a->rows_dense;
-    d->rows_filter = b->rows_filter - a->rows_filter;
-    d->rows_sparse = b->rows_sparse - a->rows_sparse;
-    d->bytes_kv = b->bytes_kv - a->bytes_kv;
-    d->bytes_weights = b->bytes_weights - a->bytes_weights;
-    d->t_select = b->t_select - a->t_select;
-    d->t_attn_dense = b->t_attn_dense - a->t_attn_dense;
-    d->t_attn_sparse = b->t_attn_sparse - a->t_attn_sparse;
-    d->t_matmul = b->t_matmul - a->t_matmul;
-    d->t_other = b->t_other - a->t_other;
-}
-
 /* acc += this stage's counters of one step; the step itself was counted by stage 0. */
 static void metrics_accumulate(okv_metrics *acc, const okv_metrics *a, const okv_metrics *b) {
     okv_metrics d;
-    metrics_delta(&d, a, b);
+    engine_metrics_diff(&d, a, b);
     acc->rows_dense += d.rows_dense;
     acc->rows_filter += d.rows_filter;
     acc->rows_sparse += d.rows_sparse;
@@ -448,7 +434,7 @@ static int fwd_decode(void *ctx, int mb, const okv_sample_req *seqs, const int32
     if (st) return st;
     pipe_trace_add(&pc->trace, TRACE_DECODE, t0, okv_now_s(), mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
-    metrics_delta(&delta, &before, &e->metrics);
+    engine_metrics_diff(&delta, &before, &e->metrics);
     send_decode(pc, mb, sq, n, pc->x, &delta);
     return OKV_OK;
 }

@@ -254,6 +254,20 @@ int engine_set_probe(okv_engine *e, okv_probe_fn fn, void *ctx) {
     return OKV_OK;
 }
 
+void engine_metrics_diff(okv_metrics *d, const okv_metrics *a, const okv_metrics *b) {
+    d->steps = b->steps - a->steps;
+    d->rows_dense = b->rows_dense - a->rows_dense;
+    d->rows_filter = b->rows_filter - a->rows_filter;
+    d->rows_sparse = b->rows_sparse - a->rows_sparse;
+    d->bytes_kv = b->bytes_kv - a->bytes_kv;
+    d->bytes_weights = b->bytes_weights - a->bytes_weights;
+    d->t_select = b->t_select - a->t_select;
+    d->t_attn_dense = b->t_attn_dense - a->t_attn_dense;
+    d->t_attn_sparse = b->t_attn_sparse - a->t_attn_sparse;
+    d->t_matmul = b->t_matmul - a->t_matmul;
+    d->t_other = b->t_other - a->t_other;
+}
+
 void engine_metrics_reset(okv_engine *e) { memset(&e->metrics, 0, sizeof e->metrics); }
 
 void engine_memory(const okv_engine *e, uint64_t *weights, uint64_t *kv_cache, uint64_t *bank) {

@@ -118,6 +118,8 @@ void engine_set_selection(okv_engine *e, int slot, int group, const int32_t *idx
 int engine_set_probe(okv_engine *e, okv_probe_fn fn, void *ctx);
 
 void engine_metrics_reset(okv_engine *e);
+/* d = b - a, counter by counter (b taken after a). */
+void engine_metrics_diff(okv_metrics *d, const okv_metrics *a, const okv_metrics *b);
 /* Resident bytes: weights of the range, KV cache, bank. */
 void engine_memory(const okv_engine *e, uint64_t *weights, uint64_t *kv_cache, uint64_t *bank);
 

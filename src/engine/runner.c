@@ -34,20 +34,6 @@ void forward_sample(okv_sampler *s, const float *logits, int n_logits, const okv
     out->digest = digest ? okv_fnv1a32(OKV_FNV_OFFSET, logits, (size_t)n_logits) : 0;
 }
 
-static void metrics_sub(okv_metrics *d, const okv_metrics *a, const okv_metrics *b) {
-    d->steps = b->steps - a->steps;
-    d->rows_dense = b->rows_dense - a->rows_dense;
-    d->rows_filter = b->rows_filter - a->rows_filter;
-    d->rows_sparse = b->rows_sparse - a->rows_sparse;
-    d->bytes_kv = b->bytes_kv - a->bytes_kv;
-    d->bytes_weights = b->bytes_weights - a->bytes_weights;
-    d->t_select = b->t_select - a->t_select;
-    d->t_attn_dense = b->t_attn_dense - a->t_attn_dense;
-    d->t_attn_sparse = b->t_attn_sparse - a->t_attn_sparse;
-    d->t_matmul = b->t_matmul - a->t_matmul;
-    d->t_other = b->t_other - a->t_other;
-}
-
 /* ---- the forward of a whole model on this rank -------------------------------------------- */
 
 typedef struct local_unit {
@@ -120,7 +106,7 @@ static int local_decode(void *ctx, int mb, const okv_sample_req *seqs, const int
     u->mb = mb;
     u->first = false;
     u->n = n;
-    metrics_sub(&u->delta, &before, &e->metrics);
+    engine_metrics_diff(&u->delta, &before, &e->metrics);
     for (int i = 0; i < n; i++)
         forward_sample(&lf->sampler, lf->logits + (size_t)i * nv, nv, &seqs[i], lf->digest, &u->out[i]);
     return OKV_OK;
