@@ -16,7 +16,7 @@ void help_eval(FILE *f) {
     fprintf(f,
         "usage: omnikv eval -m MODEL [-c CONFIG.json] --task NAME [--ctx 2048,4096] [--count N]\n"
         "                   [--depth D,...] [--variants dense,2048,0.067] [--seed S] [-o OUT.jsonl]\n"
-        "                   [--chat | --no-chat] [--max-new N] [--set KEY=VALUE ...]\n"
+        "                   [--chat | --no-chat] [--max-new N] [--resume] [--set KEY=VALUE ...]\n"
         "\n"
         "Every sample is prefilled once (prefill is always full attention); each variant then\n"
         "decodes from that state: `dense` attends to every prompt row, a number (or omnikv:NUMBER)\n"
@@ -41,6 +41,8 @@ void help_eval(FILE *f) {
         "                      except LongBench's few-shot and code datasets\n"
         "      --no-chat       plain prompts (default for generated tasks)\n"
         "      --max-new N     cap every sample's new tokens (the task's own is the default)\n"
+        "      --resume        with -o: keep the samples the file already holds for every variant\n"
+        "                      and run only the rest (an interrupted grid continues)\n"
         "  -o, --output FILE   per-sample JSON lines (default: none); the summary table goes to\n"
         "                      stdout\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
@@ -85,6 +87,7 @@ int cmd_eval(args *a, int rank) {
         else if (opt(a, "-o", "--output", &v)) out_path = v;
         else if (opt(a, NULL, "--chat", NULL)) o.chat = 1;
         else if (opt(a, NULL, "--no-chat", NULL)) o.chat = 0;
+        else if (opt(a, NULL, "--resume", NULL)) o.resume = true;
         else if (opt(a, NULL, "--max-new", &v)) st = v ? parse_int(a, "--max-new", v, 1, &o.max_new) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
         else st = unknown_arg(a);
@@ -94,6 +97,8 @@ int cmd_eval(args *a, int rank) {
     if (!st && !o.task)
         st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (`omnikv eval --help` lists them)");
     if (!st) st = eval_parse_variants(&o, variants);
+    if (!st && o.resume && (!out_path || !strcmp(out_path, "-")))
+        st = okv_fail(OKV_ERR_USAGE, "eval: --resume needs -o RESULTS.jsonl (a file)");
     if (!st) st = load_config(&rc, config, &sets);
     cli_sets_free(&sets);
     st = share_config(&rc, st);
@@ -103,7 +108,7 @@ int cmd_eval(args *a, int rank) {
     FILE *out = NULL;
     if ((st = load_model(&m, model_path, &rc))) return st;
     if (!(st = config_validate(&rc, m.cfg.n_layers))) {
-        if (out_path && !(out = fopen(out_path, "w")))
+        if (out_path && !(out = fopen(out_path, o.resume ? "a+" : "w")))
             st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s", out_path);
         if (!st) st = eval_run(&m, &rc, &o, out, stdout);
     }

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int eval_parse_variants(eval_opts *o, const char *list) {
     o->n_variant = 0;
@@ -153,8 +154,8 @@ static char *utf8_valid(const char *text) {
     return sbuf_take(&b);
 }
 
-static void write_sample(FILE *f, const char *task, const task_sample *s, int ctx, int n, int i,
-                         const eval_variant *var, int budget, bool chat, const char *output,
+static void write_sample(FILE *f, const char *task, const task_sample *s, int ctx, int n, int d,
+                         int i, const eval_variant *var, int budget, bool chat, const char *output,
                          int new_tokens, double score, double prefill_ms, double decode_ms) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "task", task);
@@ -166,6 +167,7 @@ static void write_sample(FILE *f, const char *task, const task_sample *s, int ct
         cJSON_AddNumberToObject(j, "depth", s->depth);
         cJSON_AddNumberToObject(j, "needle_at", s->needle_at);
     }
+    cJSON_AddNumberToObject(j, "depth_index", d);
     cJSON_AddNumberToObject(j, "sample", i);
     cJSON_AddStringToObject(j, "variant", var->name);
     cJSON_AddStringToObject(j, "policy", var->dense ? "dense" : "omnikv");
@@ -215,6 +217,78 @@ static double grid_mean(const score_grid *g, int c, int slot, int v, int *n) {
     size_t k = ((size_t)c * g->n_slots + slot) * g->n_variant + v;
     *n = g->n[k];
     return g->n[k] ? g->sum[k] / g->n[k] : 0.0;
+}
+
+/* --resume: reads the earlier records of this grid from f, keeps those of samples that every
+ * variant finished (rewriting f with them alone, so an interrupted sample leaves no half), adds
+ * their scores to g and marks the samples in done[(c * n_depth + d) * count + i]. */
+static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, score_grid *g,
+                       bool *done) {
+    typedef struct old_rec { char *line; int key, c, d, v; double score; } old_rec;
+    const int n_keys = o->n_ctx * n_depth * count;
+    uint32_t *have = calloc((size_t)n_keys, sizeof(uint32_t)), *kept = calloc((size_t)n_keys, sizeof(uint32_t));
+    old_rec *rec = NULL;
+    int n = 0, cap = 0, dropped = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    OKV_ASSERT(have && kept);
+    rewind(f);
+    while (getline(&line, &lcap, f) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "task");
+        const cJSON *cx = cJSON_GetObjectItemCaseSensitive(j, "ctx");
+        const cJSON *di = cJSON_GetObjectItemCaseSensitive(j, "depth_index");
+        const cJSON *si = cJSON_GetObjectItemCaseSensitive(j, "sample");
+        const cJSON *vn = cJSON_GetObjectItemCaseSensitive(j, "variant");
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "score");
+        int c = -1, v = -1;
+        if (cJSON_IsString(t) && !strcmp(t->valuestring, o->task) && cJSON_IsNumber(cx) &&
+            cJSON_IsNumber(di) && cJSON_IsNumber(si) && cJSON_IsString(vn) && cJSON_IsNumber(sc)) {
+            for (int k = 0; k < o->n_ctx; k++)
+                if (o->ctx[k] == cx->valueint) c = k;
+            for (int k = 0; k < o->n_variant; k++)
+                if (!strcmp(o->variant[k].name, vn->valuestring)) v = k;
+        }
+        int d = cJSON_IsNumber(di) ? di->valueint : -1, i = cJSON_IsNumber(si) ? si->valueint : -1;
+        if (c < 0 || v < 0 || d < 0 || d >= n_depth || i < 0 || i >= count) {
+            dropped++;
+        } else {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 256;
+                rec = realloc(rec, sizeof *rec * (size_t)cap);
+                OKV_ASSERT(rec);
+            }
+            int key = (c * n_depth + d) * count + i;
+            rec[n++] = (old_rec){strdup(line), key, c, d, v, sc->valuedouble};
+            have[key] |= 1u << v;
+        }
+        cJSON_Delete(j);
+    }
+    free(line);
+    const uint32_t all = o->n_variant == 32 ? 0xffffffffu : (1u << o->n_variant) - 1;
+    int st = OKV_OK, n_kept = 0;
+    if (ftruncate(fileno(f), 0) || fseek(f, 0, SEEK_END))
+        st = okv_fail(OKV_ERR_INPUT, "eval: cannot rewrite the results file to resume");
+    for (int r = 0; r < n; r++) {
+        const old_rec *x = &rec[r];
+        if (!st && have[x->key] == all && !(kept[x->key] & (1u << x->v))) {
+            kept[x->key] |= 1u << x->v;
+            fputs(x->line, f);
+            grid_add(g, x->c, x->d, x->v, x->score);
+            done[x->key] = true;
+            n_kept++;
+        } else {
+            dropped++;
+        }
+        free(x->line);
+    }
+    if (!st && fflush(f)) st = okv_fail(OKV_ERR_INPUT, "eval: cannot rewrite the results file to resume");
+    if (!st)
+        OKV_INFO("eval: resuming with %d finished record(s); %d other line(s) dropped", n_kept, dropped);
+    free(rec);
+    free(have);
+    free(kept);
+    return st;
 }
 
 static void print_summary(FILE *f, const eval_opts *o, const char *name, const score_grid *g) {
@@ -328,13 +402,16 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     score_grid g = {.n_ctx = o->n_ctx, .n_slots = n_depth + 1, .n_variant = o->n_variant};
     g.sum = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(double));
     g.n = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(int));
+    bool *done = calloc((size_t)o->n_ctx * n_depth * count, sizeof(bool));
     decode_out out = {0};
-    OKV_ASSERT(x && first && logits && ids && g.sum && g.n);
+    OKV_ASSERT(x && first && logits && ids && g.sum && g.n && done);
+    if (!st && o->resume && samples) st = resume_read(samples, o, n_depth, count, &g, done);
     for (int c = 0; c < o->n_ctx && !st; c++) {
         double t_ctx = okv_now_s();
         for (int d = 0; d < n_depth && !st; d++) {
             for (int i = 0; i < count && !st; i++) {
-                uint64_t seed = o->seed + (uint64_t)c * 1000003 + (uint64_t)d * 10007 + (uint64_t)i;
+                if (done[(c * n_depth + d) * count + i]) continue;
+                uint64_t seed = o->seed + (uint64_t)o->ctx[c] * 1000003 + (uint64_t)d * 10007 + (uint64_t)i;
                 double depth = !is_file && o->n_depth ? o->depth[d] : -1.0;
                 task_sample s;
                 if ((st = source_get(&src, m->tok, o->ctx[c], depth, seed, i, &s))) break;
@@ -375,7 +452,7 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
                     double sc = task_score(&s, out.text.p);
                     grid_add(&g, c, d, v, sc);
                     if (samples)
-                        write_sample(samples, o->task, &s, o->ctx[c], n, i, var, budget, chat,
+                        write_sample(samples, o->task, &s, o->ctx[c], n, d, i, var, budget, chat,
                                      out.text.p, out.n_tokens, sc, prefill_ms, decode_ms);
                 }
                 engine_seq_end(&e, 0);
@@ -392,6 +469,7 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     free(ids);
     free(g.sum);
     free(g.n);
+    free(done);
     sampler_free(&smp);
     engine_free(&e);
     task_file_free(&src.file);

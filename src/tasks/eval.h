@@ -30,6 +30,7 @@ typedef struct eval_opts {
     uint64_t seed;
     int chat;                  /* 1 on, 0 off, -1 the task's default (see eval_chat_default) */
     int max_new;               /* > 0: caps every sample's max_new_tokens */
+    bool resume;               /* samples (opened "a+") holds an earlier run of this grid */
 } eval_opts;
 
 /* Parses "dense,2048,omnikv:0.067" into variants: `dense` attends to the whole prompt, a number
@@ -43,7 +44,10 @@ bool eval_chat_default(const char *task);
 
 /* Runs the grid; one JSON line per (sample, variant) to samples (flushed), and the score tables
  * (ctx x variant, and by depth when several) to summary. rc supplies filter layers, W, selector
- * and engine settings. */
+ * and engine settings. A sample's seed depends on (seed, ctx, depth slot, index) alone, so any
+ * subset of the grid makes the same samples. With resume, the samples whose every variant is
+ * already in the file are kept (the file is rewritten with them alone), counted in the tables and
+ * not run again. */
 int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, FILE *samples,
              FILE *summary);
 

@@ -3,7 +3,8 @@
 # this checks the machinery, not accuracy): every generated task over a ctx x depth x variant
 # grid (record count, fields, prompt lengths, depths, budgets, the summary and by-depth tables),
 # an OmniKV budget above the prompt length decoding exactly as dense from the shared prefill,
-# --max-new, the chat template, LongBench and InfiniteBench files, and usage / input errors.
+# --max-new, the chat template, --resume after an interruption, LongBench and InfiniteBench files,
+# and usage / input errors.
 # Needs OMNIKV_BIN, OMNIKV_SRC and python3.
 set -u
 
@@ -77,6 +78,22 @@ expect_exit 0 "--chat" "$BIN" eval -m "$TINY" "${SET[@]}" --task passkey --ctx 1
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert all(r["chat"] for r in rows) and all(980 <= r["prompt_tokens"] <= 1024 for r in rows), rows' "$T/chat.jsonl"
+
+# ---- --resume: an interrupted grid continues to the same records and table -------------------------
+RES=(-m "$TINY" "${SET[@]}" --task needle-multikey --ctx 1024,2048 --depth 0,1 --count 2 --variants dense,0.5)
+if expect_exit 0 "full grid" "$BIN" eval "${RES[@]}" -o "$T/full.jsonl"; then
+    cp "$T/out" "$T/full.txt"
+    head -n 9 "$T/full.jsonl" >"$T/part.jsonl" # 4 whole samples and half of the fifth
+    expect_exit 0 "resumed grid" "$BIN" eval "${RES[@]}" -o "$T/part.jsonl" --resume &&
+        { cmp -s "$T/out" "$T/full.txt" || fail "resume: the summary differs from the uninterrupted run"; }
+    py '
+import json, sys
+strip = lambda l: json.dumps({k: v for k, v in json.loads(l).items() if not k.endswith("_ms") and "ms_per" not in k}, sort_keys=True)
+a = sorted(map(strip, open(sys.argv[1])))
+b = sorted(map(strip, open(sys.argv[2])))
+assert len(a) == 16 and a == b, (len(a), len(b))' "$T/full.jsonl" "$T/part.jsonl"
+fi
+expect_exit 2 "--resume without -o" "$BIN" eval -m "$TINY" --task passkey --resume
 
 # ---- benchmark files ------------------------------------------------------------------------------
 expect_exit 0 "longbench file" "$BIN" eval -m "$TINY" "${SET[@]}" --task "longbench:$SRC/tests/data/longbench/hotpotqa.jsonl" \
