@@ -215,6 +215,25 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view 
     }
 }
 
+/* Asks for the K and V rows of KV heads [k0, k1) in [j0, j1) ahead of use, when rows come by
+ * index (the Context Bank's selected rows): scattered rows defeat the hardware prefetcher, and
+ * one pass of independent prefetches overlaps their misses instead of meeting them one by one.
+ * A chunk's rows (256 x 2 x kv_dim) fit in L2. Contiguous views are left to the hardware. */
+static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
+                           int hd) {
+    row_cursor c = cursor_at(views, n_views, j0);
+    for (int j = j0; j < j1; j++, cursor_next(&c)) {
+        if (!views[c.v].idx) continue;
+        const size_t esz = views[c.v].type == OKV_TYPE_F16 ? 2 : 4;
+        const size_t bytes = (size_t)(k1 - k0) * hd * esz;
+        const char *k = cursor_ptr(&c, 0, k0, hd), *v = cursor_ptr(&c, 1, k0, hd);
+        for (size_t o = 0; o < bytes; o += 64) {
+            __builtin_prefetch(k + o, 0, 2);
+            __builtin_prefetch(v + o, 0, 2);
+        }
+    }
+}
+
 /* One chunk [j0, j1) for the query heads of KV heads [k0, k1): logits into l ([H][CPU_ATTN_CHUNK],
  * the thread's own), view-0 logits copied out, then per head the chunk max m, the sum of
  * exp(l - m) and the unnormalised V sum with those weights (rows in key order). */
@@ -222,6 +241,7 @@ static void chunk_unit(float *l, float *cmax, float *psum, float *part, int n_ch
                        const float *q, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
                        int j1, float *logits, int n0, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
+    prefetch_chunk(views, n_views, k0, k1, j0, j1, hd);
     logits_unit(l, CPU_ATTN_CHUNK, q, views, n_views, k0, k1, j0, j1, s);
     for (int h = k0 * g; h < k1 * g; h++) {
         float *lh = l + (int64_t)h * CPU_ATTN_CHUNK;
