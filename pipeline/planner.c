@@ -77,16 +77,30 @@ static size_t kv_row_bytes(const pipe_cost_model *cm) {
     return okv_type_row_bytes(cm->kv_type, 1) * 2 * (size_t)cm->kv_dim;
 }
 
+/* KV rows layer l reads per sequence in one decode step. */
+static double layer_rows(const pipe_cost_model *cm, int l) {
+    return cm->role[l] == ROLE_SPARSE ? (double)(OKV_MIN(cm->k, cm->ctx) + cm->gen)
+                                      : (double)(cm->ctx + cm->gen);
+}
+
 /* Bytes layer l reads in one decode step of a micro-batch. */
 static double layer_read(const pipe_cost_model *cm, int l) {
-    double rows = cm->role[l] == ROLE_SPARSE ? (double)(OKV_MIN(cm->k, cm->ctx) + cm->gen)
-                                             : (double)(cm->ctx + cm->gen);
-    return (double)cm->weight_bytes[l] + rows * (double)cm->step_batch * (double)kv_row_bytes(cm);
+    return (double)cm->weight_bytes[l] + layer_rows(cm, l) * (double)cm->step_batch * (double)kv_row_bytes(cm);
+}
+
+/* Layer l's cost per step: measured seconds when the model has them, else bytes read. */
+static double layer_cost(const pipe_cost_model *cm, int l) {
+    if (!cm->matmul_s) return layer_read(cm, l);
+    return cm->matmul_s[l] + layer_rows(cm, l) * (double)cm->step_batch * cm->row_s;
+}
+
+static double head_cost(const pipe_cost_model *cm) {
+    return cm->matmul_s ? cm->head_s : (double)cm->head_bytes;
 }
 
 static double stage_cost(const pipe_cost_model *cm, const double *prefix, int a, int b) {
     double c = prefix[b] - prefix[a];
-    if (b == cm->n_layers) c += (double)cm->head_bytes;
+    if (b == cm->n_layers) c += head_cost(cm);
     return c;
 }
 
@@ -167,6 +181,7 @@ void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
                 e->kv_bytes += (uint64_t)cm->batch * per_seq_ctx * row;
             }
             e->read_bytes += (uint64_t)layer_read(cm, l);
+            if (cm->matmul_s) e->step_s += layer_cost(cm, l);
         }
         if (s == 0) {
             e->weight_bytes += cm->embed_bytes;
@@ -174,13 +189,14 @@ void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
         if (s == out->n_stages - 1) {
             e->weight_bytes += cm->head_bytes;
             e->read_bytes += cm->head_bytes;
+            if (cm->matmul_s) e->step_s += cm->head_s;
         }
         if (s > 0) {
             int g;
             e->n_cross = planner_boundary_groups(cm->n_layers, cm->role, cm->group, a, &g, 1);
             if (e->n_cross) out->aligned = false;
         }
-        out->bottleneck = fmax(out->bottleneck, (double)e->read_bytes);
+        out->bottleneck = fmax(out->bottleneck, cm->matmul_s ? e->step_s : (double)e->read_bytes);
     }
 }
 
@@ -206,7 +222,7 @@ int planner_plan(const pipe_cost_model *cm, int n_ranks, double slack, pipe_plan
     bool *free_b = malloc(sizeof(bool) * (size_t)(L + 1));
     OKV_ASSERT(prefix && any && free_b);
     prefix[0] = 0.0;
-    for (int l = 0; l < L; l++) prefix[l + 1] = prefix[l] + layer_read(cm, l);
+    for (int l = 0; l < L; l++) prefix[l + 1] = prefix[l] + layer_cost(cm, l);
     /* The embedding reads one row per token: negligible next to a layer, so stage 0 pays none. */
     for (int b = 0; b <= L; b++) {
         any[b] = true;
@@ -277,8 +293,8 @@ void planner_print(const pipe_plan *p, const pipe_cost_model *cm, FILE *f) {
     fprintf(f, "  roles: D dense, F filter, W wait, S sparse; bytes for %d sequence(s) of %lld + "
             "%lld tokens, k = %lld, %d per step\n", cm->batch, (long long)cm->ctx,
             (long long)cm->gen, (long long)cm->k, cm->step_batch);
-    fprintf(f, "  %-5s %-9s %-28s %11s %11s %11s %12s\n", "rank", "layers", "roles", "weights",
-            "KV cache", "bank", "read/step");
+    fprintf(f, "  %-5s %-9s %-28s %11s %11s %11s %12s%s\n", "rank", "layers", "roles", "weights",
+            "KV cache", "bank", "read/step", cm->matmul_s ? "   ms/step" : "");
     for (int s = 0; s < p->n_stages; s++) {
         const pipe_stage_est *e = &p->est[s];
         char layers[32], roles[256], w[32], kv[32], bank[32], rd[32];
@@ -289,6 +305,8 @@ void planner_print(const pipe_plan *p, const pipe_cost_model *cm, FILE *f) {
         planner_fmt_bytes((double)e->kv_bytes, kv, sizeof kv);
         planner_fmt_bytes((double)e->bank_bytes, bank, sizeof bank);
         planner_fmt_bytes((double)e->read_bytes, rd, sizeof rd);
-        fprintf(f, "  %-5d %-9s %-28s %11s %11s %11s %12s\n", s, layers, roles, w, kv, bank, rd);
+        fprintf(f, "  %-5d %-9s %-28s %11s %11s %11s %12s", s, layers, roles, w, kv, bank, rd);
+        if (cm->matmul_s) fprintf(f, " %9.3f", 1e3 * e->step_s);
+        fputc('\n', f);
     }
 }

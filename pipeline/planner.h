@@ -1,6 +1,6 @@
 /* planner.h — the stage planner (DESIGN §3.3): splits a model's layers into P contiguous stages,
  * placing boundaries where no OmniKV index set has to cross when that costs little balance, from a
- * cost model of bytes read per decode step; also parses hand partitions ("0-7,8-17,18-29") and
+ * cost model of seconds (measured kernel rates, costs.h) or bytes read per decode step; also parses hand partitions ("0-7,8-17,18-29") and
  * estimates each stage's memory. Tested by tests/unit/test_planner.c. */
 #ifndef OKV_PLANNER_H
 #define OKV_PLANNER_H
@@ -29,6 +29,10 @@ typedef struct pipe_cost_model {
     int64_t gen;                  /* generated tokens per sequence (the sparse layers' tail) */
     int64_t k;                    /* selected prompt rows per sparse layer and step */
     bool real_offload;            /* sparse prompt KV in the host bank, else on the device */
+    /* Measured costs (costs.h); without them (matmul_s NULL) a stage costs the bytes it reads. */
+    const double *matmul_s;       /* [n_layers] matmul seconds per step */
+    double head_s;                /* the output head's matmul seconds per step */
+    double row_s;                 /* decode attention seconds per KV row and sequence */
 } pipe_cost_model;
 
 /* One stage's estimate. */
@@ -41,6 +45,7 @@ typedef struct pipe_stage_est {
     uint64_t gather_bytes; /* of which selected bank rows (copied to a device, when there is one) */
     int n_role[4];         /* layers per okv_role */
     int n_cross;           /* index sets entering the stage (groups continuing across its start) */
+    double step_s;         /* predicted seconds per step of one micro-batch (measured costs only) */
 } pipe_stage_est;
 
 typedef struct pipe_plan {
@@ -48,7 +53,7 @@ typedef struct pipe_plan {
     int first[OKV_MAX_STAGES + 1]; /* stage s holds layers [first[s], first[s+1]) */
     bool hand;                     /* a hand partition (config key stages) */
     bool aligned;                  /* no boundary carries an index set */
-    double bottleneck;             /* largest stage cost (bytes read per step) */
+    double bottleneck;             /* largest stage cost (seconds, or bytes read, per step) */
     pipe_stage_est est[OKV_MAX_STAGES];
 } pipe_plan;
 
@@ -65,7 +70,8 @@ int planner_parse_stages(const char *spec, int n_layers, int *first, int cap, in
 int planner_boundary_groups(int n_layers, const okv_role *role, const int *group, int b,
                             int *groups, int cap);
 
-/* Chooses n_ranks stages: the most balanced split (smallest largest stage, then smallest sum of
+/* Chooses n_ranks stages by cost (measured seconds when the model has them, else bytes read
+ * per step): the most balanced split (smallest largest stage, then smallest sum of
  * squares) among boundaries that carry no index set, unless a split with index sets is more
  * than `slack` better or no such split exists. Fails (OKV_ERR_USAGE) when n_ranks < 1, or more
  * ranks than layers, or more than OKV_MAX_STAGES. */

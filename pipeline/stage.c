@@ -4,6 +4,7 @@
  * tests/mpi/test_pipeline.sh and tests/mpi/test_fault.sh. */
 #include "stage.h"
 
+#include "costs.h"
 #include "msg.h"
 
 #include "../src/common.h"
@@ -47,16 +48,24 @@ typedef struct setup_msg {
     int first[OKV_MAX_STAGES + 1];
 } setup_msg;
 
-static uint64_t tensor_bytes(const okv_tensor *t) {
-    if (!t->data) return 0;
-    int64_t rows = 1;
-    for (int d = 1; d < t->n_dims; d++) rows *= t->ne[d];
-    return okv_type_row_bytes(t->type, t->ne[0]) * (uint64_t)rows;
-}
 
 /* Logs a block of text line by line with the rank prefix. */
 static void log_block(char *text) {
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) OKV_INFO("%s", line);
+}
+
+/* One line of the kernel rates the planner balanced. */
+static void rates_log(const pipe_rates *r) {
+    char text[512];
+    int n = snprintf(text, sizeof text, "planner cost measured with %d thread(s), %d sequence(s) "
+                     "per step: matmul", r->n_threads, r->step_batch);
+    for (int t = 0; t < OKV_TYPE_COUNT; t++)
+        if (r->s_per_byte[t] > 0 && n < (int)sizeof text)
+            n += snprintf(text + n, sizeof text - (size_t)n, " %s %.1f GB/s", okv_type_name((okv_type)t),
+                          1e-9 / r->s_per_byte[t]);
+    if (n < (int)sizeof text)
+        snprintf(text + n, sizeof text - (size_t)n, ", attention %.1f ns per KV row", 1e9 * r->s_per_row);
+    OKV_INFO("%s", text);
 }
 
 /* Rank 0: reads the model's layout (tensor pointers only), validates the run config against it
@@ -92,16 +101,33 @@ static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
         const int64_t gen = OKV_MIN((int64_t)rc->max_new_tokens, expect / 2);
         pipe_cost_model cm = {
             .n_layers = L, .role = lp.role, .group = lp.group, .weight_bytes = wb,
-            .embed_bytes = tensor_bytes(&meta.tok_embd),
-            .head_bytes = tensor_bytes(&meta.output) + tensor_bytes(&meta.output_norm),
+            .embed_bytes = model_tensor_bytes(&meta.tok_embd),
+            .head_bytes = model_tensor_bytes(&meta.output) + model_tensor_bytes(&meta.output_norm),
             .kv_dim = c->n_kv_heads * c->head_dim, .kv_type = rc->kv_type,
             .batch = rc->max_batch, .step_batch = (rc->max_batch + n_mb - 1) / n_mb,
             .ctx = expect - gen, .gen = gen,
             .k = rc->policy == POLICY_OMNIKV ? config_budget(rc, (int)(expect - gen)) : expect - gen,
             .real_offload = rc->real_offload,
         };
-        st = rc->stages[0] ? planner_hand(&cm, rc->stages, pc->size, &pc->plan)
-                           : planner_plan(&cm, pc->size, PLANNER_ALIGN_SLACK, &pc->plan);
+        double *ms = NULL;
+        if (pc->size > 1 && rc->plan_measured) {
+            /* rank 0 stands for every rank: the same cores per rank are assumed */
+            pipe_rates r;
+            const int threads = rc->threads > 0 ? rc->threads : pc->place.n_cores;
+            st = pipe_rates_measure(&meta, OKV_TYPE_F32, rc->kv_type, cm.step_batch, threads, &r);
+            if (!st) {
+                ms = calloc((size_t)L, sizeof *ms);
+                OKV_ASSERT(ms);
+                for (int l = 0; l < L; l++) ms[l] = pipe_layer_matmul_s(&r, &meta, l, OKV_TYPE_F32, 0);
+                cm.matmul_s = ms;
+                cm.head_s = pipe_head_matmul_s(&r, &meta, OKV_TYPE_F32, 0);
+                cm.row_s = r.s_per_row;
+                rates_log(&r);
+            }
+        }
+        if (!st)
+            st = rc->stages[0] ? planner_hand(&cm, rc->stages, pc->size, &pc->plan)
+                               : planner_plan(&cm, pc->size, PLANNER_ALIGN_SLACK, &pc->plan);
         if (!st) {
             char *text = NULL;
             size_t len = 0;
@@ -112,6 +138,7 @@ static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
             log_block(text);
             free(text);
         }
+        free(ms);
     }
     if (!st) {
         sm->n_mb = n_mb;

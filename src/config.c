@@ -24,7 +24,7 @@ typedef enum key_id {
     KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
     KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
-    KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
+    KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
 } key_id;
 
 typedef struct config_key {
@@ -74,6 +74,9 @@ static const config_key keys[] = {
      "max_context_len"},
     {"stages", KEY_STAGES, "\"\"",
      "hand partition of the layers over the ranks, \"0-7,8-17,18-29\"; \"\" = the planner's"},
+    {"plan_cost", KEY_PLAN_COST, "measured",
+     "what the stage planner balances: measured (matmul and attention timed on rank 0 at "
+     "start-up) | bytes (bytes read per step; the same plan on every run)"},
     {"transport", KEY_TRANSPORT, "auto", "stage-boundary transport: auto | mpi | mpi-cuda | nccl"},
     {"trace", KEY_TRACE, "\"\"", "write a Chrome/Perfetto trace of every rank to this file"},
     {"logits_digest", KEY_LOGITS_DIGEST, "false",
@@ -116,6 +119,7 @@ void config_defaults(okv_run_config *c) {
     c->top_k = 0;
     c->top_p = 1.0f;
     c->micro_batches = 0;
+    c->plan_measured = true;
     c->transport = TRANSPORT_AUTO;
     c->logits_digest = false;
 }
@@ -304,6 +308,11 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         snprintf(c->stages, sizeof c->stages, "%s", v);
         return OKV_OK;
     }
+    case KEY_PLAN_COST:
+        if (!strcmp(v, "measured")) c->plan_measured = true;
+        else if (!strcmp(v, "bytes")) c->plan_measured = false;
+        else return bad_value(key, v, "measured or bytes");
+        return OKV_OK;
     case KEY_TRANSPORT:
         if (!strcmp(v, "auto")) c->transport = TRANSPORT_AUTO;
         else if (!strcmp(v, "mpi")) c->transport = TRANSPORT_MPI;
@@ -564,6 +573,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddNumberToObject(o, "micro_batches", c->micro_batches);
     cJSON_AddNumberToObject(o, "expected_context", c->expected_context);
     cJSON_AddStringToObject(o, "stages", c->stages);
+    cJSON_AddStringToObject(o, "plan_cost", c->plan_measured ? "measured" : "bytes");
     cJSON_AddStringToObject(o, "transport", config_transport_name(c->transport));
     cJSON_AddStringToObject(o, "trace", c->trace);
     cJSON_AddBoolToObject(o, "logits_digest", c->logits_digest);

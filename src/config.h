@@ -64,6 +64,7 @@ typedef struct okv_run_config {
     int expected_context;          /* tokens per sequence the stage planner balances for; 0 =
                                       max_context_len */
     char stages[1024];             /* hand partition "0-7,8-17,18-29"; "" = the planner's */
+    bool plan_measured;            /* plan_cost: measured (kernel timings, costs.h) | bytes */
     okv_transport_kind transport;  /* transport: auto | mpi | mpi-cuda | nccl */
     char trace[512];               /* Chrome/Perfetto trace file; "" = none */
     bool logits_digest;            /* results carry logits_fnv (equivalence tests) */

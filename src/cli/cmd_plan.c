@@ -5,6 +5,7 @@
  * Tested by tests/e2e/test_run_batch.sh and tests/mpi/test_pipeline.sh. */
 #include "cli.h"
 
+#include "../../pipeline/costs.h"
 #include "../../pipeline/planner.h"
 #include "../model/genmodel.h"
 #include "../policy/policy.h"
@@ -38,13 +39,17 @@ void help_plan(FILE *f) {
         "                      in host memory; without it everything is in host memory (CPU)\n"
         "      --host-mem B    host memory per node (default: this machine's)\n"
         "      --ranks-per-node R  ranks sharing a node's host memory (default 1)\n"
-        "      --bw B          memory bandwidth in bytes/s for the step time (default: measured\n"
-        "                      here on host memory)\n"
+        "      --bw B          memory bandwidth in bytes/s: the step time is bytes read over B\n"
+        "                      (default with --gpu-mem: host memory's, measured here)\n"
         "      --pcie-bw B     host-to-device bandwidth for the bank gather with --gpu-mem\n"
         "                      (default 25G)\n"
         "      --set KEY=VALUE run-config key, as for run\n"
         "Sizes take K, M, G, T suffixes (powers of 1024), with an optional B or iB.\n"
-        "\n");
+        "\n"
+        "On host memory (no --gpu-mem, no --bw) the step time and the planner's balance come from\n"
+        "kernels timed here: the matmul of every weight type the model uses (the model's own\n"
+        "tensors, or synthetic ones of a shape) and decode attention per KV row, with the run\n"
+        "config's threads (default: every core). --set plan_cost=bytes balances bytes instead.\n");
 }
 
 typedef struct plan_args {
@@ -125,12 +130,6 @@ static void shape_bytes(const okv_model_config *c, okv_type t, uint64_t *layer, 
             sizeof(float) * (uint64_t)c->dim;
 }
 
-static uint64_t tensor_bytes(const okv_tensor *t) {
-    if (!t->data) return 0;
-    int64_t rows = 1;
-    for (int d = 1; d < t->n_dims; d++) rows *= t->ne[d];
-    return okv_type_row_bytes(t->type, t->ne[0]) * (uint64_t)rows;
-}
 
 /* Read bandwidth of host memory: the best of three sums over 256 MiB with every thread. */
 static double measure_bw(void) {
@@ -180,8 +179,8 @@ static int run_plan(plan_args *pa) {
         wb = calloc((size_t)cfg.n_layers, sizeof *wb);
         OKV_ASSERT(wb);
         for (int l = 0; l < cfg.n_layers; l++) wb[l] = model_layer_bytes(&m, l, l + 1);
-        embed = tensor_bytes(&m.tok_embd);
-        head = tensor_bytes(&m.output) + tensor_bytes(&m.output_norm);
+        embed = model_tensor_bytes(&m.tok_embd);
+        head = model_tensor_bytes(&m.output) + model_tensor_bytes(&m.output_norm);
     } else {
         if ((st = genmodel_shape(model, &cfg))) {
             okv_error_prefix("plan: '%s' is neither a model file nor a shape", model);
@@ -212,6 +211,28 @@ static int run_plan(plan_args *pa) {
         .k = rc.policy == POLICY_OMNIKV ? OKV_MIN((int64_t)config_budget(&rc, (int)pa->ctx), pa->ctx) : pa->ctx,
         .real_offload = rc.real_offload,
     };
+    /* On host memory (no --gpu-mem, no --bw) the step time comes from kernels timed here. */
+    const bool gpu = pa->gpu_mem > 0;
+    const bool measured = !gpu && pa->bw == 0 && rc.plan_measured;
+    double *layer_s = NULL;
+    pipe_rates rates;
+    okv_model shape_model;
+    memset(&shape_model, 0, sizeof shape_model);
+    shape_model.cfg = cfg;
+    const okv_model *mm = file ? &m : &shape_model;
+    const okv_type wtype = (okv_type)pa->type;
+    if (!st && measured) {
+        const int threads = rc.threads > 0 ? rc.threads : omp_get_num_procs();
+        st = pipe_rates_measure(mm, wtype, rc.kv_type, cm.step_batch, threads, &rates);
+        if (!st) {
+            layer_s = calloc((size_t)cfg.n_layers, sizeof *layer_s);
+            OKV_ASSERT(layer_s);
+            for (int l = 0; l < cfg.n_layers; l++) layer_s[l] = pipe_layer_matmul_s(&rates, mm, l, wtype, wb[l]);
+            cm.matmul_s = layer_s;
+            cm.head_s = pipe_head_matmul_s(&rates, mm, wtype, head);
+            cm.row_s = rates.s_per_row;
+        }
+    }
     pipe_plan plan;
     const char *spec = pa->stages ? pa->stages : (rc.stages[0] ? rc.stages : NULL);
     if (!st) st = spec ? planner_hand(&cm, spec, ranks, &plan) : planner_plan(&cm, ranks, PLANNER_ALIGN_SLACK, &plan);
@@ -228,10 +249,9 @@ static int run_plan(plan_args *pa) {
     printf("\n%d micro-batch(es) of up to %d sequence(s)\n", n_mb, cm.step_batch);
     planner_print(&plan, &cm, stdout);
 
-    const bool gpu = pa->gpu_mem > 0;
     double bw = (double)pa->bw;
     const char *bw_src = "given";
-    if (bw <= 0) {
+    if (bw <= 0 && !measured) {
         bw = measure_bw();
         bw_src = "measured on this machine's host memory";
     }
@@ -239,7 +259,15 @@ static int run_plan(plan_args *pa) {
     const double host_per_rank = (double)host / (double)pa->per_node;
     char b1[32], b2[32], b3[32];
     planner_fmt_bytes(bw, b1, sizeof b1);
-    printf("\nbandwidth %s/s (%s)%s\n", b1, bw_src, gpu ? "; bank gather over PCIe" : "");
+    if (measured) {
+        printf("\nstep time from kernels timed here with %d thread(s), %d sequence(s) per step: matmul",
+               rates.n_threads, rates.step_batch);
+        for (int t = 0; t < OKV_TYPE_COUNT; t++)
+            if (rates.s_per_byte[t] > 0) printf(" %s %.1f GB/s", okv_type_name((okv_type)t), 1e-9 / rates.s_per_byte[t]);
+        printf(", attention %.1f ns per KV row\n", 1e9 * rates.s_per_row);
+    } else {
+        printf("\nbandwidth %s/s (%s)%s\n", b1, bw_src, gpu ? "; bank gather over PCIe" : "");
+    }
     printf("  %-5s %12s %12s %10s   %s\n", "rank", gpu ? "device mem" : "host mem",
            gpu ? "host (bank)" : "", "step ms", "fits");
     bool fits = true;
@@ -248,7 +276,7 @@ static int run_plan(plan_args *pa) {
         const pipe_stage_est *e = &plan.est[s];
         double dev = (double)(e->weight_bytes + e->kv_bytes + (gpu ? e->gather_bytes : e->bank_bytes));
         double hostb = gpu ? (double)e->bank_bytes : 0.0;
-        double ms = 1e3 * (double)e->read_bytes / bw;
+        double ms = measured ? 1e3 * e->step_s : 1e3 * (double)e->read_bytes / bw;
         if (gpu) ms += 1e3 * (double)e->gather_bytes / (double)pa->pcie_bw;
         bool ok = gpu ? dev <= (double)pa->gpu_mem && hostb <= host_per_rank : dev <= host_per_rank;
         fits &= ok;
@@ -273,6 +301,7 @@ static int run_plan(plan_args *pa) {
                n_mb, ranks);
     printf("fits: %s\n", fits ? "yes" : "no (see the NO rows)");
 done:
+    free(layer_s);
     free(wb);
     policy_plan_free(&lp);
     model_free(&m);

@@ -86,17 +86,19 @@ float model_rope_freqs(const okv_model_config *c, int max_context_len, float *in
     return mscale;
 }
 
+uint64_t model_tensor_bytes(const okv_tensor *t) {
+    if (!t->data) return 0;
+    int64_t rows = 1;
+    for (int d = 1; d < t->n_dims; d++) rows *= t->ne[d];
+    return okv_type_row_bytes(t->type, t->ne[0]) * (uint64_t)rows;
+}
+
 uint64_t model_layer_bytes(const okv_model *m, int b, int e) {
     uint64_t total = 0;
     for (int l = b; l < e; l++) {
         const okv_tensor *ts = &m->layers[l].attn_norm;
-        for (size_t i = 0; i < sizeof(okv_layer_weights) / sizeof(okv_tensor); i++) {
-            const okv_tensor *t = &ts[i];
-            if (!t->data) continue;
-            int64_t rows = 1;
-            for (int d = 1; d < t->n_dims; d++) rows *= t->ne[d];
-            total += okv_type_row_bytes(t->type, t->ne[0]) * (uint64_t)rows;
-        }
+        for (size_t i = 0; i < sizeof(okv_layer_weights) / sizeof(okv_tensor); i++)
+            total += model_tensor_bytes(&ts[i]);
     }
     return total;
 }

@@ -87,6 +87,8 @@ int model_validate(const okv_model *m);
 float model_rope_freqs(const okv_model_config *c, int max_context_len, float *inv_freq);
 /* Bytes of weights of layers [b, e) (for planners and bench). */
 uint64_t model_layer_bytes(const okv_model *m, int b, int e);
+/* Stored bytes of one tensor (0 when absent). */
+uint64_t model_tensor_bytes(const okv_tensor *t);
 /* Register a malloc'd buffer to be freed by model_free. */
 void model_own(okv_model *m, void *buf);
 

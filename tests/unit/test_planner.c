@@ -1,7 +1,7 @@
 /* test_planner.c — the stage planner: hand-partition parsing and its errors, rank-count errors,
  * which boundaries carry an index set, alignment to groups (and when balance overrides it),
- * balance against a brute-force search over every split, the memory estimate, and the
- * transport choice. */
+ * balance against a brute-force search over every split (bytes and measured seconds), the memory
+ * estimate and step time, and the transport choice. */
 #include "common.h"
 #include "pipeline/planner.h"
 #include "pipeline/transport.h"
@@ -212,6 +212,59 @@ static void test_balance(void) {
            cases, cases - worse);
 }
 
+/* Measured costs (seconds) replace bytes: the planner balances them, brute force agrees, and a
+ * stage's step time is its layers' matmul seconds plus rows x row_s, plus the head's. */
+static void test_measured(void) {
+    fixture f;
+    fixture_init(&f, 8, NULL, 1);
+    double ms[8];
+    for (int l = 0; l < 8; l++) ms[l] = 1e-3;
+    f.cm.head_bytes = 10; /* by bytes the head is nothing ... */
+    f.cm.matmul_s = ms;
+    f.cm.head_s = 2e-3; /* ... by time it is two layers */
+    pipe_plan p;
+    TEST_OK(planner_plan(&f.cm, 2, 0.0, &p));
+    TEST_CHECK(p.first[1] == 5 && fabs(p.est[0].step_s - 5e-3) < 1e-12 && fabs(p.est[1].step_s - 5e-3) < 1e-12,
+               "a head worth two layers moves the cut from 4 to 5 (cut %d, %.4f / %.4f s)",
+               p.first[1], p.est[0].step_s, p.est[1].step_s);
+    f.cm.matmul_s = NULL;
+    TEST_OK(planner_plan(&f.cm, 2, 0.0, &p));
+    TEST_CHECK(p.first[1] == 4 && p.est[0].step_s == 0.0, "by bytes the cut is at 4 (%d)", p.first[1]);
+    fixture_free(&f);
+
+    fixture_init(&f, 8, "2,5", 1); /* D D F W S F W S */
+    f.cm.ctx = 100, f.cm.gen = 10, f.cm.k = 20, f.cm.batch = 3, f.cm.step_batch = 2;
+    f.cm.matmul_s = ms, f.cm.head_s = 2e-3, f.cm.row_s = 1e-6;
+    TEST_OK(planner_hand(&f.cm, "0-3,4-7", 2, &p));
+    const double want0 = 4e-3 + 4 * 110 * 2 * 1e-6, want1 = 4e-3 + 2e-3 + (2 * 110 + 2 * 30) * 2 * 1e-6;
+    TEST_CHECK(fabs(p.est[0].step_s - want0) < 1e-12 && fabs(p.est[1].step_s - want1) < 1e-12 &&
+               fabs(p.bottleneck - want1) < 1e-12,
+               "step seconds: layers, 2 sequences x (110 dense | k + gen sparse) rows, head "
+               "(%.6f / %.6f, want %.6f / %.6f)", p.est[0].step_s, p.est[1].step_s, want0, want1);
+    fixture_free(&f);
+
+    srand(11);
+    int worse = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        int L = 2 + rand() % 11, P = 1 + rand() % (L < 5 ? L : 5);
+        fixture_init(&f, L, NULL, 1);
+        double c[64], s[64];
+        for (int l = 0; l < L; l++) {
+            f.wb[l] = 1 + (uint64_t)(rand() % 1000); /* bytes disagree with the seconds */
+            c[l] = s[l] = (1 + rand() % 1000) * 1e-6;
+        }
+        f.cm.matmul_s = s;
+        f.cm.head_s = (rand() % 500) * 1e-6;
+        c[L - 1] += f.cm.head_s;
+        TEST_OK(planner_plan(&f.cm, P, 0.0, &p));
+        double want = brute(c, L, P, 0);
+        if (fabs(p.bottleneck - want) > 1e-9 * want) worse++;
+        fixture_free(&f);
+    }
+    TEST_CHECK(worse == 0, "measured costs: the planner missed the brute-force optimum in %d of 200 "
+               "cases", worse);
+}
+
 static void test_estimate(void) {
     fixture f;
     fixture_init(&f, 8, "2,5", 1); /* D D F W S F W S */
@@ -279,6 +332,7 @@ int main(void) {
     test_alignment();
     test_balance();
     test_estimate();
+    test_measured();
     test_transport_choice();
     return test_summary();
 }

@@ -1,0 +1,34 @@
+/* costs.h — what a decode step costs on this machine, for the stage planner and `omnikv plan`:
+ * the seconds a matmul takes per weight byte of each type the model uses (timed on the model's
+ * own tensors, or on synthetic ones of a shape), and the seconds decode attention takes per KV
+ * row (timed on a synthetic cache of the model's head shape, larger than the caches). Bytes
+ * alone mislead on a CPU, where a q4_1 byte costs more arithmetic than a q8_0 one and attention
+ * is not a memory copy. Tested by tests/unit/test_planner.c and tests/e2e/test_plan_bench.sh. */
+#ifndef OKV_COSTS_H
+#define OKV_COSTS_H
+
+#include "../kernels/backend.h"
+#include "../src/model/model.h"
+
+typedef struct pipe_rates {
+    double s_per_byte[OKV_TYPE_COUNT]; /* matmul, step_batch tokens; 0 where not measured */
+    double s_per_row;                  /* decode attention, one sequence */
+    int n_threads, step_batch;
+} pipe_rates;
+
+/* Times the kernels with a CPU backend of n_threads for steps of step_batch tokens. With
+ * m->layers set (a loaded model, tensor data mapped) the largest tensor of every weight type in
+ * the layers and the output head is timed; otherwise (a shape) a synthetic [ffn][dim] tensor of
+ * type wtype. Takes about 0.1-1 s. Returns OKV_OK or OKV_ERR_NOMEM. */
+int pipe_rates_measure(const okv_model *m, okv_type wtype, okv_type kv_type, int step_batch,
+                       int n_threads, pipe_rates *r);
+
+/* Matmul seconds of layer l's tensors per step (0 for a layer without weights). For a shape
+ * (m->layers NULL), layer_bytes at wtype's rate. */
+double pipe_layer_matmul_s(const pipe_rates *r, const okv_model *m, int l, okv_type wtype,
+                           uint64_t layer_bytes);
+/* The output head's matmul seconds per step. */
+double pipe_head_matmul_s(const pipe_rates *r, const okv_model *m, okv_type wtype,
+                          uint64_t head_bytes);
+
+#endif
