@@ -15,14 +15,46 @@
 #include <string.h>
 #include <unistd.h>
 
+/* "/KEY=VALUE..." after a variant's budget: the selection settings a variant may change. */
+static int parse_variant_sets(eval_variant *v, const char *sets, const char *variant) {
+    okv_run_config c;
+    config_defaults(&c);
+    c.keep_first = c.keep_last = -1;
+    v->selector = -1;
+    bool sel = false;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", sets);
+    for (char *save = NULL, *kv = strtok_r(buf, "/", &save); kv; kv = strtok_r(NULL, "/", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return okv_fail(OKV_ERR_USAGE, "variant '%s': '%s' is not KEY=VALUE", variant, kv);
+        *eq = '\0';
+        if (strcmp(kv, "selector_cls") && strcmp(kv, "keep_first") && strcmp(kv, "keep_last"))
+            return okv_fail(OKV_ERR_USAGE, "variant '%s': a variant may set selector_cls, keep_first "
+                            "and keep_last, not %s (use --set for the whole run)", variant, kv);
+        int st = config_set(&c, kv, eq + 1);
+        if (st) return st;
+        sel |= !strcmp(kv, "selector_cls");
+    }
+    if (sel && c.selector != SELECTOR_LAST && c.selector != SELECTOR_SOFTMAX_BEFORE_LAST)
+        return okv_fail(OKV_ERR_USAGE, "variant '%s': a variant's selector_cls is last or "
+                        "softmax_before_last (the window selectors are set for the run with --set)", variant);
+    if (sel) v->selector = (int)c.selector;
+    v->keep_first = c.keep_first;
+    v->keep_last = c.keep_last;
+    return OKV_OK;
+}
+
 int eval_parse_variants(eval_opts *o, const char *list) {
     o->n_variant = 0;
-    char buf[512];
+    char buf[2048];
+    if (strlen(list) >= sizeof buf) return okv_fail(OKV_ERR_USAGE, "the variant list is too long");
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (o->n_variant == EVAL_MAX) return okv_fail(OKV_ERR_USAGE, "too many variants in '%s' (at most %d)", list, EVAL_MAX);
         eval_variant *v = &o->variant[o->n_variant++];
         memset(v, 0, sizeof *v);
+        v->selector = v->keep_first = v->keep_last = -1;
         if (!strcmp(t, "dense")) {
             v->dense = true;
             snprintf(v->name, sizeof v->name, "dense");
@@ -31,10 +63,12 @@ int eval_parse_variants(eval_opts *o, const char *list) {
         const char *num = !strncmp(t, "omnikv:", 7) ? t + 7 : t;
         char *end;
         v->budget = strtod(num, &end);
-        if (!*num || *end || !(v->budget > 0))
+        if (!*num || (*end && *end != '/') || !(v->budget > 0))
             return okv_fail(OKV_ERR_USAGE, "variant '%s' is neither 'dense' nor a budget > 0 (a count, "
                             "or a fraction below 1, optionally as omnikv:BUDGET)", t);
         snprintf(v->name, sizeof v->name, "k=%s", num);
+        int st = parse_variant_sets(v, end, t);
+        if (st) return st;
     }
     if (!o->n_variant) return okv_fail(OKV_ERR_USAGE, "no variants given");
     return OKV_OK;
@@ -387,6 +421,15 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
              name, is_file ? "file" : "generated", count, chat ? "on" : "off", erc.max_context_len);
 
     const int dim = m->cfg.dim, V = m->cfg.n_vocab;
+    const okv_selector base_selector = erc.selector;
+    const int base_keep_first = erc.keep_first, base_keep_last = erc.keep_last;
+    const bool run_window = erc.selector == SELECTOR_UNIFORM || erc.selector == SELECTOR_EXP;
+    for (int v = 0; v < o->n_variant; v++)
+        if (o->variant[v].selector >= 0 && run_window) {
+            task_file_free(&src.file);
+            return okv_fail(OKV_ERR_USAGE, "variant %s sets selector_cls, but the run uses a window "
+                            "selector; give the run selector_cls=last", o->variant[v].name);
+        }
     okv_engine e;
     okv_sampler smp;
     memset(&smp, 0, sizeof smp);
@@ -446,6 +489,10 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
                     int budget = var->dense ? n : config_budget(&vb, n);
                     engine_seq_rewind(&e, 0, n);
                     engine_seq_set_budget(&e, 0, budget);
+                    /* the engine reads its selection settings from erc at every step */
+                    erc.selector = var->selector >= 0 ? (okv_selector)var->selector : base_selector;
+                    erc.keep_first = var->keep_first >= 0 ? var->keep_first : base_keep_first;
+                    erc.keep_last = var->keep_last >= 0 ? var->keep_last : base_keep_last;
                     double t1 = okv_now_s();
                     if ((st = decode(&e, m, &smp, &s, s_new, seed, first, x, logits, &out))) break;
                     double decode_ms = out.n_tokens > 1 ? (okv_now_s() - t1) * 1e3 / (out.n_tokens - 1) : 0;

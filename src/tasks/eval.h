@@ -12,9 +12,12 @@
 #define EVAL_MAX 32
 
 typedef struct eval_variant {
-    char name[32];  /* "dense", "k=2048", "k=0.067" */
+    char name[128]; /* "dense", "k=2048", "k=0.067", "k=0.067/keep_last=64" */
     bool dense;
     double budget;  /* num_of_selected_tokens semantics */
+    /* Per-variant selection settings ("/KEY=VALUE" after the budget); -1 / unset: the run's */
+    int selector;   /* okv_selector: last or softmax_before_last, or -1 */
+    int keep_first, keep_last;
 } eval_variant;
 
 typedef struct eval_opts {
@@ -33,8 +36,10 @@ typedef struct eval_opts {
     bool resume;               /* samples (opened "a+") holds an earlier run of this grid */
 } eval_opts;
 
-/* Parses "dense,2048,omnikv:0.067" into variants: `dense` attends to the whole prompt, a number
- * (or omnikv:NUMBER) is an OmniKV budget. */
+/* Parses "dense,2048,omnikv:0.067,0.067/keep_last=64" into variants: `dense` attends to the
+ * whole prompt, a number (or omnikv:NUMBER) is an OmniKV budget. A budget may carry
+ * /selector_cls=last|softmax_before_last, /keep_first=N and /keep_last=N, which then hold for
+ * that variant's decode only (a sweep of selection settings from one prefill per sample). */
 int eval_parse_variants(eval_opts *o, const char *list);
 
 /* Whether a task uses the chat template unless told: generated tasks are plain completions

@@ -3,7 +3,7 @@
 # this checks the machinery, not accuracy): every generated task over a ctx x depth x variant
 # grid (record count, fields, prompt lengths, depths, budgets, the summary and by-depth tables),
 # an OmniKV budget above the prompt length decoding exactly as dense from the shared prefill,
-# --max-new, the chat template, --resume after an interruption, LongBench and InfiniteBench files,
+# --max-new, the chat template, per-variant selection settings, --resume after an interruption, LongBench and InfiniteBench files,
 # and usage / input errors.
 # Needs OMNIKV_BIN, OMNIKV_SRC and python3.
 set -u
@@ -78,6 +78,29 @@ expect_exit 0 "--chat" "$BIN" eval -m "$TINY" "${SET[@]}" --task passkey --ctx 1
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert all(r["chat"] for r in rows) and all(980 <= r["prompt_tokens"] <= 1024 for r in rows), rows' "$T/chat.jsonl"
+
+# ---- per-variant selection settings equal the same settings for the whole run -----------------------
+VS=(-m "$TINY" "${SET[@]}" --task needle-multikey --ctx 1024 --count 2)
+if expect_exit 0 "per-variant settings" "$BIN" eval "${VS[@]}" -o "$T/pv.jsonl" \
+        --variants "4/keep_last=96/selector_cls=softmax_before_last,4/keep_first=32,4" &&
+    expect_exit 0 "run-level keep_last" "$BIN" eval "${VS[@]}" -o "$T/rl1.jsonl" --variants 4 \
+        --set keep_last=96 --set selector_cls=softmax_before_last &&
+    expect_exit 0 "run-level keep_first" "$BIN" eval "${VS[@]}" -o "$T/rl2.jsonl" --variants 4 --set keep_first=32 &&
+    expect_exit 0 "run-level plain" "$BIN" eval "${VS[@]}" -o "$T/rl3.jsonl" --variants 4; then
+    py '
+import json, sys
+key = lambda r: (r["sample"], r["output"], r["score"], r["new_tokens"])
+pv = [json.loads(l) for l in open(sys.argv[1])]
+for i, f in enumerate(sys.argv[2:]):
+    want = [key(json.loads(l)) for l in open(f)]
+    got = [key(r) for r in pv[i::3]]
+    assert got == want, (f, got, want)
+assert pv[0]["variant"] == "k=4/keep_last=96/selector_cls=softmax_before_last", pv[0]["variant"]' \
+        "$T/pv.jsonl" "$T/rl1.jsonl" "$T/rl2.jsonl" "$T/rl3.jsonl"
+fi
+expect_exit 2 "a variant setting a run-wide key" "$BIN" eval "${VS[@]}" --variants "4/threads=2"
+expect_exit 2 "a variant with a window selector" "$BIN" eval "${VS[@]}" --variants "4/selector_cls=exp"
+expect_exit 2 "a variant with a bad keep_first" "$BIN" eval "${VS[@]}" --variants "4/keep_first=-3"
 
 # ---- --resume: an interrupted grid continues to the same records and table -------------------------
 RES=(-m "$TINY" "${SET[@]}" --task needle-multikey --ctx 1024,2048 --depth 0,1 --count 2 --variants dense,0.5)
