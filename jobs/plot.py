@@ -13,6 +13,7 @@ import argparse
 import collections
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -21,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 
 
 def load_eval(d):
@@ -75,15 +77,29 @@ def plot_accuracy(ev, path):
     tasks = sorted(ev)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
+        labelled = set()  # one label per variant and place, however many contexts share it
+        shares = []
         for ctx in sorted(ev[task]):
             pts = []
             for variant, rows in ev[task][ctx].items():
                 pts.append((mean([s for s, _ in rows]), mean([v for _, v in rows]), variant))
             pts.sort()
+            shares += [p[0] for p in pts]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{ctx} tokens")
             for x, y, name in pts:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+                spot = (round(math.log10(x), 1), round(y / 5))
+                if (name,) + spot in labelled:
+                    continue
+                # a second label at the same spot goes below the point, a third lower still
+                below = sum(1 for lab in labelled if lab[1:] == spot)
+                labelled.add((name,) + spot)
+                ax.annotate(name, (x, y), textcoords="offset points",
+                            xytext=(3, 4 if below == 0 else -4 - 9 * below), fontsize=7)
         ax.set_xscale("log")
+        lo = min(shares) if shares else 0.01
+        ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if t >= lo / 2])
+        ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         ax.set_xlabel("share of the prompt selected (k / N; dense = 1)")
         ax.set_ylabel("mean score (0-100)")
         ax.set_ylim(-5, 105)
@@ -148,7 +164,9 @@ def plot_ranks(benches, path):
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Throughput against ranks at {longest} tokens of context")
+    fig.suptitle(f"Throughput against ranks at {longest} tokens of context (bench decodes one "
+                 "sequence at a time: stages take turns, so this shows the pipeline's cost, not "
+                 "its overlap)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
