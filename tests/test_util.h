@@ -61,7 +61,11 @@ static inline bool test_file_exists(const char *path) {
 
 /* The default model; a missing file fails the test with what to do. */
 static inline void test_model_path(char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", test_cache());
+    int n = snprintf(buf, cap, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", test_cache());
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "FAIL: the cache path %s is too long\n", test_cache());
+        exit(1);
+    }
     if (!test_file_exists(buf)) {
         fprintf(stderr, "FAIL: the default model %s is missing; run scripts/setup.sh --test\n", buf);
         exit(1);
