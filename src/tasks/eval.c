@@ -326,25 +326,26 @@ static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, scor
 }
 
 static void print_summary(FILE *f, const eval_opts *o, const char *name, const score_grid *g) {
-    int n_cell;
+    int n_cell, w[EVAL_MAX]; /* column widths: 10, or a longer variant name */
     grid_mean(g, 0, g->n_slots - 1, 0, &n_cell);
+    for (int v = 0; v < o->n_variant; v++) w[v] = OKV_MAX(10, (int)strlen(o->variant[v].name));
     fprintf(f, "%-18s %8s", "task", "ctx");
-    for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10s", o->variant[v].name);
+    for (int v = 0; v < o->n_variant; v++) fprintf(f, " %*s", w[v], o->variant[v].name);
     fprintf(f, "   (mean score 0-100, %d samples per cell)\n", n_cell);
     for (int c = 0; c < o->n_ctx; c++) {
         fprintf(f, "%-18s %8d", name, o->ctx[c]);
-        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10.1f", grid_mean(g, c, g->n_slots - 1, v, &n_cell));
+        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %*.1f", w[v], grid_mean(g, c, g->n_slots - 1, v, &n_cell));
         fprintf(f, "\n");
     }
     if (g->n_slots > 2) {
         /* Indented rows, so a reader keying on the task name sees only the table above. */
         fprintf(f, "\nby depth:\n  %-10s %-18s %8s", "depth", "task", "ctx");
-        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10s", o->variant[v].name);
+        for (int v = 0; v < o->n_variant; v++) fprintf(f, " %*s", w[v], o->variant[v].name);
         fprintf(f, "\n");
         for (int c = 0; c < o->n_ctx; c++)
             for (int d = 0; d < g->n_slots - 1; d++) {
                 fprintf(f, "  %-10.2f %-18s %8d", o->depth[d], name, o->ctx[c]);
-                for (int v = 0; v < o->n_variant; v++) fprintf(f, " %10.1f", grid_mean(g, c, d, v, &n_cell));
+                for (int v = 0; v < o->n_variant; v++) fprintf(f, " %*.1f", w[v], grid_mean(g, c, d, v, &n_cell));
                 fprintf(f, "\n");
             }
     }
