@@ -221,6 +221,9 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view 
  * A chunk's rows (256 x 2 x kv_dim) fit in L2. Contiguous views are left to the hardware. */
 static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
                            int hd) {
+    bool indexed = false;
+    for (int v = 0; v < n_views; v++) indexed |= views[v].idx != NULL;
+    if (!indexed) return; /* dense decode: no walk over the chunk's rows */
     row_cursor c = cursor_at(views, n_views, j0);
     for (int j = j0; j < j1; j++, cursor_next(&c)) {
         if (!views[c.v].idx) continue;

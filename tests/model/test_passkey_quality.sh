@@ -7,8 +7,8 @@
 # within CI's time; the issue's 50-sample figures come from OMNIKV_QUALITY_SAMPLES=50). With few
 # samples one flipped answer moves a score by 100/n points, so TOL = max(1, 100/n) points: one
 # answer's worth at small n, the issue's 1 point at n >= 100.
-# 8K is not in the default set: there k = 0.067 (548 tokens) falls short of dense (25 vs 50 on 8
-# samples, seed 7) — a known gap, measured with OMNIKV_QUALITY_CTX=2048,4096,8192.
+# 8K is not in the default set: there k = 0.067 (548 tokens) falls short of dense — over 50
+# samples (seed 1) passkey 44 vs 46 and needle-single 64 vs 80 — a known gap.
 set -euo pipefail
 bin=${OMNIKV_BIN:?}
 src=${OMNIKV_SRC:?}
@@ -22,19 +22,4 @@ trap 'rm -rf "$out"' EXIT
 OMNIKV_LOG=warn "$bin" eval -m "$model" -c "$src/configs/smollm2-135m.json" --task passkey \
     --ctx "$ctx" --count "$n" --variants dense,2048,0.067 --seed 7 -o "$out/samples.jsonl" \
     | tee "$out/summary.txt"
-python3 - "$out/summary.txt" "$n" <<'PY'
-import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.startswith("passkey")]
-n = int(sys.argv[2])
-tol = max(1.0, 100.0 / n)
-bad = 0
-for r in rows:
-    ctx, dense, k2048, kfrac = r[1], float(r[2]), float(r[3]), float(r[4])
-    for name, v in (("k=2048", k2048), ("k=0.067", kfrac)):
-        ok = abs(v - dense) <= tol + 1e-9
-        bad += not ok
-        print(f"ctx {ctx}: dense {dense:.1f}, {name} {v:.1f}: |diff| {abs(v - dense):.1f} "
-              f"{'<=' if ok else '>'} {tol:.1f} points")
-print(f"{len(rows) * 2 - bad} passed, {bad} failed")
-sys.exit(1 if bad or not rows else 0)
-PY
+python3 "$src/tests/model/quality_check.py" "$out/samples.jsonl" --ctx "$ctx" --per-cell "$n"
