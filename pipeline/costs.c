@@ -185,16 +185,25 @@ static double tensor_s(const pipe_rates *r, const okv_tensor *t) {
     return r->s_per_byte[t->type] * (double)model_tensor_bytes(t);
 }
 
-double pipe_layer_matmul_s(const pipe_rates *r, const okv_model *m, int l, okv_type wtype,
-                           uint64_t layer_bytes) {
-    if (!m->layers) return r->s_per_byte[wtype] * (double)layer_bytes;
+static double layer_matmul_s(const pipe_rates *r, const okv_model *m, int l) {
     const okv_layer_weights *w = &m->layers[l];
     return tensor_s(r, &w->wq) + tensor_s(r, &w->wk) + tensor_s(r, &w->wv) + tensor_s(r, &w->wo) +
            tensor_s(r, &w->w_gate) + tensor_s(r, &w->w_up) + tensor_s(r, &w->w_down);
 }
 
-double pipe_head_matmul_s(const pipe_rates *r, const okv_model *m, okv_type wtype,
-                          uint64_t head_bytes) {
-    if (!m->layers) return r->s_per_byte[wtype] * (double)head_bytes;
-    return tensor_s(r, &m->output);
+void pipe_costs_apply(const pipe_rates *r, const okv_model *m, okv_type wtype, double *layer_s,
+                      pipe_cost_model *cm) {
+    for (int l = 0; l < cm->n_layers; l++)
+        layer_s[l] = m->layers ? layer_matmul_s(r, m, l) : r->s_per_byte[wtype] * (double)cm->weight_bytes[l];
+    cm->matmul_s = layer_s;
+    cm->head_s = m->layers ? tensor_s(r, &m->output) : r->s_per_byte[wtype] * (double)cm->head_bytes;
+    cm->row_s = r->s_per_row;
+}
+
+void pipe_rates_describe(const pipe_rates *r, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "matmul");
+    for (int t = 0; t < OKV_TYPE_COUNT && n < cap; t++)
+        if (r->s_per_byte[t] > 0)
+            n += (size_t)snprintf(buf + n, cap - n, " %s %.1f GB/s", okv_type_name((okv_type)t), 1e-9 / r->s_per_byte[t]);
+    if (n < cap) snprintf(buf + n, cap - n, ", attention %.1f ns per KV row", 1e9 * r->s_per_row);
 }

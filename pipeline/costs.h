@@ -9,6 +9,7 @@
 
 #include "../kernels/backend.h"
 #include "../src/model/model.h"
+#include "planner.h"
 
 typedef struct pipe_rates {
     double s_per_byte[OKV_TYPE_COUNT]; /* matmul, step_batch tokens; 0 where not measured */
@@ -23,12 +24,12 @@ typedef struct pipe_rates {
 int pipe_rates_measure(const okv_model *m, okv_type wtype, okv_type kv_type, int step_batch,
                        int n_threads, pipe_rates *r);
 
-/* Matmul seconds of layer l's tensors per step (0 for a layer without weights). For a shape
- * (m->layers NULL), layer_bytes at wtype's rate. */
-double pipe_layer_matmul_s(const pipe_rates *r, const okv_model *m, int l, okv_type wtype,
-                           uint64_t layer_bytes);
-/* The output head's matmul seconds per step. */
-double pipe_head_matmul_s(const pipe_rates *r, const okv_model *m, okv_type wtype,
-                          uint64_t head_bytes);
+/* Sets cm's measured costs from r: layer_s[l] (the caller's array of cm->n_layers) receives
+ * layer l's matmul seconds per step, from its tensors, or for a shape (m->layers NULL) from
+ * cm->weight_bytes[l] at wtype's rate; then cm->matmul_s, head_s and row_s are set. */
+void pipe_costs_apply(const pipe_rates *r, const okv_model *m, okv_type wtype, double *layer_s,
+                      pipe_cost_model *cm);
+/* "matmul q4_1 7.4 GB/s q8_0 11.0 GB/s, attention 104.1 ns per KV row" */
+void pipe_rates_describe(const pipe_rates *r, char *buf, size_t cap);
 
 #endif

@@ -54,20 +54,6 @@ static void log_block(char *text) {
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) OKV_INFO("%s", line);
 }
 
-/* One line of the kernel rates the planner balanced. */
-static void rates_log(const pipe_rates *r) {
-    char text[512];
-    int n = snprintf(text, sizeof text, "planner cost measured with %d thread(s), %d sequence(s) "
-                     "per step: matmul", r->n_threads, r->step_batch);
-    for (int t = 0; t < OKV_TYPE_COUNT; t++)
-        if (r->s_per_byte[t] > 0 && n < (int)sizeof text)
-            n += snprintf(text + n, sizeof text - (size_t)n, " %s %.1f GB/s", okv_type_name((okv_type)t),
-                          1e-9 / r->s_per_byte[t]);
-    if (n < (int)sizeof text)
-        snprintf(text + n, sizeof text - (size_t)n, ", attention %.1f ns per KV row", 1e9 * r->s_per_row);
-    OKV_INFO("%s", text);
-}
-
 /* Rank 0: reads the model's layout (tensor pointers only), validates the run config against it
  * and chooses the stages and the micro-batch count. */
 static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
@@ -118,11 +104,11 @@ static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
             if (!st) {
                 ms = calloc((size_t)L, sizeof *ms);
                 OKV_ASSERT(ms);
-                for (int l = 0; l < L; l++) ms[l] = pipe_layer_matmul_s(&r, &meta, l, OKV_TYPE_F32, 0);
-                cm.matmul_s = ms;
-                cm.head_s = pipe_head_matmul_s(&r, &meta, OKV_TYPE_F32, 0);
-                cm.row_s = r.s_per_row;
-                rates_log(&r);
+                pipe_costs_apply(&r, &meta, OKV_TYPE_F32, ms, &cm);
+                char text[400];
+                pipe_rates_describe(&r, text, sizeof text);
+                OKV_INFO("planner cost measured with %d thread(s), %d sequence(s) per step: %s",
+                         r.n_threads, r.step_batch, text);
             }
         }
         if (!st)

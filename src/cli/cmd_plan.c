@@ -227,10 +227,7 @@ static int run_plan(plan_args *pa) {
         if (!st) {
             layer_s = calloc((size_t)cfg.n_layers, sizeof *layer_s);
             OKV_ASSERT(layer_s);
-            for (int l = 0; l < cfg.n_layers; l++) layer_s[l] = pipe_layer_matmul_s(&rates, mm, l, wtype, wb[l]);
-            cm.matmul_s = layer_s;
-            cm.head_s = pipe_head_matmul_s(&rates, mm, wtype, head);
-            cm.row_s = rates.s_per_row;
+            pipe_costs_apply(&rates, mm, wtype, layer_s, &cm);
         }
     }
     pipe_plan plan;
@@ -260,11 +257,10 @@ static int run_plan(plan_args *pa) {
     char b1[32], b2[32], b3[32];
     planner_fmt_bytes(bw, b1, sizeof b1);
     if (measured) {
-        printf("\nstep time from kernels timed here with %d thread(s), %d sequence(s) per step: matmul",
-               rates.n_threads, rates.step_batch);
-        for (int t = 0; t < OKV_TYPE_COUNT; t++)
-            if (rates.s_per_byte[t] > 0) printf(" %s %.1f GB/s", okv_type_name((okv_type)t), 1e-9 / rates.s_per_byte[t]);
-        printf(", attention %.1f ns per KV row\n", 1e9 * rates.s_per_row);
+        char text[400];
+        pipe_rates_describe(&rates, text, sizeof text);
+        printf("\nstep time from kernels timed here with %d thread(s), %d sequence(s) per step: %s\n",
+               rates.n_threads, rates.step_batch, text);
     } else {
         printf("\nbandwidth %s/s (%s)%s\n", b1, bw_src, gpu ? "; bank gather over PCIe" : "");
     }
