@@ -122,14 +122,16 @@ int cmd_eval(args *a, int rank) {
 void help_calibrate(FILE *f) {
     fprintf(f,
         "usage: omnikv calibrate -m MODEL [--filters N] [-o FRAGMENT.json] [--ctx N] [--prompts N]\n"
-        "                        [--steps N] [--budget K] [--wait W] [--seed S] [--set KEY=VALUE]\n"
+        "                        [--steps N] [--budget K] [--wait W] [--seed S] [--task NAME]\n"
+        "                        [--objective needle|mass] [--set KEY=VALUE]\n"
         "\n"
-        "Runs full attention over passkey-style calibration prompts, records every layer's top-k\n"
+        "Runs full attention over generated calibration prompts, records every layer's top-k\n"
         "over several decode steps, and measures for each layer pair (l1 < l2) the share of l2's\n"
         "attention mass that l1's top-k covers. The filter layers (each governing at least one\n"
         "sparse layer) minimising the lost mass of the sparse layers plus --dense-cost for each\n"
         "dense layer before the first filter are written as a run-config fragment, with the\n"
-        "matrix as FRAGMENT.csv and a heat map FRAGMENT.png beside it.\n"
+        "matrix (and a last row of layer weights) as FRAGMENT.csv and a heat map FRAGMENT.png\n"
+        "beside it.\n"
         "\n"
         "  -m, --model MODEL  a .gguf file or a Hugging Face directory (required)\n"
         "      --filters N    filter layers to propose (default 3)\n"
@@ -142,6 +144,11 @@ void help_calibrate(FILE *f) {
         "      --dense-cost C cost of each dense layer before the first filter, in units of a\n"
         "                     sparse layer's lost attention mass (default 0.25)\n"
         "      --seed S       prompt seed (default 1)\n"
+        "      --task NAME    generated task of the prompts (default passkey; see eval --help)\n"
+        "      --objective O  needle (default): only the mass on the prompt's answer tokens\n"
+        "                     counts, each sparse layer weighted by its share of it (the\n"
+        "                     retrieval that long-context tasks need); mass: all attention mass,\n"
+        "                     every sparse layer alike\n"
         "      --set KEY=VALUE run-config key for the engine (threads, kv_type...)\n"
         "  -h, --help         this text\n");
 }
@@ -155,8 +162,9 @@ static void sibling(const char *path, const char *ext, char *out, size_t cap) {
 
 int cmd_calibrate(args *a, int rank) {
     const char *model_path = NULL, *out_path = "calibration.json";
-    calib_opts o = {.n_prompts = 4, .ctx = 2048, .steps = 8, .budget = 0.067, .n_filters = 3,
-                    .wait = 1, .dense_cost = 0.25, .seed = 1};
+    calib_opts o = {.task = "passkey", .objective = CALIB_OBJECTIVE_NEEDLE, .n_prompts = 4,
+                    .ctx = 2048, .steps = 8, .budget = 0.067, .n_filters = 3, .wait = 1,
+                    .dense_cost = 0.25, .seed = 1};
     cli_sets sets = {0};
     okv_run_config rc;
     int st = OKV_OK;
@@ -170,7 +178,12 @@ int cmd_calibrate(args *a, int rank) {
         else if (opt(a, NULL, "--steps", &v)) st = v ? parse_int(a, "--steps", v, 1, &o.steps) : 0;
         else if (opt(a, NULL, "--wait", &v)) st = v ? parse_int(a, "--wait", v, 0, &o.wait) : 0;
         else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &o.seed) : 0;
-        else if (opt(a, NULL, "--dense-cost", &v)) {
+        else if (opt(a, NULL, "--task", &v)) o.task = v ? v : o.task;
+        else if (opt(a, NULL, "--objective", &v)) {
+            if (v && !strcmp(v, "needle")) o.objective = CALIB_OBJECTIVE_NEEDLE;
+            else if (v && !strcmp(v, "mass")) o.objective = CALIB_OBJECTIVE_MASS;
+            else if (v) st = okv_fail(OKV_ERR_USAGE, "calibrate: --objective takes needle or mass, not '%s'", v);
+        } else if (opt(a, NULL, "--dense-cost", &v)) {
             char *end;
             o.dense_cost = v ? strtod(v, &end) : 0;
             if (v && (*end || !(o.dense_cost >= 0)))

@@ -1,6 +1,7 @@
 /* calibrate.c — filter-layer calibration (see calibrate.h). The attention mass of a layer is the
  * mean over its query heads of the softmax restricted to prompt tokens; its top-k is what the
- * `last` selector would pick there. Tested by tests/unit/test_calibrate.c. */
+ * `last` selector would pick there; the needle is where the prompt's answers occur among its
+ * tokens. Tested by tests/unit/test_calibrate.c. */
 #include "calibrate.h"
 
 #include "../common.h"
@@ -16,10 +17,19 @@
 
 typedef struct probe_state {
     int n_layers, max_n, k;
+    calib_objective objective;
     float *mass;     /* [n_layers][max_n] this step's attention mass per layer */
     int32_t *top;    /* [n_layers][max_n] this step's top-k per layer */
     int *n_top;      /* [n_layers] */
     bool *seen;      /* [n_layers] */
+    int32_t *needle; /* [n_needle] the prompt's answer positions (NEEDLE) */
+    int n_needle;
+    bool *in_top;    /* [max_n] scratch: membership in one layer's top-k */
+    double *cover;   /* [n_layers][n_layers] this prompt's sums of covered (needle) mass */
+    double *total;   /* [n_layers] this prompt's sums of (needle) mass */
+    double *share;   /* [n_layers][n_layers] sums over prompts of cover / total */
+    double *mass_sum; /* [n_layers] sums over prompts of total per step */
+    int n_prompts, n_steps; /* prompts summed into share; steps into this prompt's sums */
     okv_selector_scratch ss;
     okv_run_config pick_rc; /* no keep_first/last: the plain top-k */
 } probe_state;
@@ -46,22 +56,61 @@ static void probe(void *ctx, int layer, int slot, const float *logits, int n_hea
     ps->seen[layer] = true;
 }
 
-static void accumulate(const probe_state *ps, double *cover) {
+/* Adds this step's covered mass for every layer pair, and each layer's mass, to the sums. */
+static void accumulate(probe_state *ps) {
     const int L = ps->n_layers;
+    const bool needle = ps->objective == CALIB_OBJECTIVE_NEEDLE;
+    for (int b = 0; b < L; b++) {
+        if (!ps->seen[b]) continue;
+        const float *mass = ps->mass + (size_t)b * ps->max_n;
+        double s = 0;
+        if (needle)
+            for (int i = 0; i < ps->n_needle; i++) s += mass[ps->needle[i]];
+        ps->total[b] += needle ? s : 1.0;
+    }
     for (int a = 0; a < L; a++) {
         if (!ps->seen[a]) continue;
         const int32_t *top = ps->top + (size_t)a * ps->max_n;
+        if (needle)
+            for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = true;
         for (int b = 0; b < L; b++) {
             if (!ps->seen[b]) continue;
             const float *mass = ps->mass + (size_t)b * ps->max_n;
             double s = 0;
-            for (int i = 0; i < ps->n_top[a]; i++) s += mass[top[i]];
-            cover[(size_t)a * L + b] += s;
+            if (needle) {
+                for (int i = 0; i < ps->n_needle; i++)
+                    if (ps->in_top[ps->needle[i]]) s += mass[ps->needle[i]];
+            } else {
+                for (int i = 0; i < ps->n_top[a]; i++) s += mass[top[i]];
+            }
+            ps->cover[(size_t)a * L + b] += s;
         }
+        if (needle)
+            for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = false;
     }
 }
 
-double calib_choose(const double *cover, int L, int nf, int wait, double dense_cost, int *filters) {
+int calib_mark_answers(const okv_tokenizer *tok, const char *const *answers, int n_answers,
+                       const int32_t *ids, int n, bool *mark) {
+    int32_t pat[64];
+    char text[256];
+    int marked = 0;
+    for (int i = 0; i < n; i++) mark[i] = false;
+    for (int a = 0; a < n_answers; a++)
+        for (int spaced = 0; spaced < 2; spaced++) {
+            snprintf(text, sizeof text, "%s%s", spaced ? " " : "", answers[a]);
+            int m = tokenizer_encode(tok, text, strlen(text), false, false, pat, 64);
+            if (m <= 0) continue;
+            for (int i = 0; i + m <= n; i++) {
+                if (memcmp(ids + i, pat, sizeof(int32_t) * (size_t)m)) continue;
+                for (int j = i; j < i + m; j++) marked += !mark[j], mark[j] = true;
+            }
+        }
+    return marked;
+}
+
+double calib_choose(const double *cover, const double *weight, int L, int nf, int wait,
+                    double dense_cost, int *filters) {
     OKV_ASSERT(nf >= 1 && nf <= L);
     /* seg[f][e]: lost mass of the sparse layers f+W+1..e-1 when f is a filter and e the next one
      * (or L); infinite when f would govern no sparse layer. */
@@ -73,7 +122,8 @@ double calib_choose(const double *cover, int L, int nf, int wait, double dense_c
     for (int f = 0; f < L; f++)
         for (int e = f + 1; e <= L; e++) {
             double c = e < f + wait + 2 ? INFINITY : 0.0;
-            for (int l = f + 1 + wait; l < e; l++) c += 1.0 - cover[(size_t)f * L + l];
+            for (int l = f + 1 + wait; l < e; l++)
+                c += (weight ? weight[l] : 1.0) * (1.0 - cover[(size_t)f * L + l]);
             SEG(f, e) = c;
         }
     /* best[i][f]: the lowest loss of layers 0..f-1 with filter i (0-based) at layer f. */
@@ -104,12 +154,52 @@ double calib_choose(const double *cover, int L, int nf, int wait, double dense_c
     return loss;
 }
 
+/* One prompt's sums -> its shares (each prompt counts alike: a needle near the end draws far
+ * more attention than one far back, and would otherwise outweigh it), then cleared. */
+static void close_prompt(probe_state *ps) {
+    const int L = ps->n_layers;
+    if (!ps->n_steps) return;
+    for (int b = 0; b < L; b++) {
+        for (int a = 0; a < L; a++)
+            ps->share[(size_t)a * L + b] += ps->total[b] > 0 ? ps->cover[(size_t)a * L + b] / ps->total[b] : 1.0;
+        ps->mass_sum[b] += ps->total[b] / ps->n_steps;
+    }
+    ps->n_prompts++;
+    ps->n_steps = 0;
+    memset(ps->cover, 0, sizeof(double) * (size_t)L * L);
+    memset(ps->total, 0, sizeof(double) * (size_t)L);
+}
+
+/* Mean shares over the prompts; weights from the layers' needle mass (NEEDLE) or 1 (MASS). */
+static int finish(const probe_state *ps, const calib_opts *o, calib_result *r) {
+    const int L = ps->n_layers;
+    double mean = 0;
+    for (int b = 0; b < L; b++) mean += ps->mass_sum[b] / L;
+    if (!(mean > 0))
+        return okv_fail(OKV_ERR_INPUT, "no layer attended to the answer tokens of the calibration "
+                        "prompts; use --objective mass or longer --steps");
+    for (int b = 0; b < L; b++) {
+        r->weight[b] = ps->objective == CALIB_OBJECTIVE_NEEDLE ? ps->mass_sum[b] / mean : 1.0;
+        for (int a = 0; a < L; a++) r->cover[(size_t)a * L + b] = ps->share[(size_t)a * L + b] / ps->n_prompts;
+    }
+    r->n_filters = o->n_filters;
+    r->loss = calib_choose(r->cover, r->weight, L, o->n_filters, o->wait, o->dense_cost, r->filters);
+    if (!isfinite(r->loss))
+        return okv_fail(OKV_ERR_USAGE, "%d filter layers with %d wait layers each do not fit %d layers (each filter needs a sparse layer after its wait layers)", o->n_filters, o->wait, L);
+    return OKV_OK;
+}
+
 int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     memset(r, 0, sizeof *r);
     const int L = m->cfg.n_layers, V = m->cfg.n_vocab, dim = m->cfg.dim;
     if (o->n_filters < 1 || o->n_filters > L || o->n_filters > OKV_MAX_FILTERS)
         return okv_fail(OKV_ERR_USAGE, "--filters %d is out of range for a model of %d layers", o->n_filters, L);
     if (!m->tok) return okv_fail(OKV_ERR_INPUT, "calibration needs the model's tokenizer");
+    const char *task_name = o->task ? o->task : "passkey";
+    const task_def *task = task_find(task_name);
+    if (!task)
+        return okv_fail(OKV_ERR_USAGE, "calibrate: unknown task '%s'; see omnikv eval --help for "
+                        "the generated tasks", task_name);
     okv_run_config rc;
     config_defaults(&rc);
     rc.policy = POLICY_DENSE;
@@ -119,29 +209,49 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     okv_engine e;
     int st = engine_init(&e, m, &rc, 0, L, 1);
     if (st) return st;
-    probe_state ps = {.n_layers = L, .max_n = rc.max_context_len};
+    probe_state ps = {.n_layers = L, .max_n = rc.max_context_len, .objective = o->objective};
     ps.mass = calloc((size_t)L * ps.max_n, sizeof(float));
     ps.top = calloc((size_t)L * ps.max_n, sizeof(int32_t));
     ps.n_top = calloc((size_t)L, sizeof(int));
     ps.seen = calloc((size_t)L, sizeof(bool));
+    ps.needle = calloc((size_t)ps.max_n, sizeof(int32_t));
+    ps.in_top = calloc((size_t)ps.max_n, sizeof(bool));
+    ps.cover = calloc((size_t)L * L, sizeof(double));
+    ps.total = calloc((size_t)L, sizeof(double));
+    ps.share = calloc((size_t)L * L, sizeof(double));
+    ps.mass_sum = calloc((size_t)L, sizeof(double));
     config_defaults(&ps.pick_rc);
     r->n_layers = L;
     r->cover = calloc((size_t)L * L, sizeof(double));
+    r->weight = calloc((size_t)L, sizeof(double));
     float *x = calloc((size_t)rc.prefill_chunk * dim, sizeof(float));
     float *logits = calloc((size_t)V, sizeof(float));
     int32_t *ids = calloc((size_t)rc.max_context_len, sizeof(int32_t));
-    OKV_ASSERT(ps.mass && ps.top && ps.n_top && ps.seen && r->cover && x && logits && ids);
+    bool *mark = calloc((size_t)rc.max_context_len, sizeof(bool));
+    OKV_ASSERT(ps.mass && ps.top && ps.n_top && ps.seen && ps.needle && ps.in_top && ps.cover &&
+               ps.total && ps.share && ps.mass_sum && r->cover && r->weight && x && logits && ids && mark);
     if ((st = selector_scratch_init(&ps.ss, ps.max_n))) goto done;
     if ((st = engine_set_probe(&e, probe, &ps))) goto done;
     for (int p = 0; p < o->n_prompts && !st; p++) {
         task_sample s;
-        if ((st = task_passkey(m->tok, o->ctx, -1.0, o->seed + (uint64_t)p, &s))) break;
+        /* Needles spread evenly over the haystack: what an early filter layer finds depends on
+         * how far back the needle is, and a few random depths can all land near the end. */
+        double depth = (p + 0.5) / o->n_prompts;
+        if ((st = task->gen(m->tok, o->ctx, depth, o->seed + (uint64_t)p, &s))) break;
         int n = tokenizer_encode(m->tok, s.prompt, strlen(s.prompt), true, false, ids, rc.max_context_len);
-        task_sample_free(&s);
+        int n_marked = n > 0 ? calib_mark_answers(m->tok, (const char *const *)s.answers, s.n_answers,
+                                                  ids, n, mark) : 0;
         if (n <= 0 || n > o->ctx + 64) {
             st = okv_fail(OKV_ERR_INTERNAL, "calibration prompt %d encoded to %d tokens", p, n);
-            break;
+        } else if (o->objective == CALIB_OBJECTIVE_NEEDLE && !n_marked) {
+            st = okv_fail(OKV_ERR_INPUT, "calibration prompt %s: its answer '%s' is not among its "
+                          "tokens; use --objective mass", s.id, s.n_answers ? s.answers[0] : "");
         }
+        task_sample_free(&s);
+        if (st) break;
+        ps.n_needle = 0;
+        for (int i = 0; i < n; i++)
+            if (mark[i]) ps.needle[ps.n_needle++] = i;
         ps.k = config_budget(&rc, n);
         if ((st = engine_seq_start(&e, 0, n))) break;
         for (int pos = 0; pos < n && !st; pos += rc.prefill_chunk) {
@@ -158,28 +268,32 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
             engine_embed(&e, &tok, 1, x);
             if ((st = engine_decode(&e, (int[]){0}, 1, x))) break;
             engine_head(&e, x, 1, logits);
-            accumulate(&ps, r->cover);
+            accumulate(&ps);
+            ps.n_steps++;
             r->samples++;
         }
+        close_prompt(&ps);
         engine_seq_end(&e, 0);
-        OKV_INFO("calibration prompt %d/%d done (%d tokens)", p + 1, o->n_prompts, n);
+        OKV_INFO("calibration prompt %d/%d done (%d tokens, %d answer tokens)", p + 1, o->n_prompts,
+                 n, ps.n_needle);
     }
-    if (!st && r->samples) {
-        for (size_t i = 0; i < (size_t)L * L; i++) r->cover[i] /= r->samples;
-        r->n_filters = o->n_filters;
-        r->loss = calib_choose(r->cover, L, o->n_filters, o->wait, o->dense_cost, r->filters);
-        if (!isfinite(r->loss))
-            st = okv_fail(OKV_ERR_USAGE, "%d filter layers with %d wait layers each do not fit %d layers (each filter needs a sparse layer after its wait layers)", o->n_filters, o->wait, L);
-    }
+    if (!st && r->samples) st = finish(&ps, o, r);
 done:
     selector_scratch_free(&ps.ss);
     free(ps.mass);
     free(ps.top);
     free(ps.n_top);
     free(ps.seen);
+    free(ps.needle);
+    free(ps.in_top);
+    free(ps.cover);
+    free(ps.total);
+    free(ps.share);
+    free(ps.mass_sum);
     free(x);
     free(logits);
     free(ids);
+    free(mark);
     engine_free(&e);
     if (st) calib_result_free(r);
     return st;
@@ -187,6 +301,7 @@ done:
 
 void calib_result_free(calib_result *r) {
     free(r->cover);
+    free(r->weight);
     memset(r, 0, sizeof *r);
 }
 
@@ -201,6 +316,8 @@ int calib_write_fragment(const calib_result *r, const calib_opts *o, const char 
     cJSON_AddNumberToObject(j, "num_of_selected_tokens", o->budget);
     cJSON_AddStringToObject(j, "selector_cls", "last");
     cJSON *cal = cJSON_AddObjectToObject(j, "calibration");
+    cJSON_AddStringToObject(cal, "objective", o->objective == CALIB_OBJECTIVE_NEEDLE ? "needle" : "mass");
+    cJSON_AddStringToObject(cal, "task", o->task ? o->task : "passkey");
     cJSON_AddNumberToObject(cal, "loss", r->loss);
     cJSON_AddNumberToObject(cal, "dense_cost", o->dense_cost);
     cJSON_AddNumberToObject(cal, "samples", r->samples);
@@ -228,6 +345,9 @@ int calib_write_csv(const calib_result *r, const char *path) {
         for (int b = 0; b < r->n_layers; b++) fprintf(f, ",%.5f", r->cover[(size_t)a * r->n_layers + b]);
         fprintf(f, "\n");
     }
+    fprintf(f, "weight");
+    for (int b = 0; b < r->n_layers; b++) fprintf(f, ",%.5f", r->weight[b]);
+    fprintf(f, "\n");
     return fclose(f) ? okv_fail(OKV_ERR_INPUT, "cannot write %s", path) : OKV_OK;
 }
 

@@ -211,6 +211,10 @@ expect_exit 2 "no command" "$BIN" && one_sentence "command"
 for c in eval calibrate; do
     expect_exit 2 "$c without -m" "$BIN" $c && one_sentence "-m MODEL is required"
 done
+expect_exit 2 "calibrate with a bad objective" "$BIN" calibrate -m "$TINY" --objective most \
+    && one_sentence "--objective" "'most'"
+expect_exit 2 "calibrate with an unknown task" "$BIN" calibrate -m "$TINY" --task haystack \
+    && one_sentence "'haystack'"
 expect_exit 2 "eval with an unknown variant" "$BIN" eval -m "$TINY" --task passkey --variants dense,zero \
     && one_sentence "'zero'"
 expect_exit 2 "plan without --ctx" "$BIN" plan --model tiny --ranks 2 && one_sentence "--ctx"

@@ -2,7 +2,9 @@
  * edited so the residual stream never changes (attn_output and ffn_down are zero) and layers
  * share their Q/K projections within planted groups {2..5}, {6..8}, {9..11} (layers 0 and 1 have
  * their own): attention patterns then repeat inside a group and differ across groups, so the
- * only good 3-filter choice is {2, 6, 9}. Also checks calib_choose on a hand-made matrix. */
+ * only good 3-filter choice by total mass is {2, 6, 9}; by needle mass the groups that attend to
+ * the needle keep their leaders. Also checks calib_choose on hand-made matrices (with and without
+ * layer weights) and the answer marking on hand-built token sequences. */
 #include "common.h"
 #include "model/genmodel.h"
 #include "model/gguf.h"
@@ -42,16 +44,26 @@ int main(void) {
             cov[a * 6 + b] = ga == gb ? 1.0 : 0.0;
         }
     int f2[2];
-    double loss = calib_choose(cov, 6, 2, 0, 0.25, f2);
+    double loss = calib_choose(cov, NULL, 6, 2, 0, 0.25, f2);
     TEST_CHECK(f2[0] == 1 && f2[1] == 4 && loss == 0.25, "hand matrix: chose {%d, %d} loss %g, expected {1, 4} loss 0.25",
                f2[0], f2[1], loss);
     /* W = 1: each filter needs a wait layer and then a sparse layer, so in 6 layers only {0, 3}
      * fits (sparse layers 2 and 5, both fully lost: loss 2), and 3 filters cannot fit at all. */
-    loss = calib_choose(cov, 6, 2, 1, 0.25, f2);
+    loss = calib_choose(cov, NULL, 6, 2, 1, 0.25, f2);
     TEST_CHECK(f2[0] == 0 && f2[1] == 3 && loss == 2.0, "W=1: chose {%d, %d} loss %g, expected {0, 3} loss 2",
                f2[0], f2[1], loss);
     int f3[3];
-    TEST_CHECK(isinf(calib_choose(cov, 6, 3, 1, 0.25, f3)), "3 filters with W=1 cannot fit 6 layers");
+    TEST_CHECK(isinf(calib_choose(cov, NULL, 6, 3, 1, 0.25, f3)), "3 filters with W=1 cannot fit 6 layers");
+    /* Weights: in 5 layers (W = 0, one filter, dense cost 0.25), filter 1 covers layers 2 and 3
+     * but not 4, filter 3 covers 4. Unweighted, 3 wins (0.75 of dense cost against 0.25 + 1 lost
+     * layer); when layer 4 pays nothing to the needle (weight 0), filter 1 wins with 0.25. */
+    double c5[25] = {0}, w5[5] = {1, 1, 1, 1, 0};
+    c5[1 * 5 + 2] = c5[1 * 5 + 3] = c5[3 * 5 + 4] = 1.0;
+    int f1;
+    loss = calib_choose(c5, NULL, 5, 1, 0, 0.25, &f1);
+    TEST_CHECK(f1 == 3 && fabs(loss - 0.75) < 1e-12, "unweighted: chose %d loss %g, expected 3 loss 0.75", f1, loss);
+    loss = calib_choose(c5, w5, 5, 1, 0, 0.25, &f1);
+    TEST_CHECK(f1 == 1 && fabs(loss - 0.25) < 1e-12, "weighted: chose %d loss %g, expected 1 loss 0.25", f1, loss);
 
     char base[256], planted[256];
     snprintf(base, sizeof base, "/tmp/omnikv-calib-base-%d.gguf", (int)getpid());
@@ -87,9 +99,52 @@ int main(void) {
                           .need_tokenizer = true};
     TEST_OK(model_load(&m, planted, &mo));
     unlink(planted);
-    calib_opts o = {.n_prompts = 3, .ctx = 400, .steps = 4, .budget = 0.2, .n_filters = 3, .wait = 1,
-                    .dense_cost = 0.25, .seed = 5, .threads = 2};
+    /* The needle: the answer's tokens are marked wherever they occur, and nowhere else. */
+    int32_t pat[32], ids[64];
+    int np = tokenizer_encode(m.tok, "73519", 5, false, false, pat, 32);
+    TEST_CHECK(np > 0 && 2 * np + 3 <= 64, "cannot encode the answer (%d tokens)", np);
+    int n_ids = 0;
+    ids[n_ids++] = pat[0] == 1 ? 2 : 1;
+    for (int i = 0; i < np; i++) ids[n_ids++] = pat[i];
+    ids[n_ids++] = pat[0] == 1 ? 2 : 1;
+    for (int i = 0; i < np; i++) ids[n_ids++] = pat[i];
+    ids[n_ids++] = pat[0] == 1 ? 2 : 1;
+    bool mark[64];
+    const char *answer = "73519";
+    int marked = calib_mark_answers(m.tok, &answer, 1, ids, n_ids, mark);
+    int wrong = 0;
+    for (int i = 0; i < n_ids; i++) wrong += mark[i] != (i % (np + 1) != 0);
+    TEST_CHECK(marked == 2 * np && !wrong, "answer marks: %d marked (expected %d), %d wrong", marked, 2 * np, wrong);
+    const char *absent = "zzqq";
+    TEST_CHECK(calib_mark_answers(m.tok, &absent, 1, ids, n_ids, mark) == 0, "an absent answer was marked");
+
+    calib_opts o = {.task = "passkey", .objective = CALIB_OBJECTIVE_NEEDLE, .n_prompts = 3, .ctx = 400,
+                    .steps = 4, .budget = 0.2, .n_filters = 3, .wait = 1, .dense_cost = 0.25, .seed = 5,
+                    .threads = 2};
     calib_result r;
+    TEST_OK(calib_run(&m, &o, &r));
+    double in_n = 0, across_n = 0, w_sum = 0;
+    int n_in_n = 0, n_across_n = 0;
+    for (int a = 0; a < 12; a++) {
+        w_sum += r.weight[a];
+        for (int b = a + 1; b < 12; b++) {
+            if (leader(a) == leader(b)) in_n += r.cover[a * 12 + b], n_in_n++;
+            else across_n += r.cover[a * 12 + b], n_across_n++;
+        }
+    }
+    printf("needle objective: coverage within planted groups %.3f, across %.3f; weights sum %.3f\n",
+           in_n / n_in_n, across_n / n_across_n, w_sum);
+    printf("needle objective: layer weights");
+    for (int a = 0; a < 12; a++) printf(" %.2f", r.weight[a]);
+    printf("; chose {%d, %d, %d}, loss %.3f\n", r.filters[0], r.filters[1], r.filters[2], r.loss);
+    TEST_CHECK(fabs(w_sum - 12.0) < 1e-9, "needle weights sum to %g, expected the layer count 12", w_sum);
+    TEST_CHECK(in_n / n_in_n > across_n / n_across_n + 0.3, "planted structure not visible in the needle matrix");
+    /* The groups that attend to the needle ({6..8} and {9..11} here) get their planted leaders;
+     * the first filter may sit anywhere that leaves no needle-attending layer to a wrong one. */
+    TEST_CHECK(r.filters[1] == 6 && r.filters[2] == 9, "needle objective chose {%d, %d, %d}: expected "
+               "6 and 9 for the needle-attending groups", r.filters[0], r.filters[1], r.filters[2]);
+    calib_result_free(&r);
+    o.objective = CALIB_OBJECTIVE_MASS;
     TEST_OK(calib_run(&m, &o, &r));
     double in = 0, across = 0;
     int n_in = 0, n_across = 0;
@@ -131,7 +186,7 @@ int main(void) {
     char *c = test_read_file(csv, &n);
     int lines = 0;
     for (size_t i = 0; i < n; i++) lines += c[i] == '\n';
-    TEST_CHECK(lines == 13, "CSV has %d lines, expected 13", lines);
+    TEST_CHECK(lines == 14, "CSV has %d lines, expected 14 (header, 12 layers, weights)", lines);
     free(c);
     char *p = test_read_file(png, &n);
     TEST_CHECK(n > 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8), "PNG signature missing");
