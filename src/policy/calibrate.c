@@ -17,12 +17,12 @@
 
 typedef struct probe_state {
     int n_layers, max_n, k;
-    calib_objective objective;
     float *mass;     /* [n_layers][max_n] this step's attention mass per layer */
     int32_t *top;    /* [n_layers][max_n] this step's top-k per layer */
     int *n_top;      /* [n_layers] */
     bool *seen;      /* [n_layers] */
-    int32_t *needle; /* [n_needle] the prompt's answer positions (NEEDLE) */
+    int32_t *needle; /* [n_needle] the counted positions: the prompt's answer tokens (NEEDLE), or
+                        every prompt token (MASS) */
     int n_needle;
     bool *in_top;    /* [max_n] scratch: membership in one layer's top-k */
     double *cover;   /* [n_layers][n_layers] this prompt's sums of covered (needle) mass */
@@ -56,37 +56,28 @@ static void probe(void *ctx, int layer, int slot, const float *logits, int n_hea
     ps->seen[layer] = true;
 }
 
-/* Adds this step's covered mass for every layer pair, and each layer's mass, to the sums. */
+/* Adds this step's covered mass on the counted positions (the needle, or every prompt token for
+ * MASS) for every layer pair, and each layer's mass on them, to this prompt's sums. */
 static void accumulate(probe_state *ps) {
     const int L = ps->n_layers;
-    const bool needle = ps->objective == CALIB_OBJECTIVE_NEEDLE;
     for (int b = 0; b < L; b++) {
         if (!ps->seen[b]) continue;
         const float *mass = ps->mass + (size_t)b * ps->max_n;
-        double s = 0;
-        if (needle)
-            for (int i = 0; i < ps->n_needle; i++) s += mass[ps->needle[i]];
-        ps->total[b] += needle ? s : 1.0;
+        for (int i = 0; i < ps->n_needle; i++) ps->total[b] += mass[ps->needle[i]];
     }
     for (int a = 0; a < L; a++) {
         if (!ps->seen[a]) continue;
         const int32_t *top = ps->top + (size_t)a * ps->max_n;
-        if (needle)
-            for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = true;
+        for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = true;
         for (int b = 0; b < L; b++) {
             if (!ps->seen[b]) continue;
             const float *mass = ps->mass + (size_t)b * ps->max_n;
             double s = 0;
-            if (needle) {
-                for (int i = 0; i < ps->n_needle; i++)
-                    if (ps->in_top[ps->needle[i]]) s += mass[ps->needle[i]];
-            } else {
-                for (int i = 0; i < ps->n_top[a]; i++) s += mass[top[i]];
-            }
+            for (int i = 0; i < ps->n_needle; i++)
+                if (ps->in_top[ps->needle[i]]) s += mass[ps->needle[i]];
             ps->cover[(size_t)a * L + b] += s;
         }
-        if (needle)
-            for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = false;
+        for (int i = 0; i < ps->n_top[a]; i++) ps->in_top[top[i]] = false;
     }
 }
 
@@ -179,7 +170,7 @@ static int finish(const probe_state *ps, const calib_opts *o, calib_result *r) {
         return okv_fail(OKV_ERR_INPUT, "no layer attended to the answer tokens of the calibration "
                         "prompts; use --objective mass or longer --steps");
     for (int b = 0; b < L; b++) {
-        r->weight[b] = ps->objective == CALIB_OBJECTIVE_NEEDLE ? ps->mass_sum[b] / mean : 1.0;
+        r->weight[b] = o->objective == CALIB_OBJECTIVE_NEEDLE ? ps->mass_sum[b] / mean : 1.0;
         for (int a = 0; a < L; a++) r->cover[(size_t)a * L + b] = ps->share[(size_t)a * L + b] / ps->n_prompts;
     }
     r->n_filters = o->n_filters;
@@ -209,7 +200,7 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     okv_engine e;
     int st = engine_init(&e, m, &rc, 0, L, 1);
     if (st) return st;
-    probe_state ps = {.n_layers = L, .max_n = rc.max_context_len, .objective = o->objective};
+    probe_state ps = {.n_layers = L, .max_n = rc.max_context_len};
     ps.mass = calloc((size_t)L * ps.max_n, sizeof(float));
     ps.top = calloc((size_t)L * ps.max_n, sizeof(int32_t));
     ps.n_top = calloc((size_t)L, sizeof(int));
@@ -251,7 +242,7 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
         if (st) break;
         ps.n_needle = 0;
         for (int i = 0; i < n; i++)
-            if (mark[i]) ps.needle[ps.n_needle++] = i;
+            if (mark[i] || o->objective == CALIB_OBJECTIVE_MASS) ps.needle[ps.n_needle++] = i;
         ps.k = config_budget(&rc, n);
         if ((st = engine_seq_start(&e, 0, n))) break;
         for (int pos = 0; pos < n && !st; pos += rc.prefill_chunk) {
@@ -275,7 +266,7 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
         close_prompt(&ps);
         engine_seq_end(&e, 0);
         OKV_INFO("calibration prompt %d/%d done (%d tokens, %d answer tokens)", p + 1, o->n_prompts,
-                 n, ps.n_needle);
+                 n, n_marked);
     }
     if (!st && r->samples) st = finish(&ps, o, r);
 done:
