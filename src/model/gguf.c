@@ -159,6 +159,9 @@ static int parse_kv(rd *r, gguf_kv *kv, uint64_t i) {
     if (st) return st;
     if (kv->key.len == 0) return corrupt(r, "kv %" PRIu64 " has an empty key; the file is corrupt", i);
     shown k = show(kv->key);
+    if (memchr(kv->key.ptr, 0, kv->key.len))
+        return corrupt(r, "kv %" PRIu64 " key '%s' holds a NUL byte, so no reader can look it up; "
+                          "the file is corrupt", i, k.s);
     RD_NEED(r, 4, "kv %" PRIu64 " ('%s') value type", i, k.s);
     uint32_t t = rd_u32(r);
     if (t > GGUF_VT_F64)
@@ -264,6 +267,9 @@ static int parse_tensor(rd *r, gguf_file *f, gguf_tensor_info *t, uint64_t i) {
     if (t->name.len == 0)
         return corrupt(r, "tensor %" PRIu64 " has an empty name; the file is corrupt", i);
     shown nm = show(t->name);
+    if (memchr(t->name.ptr, 0, t->name.len))
+        return corrupt(r, "tensor %" PRIu64 " name '%s' holds a NUL byte, so no reader can look it "
+                          "up; the file is corrupt", i, nm.s);
     RD_NEED(r, 4, "tensor %" PRIu64 " ('%s') n_dims", i, nm.s);
     uint32_t nd = rd_u32(r);
     if (nd < 1 || nd > 4)

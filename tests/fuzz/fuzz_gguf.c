@@ -34,6 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (uint64_t i = 0; i < f.n_kv; i++) {
         const gguf_kv *kv = &f.kv[i];
         sink += touch(kv->key.ptr, kv->key.len);
+        char key[80];
+        snprintf(key, sizeof key, "%.*s", (int)(kv->key.len < 79 ? kv->key.len : 79), kv->key.ptr);
+        if (kv->key.len < 79 && gguf_find(&f, key) != kv) abort(); /* keys are unique, NUL-free */
         if (kv->type == GGUF_VT_STRING) sink += touch(kv->str.ptr, kv->str.len);
         if (kv->type != GGUF_VT_ARRAY) continue;
         if (kv->arr_type == GGUF_VT_STRING) {
@@ -47,13 +50,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             static const uint8_t esz[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
             sink += touch(kv->arr_data, kv->arr_n * esz[kv->arr_type]);
         }
-        char key[80];
-        snprintf(key, sizeof key, "%.*s", (int)(kv->key.len < 79 ? kv->key.len : 79), kv->key.ptr);
-        if (kv->key.len < 79 && gguf_find(&f, key) != kv) abort(); /* keys are unique */
     }
     for (uint64_t i = 0; i < f.n_tensors; i++) {
         const gguf_tensor_info *t = &f.tensors[i];
         sink += touch(t->name.ptr, t->name.len);
+        char name[80];
+        snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 79 ? t->name.len : 79), t->name.ptr);
+        if (t->name.len < 79 && gguf_find_tensor(&f, name) != t) abort(); /* unique, NUL-free */
         if ((const uint8_t *)t->data < buf || (const uint8_t *)t->data + t->nbytes > buf + size)
             abort();
         sink += touch(t->data, t->nbytes < 4096 ? t->nbytes : 4096);

@@ -4,10 +4,14 @@
 # Exits non-zero when a target crashes; the input that did it is left in BUILD_DIR/fuzz-artifacts.
 #   tests/fuzz/run_fuzz.sh BUILD_DIR [SECONDS]
 # Seeds come from `omnikv gen-model`: $OMNIKV_BIN, else BUILD_DIR/omnikv, else <src>/build/omnikv.
+# FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence, so a run from an empty corpus is
+# reproducible and a failure in CI is the same failure on a developer's machine; FUZZ_SEED=0 lets
+# libFuzzer pick a fresh seed for exploratory runs.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}
 secs=${2:-30}
+seed=${FUZZ_SEED:-1}
 
 CC=${CC:-clang} cmake -S "$src" -B "$build" -DOMNIKV_FUZZ=ON -DOMNIKV_NATIVE=ON >/dev/null
 targets=()
@@ -35,7 +39,7 @@ status=0
 for t in "${targets[@]}"; do
   mkdir -p "$corpus/$t"
   echo "== $t: ${secs}s, corpus $corpus/$t"
-  if ! "$build/$t" -max_total_time="$secs" -print_final_stats=1 \
+  if ! "$build/$t" -max_total_time="$secs" -seed="$seed" -print_final_stats=1 \
        -artifact_prefix="$build/fuzz-artifacts/$t-" "$corpus/$t" 2>"$build/fuzz-artifacts/$t.log"; then
     echo "== $t FAILED; see $build/fuzz-artifacts/$t.log" >&2
     tail -40 "$build/fuzz-artifacts/$t.log" >&2

@@ -617,7 +617,9 @@ static void test_corruptions(void) {
            P1(ftype + 8 + 11, 'g'), P1(ftype + 8 + 12, 'n'), P1(ftype + 8 + 13, 'm'),
            P1(ftype + 8 + 14, 'e'), P1(ftype + 8 + 15, 'n'), P1(ftype + 8 + 16, 't'),
            P4(ftype + 8 + 17 + 4, 48));
+    REJECT("NUL byte in a key", 0, "NUL byte", P1(kv_at("tokenizer.ggml.tokens") + 8 + 3, 0));
     REJECT("empty tensor name", 0, "empty name", P8(tensor_at(0), 0));
+    REJECT("NUL byte in a tensor name", 0, "NUL byte", P1(tensor_at(3) + 8 + 4, 0));
     REJECT("n_dims 0", 0, "n_dims 0", P4(tensor_ndims_at(2), 0));
     REJECT("n_dims 5", 0, "n_dims 5", P4(tensor_ndims_at(2), 5));
     REJECT("ne 0", 0, "ne[1] = 0", P8(tensor_ndims_at(2) + 4 + 8, 0));
