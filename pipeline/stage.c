@@ -410,7 +410,7 @@ static int fwd_seq_start(void *ctx, int slot, int n_prompt, int *k) {
     int st = engine_seq_start(&pc->eng, slot, n_prompt);
     if (st) return st;
     pc->n_prompt[slot] = n_prompt;
-    *k = pc->eng.slots[slot].k;
+    *k = pc->eng.slots[slot].sel.k;
     return OKV_OK;
 }
 

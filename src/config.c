@@ -517,7 +517,7 @@ int config_budget(const okv_run_config *c, int n_prompt) {
 
 static const char *policy_name(okv_policy_kind p) { return p == POLICY_OMNIKV ? "omnikv" : "dense"; }
 
-static const char *selector_name(okv_selector s) {
+const char *config_selector_name(okv_selector s) {
     switch (s) {
     case SELECTOR_LAST: return "last";
     case SELECTOR_SOFTMAX_BEFORE_LAST: return "softmax_before_last";
@@ -526,6 +526,8 @@ static const char *selector_name(okv_selector s) {
     }
     return "?";
 }
+
+bool config_selector_is_window(okv_selector s) { return s == SELECTOR_UNIFORM || s == SELECTOR_EXP; }
 
 /* The double that prints as the shortest decimal reading back to f (0.7f -> 0.7). */
 static double float_for_json(float f) {
@@ -545,7 +547,7 @@ char *config_to_json(const okv_run_config *c) {
                           cJSON_CreateIntArray(c->filter_layers, c->n_filter_layers));
     cJSON_AddNumberToObject(o, "num_wait_load_layers", c->num_wait_load_layers);
     cJSON_AddNumberToObject(o, "num_of_selected_tokens", c->num_selected);
-    cJSON_AddStringToObject(o, "selector_cls", selector_name(c->selector));
+    cJSON_AddStringToObject(o, "selector_cls", config_selector_name(c->selector));
     cJSON_AddNumberToObject(o, "window_size", c->window_size);
     if (c->model_shape[0]) cJSON_AddStringToObject(o, "model_shape", c->model_shape);
     cJSON_AddBoolToObject(o, "real_offload", c->real_offload);

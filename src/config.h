@@ -83,6 +83,9 @@ int config_validate(const okv_run_config *c, int n_layers);
 /* Budget k for a prompt of n tokens (the fraction rounds down, at least 1). */
 int config_budget(const okv_run_config *c, int n_prompt);
 const char *config_transport_name(okv_transport_kind t);
+const char *config_selector_name(okv_selector s); /* "last", ... */
+/* Whether s scores with a window of recent queries (uniform, exp) rather than the current one. */
+bool config_selector_is_window(okv_selector s);
 /* Writes the effective configuration as one JSON object (for the start-up log and results). */
 char *config_to_json(const okv_run_config *c); /* malloc'd */
 /* Rank 0's config to every rank (plain struct copy: it holds no pointers). */

@@ -138,7 +138,7 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
             engine_free(e);
             return st;
         }
-        if (rc->selector == SELECTOR_UNIFORM || rc->selector == SELECTOR_EXP) {
+        if (config_selector_is_window(rc->selector)) {
             e->window = rc->window_size;
             e->win_q = okv_alloc(sizeof(float) * nsel * e->window * e->q_dim);
             e->logits_win = alloc_lazy(sizeof(float) * (size_t)e->window * c->n_heads * e->max_ctx, &total);
@@ -197,16 +197,21 @@ int engine_seq_start(okv_engine *e, int slot, int n_prompt) {
     s->active = true;
     s->n_prompt = n_prompt;
     s->n_pos = 0;
-    s->k = config_budget(e->rc, n_prompt);
+    s->sel = policy_selection(e->rc, n_prompt);
     for (int g = 0; g < e->n_groups; g++) e->sel_n[slot * e->n_groups + g] = 0;
     return OKV_OK;
 }
 
 void engine_seq_end(okv_engine *e, int slot) { e->slots[slot].active = false; }
 
-void engine_seq_set_budget(okv_engine *e, int slot, int k) {
-    OKV_ASSERT(k >= 0);
-    e->slots[slot].k = k;
+int engine_seq_set_selection(okv_engine *e, int slot, const okv_selection *sel) {
+    OKV_ASSERT(sel->k >= 0 && sel->keep_first >= 0 && sel->keep_last >= 0);
+    if (config_selector_is_window(sel->selector) != config_selector_is_window(e->rc->selector))
+        return okv_fail(OKV_ERR_USAGE, "selector_cls %s cannot replace the run's %s: window "
+                        "selectors need the window queries the engine keeps only for them",
+                        config_selector_name(sel->selector), config_selector_name(e->rc->selector));
+    e->slots[slot].sel = *sel;
+    return OKV_OK;
 }
 
 void engine_seq_rewind(okv_engine *e, int slot, int n_pos) {
@@ -395,10 +400,10 @@ static void select_tokens(okv_engine *e, int l, int slot, const float *q) {
         }
     }
     int32_t *out = e->sel + ((size_t)slot * e->n_groups + g) * e->max_ctx;
-    selector_scores(e->rc->selector, e->logits_sel, H, N, e->logits_win, ages, n_win,
+    selector_scores(s->sel.selector, e->logits_sel, H, N, e->logits_win, ages, n_win,
                     e->sel_scratch.score);
     e->sel_n[slot * e->n_groups + g] =
-        selector_pick(e->rc, &e->sel_scratch, e->sel_scratch.score, N, s->k, e->forced, n_forced, out);
+        selector_pick(&s->sel, &e->sel_scratch, e->sel_scratch.score, N, e->forced, n_forced, out);
     e->metrics.t_select += okv_now_s() - t0;
 }
 

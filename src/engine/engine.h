@@ -37,7 +37,7 @@ typedef struct okv_slot {
     bool active;
     int n_prompt;  /* N: candidates for selection */
     int n_pos;     /* tokens whose KV is stored (prompt + generated) */
-    int k;         /* budget for this sequence */
+    okv_selection sel; /* how this sequence picks its index sets (budget, selector, kept ends) */
 } okv_slot;
 
 typedef struct okv_engine {
@@ -90,11 +90,14 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
                 int layer_end, int max_slots);
 void engine_free(okv_engine *e);
 
-/* Starts a sequence in a slot with a prompt of n_prompt tokens (sets its budget k). */
+/* Starts a sequence in a slot with a prompt of n_prompt tokens (its selection from the run
+ * config: policy_selection). */
 int engine_seq_start(okv_engine *e, int slot, int n_prompt);
 void engine_seq_end(okv_engine *e, int slot);
-/* Overrides the slot's budget (k >= n_prompt: every prompt row, i.e. dense attention). */
-void engine_seq_set_budget(okv_engine *e, int slot, int k);
+/* Overrides the slot's selection (k >= n_prompt: every prompt row, i.e. dense attention). The
+ * selector must be a window selector exactly when the run config's is, since the engine keeps
+ * window queries only then; OKV_ERR_USAGE otherwise. */
+int engine_seq_set_selection(okv_engine *e, int slot, const okv_selection *sel);
 /* Forgets generated tokens back to n_pos (>= the prompt length), so several decode variants can
  * share one prefill. */
 void engine_seq_rewind(okv_engine *e, int slot, int n_pos);

@@ -68,7 +68,7 @@ static local_unit *local_push(local_forward *lf) {
 static int local_seq_start(void *ctx, int slot, int n_prompt, int *k) {
     local_forward *lf = ctx;
     int st = engine_seq_start(lf->e, slot, n_prompt);
-    if (!st) *k = lf->e->slots[slot].k;
+    if (!st) *k = lf->e->slots[slot].sel.k;
     return st;
 }
 

@@ -16,7 +16,8 @@
 #include <string.h>
 
 typedef struct probe_state {
-    int n_layers, max_n, k;
+    int n_layers, max_n;
+    okv_selection pick; /* the plain top-k of the run's budget: no keep_first/last */
     float *mass;     /* [n_layers][max_n] this step's attention mass per layer */
     int32_t *top;    /* [n_layers][max_n] this step's top-k per layer */
     int *n_top;      /* [n_layers] */
@@ -31,7 +32,6 @@ typedef struct probe_state {
     double *mass_sum; /* [n_layers] sums over prompts of total per step */
     int n_prompts, n_steps; /* prompts summed into share; steps into this prompt's sums */
     okv_selector_scratch ss;
-    okv_run_config pick_rc; /* no keep_first/last: the plain top-k */
 } probe_state;
 
 static void probe(void *ctx, int layer, int slot, const float *logits, int n_heads, int n) {
@@ -49,9 +49,8 @@ static void probe(void *ctx, int layer, int slot, const float *logits, int n_hea
     }
     (void)slot;
     selector_scores(SELECTOR_LAST, logits, n_heads, n, NULL, NULL, 0, score);
-    int k = ps->k < n ? ps->k : n;
     /* score lives in tmp_f: selector_pick copies it into ss.score before its top-k reuses tmp_f */
-    ps->n_top[layer] = selector_pick(&ps->pick_rc, &ps->ss, score, n, k, NULL, 0,
+    ps->n_top[layer] = selector_pick(&ps->pick, &ps->ss, score, n, NULL, 0,
                                      ps->top + (size_t)layer * ps->max_n);
     ps->seen[layer] = true;
 }
@@ -211,7 +210,6 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     ps.total = calloc((size_t)L, sizeof(double));
     ps.share = calloc((size_t)L * L, sizeof(double));
     ps.mass_sum = calloc((size_t)L, sizeof(double));
-    config_defaults(&ps.pick_rc);
     r->n_layers = L;
     r->cover = calloc((size_t)L * L, sizeof(double));
     r->weight = calloc((size_t)L, sizeof(double));
@@ -243,7 +241,7 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
         ps.n_needle = 0;
         for (int i = 0; i < n; i++)
             if (mark[i] || o->objective == CALIB_OBJECTIVE_MASS) ps.needle[ps.n_needle++] = i;
-        ps.k = config_budget(&rc, n);
+        ps.pick = (okv_selection){.k = config_budget(&rc, n), .selector = SELECTOR_LAST};
         if ((st = engine_seq_start(&e, 0, n))) break;
         for (int pos = 0; pos < n && !st; pos += rc.prefill_chunk) {
             int c = OKV_MIN(rc.prefill_chunk, n - pos);

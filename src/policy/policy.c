@@ -121,16 +121,21 @@ void selector_scores(okv_selector sel, const float *logits, int n_heads, int n,
     }
 }
 
-int selector_pick(const okv_run_config *c, okv_selector_scratch *s, const float *score, int n,
-                  int k, const int32_t *forced, int n_forced, int32_t *out) {
+okv_selection policy_selection(const okv_run_config *c, int n_prompt) {
+    return (okv_selection){.k = config_budget(c, n_prompt), .selector = c->selector,
+                           .keep_first = c->keep_first, .keep_last = c->keep_last};
+}
+
+int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float *score, int n,
+                  const int32_t *forced, int n_forced, int32_t *out) {
     OKV_ASSERT(n <= s->max_n);
-    if (k > n) k = n;
+    int k = sel->k < n ? sel->k : n;
     if (k <= 0) return 0;
     float *sc = s->score;
     if (sc != score) memcpy(sc, score, sizeof(float) * (size_t)n);
     /* Forced tokens outrank every score; among them the lower position wins if k is short. */
-    for (int j = 0; j < c->keep_first && j < n; j++) sc[j] = INFINITY;
-    for (int j = n - c->keep_last; j < n; j++)
+    for (int j = 0; j < sel->keep_first && j < n; j++) sc[j] = INFINITY;
+    for (int j = n - sel->keep_last; j < n; j++)
         if (j >= 0) sc[j] = INFINITY;
     for (int i = 0; i < n_forced; i++)
         if (forced[i] >= 0 && forced[i] < n) sc[forced[i]] = INFINITY;

@@ -47,10 +47,21 @@ void selector_scratch_free(okv_selector_scratch *s);
 void selector_scores(okv_selector sel, const float *logits, int n_heads, int n,
                      const float *window_logits, const int *ages, int n_win, float *score);
 
+/* How one sequence picks its index set: the run config's settings, which a caller (eval's
+ * variants) may change per sequence without touching the config the engine was built from. */
+typedef struct okv_selection {
+    int k;                 /* budget in prompt tokens */
+    okv_selector selector; /* a window selector only where the engine keeps window queries */
+    int keep_first, keep_last;
+} okv_selection;
+
+/* The selection the run config gives a prompt of n_prompt tokens (k from config_budget). */
+okv_selection policy_selection(const okv_run_config *c, int n_prompt);
+
 /* The index set: keep_first / keep_last / forced positions (ascending list, may be NULL) are
- * always in it, the rest by top score; k' = min(k, n) entries, ascending, ties to the lower
+ * always in it, the rest by top score; k' = min(sel->k, n) entries, ascending, ties to the lower
  * position. Returns k'. */
-int selector_pick(const okv_run_config *c, okv_selector_scratch *s, const float *score, int n,
-                  int k, const int32_t *forced, int n_forced, int32_t *out);
+int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float *score, int n,
+                  const int32_t *forced, int n_forced, int32_t *out);
 
 #endif

@@ -380,6 +380,19 @@ static int open_source(const okv_model *m, const eval_opts *o, bool chat, sample
     return OKV_OK;
 }
 
+/* A variant's selection for a prompt of n tokens: the run's, with the variant's budget (dense: every
+ * prompt token) and whatever selector settings it overrides. */
+static okv_selection variant_selection(const okv_run_config *rc, const eval_variant *var, int n) {
+    okv_run_config vb = *rc;
+    vb.num_selected = var->budget;
+    okv_selection sel = policy_selection(&vb, n);
+    if (var->dense) sel.k = n;
+    if (var->selector >= 0) sel.selector = (okv_selector)var->selector;
+    if (var->keep_first >= 0) sel.keep_first = var->keep_first;
+    if (var->keep_last >= 0) sel.keep_last = var->keep_last;
+    return sel;
+}
+
 int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, FILE *samples,
              FILE *summary) {
     const bool chat = o->chat >= 0 ? o->chat : eval_chat_default(o->task);
@@ -422,11 +435,8 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
              name, is_file ? "file" : "generated", count, chat ? "on" : "off", erc.max_context_len);
 
     const int dim = m->cfg.dim, V = m->cfg.n_vocab;
-    const okv_selector base_selector = erc.selector;
-    const int base_keep_first = erc.keep_first, base_keep_last = erc.keep_last;
-    const bool run_window = erc.selector == SELECTOR_UNIFORM || erc.selector == SELECTOR_EXP;
     for (int v = 0; v < o->n_variant; v++)
-        if (o->variant[v].selector >= 0 && run_window) {
+        if (o->variant[v].selector >= 0 && config_selector_is_window(erc.selector)) {
             task_file_free(&src.file);
             return okv_fail(OKV_ERR_USAGE, "variant %s sets selector_cls, but the run uses a window "
                             "selector; give the run selector_cls=last", o->variant[v].name);
@@ -485,22 +495,16 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
                 double prefill_ms = (okv_now_s() - t0) * 1e3;
                 for (int v = 0; v < o->n_variant && !st; v++) {
                     const eval_variant *var = &o->variant[v];
-                    okv_run_config vb = erc;
-                    vb.num_selected = var->budget;
-                    int budget = var->dense ? n : config_budget(&vb, n);
+                    okv_selection sel = variant_selection(&erc, var, n);
                     engine_seq_rewind(&e, 0, n);
-                    engine_seq_set_budget(&e, 0, budget);
-                    /* the engine reads its selection settings from erc at every step */
-                    erc.selector = var->selector >= 0 ? (okv_selector)var->selector : base_selector;
-                    erc.keep_first = var->keep_first >= 0 ? var->keep_first : base_keep_first;
-                    erc.keep_last = var->keep_last >= 0 ? var->keep_last : base_keep_last;
+                    if ((st = engine_seq_set_selection(&e, 0, &sel))) break;
                     double t1 = okv_now_s();
                     if ((st = decode(&e, m, &smp, &s, s_new, seed, first, x, logits, &out))) break;
                     double decode_ms = out.n_tokens > 1 ? (okv_now_s() - t1) * 1e3 / (out.n_tokens - 1) : 0;
                     double sc = task_score(&s, out.text.p);
                     grid_add(&g, c, d, v, sc);
                     if (samples)
-                        write_sample(samples, o->task, &s, o->ctx[c], n, d, i, var, budget, chat,
+                        write_sample(samples, o->task, &s, o->ctx[c], n, d, i, var, sel.k, chat,
                                      out.text.p, out.n_tokens, sc, prefill_ms, decode_ms);
                 }
                 engine_seq_end(&e, 0);

@@ -26,9 +26,10 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-/* Prefill each sequence in its slot, then STEPS batched greedy decode steps. */
+/* Prefill each sequence in its slot, then STEPS batched greedy decode steps. `over`, when not NULL,
+ * replaces every slot's selection after its start. */
 static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, const int *lens,
-                   uint64_t seed) {
+                   uint64_t seed, const okv_selection *over) {
     const int V = m->cfg.n_vocab, dim = m->cfg.dim;
     okv_engine e;
     TEST_OK(engine_init(&e, m, rc, 0, m->cfg.n_layers, n_seq));
@@ -46,6 +47,7 @@ static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, cons
             ids[i] = (int32_t)((r >> 33) % (uint64_t)(V - 300)) + 3;
         }
         TEST_OK(engine_seq_start(&e, s, lens[s]));
+        if (over) TEST_OK(engine_seq_set_selection(&e, s, over));
         for (int p = 0; p < lens[s]; p += rc->prefill_chunk) {
             int n = OKV_MIN(rc->prefill_chunk, lens[s] - p);
             engine_embed(&e, ids + p, n, x);
@@ -80,7 +82,7 @@ static void check_exact(const char *what, const okv_model *m, okv_run_config rc,
     const int V = m->cfg.n_vocab;
     okv_run_config dense = rc;
     dense.policy = POLICY_DENSE;
-    run_out a = run(m, &dense, n_seq, lens, 42), b = run(m, &rc, n_seq, lens, 42);
+    run_out a = run(m, &dense, n_seq, lens, 42, NULL), b = run(m, &rc, n_seq, lens, 42, NULL);
     size_t n = (size_t)(STEPS + 1) * n_seq;
     bool tok_eq = !memcmp(a.tokens, b.tokens, n * sizeof(int32_t));
     bool log_eq = !memcmp(a.logits, b.logits, n * V * sizeof(float));
@@ -134,10 +136,10 @@ int main(void) {
 
     /* Small k: sparse layers read k selected rows + the tail; the output departs from dense. */
     rc.num_selected = 16;
-    run_out s = run(&m, &rc, 1, (int[]){300}, 42);
+    run_out s = run(&m, &rc, 1, (int[]){300}, 42, NULL);
     okv_run_config dense = rc;
     dense.policy = POLICY_DENSE;
-    run_out d = run(&m, &dense, 1, (int[]){300}, 42);
+    run_out d = run(&m, &dense, 1, (int[]){300}, 42, NULL);
     /* 3 sparse layers (3, 6, 7) per step; at step t the tail holds t+1 rows (t = 0..STEPS-1). */
     uint64_t want = 0;
     for (int t = 0; t < STEPS; t++) want += 3ull * (16 + t + 1);
@@ -152,6 +154,35 @@ int main(void) {
            (unsigned long long)s.metrics.rows_sparse, (unsigned long long)want);
     free_out(&s);
     free_out(&d);
+
+    /* A slot's selection set after its start (eval's variants) acts exactly as a run config with
+     * the same settings: budget, selector and kept ends. */
+    okv_run_config want_rc = rc;
+    want_rc.num_selected = 24;
+    want_rc.selector = SELECTOR_SOFTMAX_BEFORE_LAST;
+    want_rc.keep_first = 2;
+    want_rc.keep_last = 3;
+    okv_run_config wide = rc;
+    wide.num_selected = 1e6;
+    const okv_selection over = {.k = 24, .selector = SELECTOR_SOFTMAX_BEFORE_LAST, .keep_first = 2,
+                                .keep_last = 3};
+    run_out a = run(&m, &want_rc, 2, (int[]){300, 120}, 5, NULL);
+    run_out b = run(&m, &wide, 2, (int[]){300, 120}, 5, &over);
+    TEST_CHECK(!memcmp(a.logits, b.logits, (size_t)(STEPS + 1) * 2 * V * sizeof(float)) &&
+               a.metrics.rows_sparse == b.metrics.rows_sparse,
+               "a slot's selection override differs from the same settings in the run config");
+    printf("selection override (k 24, softmax_before_last, keep 2 + 3) equals the config run "
+           "bitwise; sparse rows %llu\n", (unsigned long long)b.metrics.rows_sparse);
+    free_out(&a);
+    free_out(&b);
+    /* A window selector cannot replace `last`: the engine kept no window queries. */
+    okv_engine e;
+    TEST_OK(engine_init(&e, &m, &rc, 0, m.cfg.n_layers, 1));
+    TEST_OK(engine_seq_start(&e, 0, 50));
+    int st = engine_seq_set_selection(&e, 0, &(okv_selection){.k = 8, .selector = SELECTOR_EXP});
+    TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "window"),
+               "window selector over last: %d %s", st, okv_last_error());
+    engine_free(&e);
     model_free(&m);
 
     /* The real model with the paper-style filter layers. */

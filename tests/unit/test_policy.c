@@ -72,19 +72,23 @@ int main(void) {
     const float want_last[6] = {0.1f, 3.0f, 4.0f, 0.6f, 2.0f, 2.5f};
     for (int j = 0; j < 6; j++) TEST_CHECK(score[j] == want_last[j], "last score %d", j);
     int32_t out[64];
-    int n = selector_pick(&c, &ss, score, 6, 3, NULL, 0, out);
+    int n = selector_pick(&(okv_selection){.k = 3}, &ss, score, 6, NULL, 0, out);
     TEST_CHECK(n == 3 && same(out, (int32_t[]){1, 2, 5}, 3), "top-3 of last: %d %d %d", out[0], out[1], out[2]);
     /* k > N: everything, ascending. */
-    n = selector_pick(&c, &ss, score, 6, 100, NULL, 0, out);
+    n = selector_pick(&(okv_selection){.k = 100}, &ss, score, 6, NULL, 0, out);
     TEST_CHECK(n == 6 && same(out, (int32_t[]){0, 1, 2, 3, 4, 5}, 6), "k > N must select all");
     /* Ties go to the lower position. */
     const float tie[7] = {1, 5, 5, 2, 5, 5, 0};
-    n = selector_pick(&c, &ss, tie, 7, 3, NULL, 0, out);
+    n = selector_pick(&(okv_selection){.k = 3}, &ss, tie, 7, NULL, 0, out);
     TEST_CHECK(n == 3 && same(out, (int32_t[]){1, 2, 4}, 3), "ties: got %d %d %d", out[0], out[1], out[2]);
     /* keep_first / keep_last take budget first. */
     c.keep_first = 1;
     c.keep_last = 1;
-    n = selector_pick(&c, &ss, score, 6, 3, NULL, 0, out);
+    okv_selection kept = policy_selection(&c, 6);
+    TEST_CHECK(kept.keep_first == 1 && kept.keep_last == 1 && kept.selector == c.selector,
+               "policy_selection copies the run's selector settings");
+    kept.k = 3;
+    n = selector_pick(&kept, &ss, score, 6, NULL, 0, out);
     TEST_CHECK(n == 3 && same(out, (int32_t[]){0, 2, 5}, 3), "keep_first/last: %d %d %d", out[0], out[1], out[2]);
     c.keep_first = c.keep_last = 0;
 
@@ -114,7 +118,7 @@ int main(void) {
     }
     /* Forced (window prompt tokens) are always selected. */
     const float flat[5] = {5, 4, 3, 2, 1};
-    n = selector_pick(&c, &ss, flat, 5, 2, (int32_t[]){4}, 1, out);
+    n = selector_pick(&(okv_selection){.k = 2}, &ss, flat, 5, (int32_t[]){4}, 1, out);
     TEST_CHECK(n == 2 && same(out, (int32_t[]){0, 4}, 2), "forced: %d %d", out[0], out[1]);
     selector_scratch_free(&ss);
 
