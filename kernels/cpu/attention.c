@@ -73,9 +73,11 @@ static inline __m512 sum16(const __m512 *a) {
 }
 #endif
 
+#if !defined(OKV_CPU_AVX512)
 static inline float att_scalar(const void *p, int f16, int d) {
     return f16 ? okv_fp16_to_f32(((const uint16_t *)p)[d]) : ((const float *)p)[d];
 }
+#endif
 
 static void row_f32(float *dst, const void *src, int f16, int hd) {
     if (!f16) {
