@@ -20,7 +20,7 @@
 #include <strings.h>
 
 typedef enum key_id {
-    KEY_POLICY, KEY_DO_SELECT_LAYERS, KEY_NUM_WAIT_LOAD_LAYERS, KEY_NUM_SELECTED, KEY_SELECTOR,
+    KEY_POLICY, KEY_DO_SELECT_LAYERS, KEY_NUM_WAIT_LOAD_LAYERS, KEY_NUM_SELECTED, KEY_MIN_SELECTED, KEY_SELECTOR,
     KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
     KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
@@ -45,6 +45,9 @@ static const config_key keys[] = {
     {"num_of_selected_tokens", KEY_NUM_SELECTED, "2048",
      "k: a value in (0, 1) is a fraction of the prompt, >= 1 a whole token count; unlike the "
      "reference implementation a JSON 2048.0 is a count, not a fraction"},
+    {"min_selected_tokens", KEY_MIN_SELECTED, "0",
+     "k is never below this many prompt tokens (>= 0), so a fractional k stays useful on short "
+     "prompts; 0 = the reference's plain fraction"},
     {"selector_cls", KEY_SELECTOR, "last", "last | softmax_before_last | uniform | exp"},
     {"window_size", KEY_WINDOW_SIZE, "16", "queries scored by the uniform / exp selectors (>= 1)"},
     {"real_offload", KEY_REAL_OFFLOAD, "true",
@@ -101,6 +104,7 @@ void config_defaults(okv_run_config *c) {
     c->n_filter_layers = 0;
     c->num_wait_load_layers = 1;
     c->num_selected = 2048;
+    c->min_selected = 0;
     c->selector = SELECTOR_LAST;
     c->window_size = 16;
     c->real_offload = true;
@@ -336,6 +340,7 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         c->dense_more = true;
         return OKV_OK;
     }
+    case KEY_MIN_SELECTED: return set_int(key, v, 0, "a whole number >= 0", &c->min_selected);
     case KEY_KEEP_FIRST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_first);
     case KEY_KEEP_LAST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_last);
     case KEY_THREADS: return set_int(key, v, 0, "a whole number >= 0", &c->threads);
@@ -509,9 +514,10 @@ int config_validate(const okv_run_config *c, int n_layers) {
 }
 
 int config_budget(const okv_run_config *c, int n_prompt) {
-    if (c->num_selected >= 1.0) return (int)c->num_selected;
+    int k = (int)c->num_selected;
     /* The small slack keeps products such as 0.29 * 100 from rounding down to 28. */
-    int k = (int)floor(c->num_selected * n_prompt + 1e-9);
+    if (c->num_selected < 1.0) k = (int)floor(c->num_selected * n_prompt + 1e-9);
+    k = k > c->min_selected ? k : c->min_selected;
     return k < 1 ? 1 : k;
 }
 
@@ -547,6 +553,7 @@ char *config_to_json(const okv_run_config *c) {
                           cJSON_CreateIntArray(c->filter_layers, c->n_filter_layers));
     cJSON_AddNumberToObject(o, "num_wait_load_layers", c->num_wait_load_layers);
     cJSON_AddNumberToObject(o, "num_of_selected_tokens", c->num_selected);
+    cJSON_AddNumberToObject(o, "min_selected_tokens", c->min_selected);
     cJSON_AddStringToObject(o, "selector_cls", config_selector_name(c->selector));
     cJSON_AddNumberToObject(o, "window_size", c->window_size);
     if (c->model_shape[0]) cJSON_AddStringToObject(o, "model_shape", c->model_shape);

@@ -40,6 +40,7 @@ typedef struct okv_run_config {
     int n_filter_layers;
     int num_wait_load_layers;      /* W, default 1 */
     double num_selected;           /* num_of_selected_tokens: < 1 fraction of the prompt, >= 1 count */
+    int min_selected;              /* min_selected_tokens: floor on k (ours; 0 = off) */
     okv_selector selector;         /* selector_cls */
     int window_size;               /* for uniform / exp, default 16, at most OKV_MAX_WINDOW */
     bool real_offload;             /* sparse-layer prompt KV lives in the Context Bank */

@@ -19,7 +19,7 @@
 static int parse_variant_sets(eval_variant *v, const char *sets, const char *variant) {
     okv_run_config c;
     config_defaults(&c);
-    c.keep_first = c.keep_last = -1;
+    c.keep_first = c.keep_last = c.min_selected = -1;
     v->selector = -1;
     bool sel = false;
     char buf[256];
@@ -29,9 +29,11 @@ static int parse_variant_sets(eval_variant *v, const char *sets, const char *var
         if (!eq)
             return okv_fail(OKV_ERR_USAGE, "variant '%s': '%s' is not KEY=VALUE", variant, kv);
         *eq = '\0';
-        if (strcmp(kv, "selector_cls") && strcmp(kv, "keep_first") && strcmp(kv, "keep_last"))
-            return okv_fail(OKV_ERR_USAGE, "variant '%s': a variant may set selector_cls, keep_first "
-                            "and keep_last, not %s (use --set for the whole run)", variant, kv);
+        if (strcmp(kv, "selector_cls") && strcmp(kv, "keep_first") && strcmp(kv, "keep_last") &&
+            strcmp(kv, "min_selected_tokens"))
+            return okv_fail(OKV_ERR_USAGE, "variant '%s': a variant may set selector_cls, keep_first, "
+                            "keep_last and min_selected_tokens, not %s (use --set for the whole run)",
+                            variant, kv);
         int st = config_set(&c, kv, eq + 1);
         if (st) return st;
         sel |= !strcmp(kv, "selector_cls");
@@ -42,6 +44,7 @@ static int parse_variant_sets(eval_variant *v, const char *sets, const char *var
     if (sel) v->selector = (int)c.selector;
     v->keep_first = c.keep_first;
     v->keep_last = c.keep_last;
+    v->min_selected = c.min_selected;
     return OKV_OK;
 }
 
@@ -54,7 +57,7 @@ int eval_parse_variants(eval_opts *o, const char *list) {
         if (o->n_variant == EVAL_MAX) return okv_fail(OKV_ERR_USAGE, "too many variants in '%s' (at most %d)", list, EVAL_MAX);
         eval_variant *v = &o->variant[o->n_variant++];
         memset(v, 0, sizeof *v);
-        v->selector = v->keep_first = v->keep_last = -1;
+        v->selector = v->keep_first = v->keep_last = v->min_selected = -1;
         if (!strcmp(t, "dense")) {
             v->dense = true;
             snprintf(v->name, sizeof v->name, "dense");
@@ -385,6 +388,7 @@ static int open_source(const okv_model *m, const eval_opts *o, bool chat, sample
 static okv_selection variant_selection(const okv_run_config *rc, const eval_variant *var, int n) {
     okv_run_config vb = *rc;
     vb.num_selected = var->budget;
+    if (var->min_selected >= 0) vb.min_selected = var->min_selected;
     okv_selection sel = policy_selection(&vb, n);
     if (var->dense) sel.k = n;
     if (var->selector >= 0) sel.selector = (okv_selector)var->selector;

@@ -18,6 +18,7 @@ typedef struct eval_variant {
     /* Per-variant selection settings ("/KEY=VALUE" after the budget); -1 / unset: the run's */
     int selector;   /* okv_selector: last or softmax_before_last, or -1 */
     int keep_first, keep_last;
+    int min_selected; /* min_selected_tokens, or -1 */
 } eval_variant;
 
 typedef struct eval_opts {

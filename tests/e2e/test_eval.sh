@@ -82,21 +82,24 @@ assert all(r["chat"] for r in rows) and all(980 <= r["prompt_tokens"] <= 1024 fo
 # ---- per-variant selection settings equal the same settings for the whole run -----------------------
 VS=(-m "$TINY" "${SET[@]}" --task needle-multikey --ctx 1024 --count 2)
 if expect_exit 0 "per-variant settings" "$BIN" eval "${VS[@]}" -o "$T/pv.jsonl" \
-        --variants "4/keep_last=96/selector_cls=softmax_before_last,4/keep_first=32,4" &&
+        --variants "4/keep_last=96/selector_cls=softmax_before_last,4/keep_first=32,4,4/min_selected_tokens=48" &&
     expect_exit 0 "run-level keep_last" "$BIN" eval "${VS[@]}" -o "$T/rl1.jsonl" --variants 4 \
         --set keep_last=96 --set selector_cls=softmax_before_last &&
     expect_exit 0 "run-level keep_first" "$BIN" eval "${VS[@]}" -o "$T/rl2.jsonl" --variants 4 --set keep_first=32 &&
-    expect_exit 0 "run-level plain" "$BIN" eval "${VS[@]}" -o "$T/rl3.jsonl" --variants 4; then
+    expect_exit 0 "run-level plain" "$BIN" eval "${VS[@]}" -o "$T/rl3.jsonl" --variants 4 &&
+    expect_exit 0 "a count of 48" "$BIN" eval "${VS[@]}" -o "$T/rl4.jsonl" --variants 48; then
     py '
 import json, sys
 key = lambda r: (r["sample"], r["output"], r["score"], r["new_tokens"])
 pv = [json.loads(l) for l in open(sys.argv[1])]
 for i, f in enumerate(sys.argv[2:]):
     want = [key(json.loads(l)) for l in open(f)]
-    got = [key(r) for r in pv[i::3]]
+    got = [key(r) for r in pv[i::4]]
     assert got == want, (f, got, want)
-assert pv[0]["variant"] == "k=4/keep_last=96/selector_cls=softmax_before_last", pv[0]["variant"]' \
-        "$T/pv.jsonl" "$T/rl1.jsonl" "$T/rl2.jsonl" "$T/rl3.jsonl"
+assert pv[0]["variant"] == "k=4/keep_last=96/selector_cls=softmax_before_last", pv[0]["variant"]
+# min_selected_tokens=48 raises the count 4 to 48: the same records as a plain 48
+assert all(r["budget"] == 48 for r in pv[3::4]), [r["budget"] for r in pv[3::4]]' \
+        "$T/pv.jsonl" "$T/rl1.jsonl" "$T/rl2.jsonl" "$T/rl3.jsonl" "$T/rl4.jsonl"
 fi
 expect_exit 2 "a variant setting a run-wide key" "$BIN" eval "${VS[@]}" --variants "4/threads=2"
 expect_exit 2 "a variant with a window selector" "$BIN" eval "${VS[@]}" --variants "4/selector_cls=exp"

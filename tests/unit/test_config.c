@@ -42,6 +42,7 @@ static void test_defaults(void) {
     TEST_CHECK(c.window_size == 16, "window default 16, got %d", c.window_size);
     TEST_CHECK(c.real_offload && c.dense_more, "real_offload and dense_more default true");
     TEST_CHECK(c.keep_first == 0 && c.keep_last == 0, "keep_first/last default 0");
+    TEST_CHECK(c.min_selected == 0, "min_selected_tokens default 0 (the reference's plain k)");
     TEST_CHECK(c.threads == 0, "threads default 0");
     TEST_CHECK(c.kv_type == OKV_TYPE_F16, "kv_type default f16");
     TEST_CHECK(c.prefill_chunk == 512, "prefill_chunk default 512, got %d", c.prefill_chunk);
@@ -106,6 +107,7 @@ static void test_bad_values(void) {
         {"window_size", "0", ">= 1"},
         {"real_offload", "maybe", "true or false"},
         {"dense_more", "false", "only dense_more=true is supported: wait layers are dense"},
+        {"min_selected_tokens", "-1", ">= 0"},
         {"keep_first", "-1", ">= 0"},
         {"keep_last", "x", ">= 0"},
         {"threads", "-2", ">= 0"},
@@ -276,6 +278,7 @@ static void test_json_round_trip(void) {
     TEST_OK(config_set(&a, "selector_cls", "exp"));
     TEST_OK(config_set(&a, "window_size", "8"));
     TEST_OK(config_set(&a, "real_offload", "false"));
+    TEST_OK(config_set(&a, "min_selected_tokens", "96"));
     TEST_OK(config_set(&a, "keep_first", "4"));
     TEST_OK(config_set(&a, "keep_last", "2"));
     TEST_OK(config_set(&a, "threads", "3"));

@@ -62,6 +62,13 @@ int main(void) {
     c.num_selected = 0.067;
     TEST_CHECK(config_budget(&c, 2000) == 134, "0.067 of 2000 = %d, expected 134", config_budget(&c, 2000));
     TEST_CHECK(config_budget(&c, 10) == 1, "tiny fraction must keep one token");
+    /* min_selected_tokens floors k: 0.067 of 2000 is 134 < 256; of 8192 it is 548 > 256. */
+    c.min_selected = 256;
+    TEST_CHECK(config_budget(&c, 2000) == 256, "floored 0.067 of 2000 = %d, expected 256", config_budget(&c, 2000));
+    TEST_CHECK(config_budget(&c, 8192) == 548, "0.067 of 8192 = %d, expected 548", config_budget(&c, 8192));
+    c.num_selected = 100;
+    TEST_CHECK(config_budget(&c, 8192) == 256, "a count below the floor is raised to it");
+    c.min_selected = 0;
 
     /* `last`: scores = max over heads of logits. 2 heads, 6 candidates. */
     okv_selector_scratch ss;
