@@ -141,9 +141,10 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
         if (config_selector_is_window(rc->selector)) {
             e->window = rc->window_size;
             e->win_q = okv_alloc(sizeof(float) * nsel * e->window * e->q_dim);
+            e->win_prompt = okv_alloc(sizeof(float) * nsel * e->window * e->q_dim);
             e->logits_win = alloc_lazy(sizeof(float) * (size_t)e->window * c->n_heads * e->max_ctx, &total);
             e->forced = okv_alloc(sizeof(int32_t) * (size_t)e->window);
-            OKV_ASSERT(e->win_q && e->logits_win && e->forced);
+            OKV_ASSERT(e->win_q && e->win_prompt && e->logits_win && e->forced);
         }
     }
     return OKV_OK;
@@ -181,6 +182,7 @@ void engine_free(okv_engine *e) {
     okv_free_mem(e->logits_sel);
     free(e->logits_win);
     okv_free_mem(e->win_q);
+    okv_free_mem(e->win_prompt);
     okv_free_mem(e->forced);
     selector_scratch_free(&e->sel_scratch);
     memset(e, 0, sizeof *e);
@@ -207,16 +209,26 @@ void engine_seq_end(okv_engine *e, int slot) { e->slots[slot].active = false; }
 int engine_seq_set_selection(okv_engine *e, int slot, const okv_selection *sel) {
     OKV_ASSERT(sel->k >= 0 && sel->keep_first >= 0 && sel->keep_last >= 0);
     if (config_selector_is_window(sel->selector) != config_selector_is_window(e->rc->selector))
-        return okv_fail(OKV_ERR_USAGE, "selector_cls %s cannot replace the run's %s: window "
-                        "selectors need the window queries the engine keeps only for them",
+        return okv_fail(OKV_ERR_USAGE, "selector_cls %s cannot replace the run's %s: a sequence's "
+                        "selector is a window selector (uniform, exp) exactly when the run's is, "
+                        "since the engine was built for one kind",
                         config_selector_name(sel->selector), config_selector_name(e->rc->selector));
     e->slots[slot].sel = *sel;
     return OKV_OK;
 }
 
+/* One slot's window rings, all groups: [n_groups][window][q_dim]. */
+static size_t win_ring_floats(const okv_engine *e) { return (size_t)e->n_groups * e->window * e->q_dim; }
+
 void engine_seq_rewind(okv_engine *e, int slot, int n_pos) {
     okv_slot *s = &e->slots[slot];
     OKV_ASSERT(n_pos >= s->n_prompt && n_pos <= s->n_pos);
+    if (e->window && n_pos < s->n_pos) {
+        /* Decoding overwrote ring entries of the prompt's last queries; put them back. */
+        OKV_ASSERT(n_pos == s->n_prompt);
+        memcpy(e->win_q + slot * win_ring_floats(e), e->win_prompt + slot * win_ring_floats(e),
+               sizeof(float) * win_ring_floats(e));
+    }
     s->n_pos = n_pos;
 }
 
@@ -376,6 +388,9 @@ int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok, float *x) {
         attn_out_and_mlp(e, w, n_tok, x);
     }
     s->n_pos = pos0 + n_tok;
+    if (e->window && s->n_pos == s->n_prompt)
+        memcpy(e->win_prompt + slot * win_ring_floats(e), e->win_q + slot * win_ring_floats(e),
+               sizeof(float) * win_ring_floats(e));
     if (e->bank.bytes) e->bank.rows_written += (uint64_t)n_tok;
     return OKV_OK;
 }

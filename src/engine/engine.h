@@ -63,8 +63,9 @@ typedef struct okv_engine {
     int *sel_n;
     int n_groups;
     /* window queries of filter layers (uniform / exp selectors):
-     * win_q[(slot * n_groups + g) * window + i] -> [q_dim] f32, ring by position */
-    float *win_q;
+     * win_q[(slot * n_groups + g) * window + i] -> [q_dim] f32, ring by position; win_prompt
+     * keeps each slot's ring as prefill left it (the prompt's last queries) for a rewind */
+    float *win_q, *win_prompt;
     int window;
 
     /* scratch, sized once: [max_tok][...] */
@@ -99,7 +100,8 @@ void engine_seq_end(okv_engine *e, int slot);
  * window queries only then; OKV_ERR_USAGE otherwise. */
 int engine_seq_set_selection(okv_engine *e, int slot, const okv_selection *sel);
 /* Forgets generated tokens back to n_pos (>= the prompt length), so several decode variants can
- * share one prefill. */
+ * share one prefill. With a window selector only n_pos = the prompt length can be restored (the
+ * ring of window queries is put back as prefill left it). */
 void engine_seq_rewind(okv_engine *e, int slot, int n_pos);
 
 /* Token embedding (first stage): x [n][dim]. */

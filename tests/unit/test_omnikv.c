@@ -71,6 +71,43 @@ static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, cons
     return o;
 }
 
+/* One prompt of n tokens (ids as run() draws them for slot 0), a decode of STEPS tokens fed with
+ * `tokens` (a previous run's), a rewind to the prompt, and the same decode again: returns the
+ * second decode's logits at [1..STEPS]. */
+static run_out rerun_after_rewind(const okv_model *m, const okv_run_config *rc, int n, uint64_t seed,
+                                  const int32_t *tokens) {
+    const int V = m->cfg.n_vocab, dim = m->cfg.dim;
+    okv_engine e;
+    TEST_OK(engine_init(&e, m, rc, 0, m->cfg.n_layers, 1));
+    run_out o = {.logits = calloc((size_t)(STEPS + 1) * V, sizeof(float)),
+                 .tokens = calloc((size_t)(STEPS + 1), sizeof(int32_t))};
+    float *x = calloc((size_t)OKV_MAX(rc->prefill_chunk, 1) * dim, sizeof(float));
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    uint64_t r = seed;
+    for (int i = 0; i < n; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((r >> 33) % (uint64_t)(V - 300)) + 3;
+    }
+    TEST_OK(engine_seq_start(&e, 0, n));
+    for (int p = 0; p < n; p += rc->prefill_chunk) {
+        int c = OKV_MIN(rc->prefill_chunk, n - p);
+        engine_embed(&e, ids + p, c, x);
+        TEST_OK(engine_prefill(&e, 0, p, c, x));
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        engine_seq_rewind(&e, 0, n);
+        for (int t = 1; t <= STEPS; t++) {
+            engine_embed(&e, &tokens[t - 1], 1, x);
+            TEST_OK(engine_decode(&e, (int[]){0}, 1, x));
+            engine_head(&e, x, 1, o.logits + (size_t)t * V);
+        }
+    }
+    free(ids);
+    free(x);
+    engine_free(&e);
+    return o;
+}
+
 static void free_out(run_out *o) {
     free(o->logits);
     free(o->tokens);
@@ -175,6 +212,21 @@ int main(void) {
            "bitwise; sparse rows %llu\n", (unsigned long long)b.metrics.rows_sparse);
     free_out(&a);
     free_out(&b);
+    /* Several decode variants share one prefill (eval): after a rewind a window selector sees
+     * the prompt's last queries again, not the previous variant's decode queries, so decoding
+     * twice gives the same logits as a fresh run. `uniform` weighs every query alike; under
+     * `exp` the overwritten queries are 7+ steps old and weigh 2^-7 or less, too little to move
+     * the index set of this test. */
+    okv_run_config wrc = rc;
+    wrc.selector = SELECTOR_UNIFORM;
+    wrc.num_selected = 24;
+    run_out fresh = run(&m, &wrc, 1, (int[]){300}, 9, NULL);
+    run_out again = rerun_after_rewind(&m, &wrc, 300, 9, fresh.tokens);
+    TEST_CHECK(!memcmp(fresh.logits + V, again.logits + V, (size_t)STEPS * V * sizeof(float)),
+               "uniform window selector: decoding again after a rewind differs from a fresh run");
+    printf("uniform window, k 24: a decode after rewinding to the prompt equals a fresh run bitwise\n");
+    free_out(&fresh);
+    free_out(&again);
     /* A window selector cannot replace `last`: the engine kept no window queries. */
     okv_engine e;
     TEST_OK(engine_init(&e, &m, &rc, 0, m.cfg.n_layers, 1));
