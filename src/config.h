@@ -81,7 +81,8 @@ int config_load_json(okv_run_config *c, const char *path);
 int config_load_env(okv_run_config *c);
 /* Checks that need the model: filter layers < n_layers, etc. */
 int config_validate(const okv_run_config *c, int n_layers);
-/* Budget k for a prompt of n tokens (the fraction rounds down, at least 1). */
+/* Budget k for a prompt of n tokens: the count, or the fraction rounded down; then at least
+ * min_selected_tokens, and at least 1. */
 int config_budget(const okv_run_config *c, int n_prompt);
 const char *config_transport_name(okv_transport_kind t);
 const char *config_selector_name(okv_selector s); /* "last", ... */

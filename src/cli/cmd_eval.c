@@ -23,7 +23,7 @@ void help_eval(FILE *f) {
         "is an OmniKV budget (num_of_selected_tokens: a count, or a fraction of the prompt below 1)\n"
         "with the filter layers of the run config; a budget may carry its own selection settings,\n"
         "as in 0.067/keep_last=64/selector_cls=softmax_before_last (keys selector_cls = last |\n"
-        "softmax_before_last, keep_first, keep_last). Decoding is greedy, except summaries (sampled at\n"
+        "softmax_before_last, keep_first, keep_last, min_selected_tokens). Decoding is greedy, except summaries (sampled at\n"
         "T 0.8, top-p 0.95 from a per-sample seed shared by all variants).\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
@@ -203,6 +203,7 @@ int cmd_calibrate(args *a, int rank) {
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
     o.threads = rc.threads;
+    o.min_selected = rc.min_selected;
     okv_model m;
     if ((st = load_model(&m, model_path, &rc))) return st;
     calib_result r;

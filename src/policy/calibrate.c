@@ -196,6 +196,7 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     rc.max_context_len = o->ctx + o->steps + 64;
     rc.threads = o->threads;
     rc.num_selected = o->budget;
+    rc.min_selected = o->min_selected;
     okv_engine e;
     int st = engine_init(&e, m, &rc, 0, L, 1);
     if (st) return st;

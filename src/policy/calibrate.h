@@ -24,6 +24,7 @@ typedef struct calib_opts {
     int ctx;         /* tokens per prompt */
     int steps;       /* decode steps recorded per prompt */
     double budget;   /* k as in num_of_selected_tokens (count or fraction) */
+    int min_selected; /* floor on k, as min_selected_tokens (0: none) */
     int n_filters;   /* filter layers to propose */
     int wait;        /* W of the proposed config */
     double dense_cost; /* cost of a dense layer before the first filter, in lost-mass units */

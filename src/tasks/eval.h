@@ -39,7 +39,8 @@ typedef struct eval_opts {
 
 /* Parses "dense,2048,omnikv:0.067,0.067/keep_last=64" into variants: `dense` attends to the
  * whole prompt, a number (or omnikv:NUMBER) is an OmniKV budget. A budget may carry
- * /selector_cls=last|softmax_before_last, /keep_first=N and /keep_last=N, which then hold for
+ * /selector_cls=last|softmax_before_last, /keep_first=N, /keep_last=N and /min_selected_tokens=N,
+ * which then hold for
  * that variant's decode only (a sweep of selection settings from one prefill per sample). */
 int eval_parse_variants(eval_opts *o, const char *list);
 

@@ -17,6 +17,15 @@ static uint64_t touch(const void *p, uint64_t n) {
     return h;
 }
 
+/* A string's text as a C string (freshly allocated), to look it up the way callers do. */
+static char *c_string(gguf_str s) {
+    char *c = malloc(s.len + 1);
+    if (!c) abort();
+    if (s.len) memcpy(c, s.ptr, s.len);
+    c[s.len] = '\0';
+    return c;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* A private copy sized exactly, so a read one past the end is caught. */
     uint8_t *buf = malloc(size ? size : 1);
@@ -34,9 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (uint64_t i = 0; i < f.n_kv; i++) {
         const gguf_kv *kv = &f.kv[i];
         sink += touch(kv->key.ptr, kv->key.len);
-        char key[80];
-        snprintf(key, sizeof key, "%.*s", (int)(kv->key.len < 79 ? kv->key.len : 79), kv->key.ptr);
-        if (kv->key.len < 79 && gguf_find(&f, key) != kv) abort(); /* keys are unique, NUL-free */
+        char *key = c_string(kv->key);
+        if (gguf_find(&f, key) != kv) abort(); /* keys are unique and NUL-free */
+        free(key);
         if (kv->type == GGUF_VT_STRING) sink += touch(kv->str.ptr, kv->str.len);
         if (kv->type != GGUF_VT_ARRAY) continue;
         if (kv->arr_type == GGUF_VT_STRING) {
@@ -54,9 +63,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (uint64_t i = 0; i < f.n_tensors; i++) {
         const gguf_tensor_info *t = &f.tensors[i];
         sink += touch(t->name.ptr, t->name.len);
-        char name[80];
-        snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 79 ? t->name.len : 79), t->name.ptr);
-        if (t->name.len < 79 && gguf_find_tensor(&f, name) != t) abort(); /* unique, NUL-free */
+        char *name = c_string(t->name);
+        if (gguf_find_tensor(&f, name) != t) abort(); /* names are unique and NUL-free */
+        free(name);
         if ((const uint8_t *)t->data < buf || (const uint8_t *)t->data + t->nbytes > buf + size)
             abort();
         sink += touch(t->data, t->nbytes < 4096 ? t->nbytes : 4096);

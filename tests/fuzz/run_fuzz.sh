@@ -4,9 +4,9 @@
 # Exits non-zero when a target crashes; the input that did it is left in BUILD_DIR/fuzz-artifacts.
 #   tests/fuzz/run_fuzz.sh BUILD_DIR [SECONDS]
 # Seeds come from `omnikv gen-model`: $OMNIKV_BIN, else BUILD_DIR/omnikv, else <src>/build/omnikv.
-# FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence, so a run from an empty corpus is
-# reproducible and a failure in CI is the same failure on a developer's machine; FUZZ_SEED=0 lets
-# libFuzzer pick a fresh seed for exploratory runs.
+# FUZZ_SEED (default 1) fixes libFuzzer's mutation sequence: from the same starting corpus (a fresh
+# BUILD_DIR, as in CI) a run walks the same inputs, as far as SECONDS lets it on that machine, so a
+# CI failure can be replayed; FUZZ_SEED=0 lets libFuzzer pick a fresh seed for exploratory runs.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}

@@ -91,6 +91,7 @@ int main(void) {
     /* keep_first / keep_last take budget first. */
     c.keep_first = 1;
     c.keep_last = 1;
+    c.selector = SELECTOR_SOFTMAX_BEFORE_LAST;
     okv_selection kept = policy_selection(&c, 6);
     TEST_CHECK(kept.keep_first == 1 && kept.keep_last == 1 && kept.selector == c.selector,
                "policy_selection copies the run's selector settings");
@@ -98,6 +99,7 @@ int main(void) {
     n = selector_pick(&kept, &ss, score, 6, NULL, 0, out);
     TEST_CHECK(n == 3 && same(out, (int32_t[]){0, 2, 5}, 3), "keep_first/last: %d %d %d", out[0], out[1], out[2]);
     c.keep_first = c.keep_last = 0;
+    c.selector = SELECTOR_LAST;
 
     /* softmax_before_last: hand-computed per-head softmax, then max. */
     selector_scores(SELECTOR_SOFTMAX_BEFORE_LAST, &lg[0][0], 2, 6, NULL, NULL, 0, score);
