@@ -34,6 +34,16 @@ else
   echo "run_fuzz.sh: no omnikv binary to generate GGUF seeds (set OMNIKV_BIN); fuzz_gguf starts empty" >&2
 fi
 
+# Seeds of the text targets: request lines with every field, and prose with code and non-ASCII
+# text for the tokenizer (which reads the default model's tokenizer from the cache).
+mkdir -p "$corpus/fuzz_requests" "$corpus/fuzz_tokenizer"
+printf '%s' '{"id":"a","prompt":"hi","max_new_tokens":3,"stop":["x"],"top_p":0.5,"temperature":0.7,"top_k":40}' \
+  >"$corpus/fuzz_requests/prompt.json"
+printf '%s' '{"id":7,"messages":[{"role":"user","content":"hi"}],"seed":"123","ignore_eos":true,"stop":"y"}' \
+  >"$corpus/fuzz_requests/chat.json"
+head -c 3000 "$src/README.md" >"$corpus/fuzz_tokenizer/readme.md"
+printf 'naïve café, 日本語のテスト 🙂\n\tif (x == 1) { return "ok"; }  \r\n' >"$corpus/fuzz_tokenizer/mixed.txt"
+
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 status=0
 for t in "${targets[@]}"; do
