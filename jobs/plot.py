@@ -5,7 +5,8 @@
   latency_vs_context.png    bench_p<P>.json of the fewest ranks: median decode ms per token
                             (min-max bars) and TTFT against context length, a line per variant;
   throughput_vs_ranks.png   every bench_p<P>.json: decode and prefill tokens/s against ranks at
-                            the longest context, a line per variant.
+                            the longest context, a line per variant (all sequences of a run
+                            counted when bench ran with --batch).
 A figure whose inputs are missing is skipped with a note. Tested by tests/e2e/test_plots.sh.
 
 usage: python3 plot.py RESULTS_DIR [--out DIR]"""
@@ -164,9 +165,12 @@ def plot_ranks(benches, path):
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Throughput against ranks at {longest} tokens of context (bench decodes one "
-                 "sequence at a time: stages take turns, so this shows the pipeline's cost, not "
-                 "its overlap)", fontsize=10)
+    batch = max(b.get("batch", 1) for b in benches.values())
+    how = ("one sequence at a time: stages take turns, so this shows the pipeline's cost, not its "
+           "overlap" if batch == 1 else
+           f"{batch} sequences per run, in min(ranks, {batch}) micro-batches that overlap across stages")
+    fig.suptitle(f"Throughput against ranks at {longest} tokens of context (bench decodes {how})",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

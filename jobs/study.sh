@@ -11,7 +11,8 @@ usage() {
     cat <<'EOF'
 usage: jobs/study.sh -m MODEL -o DIR [-c CONFIG.json] [--ctx 2048,4096,8192]
                      [--variants dense,2048,0.067] [--ranks 1,2] [--tasks passkey,needle-single]
-                     [--count N] [--gen N] [--runs R] [--warmup W] [--launcher mpirun|srun]
+                     [--count N] [--gen N] [--batch B] [--runs R] [--warmup W]
+                     [--launcher mpirun|srun]
                      [--no-plot] [--set KEY=VALUE ...]
 
   -m MODEL         model file or directory (required)
@@ -24,6 +25,8 @@ usage: jobs/study.sh -m MODEL -o DIR [-c CONFIG.json] [--ctx 2048,4096,8192]
                    (default passkey; "none" skips eval)
   --count N        eval samples per context (default 10)
   --gen N          bench decode steps per run (default 32)
+  --batch B        bench sequences decoded together per run (default 1); with B > 1 a
+                   pipeline keeps min(ranks, B) micro-batches in flight
   --runs R         bench measured runs (default 3); --warmup W discarded runs (default 1)
   --launcher L     how ranks start: mpirun (default) or srun (inside an allocation)
   --no-plot        leave the figures out
@@ -36,7 +39,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${OMNIKV_BIN:-$here/build/omnikv}
 cache=${OMNIKV_CACHE:-$HOME/.cache/omnikv}
 model="" out="" config="" ctx=2048,4096,8192 variants=dense,2048,0.067 ranks=1 tasks=passkey
-count=10 gen=32 runs=3 warmup=1 launcher=mpirun plot=1
+count=10 gen=32 batch=1 runs=3 warmup=1 launcher=mpirun plot=1
 sets=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
     --count) count=$2; shift 2 ;;
     --gen) gen=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --launcher) launcher=$2; shift 2 ;;
     --no-plot) plot=0; shift ;;
@@ -86,10 +90,10 @@ run() {
 }
 
 python3 - "$out/meta.json" "$model" "$config" "$ctx" "$variants" "$ranks" "$tasks" "$count" \
-    "$gen" "$runs" "$warmup" "$launcher" "$bin" <<'PY'
+    "$gen" "$runs" "$warmup" "$launcher" "$bin" "$batch" <<'PY'
 import json, platform, sys, time
 keys = ["model", "config", "ctx", "variants", "ranks", "tasks", "count", "gen", "runs", "warmup",
-        "launcher", "bin"]
+        "launcher", "bin", "batch"]
 meta = dict(zip(keys, sys.argv[2:]))
 meta.update(host=platform.node(), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
@@ -99,7 +103,8 @@ IFS=, read -r -a rank_list <<<"$ranks"
 for p in "${rank_list[@]}"; do
     echo "[study] bench on $p rank(s): contexts $ctx, variants $variants" >&2
     run "$p" bench -m "$model" "${cfg[@]}" --ctx "$ctx" --variants "$variants" --gen "$gen" \
-        --runs "$runs" --warmup "$warmup" "${sets[@]}" -o "$out/bench_p$p.json" >"$out/bench_p$p.txt"
+        --batch "$batch" --runs "$runs" --warmup "$warmup" "${sets[@]}" -o "$out/bench_p$p.json" \
+        >"$out/bench_p$p.txt"
 done
 
 if [ "$tasks" != none ]; then

@@ -24,15 +24,16 @@
 void help_bench(FILE *f) {
     fprintf(f,
         "usage: omnikv bench -m MODEL [-c CONFIG.json] [--ctx 512,2048,8192] [--gen N]\n"
-        "                    [--variants dense,2048,0.067] [--runs R] [--warmup W] [--json]\n"
-        "                    [-o FILE.json] [--set KEY=VALUE ...]\n"
+        "                    [--variants dense,2048,0.067] [--batch B] [--runs R] [--warmup W]\n"
+        "                    [--json] [-o FILE.json] [--set KEY=VALUE ...]\n"
         "\n"
-        "For each variant and context length: a synthetic prompt of that many random ids (seeded\n"
+        "For each variant and context length: B synthetic prompts of that many random ids (seeded\n"
         "by the seed key, no special tokens), prefill timed, then N decode steps with ignore_eos,\n"
-        "one sequence at a time (max_batch 1). Each (variant, context) runs R times and reports\n"
-        "the median with min and max; before them, W warm-up runs at the longest context are\n"
-        "discarded. max_context_len defaults to the largest context + N. Under mpirun -np P the\n"
-        "layers are split into P pipeline stages as `omnikv run` splits them.\n"
+        "the B sequences decoded together (max_batch B; default 1). Each (variant, context) runs\n"
+        "R times and reports the median with min and max; before them, W warm-up runs at the\n"
+        "longest context are discarded. max_context_len defaults to the largest context + N. Under\n"
+        "mpirun -np P the layers are split into P pipeline stages as `omnikv run` splits them, and\n"
+        "with B > 1 the B sequences form min(P, B) micro-batches in different stages at once.\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
         "  -c, --config FILE   run config as a JSON object (default: none)\n"
@@ -41,6 +42,7 @@ void help_bench(FILE *f) {
         "      --variants LIST dense, and OmniKV budgets (a count, or a fraction below 1, or\n"
         "                      omnikv:BUDGET) with the run config's filter layers (default: the\n"
         "                      run config as it is)\n"
+        "      --batch B       sequences served together per run (default 1)\n"
         "      --runs R        measured runs per (variant, context) (default 3)\n"
         "      --warmup W      discarded runs per variant (default 1)\n"
         "      --json          print one JSON object instead of the tables\n"
@@ -54,7 +56,12 @@ void help_bench(FILE *f) {
         "bank gather is part of it), selection (score and top-k), matmul (projections and MLP)\n"
         "and other (norms, RoPE, KV stores); `rest` is the step's time outside the layers: the\n"
         "output head and sampling, and across ranks the stage-boundary messages and waits.\n"
-        "Bank MiB/tok is what the sparse layers read from the Context Bank: k rows per bank layer.\n");
+        "Bank MiB/tok is what the sparse layers read from the Context Bank: k rows per bank layer.\n"
+        "With B > 1 a run's figures are the batch's: tok/s counts every sequence's tokens from the\n"
+        "first sequence's first token to the last token, prefill/s every prompt token until the\n"
+        "last first token, ttft is the slowest sequence's, and per-token figures are per generated\n"
+        "token (a step's weights are read once for all B tokens). When micro-batches overlap\n"
+        "across stages, the stages' times add up to more than a token's, and rest shows 0.\n");
 }
 
 typedef struct bench_variant {
@@ -63,11 +70,13 @@ typedef struct bench_variant {
     double budget; /* num_of_selected_tokens for omnikv */
 } bench_variant;
 
-/* One served request, as the sink saw it. */
+/* One served request, as the sink saw it, or one run of a batch (batch_run). */
 typedef struct bench_run {
     double ttft_ms, prefill_tok_s, decode_tok_s;
+    double t_prefill_s;
+    double *t_tok; /* [n_gen] when each token arrived (a copy; NULL in a batch's figures) */
     okv_result_metrics m;
-    int prompt_tokens, k;
+    int prompt_tokens, k, n_gen;
 } bench_run;
 
 typedef struct bench_sink {
@@ -85,7 +94,52 @@ static int sink_bench(void *ctx, const okv_result *r) {
     x->m = r->metrics;
     x->prompt_tokens = r->prompt_tokens;
     x->k = r->k;
+    x->n_gen = r->n_tokens;
+    x->t_prefill_s = r->t_prefill_s;
+    x->t_tok = malloc(sizeof(double) * (size_t)OKV_MAX(r->n_tokens, 1));
+    OKV_ASSERT(x->t_tok);
+    if (r->n_tokens) memcpy(x->t_tok, r->token_times, sizeof(double) * (size_t)r->n_tokens);
     return OKV_OK;
+}
+
+static void metrics_add(okv_result_metrics *a, const okv_result_metrics *b) {
+    a->steps += b->steps, a->rows_dense += b->rows_dense, a->rows_filter += b->rows_filter;
+    a->rows_sparse += b->rows_sparse, a->bytes_kv += b->bytes_kv;
+    a->bytes_weights += b->bytes_weights, a->t_select += b->t_select;
+    a->t_attn_dense += b->t_attn_dense, a->t_attn_sparse += b->t_attn_sparse;
+    a->t_matmul += b->t_matmul, a->t_other += b->t_other;
+}
+
+/* The figures of n sequences served together, as one run. Decode tok/s is the batch at full
+ * width: the tokens that arrived after every sequence had its first token, over the span from
+ * that moment to the last token (a pipeline starts decoding the first sequences while it still
+ * prefills the others, and that span would mix prefill into decode). Prefill tok/s is every
+ * prompt token over the span from the first prefill queued to the last first token; ttft is the
+ * slowest sequence's. The metrics are summed with `steps` counting decode tokens, so what cell_of
+ * divides by it is per generated token. For n = 1 these are the sequence's own figures. */
+static bench_run batch_run(const bench_run *r, int n) {
+    bench_run b = r[0];
+    b.t_tok = NULL;
+    double t_prefill = r[0].t_prefill_s, t_full = r[0].t_tok[0], t_last = r[0].t_tok[0];
+    long decode_tokens = 0, prompt = 0;
+    memset(&b.m, 0, sizeof b.m);
+    for (int i = 0; i < n; i++) {
+        OKV_ASSERT(r[i].n_gen >= 1); /* --gen >= 1 with ignore_eos */
+        t_prefill = fmin(t_prefill, r[i].t_prefill_s);
+        t_full = fmax(t_full, r[i].t_tok[0]);
+        t_last = fmax(t_last, r[i].t_tok[r[i].n_gen - 1]);
+        b.ttft_ms = fmax(b.ttft_ms, r[i].ttft_ms);
+        decode_tokens += r[i].n_gen - 1;
+        prompt += r[i].prompt_tokens;
+        metrics_add(&b.m, &r[i].m);
+    }
+    long in_window = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 1; j < r[i].n_gen; j++) in_window += r[i].t_tok[j] > t_full;
+    b.m.steps = (double)decode_tokens;
+    b.decode_tok_s = in_window > 0 && t_last > t_full ? in_window / (t_last - t_full) : 0.0;
+    b.prefill_tok_s = t_full > t_prefill ? prompt / (t_full - t_prefill) : 0.0;
+    return b;
 }
 
 /* Random prompt ids: no control, unknown or end-of-generation tokens, so every one is text. */
@@ -180,6 +234,7 @@ static char *bench_json(const char *model_name, const okv_run_config *rc, const 
     cJSON_AddStringToObject(root, "model", model_name);
     cJSON_AddNumberToObject(root, "ranks", ranks);
     cJSON_AddNumberToObject(root, "threads", rc->threads);
+    cJSON_AddNumberToObject(root, "batch", rc->max_batch);
     cJSON_AddNumberToObject(root, "gen", gen);
     cJSON_AddNumberToObject(root, "runs", runs);
     cJSON_AddNumberToObject(root, "warmup", warmup);
@@ -231,8 +286,9 @@ static char *bench_json(const char *model_name, const okv_run_config *rc, const 
 static void bench_tables(const char *model_name, const okv_run_config *rc, const bench_cell *cells,
                          int n, int gen, int runs, int warmup, int ranks) {
     const double MiB = 1048576.0;
-    printf("model %s, %d decode steps per run, median of %d run(s) after %d warm-up, %d thread(s), "
-           "%d rank(s)\n", model_name, gen, runs, warmup, rc->threads, ranks);
+    printf("model %s, %d sequence(s) of %d decode steps per run, median of %d run(s) after %d "
+           "warm-up, %d thread(s), %d rank(s)\n", model_name, rc->max_batch, gen, runs, warmup,
+           rc->threads, ranks);
     printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
            "variant", "k", "prefill/s", "ttft ms", "decode ms [min-max]", "tok/s", "dense",
            "sparse", "select", "matmul", "other", "rest");
@@ -310,45 +366,56 @@ static double bank_row_bytes(const okv_model_config *mc, const okv_run_config *r
 }
 
 /* Serves warm-up then measured runs of every context through fw (one rank's engine or the
- * pipeline) and fills the variant's cells (memory is filled by the caller). */
+ * pipeline) and fills the variant's cells (memory is filled by the caller). A run is
+ * rc->max_batch sequences served together, alone: one runner_serve per run, so no run's
+ * sequences share a step with another's. */
 static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_run_config *rc,
                        const bench_variant *var, const int *ctx, int n_ctx, int runs, int warmup,
                        bench_cell *cells) {
-    okv_request_list reqs = {0};
+    const int batch = rc->max_batch;
     int longest = 0;
     for (int i = 1; i < n_ctx; i++)
         if (ctx[i] > ctx[longest]) longest = i;
-    int n_req = warmup + runs * n_ctx;
-    bench_sink bs = {.runs = calloc((size_t)n_req, sizeof(bench_run))};
-    reqs.items = calloc((size_t)n_req, sizeof *reqs.items);
-    OKV_ASSERT(bs.runs && reqs.items);
-    for (int r = 0; r < n_req; r++) {
-        int c = r < warmup ? longest : (r - warmup) / runs;
-        okv_request *q = &reqs.items[r];
-        request_defaults(q);
-        OKV_ASSERT(asprintf(&q->id, "%s-ctx-%d-run-%d", var->name, ctx[c], r) >= 0);
-        q->line = r + 1;
-        q->ids = malloc(sizeof(int32_t) * (size_t)ctx[c]);
-        OKV_ASSERT(q->ids);
-        q->n_ids = ctx[c];
-        bench_prompt(model->tok, rc->seed + (uint64_t)c, q->ids, ctx[c]);
-    }
-    reqs.n = n_req;
+    const int n_run = warmup + runs * n_ctx;
+    bench_run *per_run = calloc((size_t)n_run, sizeof *per_run);
+    bench_sink bs = {.runs = calloc((size_t)batch, sizeof(bench_run))};
+    OKV_ASSERT(per_run && bs.runs);
     okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
-    int n_errors = 0;
-    int st = runner_serve(fw, model->tok, rc, &ro, &reqs, sink_bench, &bs, &n_errors);
-    if (!st && bs.n != n_req) st = okv_fail(OKV_ERR_INTERNAL, "bench: %d of %d runs came back", bs.n, n_req);
+    int st = OKV_OK;
+    for (int r = 0; r < n_run && !st; r++) {
+        const int c = r < warmup ? longest : (r - warmup) / runs;
+        okv_request_list reqs = {.items = calloc((size_t)batch, sizeof(okv_request)), .n = batch};
+        OKV_ASSERT(reqs.items);
+        for (int b = 0; b < batch; b++) {
+            okv_request *q = &reqs.items[b];
+            request_defaults(q);
+            OKV_ASSERT(asprintf(&q->id, "%s-ctx-%d-run-%d-seq-%d", var->name, ctx[c], r, b) >= 0);
+            q->line = r * batch + b + 1;
+            q->ids = malloc(sizeof(int32_t) * (size_t)ctx[c]);
+            OKV_ASSERT(q->ids);
+            q->n_ids = ctx[c];
+            /* sequence 0 keeps the prompt a one-sequence bench has always used */
+            bench_prompt(model->tok, rc->seed + (uint64_t)c + (uint64_t)b * 1000003, q->ids, ctx[c]);
+        }
+        int n_errors = 0;
+        bs.n = 0;
+        st = runner_serve(fw, model->tok, rc, &ro, &reqs, sink_bench, &bs, &n_errors);
+        if (!st && bs.n != batch)
+            st = okv_fail(OKV_ERR_INTERNAL, "bench: %d of %d sequences came back", bs.n, batch);
+        if (!st) per_run[r] = batch_run(bs.runs, batch);
+        for (int b = 0; b < bs.n; b++) free(bs.runs[b].t_tok);
+        requests_free(&reqs);
+    }
     if (!st) {
         double row = bank_row_bytes(&model->cfg, rc);
-        /* Results come back in request order (one sequence at a time). */
         for (int c = 0; c < n_ctx; c++) {
             cells[c].var = var;
             cells[c].ctx = ctx[c];
-            cell_of(&cells[c], bs.runs + warmup + c * runs, runs, row);
+            cell_of(&cells[c], per_run + warmup + c * runs, runs, row);
         }
     }
     free(bs.runs);
-    requests_free(&reqs);
+    free(per_run);
     return st;
 }
 
@@ -375,7 +442,7 @@ static int bench_local(const char *model_path, const okv_run_config *base, const
         memset(&fw, 0, sizeof fw);
         bench_cell *vc = cells + (size_t)v * n_ctx;
         st = variant_config(base, &var[v], &rc);
-        if (!st) st = engine_init(&eng, model, &rc, 0, model->cfg.n_layers, 1);
+        if (!st) st = engine_init(&eng, model, &rc, 0, model->cfg.n_layers, rc.max_batch);
         if (!st) st = forward_local_init(&fw, &eng);
         if (!st) st = serve_cells(&fw, model, &rc, &var[v], ctx, n_ctx, runs, warmup, vc);
         if (!st) {
@@ -428,7 +495,7 @@ static int bench_pipeline(const char *model_path, const okv_run_config *base,
 
 int cmd_bench(args *a, int rank) {
     const char *model_path = NULL, *config = NULL, *variants = NULL, *out_path = NULL;
-    int ctx[BENCH_MAX_CTX], n_ctx = 3, runs = 3, warmup = 1;
+    int ctx[BENCH_MAX_CTX], n_ctx = 3, runs = 3, warmup = 1, batch = 1;
     ctx[0] = 512, ctx[1] = 2048, ctx[2] = 8192;
     long gen = 32;
     bool json = false;
@@ -446,6 +513,7 @@ int cmd_bench(args *a, int rank) {
             else if (opt(a, NULL, "--ctx", &v)) st = v ? parse_ctx_list(a, v, ctx, BENCH_MAX_CTX, &n_ctx) : 0;
             else if (opt(a, NULL, "--gen", &v)) st = v ? parse_count(a, "--gen", v, 1, &gen) : 0;
             else if (opt(a, NULL, "--runs", &v)) st = v ? parse_int(a, "--runs", v, 1, &runs) : 0;
+            else if (opt(a, NULL, "--batch", &v)) st = v ? parse_int(a, "--batch", v, 1, &batch) : 0;
             else if (opt(a, NULL, "--warmup", &v)) st = v ? parse_int(a, "--warmup", v, 0, &warmup) : 0;
             else if (opt(a, NULL, "--variants", &v)) variants = v;
             else if (opt(a, "-o", "--output", &v)) out_path = v;
@@ -464,7 +532,7 @@ int cmd_bench(args *a, int rank) {
             st = okv_fail(OKV_ERR_USAGE, "bench: --ctx %d with --gen %ld needs max_context_len >= "
                           "%ld, but it is %d", max_ctx, gen, max_ctx + gen, rc.max_context_len);
         if (!st) {
-            rc.max_batch = 1;
+            rc.max_batch = batch;
             rc.ignore_eos = true;
             rc.max_new_tokens = (int)gen;
             log_config(&rc);

@@ -201,6 +201,7 @@ typedef struct run_slot {
     okv_finish finish;
     uint64_t digest;
     double t_admit, t_prefill, t_first, t_last;
+    double *t_tok;      /* [max_new] okv_now_s() at which each generated token arrived */
     okv_result_metrics m;
 } run_slot;
 
@@ -239,6 +240,7 @@ static int emit_error(runner *R, const okv_request *req, const char *msg) {
 static void slot_release(runner *R, int s) {
     run_slot *sl = &R->slots[s];
     free(sl->gen);
+    free(sl->t_tok);
     free(sl->text);
     memset(sl, 0, sizeof *sl);
 }
@@ -258,6 +260,8 @@ static int slot_finish(runner *R, int s) {
         .ttft_ms = (sl->t_first - sl->t_admit) * 1e3,
         .prefill_tok_s = sl->t_first > sl->t_prefill ? sl->n_prompt / (sl->t_first - sl->t_prefill) : 0.0,
         .decode_tok_s = sl->n_gen > 1 && dec_s > 0 ? (sl->n_gen - 1) / dec_s : 0.0,
+        .t_prefill_s = sl->t_prefill,
+        .token_times = sl->t_tok,
         .k = R->rc->policy == POLICY_OMNIKV ? OKV_MIN(sl->k, sl->n_prompt) : sl->n_prompt,
         .policy = R->rc->policy == POLICY_OMNIKV ? "omnikv" : "dense",
         .metrics = sl->m,
@@ -272,9 +276,9 @@ static int slot_finish(runner *R, int s) {
 /* Appends a sampled token; returns true when the sequence is finished (sl->finish set). */
 static bool accept_token(runner *R, run_slot *sl, const okv_sampled *o) {
     const int32_t id = o->token;
+    sl->t_last = sl->t_tok[sl->n_gen] = okv_now_s();
     sl->gen[sl->n_gen++] = id;
     sl->digest = okv_fnv1a32(sl->digest, &o->digest, 2);
-    sl->t_last = okv_now_s();
     if (!sl->ignore_eos && tokenizer_is_eog(R->tok, id)) {
         sl->finish = FINISH_EOS;
         return true;
@@ -381,9 +385,10 @@ static int admit(runner *R, okv_request *req, int s) {
     sl->k = k;
     sl->max_new = max_new;
     sl->gen = malloc(sizeof(int32_t) * (size_t)max_new);
+    sl->t_tok = malloc(sizeof(double) * (size_t)max_new);
     sl->text_cap = (size_t)max_new * (size_t)R->max_piece + 1;
     sl->text = malloc(sl->text_cap);
-    OKV_ASSERT(sl->gen && sl->text);
+    OKV_ASSERT(sl->gen && sl->t_tok && sl->text);
     sl->sp.temperature = req->temperature >= 0 ? req->temperature : rc->temperature;
     sl->sp.top_k = req->top_k >= 0 ? req->top_k : rc->top_k;
     sl->sp.top_p = req->top_p > 0 ? req->top_p : rc->top_p;

@@ -90,6 +90,11 @@ typedef struct okv_result {
     int prompt_tokens;
     okv_finish finish;
     double ttft_ms, prefill_tok_s, decode_tok_s;
+    /* On okv_now_s()'s clock, for figures over several requests (bench --batch): when the
+     * prefill was queued, and when each generated token arrived ([n_tokens]). Not written to the
+     * result line. */
+    double t_prefill_s;
+    const double *token_times;
     int k;                  /* selection budget for this prompt (omnikv) */
     const char *policy;
     okv_result_metrics metrics;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # test_plots.sh — jobs/study.sh and jobs/plot.py end to end on a generated tiny model: a small
-# study (bench on 1 and 2 ranks over three contexts and three variants, eval of two tasks) into
-# one results directory, then checks the bench JSON (rank count, every cell, latency spreads,
-# memory), the eval records, and that the three figures are real PNGs of a sensible size; and that
-# plot.py refuses a directory with nothing to plot. Needs OMNIKV_BIN, mpirun, and matplotlib (the
+# study (bench of 2-sequence batches on 1 and 2 ranks over three contexts and three variants, eval
+# of two tasks) into one results directory, then checks the bench JSON (rank count, batch, every
+# cell, latency spreads, memory), the eval records, and that the three figures are real PNGs of a
+# sensible size; and that plot.py refuses a directory with nothing to plot. Needs OMNIKV_BIN, mpirun, and matplotlib (the
 # venv under OMNIKV_CACHE that scripts/setup.sh --test builds, or python3's own).
 set -u
 
@@ -22,7 +22,7 @@ fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
 "$BIN" gen-model --shape tiny -o "$T/tiny.gguf" 2>/dev/null || { echo "FAIL: gen-model"; exit 1; }
 R=$T/results
 if ! OMNIKV_BIN=$BIN "$SRC/jobs/study.sh" -m "$T/tiny.gguf" -o "$R" --ctx 256,512,1024 \
-    --variants dense,64,0.25 --ranks 1,2 --tasks passkey,2stage --count 2 --gen 8 --runs 2 \
+    --variants dense,64,0.25 --ranks 1,2 --tasks passkey,2stage --count 2 --gen 8 --batch 2 --runs 2 \
     --warmup 1 --set do_select_layers=1 --set threads=1 >"$T/study.out" 2>&1; then
     tail -n 30 "$T/study.out" >&2
     echo "FAIL: study.sh failed"
@@ -34,7 +34,7 @@ import json, os, struct, sys
 d = sys.argv[1]
 for p in (1, 2):
     b = json.load(open(os.path.join(d, f"bench_p{p}.json")))
-    assert b["ranks"] == p, (p, b["ranks"])
+    assert b["ranks"] == p and b["batch"] == 2, (p, b["ranks"], b["batch"])
     cells = {(r["variant"], r["ctx"]) for r in b["results"]}
     want = {(v, c) for v in ("dense", "k=64", "k=0.25") for c in (256, 512, 1024)}
     assert cells == want, cells
@@ -51,7 +51,7 @@ for task in ("passkey", "2stage"):
     rows = [json.loads(l) for l in open(os.path.join(d, f"eval_{task}.jsonl"))]
     assert len(rows) == 3 * 2 * 3, (task, len(rows))
 meta = json.load(open(os.path.join(d, "meta.json")))
-assert meta["ranks"] == "1,2" and meta["model"].endswith("tiny.gguf"), meta
+assert meta["ranks"] == "1,2" and meta["batch"] == "2" and meta["model"].endswith("tiny.gguf"), meta
 for name in ("accuracy_vs_budget", "latency_vs_context", "throughput_vs_ranks"):
     raw = open(os.path.join(d, name + ".png"), "rb").read()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR", name

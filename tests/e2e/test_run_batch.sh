@@ -257,6 +257,22 @@ for r in rs:
     assert r["prefill_tok_s"] > 0 and r["decode_tok_s"] > 0 and r["weight_bytes_per_token"] > 0, r
     assert r["kv_bytes_per_token"] > 0, r
 ' "$T/out"
+# --batch: the sequences of a run step together, so a step's weights serve B tokens (exactly
+# 1/B of the one-sequence weight bytes per token) while KV bytes and rows per token stay a
+# sequence's own.
+cp "$T/out" "$T/bench1.json"
+expect_exit 0 "bench --batch 3" "$BIN" bench -m "$TINY" --ctx 16,40 --gen 4 --batch 3 --json
+py '
+import json, sys
+one, three = (json.load(open(f)) for f in sys.argv[1:3])
+assert one["batch"] == 1 and three["batch"] == 3, (one["batch"], three["batch"])
+for a, b in zip(one["results"], three["results"]):
+    assert b["weight_bytes_per_token"] * 3 == a["weight_bytes_per_token"], (a, b)
+    assert b["kv_bytes_per_token"] == a["kv_bytes_per_token"], (a, b)
+    assert b["rows_per_token"] == a["rows_per_token"], (a, b)
+    assert b["decode_tok_s"] > 0 and b["prefill_tok_s"] > 0, b
+' "$T/bench1.json" "$T/out"
+expect_exit 2 "bench --batch 0" "$BIN" bench -m "$TINY" --batch 0 && one_sentence "--batch"
 expect_exit 0 "bench table" "$BIN" bench -m "$TINY" --ctx 16 --gen 2
 check "bench prints a table row for ctx 16" grep -Eq "^ +16 " "$T/out"
 
