@@ -137,8 +137,10 @@ def plot_latency(bench, ranks, path):
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
+    batch = bench.get("batch", 1)
+    per = "" if batch == 1 else f", batch {batch}: ms per generated token of the batch"
     fig.suptitle(f"Latency against context ({bench.get('model', '')}, {ranks} rank(s), "
-                 f"{bench.get('threads', '?')} threads)")
+                 f"{bench.get('threads', '?')} threads{per})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -57,11 +57,14 @@ void help_bench(FILE *f) {
         "and other (norms, RoPE, KV stores); `rest` is the step's time outside the layers: the\n"
         "output head and sampling, and across ranks the stage-boundary messages and waits.\n"
         "Bank MiB/tok is what the sparse layers read from the Context Bank: k rows per bank layer.\n"
-        "With B > 1 a run's figures are the batch's: tok/s counts every sequence's tokens from the\n"
-        "first sequence's first token to the last token, prefill/s every prompt token until the\n"
-        "last first token, ttft is the slowest sequence's, and per-token figures are per generated\n"
-        "token (a step's weights are read once for all B tokens). When micro-batches overlap\n"
-        "across stages, the stages' times add up to more than a token's, and rest shows 0.\n");
+        "With B > 1 a run's figures are the batch's: tok/s counts the tokens that arrive once every\n"
+        "sequence has its first token, from that moment to the last token (in a pipeline the last\n"
+        "micro-batch's final steps run narrower, a small share of the span); prefill/s counts every\n"
+        "prompt token until the last first token; ttft is the slowest sequence's; per-token figures\n"
+        "are per generated token of the batch (a step's weights are read once for all B tokens,\n"
+        "and a sequence's own step takes about B times `decode ms`). When micro-batches overlap\n"
+        "across stages, the stages' times add up to more than a token's, and rest shows 0. --batch\n"
+        "sets max_batch; the run config's is not used.\n");
 }
 
 typedef struct bench_variant {
@@ -80,13 +83,14 @@ typedef struct bench_run {
 } bench_run;
 
 typedef struct bench_sink {
-    bench_run *runs;
-    int n;
+    bench_run *runs; /* [cap] */
+    int n, cap;
 } bench_sink;
 
 static int sink_bench(void *ctx, const okv_result *r) {
     bench_sink *b = ctx;
     if (r->error) return okv_fail(OKV_ERR_USAGE, "bench: %s", r->error);
+    OKV_ASSERT(b->n < b->cap); /* one result per request */
     bench_run *x = &b->runs[b->n++];
     x->ttft_ms = r->ttft_ms;
     x->prefill_tok_s = r->prefill_tok_s;
@@ -118,13 +122,13 @@ static void metrics_add(okv_result_metrics *a, const okv_result_metrics *b) {
  * slowest sequence's. The metrics are summed with `steps` counting decode tokens, so what cell_of
  * divides by it is per generated token. For n = 1 these are the sequence's own figures. */
 static bench_run batch_run(const bench_run *r, int n) {
+    for (int i = 0; i < n; i++) OKV_ASSERT(r[i].n_gen >= 1); /* --gen >= 1 with ignore_eos */
     bench_run b = r[0];
     b.t_tok = NULL;
     double t_prefill = r[0].t_prefill_s, t_full = r[0].t_tok[0], t_last = r[0].t_tok[0];
     long decode_tokens = 0, prompt = 0;
     memset(&b.m, 0, sizeof b.m);
     for (int i = 0; i < n; i++) {
-        OKV_ASSERT(r[i].n_gen >= 1); /* --gen >= 1 with ignore_eos */
         t_prefill = fmin(t_prefill, r[i].t_prefill_s);
         t_full = fmax(t_full, r[i].t_tok[0]);
         t_last = fmax(t_last, r[i].t_tok[r[i].n_gen - 1]);
@@ -289,6 +293,9 @@ static void bench_tables(const char *model_name, const okv_run_config *rc, const
     printf("model %s, %d sequence(s) of %d decode steps per run, median of %d run(s) after %d "
            "warm-up, %d thread(s), %d rank(s)\n", model_name, rc->max_batch, gen, runs, warmup,
            rc->threads, ranks);
+    if (rc->max_batch > 1)
+        printf("(batch %d: per-token figures are per generated token of the batch; a sequence's "
+               "own step takes about %d times the decode ms)\n", rc->max_batch, rc->max_batch);
     printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
            "variant", "k", "prefill/s", "ttft ms", "decode ms [min-max]", "tok/s", "dense",
            "sparse", "select", "matmul", "other", "rest");
@@ -378,7 +385,7 @@ static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_
         if (ctx[i] > ctx[longest]) longest = i;
     const int n_run = warmup + runs * n_ctx;
     bench_run *per_run = calloc((size_t)n_run, sizeof *per_run);
-    bench_sink bs = {.runs = calloc((size_t)batch, sizeof(bench_run))};
+    bench_sink bs = {.runs = calloc((size_t)batch, sizeof(bench_run)), .cap = batch};
     OKV_ASSERT(per_run && bs.runs);
     okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
     int st = OKV_OK;

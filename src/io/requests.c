@@ -145,9 +145,10 @@ static bool parse_fields(okv_request *r, const cJSON *o) {
         r->top_k = (int)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "top_p"))) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0.0 && v->valuedouble <= 1.0))
-            return bad_field(r, "top_p", v, "a number in (0, 1]");
-        r->top_p = (float)v->valuedouble;
+        /* Checked as the float the sampler uses: 1e-46 is above 0 but rounds to 0 ("unset"). */
+        const float p = cJSON_IsNumber(v) ? (float)v->valuedouble : 0.0f;
+        if (!(p > 0.0f && p <= 1.0f)) return bad_field(r, "top_p", v, "a number in (0, 1]");
+        r->top_p = p;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "seed"))) {
         if (!parse_seed(v, &r->seed)) return bad_field(r, "seed", v, "a whole number >= 0");

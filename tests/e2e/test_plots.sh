@@ -3,8 +3,9 @@
 # study (bench of 2-sequence batches on 1 and 2 ranks over three contexts and three variants, eval
 # of two tasks) into one results directory, then checks the bench JSON (rank count, batch, every
 # cell, latency spreads, memory), the eval records, and that the three figures are real PNGs of a
-# sensible size; and that plot.py refuses a directory with nothing to plot. Needs OMNIKV_BIN, mpirun, and matplotlib (the
-# venv under OMNIKV_CACHE that scripts/setup.sh --test builds, or python3's own).
+# sensible size; and that plot.py refuses a directory with nothing to plot. Needs OMNIKV_BIN,
+# mpirun, and matplotlib (the venv under OMNIKV_CACHE that scripts/setup.sh --test builds, or
+# python3's own).
 set -u
 
 BIN=${OMNIKV_BIN:?OMNIKV_BIN must name the omnikv binary}

@@ -99,6 +99,15 @@ assert "exceeds max_context_len 160" in by["long"]["error"] and "new tokens" in 
 assert "top_p" in by["bad-field"]["error"] and "line 7" in by["bad-field"]["error"], by["bad-field"]
 ' "$T/out2.jsonl"
 
+# A top_p above 0 that single precision rounds to 0 would read as "unset": it is refused.
+printf '%s\n' '{"id":"tiny-top-p","prompt":"x","top_p":1e-46}' >"$T/tp.jsonl"
+expect_exit 1 "a top_p that rounds to 0" "${RUN[@]}" -f "$T/tp.jsonl" -o "$T/tp.out"
+py '
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+assert "top_p" in r.get("error", ""), r
+' "$T/tp.out"
+
 # One slot at a time gives the same tokens: batching does not change a sequence.
 expect_exit 1 "the same batch with max_batch=1" "${RUN[@]}" -f "$T/req.jsonl" -o "$T/out1.jsonl"
 py '
@@ -257,17 +266,17 @@ for r in rs:
     assert r["prefill_tok_s"] > 0 and r["decode_tok_s"] > 0 and r["weight_bytes_per_token"] > 0, r
     assert r["kv_bytes_per_token"] > 0, r
 ' "$T/out"
-# --batch: the sequences of a run step together, so a step's weights serve B tokens (exactly
-# 1/B of the one-sequence weight bytes per token) while KV bytes and rows per token stay a
+# --batch: the sequences of a run step together, so a step's weights serve B tokens (1/B of the
+# one-sequence weight bytes per token, to rounding) while KV bytes and rows per token stay a
 # sequence's own.
 cp "$T/out" "$T/bench1.json"
 expect_exit 0 "bench --batch 3" "$BIN" bench -m "$TINY" --ctx 16,40 --gen 4 --batch 3 --json
 py '
-import json, sys
+import json, math, sys
 one, three = (json.load(open(f)) for f in sys.argv[1:3])
 assert one["batch"] == 1 and three["batch"] == 3, (one["batch"], three["batch"])
 for a, b in zip(one["results"], three["results"]):
-    assert b["weight_bytes_per_token"] * 3 == a["weight_bytes_per_token"], (a, b)
+    assert math.isclose(b["weight_bytes_per_token"] * 3, a["weight_bytes_per_token"], rel_tol=1e-12), (a, b)
     assert b["kv_bytes_per_token"] == a["kv_bytes_per_token"], (a, b)
     assert b["rows_per_token"] == a["rows_per_token"], (a, b)
     assert b["decode_tok_s"] > 0 and b["prefill_tok_s"] > 0, b
