@@ -578,14 +578,16 @@ static void stage_decode(pipe_ctx *pc, const pipe_msg *m, float *x) {
     double t1 = okv_now_s();
     pipe_trace_add(&pc->trace, TRACE_DECODE, t0, t1, m->hdr->mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
-    metrics_accumulate(m->metrics, &before, &e->metrics);
     if (!pc->last) {
+        metrics_accumulate(m->metrics, &before, &e->metrics);
         send_decode(pc, m->hdr->mb, m->seqs, n, x, m->metrics);
         return;
     }
     const int nv = pc->model.cfg.n_vocab;
     okv_sampled *out = pc->outbuf;
     engine_head(e, x, n, pc->logits);
+    /* after the head, whose matmul one rank counts too, so the time splits agree */
+    metrics_accumulate(m->metrics, &before, &e->metrics);
     for (int i = 0; i < n; i++) {
         okv_sample_req q = req_of(&m->seqs[i]);
         forward_sample(&pc->sampler, pc->logits + (size_t)i * nv, nv, &q, pc->rc.logits_digest, &out[i]);
