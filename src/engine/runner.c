@@ -200,8 +200,9 @@ typedef struct run_slot {
     bool ignore_eos;
     okv_finish finish;
     uint64_t digest;
-    double t_admit, t_prefill, t_first, t_last;
-    double *t_tok;      /* [max_new] okv_now_s() at which each generated token arrived */
+    double t_admit, t_prefill;
+    double *t_tok;      /* [max_new] okv_now_s() at which each generated token arrived: the
+                           first token's ends the prefill, the last one's the decode */
     okv_result_metrics m;
 } run_slot;
 
@@ -248,7 +249,8 @@ static void slot_release(runner *R, int s) {
 static int slot_finish(runner *R, int s) {
     run_slot *sl = &R->slots[s];
     R->fw->seq_end(R->fw->ctx, s);
-    double dec_s = sl->t_last - sl->t_first;
+    OKV_ASSERT(sl->n_gen >= 1); /* a sequence finishes on an accepted token */
+    const double t_first = sl->t_tok[0], dec_s = sl->t_tok[sl->n_gen - 1] - t_first;
     okv_result res = {
         .req = sl->req,
         .text = sl->text,
@@ -257,8 +259,8 @@ static int slot_finish(runner *R, int s) {
         .n_tokens = sl->n_gen,
         .prompt_tokens = sl->n_prompt,
         .finish = sl->finish,
-        .ttft_ms = (sl->t_first - sl->t_admit) * 1e3,
-        .prefill_tok_s = sl->t_first > sl->t_prefill ? sl->n_prompt / (sl->t_first - sl->t_prefill) : 0.0,
+        .ttft_ms = (t_first - sl->t_admit) * 1e3,
+        .prefill_tok_s = t_first > sl->t_prefill ? sl->n_prompt / (t_first - sl->t_prefill) : 0.0,
         .decode_tok_s = sl->n_gen > 1 && dec_s > 0 ? (sl->n_gen - 1) / dec_s : 0.0,
         .t_prefill_s = sl->t_prefill,
         .token_times = sl->t_tok,
@@ -276,7 +278,7 @@ static int slot_finish(runner *R, int s) {
 /* Appends a sampled token; returns true when the sequence is finished (sl->finish set). */
 static bool accept_token(runner *R, run_slot *sl, const okv_sampled *o) {
     const int32_t id = o->token;
-    sl->t_last = sl->t_tok[sl->n_gen] = okv_now_s();
+    sl->t_tok[sl->n_gen] = okv_now_s();
     sl->gen[sl->n_gen++] = id;
     sl->digest = okv_fnv1a32(sl->digest, &o->digest, 2);
     if (!sl->ignore_eos && tokenizer_is_eog(R->tok, id)) {
@@ -475,8 +477,7 @@ static int on_done(runner *R, const okv_done *d) {
         OKV_ASSERT(sl->state == SLOT_PREFILL);
         R->n_prefill--;
         bool done = accept_token(R, sl, &d->out[0]);
-        sl->t_first = sl->t_last;
-        double prefill_s = sl->t_first - sl->t_prefill;
+        double prefill_s = sl->t_tok[0] - sl->t_prefill;
         OKV_INFO("request %s: %d prompt tokens, prefill %.1f tok/s (%.0f ms)", sl->req->id,
                  sl->n_prompt, prefill_s > 0 ? sl->n_prompt / prefill_s : 0.0, prefill_s * 1e3);
         sl->state = SLOT_READY;

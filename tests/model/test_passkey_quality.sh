@@ -7,9 +7,10 @@
 # within CI's time; the 50-sample figures come from OMNIKV_QUALITY_SAMPLES=50). With few
 # samples one flipped answer moves a score by 100/n points, so TOL = max(1, 100/n) points: one
 # answer's worth at small n, the 1 point at n >= 100.
-# 8K is not in the default set (a sample takes about 25 s here): over 50 samples (seed 1, depths
-# 0-1) dense, k=2048 and k=0.067 all score 46 there, each sample scoring the same in all three, and
-# 90 / 82 at 2K / 4K. test_needle_quality.sh checks 8K where filter layers used to lose needles.
+# 8K is not in the default set (a sample takes about 25 s here): over 50 samples (`omnikv eval -m
+# MODEL -c configs/smollm2-135m.json --task passkey --ctx 2048,4096,8192 --count 10 --depth
+# 0,0.25,0.5,0.75,1 --seed 1 --variants dense,2048,0.067`) dense, k=2048 and k=0.067 all score 46
+# there, each sample scoring the same in all three, and 90 / 82 at 2K / 4K. test_needle_quality.sh checks 8K where filter layers used to lose needles.
 set -euo pipefail
 bin=${OMNIKV_BIN:?}
 src=${OMNIKV_SRC:?}
