@@ -1,6 +1,10 @@
-/* backend.h — the operation table every compute backend fills (DESIGN §6). The CPU backend
- * (kernels/cpu) is threaded and vectorised; kernels/ref.c holds the plain-C reference of every
- * op, and tests/unit/test_kernels.c compares each backend op with its reference. */
+/* backend.h — the table every compute backend fills (DESIGN §6). A backend owns memory and
+ * ordering: op pointers live where `mem` says (host or device); buffers come from `alloc`; data
+ * crosses between host and backend memory only through `copy`; work is issued in order on
+ * streams (compute, copy) ordered by events. kernels/cpu is threaded and vectorised,
+ * kernels/strict.c checks every pointer an op receives, kernels/cuda runs on a GPU; kernels/ref.c
+ * holds the plain-C reference of every op, and tests/unit/test_kernels.c compares each op of
+ * each backend in the build with it. */
 #ifndef OKV_BACKEND_H
 #define OKV_BACKEND_H
 
@@ -9,6 +13,56 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Where a backend's op pointers live. Host memory registered with `host_register` is also
+ * readable by ops (a GPU reads pinned host memory directly): the Context Bank is. */
+typedef enum okv_mem_kind {
+    OKV_MEM_HOST = 0,
+    OKV_MEM_DEVICE = 1,
+} okv_mem_kind;
+
+typedef enum okv_copy_kind {
+    OKV_COPY_H2D = 0, /* host -> backend memory */
+    OKV_COPY_D2H = 1, /* backend -> host memory */
+    OKV_COPY_D2D = 2, /* backend -> backend memory */
+} okv_copy_kind;
+
+/* Streams: ops run in issue order on OKV_STREAM_COMPUTE; copies and gathers may be issued on
+ * OKV_STREAM_COPY and are ordered against compute work by events. OKV_STREAM_SYNC as a copy's
+ * stream means "return when done" (and ordered after all compute work issued so far). */
+typedef enum okv_stream {
+    OKV_STREAM_SYNC = -1,
+    OKV_STREAM_COMPUTE = 0,
+    OKV_STREAM_COPY = 1,
+    OKV_N_STREAMS = 2,
+} okv_stream;
+
+typedef struct okv_event okv_event; /* backend-defined */
+
+/* The score kinds of the filter layers' selection (DESIGN §4; the selectors of config.h map
+ * onto them one to one). */
+typedef enum okv_score_kind {
+    OKV_SCORE_MAX = 0,         /* `last`: max over heads of the logits */
+    OKV_SCORE_SOFTMAX_MAX = 1, /* `softmax_before_last`: per-head softmax, then max */
+    OKV_SCORE_WINDOW_SUM = 2,  /* `uniform`: softmax-then-max of each window query, summed */
+    OKV_SCORE_WINDOW_EXP = 3,  /* `exp`: ... weighted 2^-age */
+} okv_score_kind;
+
+#define OKV_SELECT_MAX_WINDOW 256
+#define OKV_SELECT_MAX_HEADS 256
+
+/* One filter layer's selection for one sequence over n prompt candidates. The scalar arrays
+ * (ages, forced) are parameters, read by the host when the op is issued. */
+typedef struct okv_select_args {
+    okv_score_kind kind;
+    int k;                     /* budget; k' = min(k, n) indices come out (0 when k <= 0) */
+    int keep_first, keep_last; /* prompt ends always selected */
+    const float *window_logits; /* window kinds: [n_win][n_heads][n], entry 0 the current query */
+    int n_win;
+    int ages[OKV_SELECT_MAX_WINDOW];  /* [n_win] steps between window query i and the current */
+    int n_forced;
+    int32_t forced[OKV_SELECT_MAX_WINDOW]; /* prompt positions always selected (window tokens) */
+} okv_select_args;
 
 /* A view of one layer's cached K and V rows, as an attention op reads them. Row r of KV head h
  * starts at element (r * stride + h * head_dim) of k (and of v). Rows visited are idx[0..n)
@@ -34,7 +88,33 @@ typedef struct okv_backend okv_backend;
 
 struct okv_backend {
     const char *name;
-    void *state; /* backend-private: thread count, scratch */
+    okv_mem_kind mem; /* where the pointers ops take live */
+    void *state;      /* backend-private: thread count, scratch, streams */
+
+    /* ---- memory and ordering ---- */
+    /* Backend memory (64-byte aligned, zeroed); NULL when it cannot be had. */
+    void *(*alloc)(okv_backend *be, size_t bytes);
+    void (*mem_free)(okv_backend *be, void *p);
+    /* Copies bytes between host and backend memory as kind says, on stream (OKV_STREAM_SYNC:
+     * returns when the copy is done). An asynchronous copy from or to host memory needs that
+     * memory registered, or kept unchanged until the stream passes it. */
+    void (*copy)(okv_backend *be, void *dst, const void *src, size_t bytes, okv_copy_kind kind,
+                 int stream);
+    /* Registers (pins) host memory so asynchronous copies and ops may read it; OKV_OK or a
+     * status with okv_last_error set. */
+    int (*host_register)(okv_backend *be, void *p, size_t bytes);
+    void (*host_unregister)(okv_backend *be, void *p);
+    okv_event *(*event_new)(okv_backend *be); /* NULL when it cannot be had */
+    void (*event_free)(okv_backend *be, okv_event *ev);
+    /* ev completes when the work issued on stream so far has. */
+    void (*event_record)(okv_backend *be, okv_event *ev, int stream);
+    /* Work issued on stream after this call starts after ev completes. */
+    void (*event_wait)(okv_backend *be, int stream, okv_event *ev);
+    /* Returns when the work issued on stream (OKV_STREAM_SYNC: every stream) is done. */
+    void (*sync)(okv_backend *be, int stream);
+
+    /* ---- ops: every pointer is backend memory (or registered host memory where said); they run
+     * on OKV_STREAM_COMPUTE unless they take a stream ---- */
 
     /* Y[t][o] = sum_i W[o][i] * X[t][i]. W is [n_out][n_in] in its stored type (row-major,
      * rows of okv_type_row_bytes(wtype, n_in) bytes). For quantized W the activations are first
@@ -59,6 +139,9 @@ struct okv_backend {
 
     /* y[i] += x[i] */
     void (*add)(okv_backend *be, float *y, const float *x, int64_t n);
+
+    /* y[t][i] += b[i]; y: [n_tok][dim], b: [dim] (the QKV biases of qwen2-style models). */
+    void (*bias_add)(okv_backend *be, float *y, const float *b, int n_tok, int dim);
 
     /* out[t][:] = row ids[t] of table [n_vocab][dim] (stored type), dequantized to f32. */
     void (*embed)(okv_backend *be, float *out, const void *table, okv_type type,
@@ -90,18 +173,71 @@ struct okv_backend {
     void (*attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                         okv_attn_shape s);
 
-    /* Sizes the attention scratch for contexts of up to max_ctx rows at start-up, so no decode
-     * step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
+    /* The filter layer's selection: scores of the n prompt candidates from logits
+     * [n_heads][n] (or a->window_logits), then out[0..k') = the k' = min(k, n) best positions,
+     * ascending, ties to the lower position; keep_first / keep_last / forced positions always in
+     * it (the lower ones first when k' is short). Returns k' (known on the host at issue time). */
+    int (*select)(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+                  const okv_select_args *a);
+
+    /* out[r] = the index of the largest of x[r][0..n) (the first on ties); x: [n_rows][n]. */
+    void (*argmax)(okv_backend *be, int32_t *out, const float *x, int n_rows, int n);
+
+    /* dst[i][0..row_bytes) = src[idx[i]][0..row_bytes) for i < n; src rows src_stride bytes
+     * apart in registered host memory (the bank), dst rows row_bytes apart in backend memory,
+     * idx in backend memory. Issued on stream. */
+    void (*gather_rows)(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                        size_t row_bytes, const int32_t *idx, int n, int stream);
+
+    /* Sizes the attention and selection scratch for contexts of up to max_ctx rows at
+     * start-up, so no decode step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
     int (*reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
 
     void (*free)(okv_backend *be);
 };
 
+/* The backends a run can ask for (run-config key `backend`). */
+typedef enum okv_backend_kind {
+    OKV_BACKEND_AUTO = 0,   /* cuda when the build has it and a GPU is visible, else cpu */
+    OKV_BACKEND_CPU = 1,
+    OKV_BACKEND_CPU_STRICT = 2,
+    OKV_BACKEND_CUDA = 3,
+} okv_backend_kind;
+
+/* Sizes every backend takes at start-up: scratch for activations of up to max_tok x max_in. */
+typedef struct okv_backend_params {
+    int n_threads; /* CPU backends */
+    int max_tok, max_in;
+    int device;    /* cuda: the GPU ordinal (-1: from the node-local rank) */
+    size_t arena_bytes; /* cpu-strict: all backend memory comes from one arena of this size */
+} okv_backend_params;
+
+/* Builds the backend kind asks for (auto resolved as above). Returns OKV_OK (0) or an
+ * okv_status with okv_last_error set. */
+int okv_backend_init(okv_backend *be, okv_backend_kind kind, const okv_backend_params *p);
 /* The CPU backend with n_threads OpenMP threads and scratch for activations of up to
- * max_tok x max_in. Returns OKV_OK (0) or an okv_status with okv_last_error set. */
+ * max_tok x max_in. */
 int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in);
-/* The reference backend: the *_ref functions below, single-threaded. */
+/* The checking backend: the CPU backend's ops on memory from its own arena of arena_bytes;
+ * every op checks its pointers lie there (or in registered host memory where allowed) and dies
+ * naming the op, the argument and the address otherwise. */
+int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max_in,
+                            size_t arena_bytes);
+/* cpu-strict prints its finding and aborts; a test may install a hook that runs first (and
+ * need not return). */
+typedef void (*okv_strict_fail_fn)(const char *msg);
+void okv_strict_set_fail_hook(okv_strict_fail_fn fn);
+/* The reference backend: the *_ref functions below, single-threaded, on host memory. */
 int okv_backend_ref_init(okv_backend *be);
+#ifdef OMNIKV_HAVE_CUDA
+/* The CUDA backend on GPU `device` (kernels/cuda). */
+int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in);
+#endif
+/* Fills the memory and ordering entries of a backend whose memory is host memory: alloc is
+ * okv_alloc, copies are memcpy (every stream is synchronous), events and sync do nothing. */
+void okv_host_mem_ops(okv_backend *be);
+const char *okv_backend_kind_name(okv_backend_kind k); /* "auto", "cpu", "cpu-strict", "cuda" */
+int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
 /* ---- plain-C references (kernels/ref.c) ---- */
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n);
@@ -125,6 +261,17 @@ void okv_attn_prefill_ref(float *out, const float *q, int n_q, int q_pos0, okv_k
 void okv_attn_decode_ref(float *out, const float *q, const okv_kv_view *views, int n_views,
                          okv_attn_shape s, float *logits);
 void okv_attn_logits_ref(float *logits, const float *q, okv_kv_view kv, okv_attn_shape s);
+void okv_bias_add_ref(float *y, const float *b, int n_tok, int dim);
+void okv_argmax_ref(int32_t *out, const float *x, int n_rows, int n);
+void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
+                         const int32_t *idx, int n);
+/* Selection scores of the n candidates ([n] floats out) as okv_select_args describe. */
+void okv_select_scores_ref(float *score, const float *logits, int n_heads, int n,
+                           const okv_select_args *a);
+/* Raises keep_first / keep_last / forced positions of score[0..n) to +inf. */
+void okv_select_force(float *score, int n, const okv_select_args *a);
+/* The whole selection with a full sort: the reference of the select op. */
+int okv_select_ref(int32_t *out, const float *logits, int n_heads, int n, const okv_select_args *a);
 
 /* Top-k selection over scores[0..n): writes the k' = min(k, n) indices of the largest scores,
  * ascending by index; ties prefer the lower index. Average O(n) (quickselect on a copy kept in

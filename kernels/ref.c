@@ -497,6 +497,94 @@ int okv_topk_ref(int32_t *out, const float *scores, int n, int k) {
     return kk;
 }
 
+/* ---- selection, argmax, bias, gather ----------------------------------------------------------- */
+
+void okv_bias_add_ref(float *y, const float *b, int n_tok, int dim) {
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < dim; i++) y[(int64_t)t * dim + i] += b[i];
+}
+
+void okv_argmax_ref(int32_t *out, const float *x, int n_rows, int n) {
+    for (int r = 0; r < n_rows; r++) {
+        const float *row = x + (int64_t)r * n;
+        int best = 0;
+        for (int j = 1; j < n; j++)
+            if (row[j] > row[best]) best = j;
+        out[r] = best;
+    }
+}
+
+void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
+                         const int32_t *idx, int n) {
+    for (int i = 0; i < n; i++)
+        memcpy((uint8_t *)dst + (size_t)i * row_bytes,
+               (const uint8_t *)src + (size_t)idx[i] * src_stride, row_bytes);
+}
+
+/* Adds weight * max over heads of softmax_h(logits[h])[j] to score[j]. The per-head softmax
+ * statistics come first so each candidate is then one pass over the heads. */
+static void add_softmax_max(const float *logits, int n_heads, int n, float weight, float *score) {
+    float mx[OKV_SELECT_MAX_HEADS], inv[OKV_SELECT_MAX_HEADS];
+    for (int h = 0; h < n_heads; h++) {
+        const float *l = logits + (size_t)h * n;
+        float m = -INFINITY;
+        for (int j = 0; j < n; j++) m = l[j] > m ? l[j] : m;
+        double sum = 0;
+        for (int j = 0; j < n; j++) sum += expf(l[j] - m);
+        mx[h] = m;
+        inv[h] = (float)(1.0 / sum);
+    }
+    for (int j = 0; j < n; j++) {
+        float best = 0;
+        for (int h = 0; h < n_heads; h++) {
+            float v = expf(logits[(size_t)h * n + j] - mx[h]) * inv[h];
+            best = v > best ? v : best;
+        }
+        score[j] += weight * best;
+    }
+}
+
+void okv_select_scores_ref(float *score, const float *logits, int n_heads, int n,
+                           const okv_select_args *a) {
+    OKV_ASSERT(n_heads <= OKV_SELECT_MAX_HEADS);
+    if (a->kind == OKV_SCORE_MAX) {
+        for (int j = 0; j < n; j++) score[j] = logits[j];
+        for (int h = 1; h < n_heads; h++) {
+            const float *l = logits + (size_t)h * n;
+            for (int j = 0; j < n; j++) score[j] = l[j] > score[j] ? l[j] : score[j];
+        }
+        return;
+    }
+    for (int j = 0; j < n; j++) score[j] = 0;
+    if (a->kind == OKV_SCORE_SOFTMAX_MAX) {
+        add_softmax_max(logits, n_heads, n, 1.0f, score);
+        return;
+    }
+    for (int w = 0; w < a->n_win; w++) {
+        float weight = a->kind == OKV_SCORE_WINDOW_EXP ? ldexpf(1.0f, -a->ages[w]) : 1.0f;
+        add_softmax_max(a->window_logits + (size_t)w * n_heads * n, n_heads, n, weight, score);
+    }
+}
+
+/* Forced positions outrank every score; among them the lower position wins if k is short. */
+void okv_select_force(float *score, int n, const okv_select_args *a) {
+    for (int j = 0; j < a->keep_first && j < n; j++) score[j] = INFINITY;
+    for (int j = n - OKV_MIN(a->keep_last, n); j < n; j++) score[j] = INFINITY;
+    for (int i = 0; i < a->n_forced; i++)
+        if (a->forced[i] >= 0 && a->forced[i] < n) score[a->forced[i]] = INFINITY;
+}
+
+int okv_select_ref(int32_t *out, const float *logits, int n_heads, int n, const okv_select_args *a) {
+    if (a->k <= 0 || n <= 0) return 0;
+    float *score = malloc(sizeof(float) * (size_t)n);
+    OKV_ASSERT(score);
+    okv_select_scores_ref(score, logits, n_heads, n, a);
+    okv_select_force(score, n, a);
+    int k = okv_topk_ref(out, score, n, a->k);
+    free(score);
+    return k;
+}
+
 /* ---- the reference backend ------------------------------------------------------------------- */
 
 static void ref_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
@@ -535,6 +623,20 @@ static void ref_attn_logits(okv_backend *be, float *logits, const float *q, okv_
                             okv_attn_shape s) {
     okv_attn_logits_ref(logits, q, kv, s);
 }
+static void ref_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim) {
+    okv_bias_add_ref(y, b, n_tok, dim);
+}
+static int ref_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+                      const okv_select_args *a) {
+    return okv_select_ref(out, logits, n_heads, n, a);
+}
+static void ref_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n) {
+    okv_argmax_ref(out, x, n_rows, n);
+}
+static void ref_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                            size_t row_bytes, const int32_t *idx, int n, int stream) {
+    okv_gather_rows_ref(dst, src, src_stride, row_bytes, idx, n);
+}
 static int ref_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) { return OKV_OK; }
 static void ref_free(okv_backend *be) { be->state = NULL; }
 
@@ -551,8 +653,13 @@ int okv_backend_ref_init(okv_backend *be) {
         .attn_prefill = ref_attn_prefill,
         .attn_decode = ref_attn_decode,
         .attn_logits = ref_attn_logits,
+        .bias_add = ref_bias_add,
+        .select = ref_select,
+        .argmax = ref_argmax,
+        .gather_rows = ref_gather_rows,
         .reserve = ref_reserve,
         .free = ref_free,
     };
+    okv_host_mem_ops(be);
     return OKV_OK;
 }

@@ -11,9 +11,15 @@ static void cpu_free(okv_backend *be) {
         okv_free_mem(st->act);
         okv_free_mem(st->dec);
         okv_free_mem(st->pf);
+        cpu_select_free(st);
         free(st);
     }
     be->state = NULL;
+}
+
+static int cpu_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
+    int st = cpu_attn_reserve(be, s, max_ctx);
+    return st ? st : cpu_select_reserve(be, max_ctx);
 }
 
 int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in) {
@@ -29,9 +35,14 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
         .attn_prefill = cpu_attn_prefill,
         .attn_decode = cpu_attn_decode,
         .attn_logits = cpu_attn_logits,
-        .reserve = cpu_attn_reserve,
+        .bias_add = cpu_bias_add,
+        .select = cpu_select,
+        .argmax = cpu_argmax,
+        .gather_rows = cpu_gather_rows,
+        .reserve = cpu_reserve,
         .free = cpu_free,
     };
+    okv_host_mem_ops(be);
     if (n_threads < 1 || max_tok < 1 || max_in < 1)
         return okv_fail(OKV_ERR_USAGE,
                         "CPU backend needs threads, max tokens and max row length >= 1 (got %d, %d, %d)",

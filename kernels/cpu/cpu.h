@@ -14,6 +14,16 @@
 #define OKV_CPU_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define OKV_CPU_AVX2 1
+/* ---- select.c ---- */
+void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim);
+int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+               const okv_select_args *a);
+void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n);
+void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                     size_t row_bytes, const int32_t *idx, int n, int stream);
+int cpu_select_reserve(okv_backend *be, int max_ctx);
+void cpu_select_free(cpu_state *st);
+
 #endif
 
 /* Fully unrolls the short loops over a tile of tokens or heads so their accumulators live in
@@ -39,6 +49,9 @@ typedef struct cpu_state {
                      * then per (head, chunk) the max, the exp sum and [head_dim] partial outputs */
     size_t dec_cap; /* floats in dec */
     float *pf;      /* [n_threads][cpu_pf_floats()] prefill tiles */
+    float *sel_score, *sel_f; /* [sel_cap] selection scores and quickselect keys */
+    int32_t *sel_i;           /* [sel_cap] quickselect positions */
+    int sel_cap;
 } cpu_state;
 
 /* ---- matmul.c ---- */
@@ -67,5 +80,15 @@ void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_v
                      int n_views, okv_attn_shape s, float *logits);
 void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                      okv_attn_shape s);
+
+/* ---- select.c ---- */
+void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim);
+int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+               const okv_select_args *a);
+void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n);
+void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                     size_t row_bytes, const int32_t *idx, int n, int stream);
+int cpu_select_reserve(okv_backend *be, int max_ctx);
+void cpu_select_free(cpu_state *st);
 
 #endif

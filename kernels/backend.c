@@ -1,0 +1,76 @@
+/* backend.c — what every backend shares: building the one a run asks for, backend kind names,
+ * and the memory and ordering entries of backends whose memory is host memory (cpu, ref).
+ * Tested by tests/unit/test_kernels.c and test_strict.c. */
+#include "backend.h"
+#include "common.h"
+
+#include <string.h>
+
+static void *host_alloc(okv_backend *be, size_t bytes) { return okv_alloc(bytes ? bytes : 1); }
+static void host_mem_free(okv_backend *be, void *p) { okv_free_mem(p); }
+static void host_copy(okv_backend *be, void *dst, const void *src, size_t bytes, okv_copy_kind kind,
+                      int stream) {
+    if (bytes && dst != src) memmove(dst, src, bytes);
+}
+static int host_register(okv_backend *be, void *p, size_t bytes) { return OKV_OK; }
+static void host_unregister(okv_backend *be, void *p) {}
+/* Host backends finish every op before returning, so an event is complete when recorded. */
+static okv_event *host_event_new(okv_backend *be) {
+    static char done;
+    return (okv_event *)&done;
+}
+static void host_event_free(okv_backend *be, okv_event *ev) {}
+static void host_event_record(okv_backend *be, okv_event *ev, int stream) {}
+static void host_event_wait(okv_backend *be, int stream, okv_event *ev) {}
+static void host_sync(okv_backend *be, int stream) {}
+
+void okv_host_mem_ops(okv_backend *be) {
+    be->mem = OKV_MEM_HOST;
+    be->alloc = host_alloc;
+    be->mem_free = host_mem_free;
+    be->copy = host_copy;
+    be->host_register = host_register;
+    be->host_unregister = host_unregister;
+    be->event_new = host_event_new;
+    be->event_free = host_event_free;
+    be->event_record = host_event_record;
+    be->event_wait = host_event_wait;
+    be->sync = host_sync;
+}
+
+static const char *const kind_names[] = {"auto", "cpu", "cpu-strict", "cuda"};
+
+const char *okv_backend_kind_name(okv_backend_kind k) {
+    return k >= 0 && k < (int)(sizeof kind_names / sizeof *kind_names) ? kind_names[k] : "?";
+}
+
+int okv_backend_kind_from_name(const char *name) {
+    for (int i = 0; i < (int)(sizeof kind_names / sizeof *kind_names); i++)
+        if (strcmp(name, kind_names[i]) == 0) return i;
+    return -1;
+}
+
+int okv_backend_init(okv_backend *be, okv_backend_kind kind, const okv_backend_params *p) {
+    memset(be, 0, sizeof *be);
+    switch (kind) {
+    case OKV_BACKEND_AUTO:
+#ifdef OMNIKV_HAVE_CUDA
+        if (okv_backend_cuda_init(be, p->device, p->max_tok, p->max_in) == OKV_OK) return OKV_OK;
+        OKV_INFO("no usable GPU (%s): using the CPU backend", okv_last_error());
+        memset(be, 0, sizeof *be);
+#endif
+        return okv_backend_cpu_init(be, p->n_threads, p->max_tok, p->max_in);
+    case OKV_BACKEND_CPU:
+        return okv_backend_cpu_init(be, p->n_threads, p->max_tok, p->max_in);
+    case OKV_BACKEND_CPU_STRICT:
+        return okv_backend_strict_init(be, p->n_threads, p->max_tok, p->max_in, p->arena_bytes);
+    case OKV_BACKEND_CUDA:
+#ifdef OMNIKV_HAVE_CUDA
+        return okv_backend_cuda_init(be, p->device, p->max_tok, p->max_in);
+#else
+        return okv_fail(OKV_ERR_USAGE, "backend=cuda needs a build with the CUDA toolkit (this one "
+                        "has none); rebuild with -DOMNIKV_CUDA=ON or use backend=cpu");
+#endif
+    }
+    return okv_fail(OKV_ERR_USAGE, "unknown backend kind %d", (int)kind);
+}

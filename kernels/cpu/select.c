@@ -1,0 +1,61 @@
+/* select.c — the CPU backend's small ops around attention: the filter layer's selection (scores,
+ * then quickselect top-k in scratch sized at start-up), argmax for greedy sampling, bias add and
+ * the row gather of bank rows. Compared with kernels/ref.c by tests/unit/test_kernels.c. */
+#include "cpu.h"
+#include "common.h"
+
+#include <string.h>
+
+void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim) {
+    for (int t = 0; t < n_tok; t++) {
+        float *row = y + (int64_t)t * dim;
+        for (int i = 0; i < dim; i++) row[i] += b[i];
+    }
+}
+
+int cpu_select_reserve(okv_backend *be, int max_ctx) {
+    cpu_state *st = be->state;
+    if (max_ctx <= st->sel_cap) return OKV_OK;
+    cpu_select_free(st);
+    st->sel_score = okv_alloc(sizeof(float) * (size_t)max_ctx);
+    st->sel_f = okv_alloc(sizeof(float) * (size_t)max_ctx);
+    st->sel_i = okv_alloc(sizeof(int32_t) * (size_t)max_ctx);
+    if (!st->sel_score || !st->sel_f || !st->sel_i) {
+        cpu_select_free(st);
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate selection scratch for %d tokens", max_ctx);
+    }
+    st->sel_cap = max_ctx;
+    return OKV_OK;
+}
+
+void cpu_select_free(cpu_state *st) {
+    okv_free_mem(st->sel_score);
+    okv_free_mem(st->sel_f);
+    okv_free_mem(st->sel_i);
+    st->sel_score = st->sel_f = NULL;
+    st->sel_i = NULL;
+    st->sel_cap = 0;
+}
+
+int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+               const okv_select_args *a) {
+    cpu_state *st = be->state;
+    if (a->k <= 0 || n <= 0) return 0;
+    OKV_ASSERT(n <= st->sel_cap);
+    okv_select_scores_ref(st->sel_score, logits, n_heads, n, a);
+    okv_select_force(st->sel_score, n, a);
+    return okv_topk(out, st->sel_score, n, a->k, st->sel_f, st->sel_i);
+}
+
+void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n) {
+    okv_argmax_ref(out, x, n_rows, n);
+}
+
+void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                     size_t row_bytes, const int32_t *idx, int n, int stream) {
+    cpu_state *st = be->state;
+#pragma omp parallel for num_threads(st->n_threads) schedule(static) if (n >= 64)
+    for (int i = 0; i < n; i++)
+        memcpy((uint8_t *)dst + (size_t)i * row_bytes,
+               (const uint8_t *)src + (size_t)idx[i] * src_stride, row_bytes);
+}

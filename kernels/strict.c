@@ -1,0 +1,343 @@
+/* strict.c — the checking backend (`backend=cpu-strict`): the CPU backend's ops on memory carved
+ * from one arena of its own, where every op first checks that each pointer it receives (and the
+ * extent it will touch) lies in that arena, or in registered host memory where the table allows
+ * it, and copies check their direction. A host pointer leaking into an op is a named failure (op,
+ * argument, address), found without a GPU. Tested by tests/unit/test_strict.c and by the engine,
+ * runner and pipeline tests run with backend=cpu-strict. */
+#include "backend.h"
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STRICT_MAX_BLOCKS 4096
+#define STRICT_MAX_REGIONS 64
+
+typedef struct strict_block {
+    size_t off, bytes;
+} strict_block;
+
+typedef struct strict_state {
+    okv_backend cpu;      /* the ops that do the work */
+    uint8_t *arena;       /* [arena_bytes] all backend memory */
+    size_t arena_bytes;
+    strict_block blocks[STRICT_MAX_BLOCKS]; /* live allocations, ascending by offset */
+    int n_blocks;
+    struct {
+        const uint8_t *p;
+        size_t bytes;
+    } regions[STRICT_MAX_REGIONS]; /* registered host memory */
+    int n_regions;
+} strict_state;
+
+static okv_strict_fail_fn fail_hook;
+
+void okv_strict_set_fail_hook(okv_strict_fail_fn fn) { fail_hook = fn; }
+
+static void strict_fail(const char *op, const char *arg, const void *p, size_t bytes,
+                        const char *why) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "cpu-strict: %s got %s = %p (%zu bytes), which %s", op, arg, p, bytes,
+             why);
+    if (fail_hook) fail_hook(msg);
+    okv_die(__FILE__, __LINE__, msg);
+}
+
+static bool in_arena(const strict_state *s, const void *p, size_t bytes) {
+    const uint8_t *b = p;
+    return b >= s->arena && b <= s->arena + s->arena_bytes && bytes <= (size_t)(s->arena + s->arena_bytes - b);
+}
+
+static bool in_region(const strict_state *s, const void *p, size_t bytes) {
+    const uint8_t *b = p;
+    for (int i = 0; i < s->n_regions; i++)
+        if (b >= s->regions[i].p && b <= s->regions[i].p + s->regions[i].bytes &&
+            bytes <= (size_t)(s->regions[i].p + s->regions[i].bytes - b))
+            return true;
+    return false;
+}
+
+/* Device memory: must lie in the arena. */
+static void need_dev(const okv_backend *be, const char *op, const char *arg, const void *p,
+                     size_t bytes) {
+    const strict_state *s = be->state;
+    if (!in_arena(s, p, bytes))
+        strict_fail(op, arg, p, bytes, "is not backend memory (a host pointer leaked into an op)");
+}
+
+/* Memory an op may also read in place when it is registered host memory (bank rows). */
+static void need_dev_or_reg(const okv_backend *be, const char *op, const char *arg,
+                            const void *p, size_t bytes) {
+    const strict_state *s = be->state;
+    if (!in_arena(s, p, bytes) && !in_region(s, p, bytes))
+        strict_fail(op, arg, p, bytes, "is neither backend memory nor registered host memory");
+}
+
+static okv_backend *inner(okv_backend *be) { return &((strict_state *)be->state)->cpu; }
+
+/* ---- memory -------------------------------------------------------------------------------- */
+
+static void *st_alloc(okv_backend *be, size_t bytes) {
+    strict_state *s = be->state;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (!bytes) bytes = 64;
+    if (s->n_blocks == STRICT_MAX_BLOCKS) return NULL;
+    size_t off = 0;
+    int at = 0;
+    for (; at < s->n_blocks; at++) { /* first fit between live blocks */
+        if (s->blocks[at].off - off >= bytes) break;
+        off = s->blocks[at].off + s->blocks[at].bytes;
+    }
+    if (off + bytes > s->arena_bytes) return NULL;
+    memmove(&s->blocks[at + 1], &s->blocks[at], sizeof(strict_block) * (size_t)(s->n_blocks - at));
+    s->blocks[at] = (strict_block){off, bytes};
+    s->n_blocks++;
+    memset(s->arena + off, 0, bytes);
+    return s->arena + off;
+}
+
+static void st_mem_free(okv_backend *be, void *p) {
+    strict_state *s = be->state;
+    if (!p) return;
+    for (int i = 0; i < s->n_blocks; i++)
+        if (s->arena + s->blocks[i].off == p) {
+            memmove(&s->blocks[i], &s->blocks[i + 1], sizeof(strict_block) * (size_t)(s->n_blocks - i - 1));
+            s->n_blocks--;
+            return;
+        }
+    strict_fail("mem_free", "p", p, 0, "was not allocated by this backend");
+}
+
+static void st_copy(okv_backend *be, void *dst, const void *src, size_t bytes, okv_copy_kind kind,
+                    int stream) {
+    strict_state *s = be->state;
+    if (kind == OKV_COPY_H2D || kind == OKV_COPY_D2D) need_dev(be, "copy", "dst", dst, bytes);
+    if (kind == OKV_COPY_D2H || kind == OKV_COPY_D2D) need_dev(be, "copy", "src", src, bytes);
+    if (kind == OKV_COPY_H2D && in_arena(s, src, bytes))
+        strict_fail("copy", "src", src, bytes, "is backend memory in a host-to-device copy");
+    if (kind == OKV_COPY_D2H && in_arena(s, dst, bytes))
+        strict_fail("copy", "dst", dst, bytes, "is backend memory in a device-to-host copy");
+    if (bytes && dst != src) memmove(dst, src, bytes);
+}
+
+static int st_host_register(okv_backend *be, void *p, size_t bytes) {
+    strict_state *s = be->state;
+    if (s->n_regions == STRICT_MAX_REGIONS)
+        return okv_fail(OKV_ERR_NOMEM, "cpu-strict registers at most %d host regions", STRICT_MAX_REGIONS);
+    if (in_arena(s, p, bytes))
+        strict_fail("host_register", "p", p, bytes, "is backend memory, not host memory");
+    s->regions[s->n_regions].p = p;
+    s->regions[s->n_regions].bytes = bytes;
+    s->n_regions++;
+    return OKV_OK;
+}
+
+static void st_host_unregister(okv_backend *be, void *p) {
+    strict_state *s = be->state;
+    for (int i = 0; i < s->n_regions; i++)
+        if (s->regions[i].p == p) {
+            s->regions[i] = s->regions[--s->n_regions];
+            return;
+        }
+    strict_fail("host_unregister", "p", p, 0, "was never registered");
+}
+
+/* ---- ops: check, then run the CPU op ------------------------------------------------------------ */
+
+static size_t f32s(int64_t n) { return sizeof(float) * (size_t)n; }
+static size_t i32s(int64_t n) { return sizeof(int32_t) * (size_t)n; }
+
+static void st_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
+                      int n_tok, int n_in, int n_out) {
+    need_dev(be, "matmul", "w", w, okv_type_row_bytes(wtype, n_in) * (size_t)n_out);
+    need_dev(be, "matmul", "x", x, f32s((int64_t)n_tok * n_in));
+    need_dev(be, "matmul", "y", y, f32s((int64_t)n_tok * n_out));
+    inner(be)->matmul(inner(be), y, w, wtype, x, n_tok, n_in, n_out);
+}
+
+static void st_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int n_tok,
+                       int dim, float eps) {
+    need_dev(be, "rmsnorm", "x", x, f32s((int64_t)n_tok * dim));
+    need_dev(be, "rmsnorm", "y", y, f32s((int64_t)n_tok * dim));
+    need_dev(be, "rmsnorm", "w", w, f32s(dim));
+    inner(be)->rmsnorm(inner(be), y, x, w, n_tok, dim, eps);
+}
+
+static void st_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,
+                    int head_dim, const float *inv_freq, int n_freq) {
+    need_dev(be, "rope", "x", x, f32s((int64_t)n_tok * n_heads * head_dim));
+    need_dev(be, "rope", "pos", pos, i32s(n_tok));
+    need_dev(be, "rope", "inv_freq", inv_freq, f32s(n_freq));
+    inner(be)->rope(inner(be), x, pos, n_tok, n_heads, head_dim, inv_freq, n_freq);
+}
+
+static void st_swiglu(okv_backend *be, float *out, const float *gate, const float *up, int64_t n) {
+    need_dev(be, "swiglu", "out", out, f32s(n));
+    need_dev(be, "swiglu", "gate", gate, f32s(n));
+    need_dev(be, "swiglu", "up", up, f32s(n));
+    inner(be)->swiglu(inner(be), out, gate, up, n);
+}
+
+static void st_add(okv_backend *be, float *y, const float *x, int64_t n) {
+    need_dev(be, "add", "y", y, f32s(n));
+    need_dev(be, "add", "x", x, f32s(n));
+    inner(be)->add(inner(be), y, x, n);
+}
+
+static void st_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim) {
+    need_dev(be, "bias_add", "y", y, f32s((int64_t)n_tok * dim));
+    need_dev(be, "bias_add", "b", b, f32s(dim));
+    inner(be)->bias_add(inner(be), y, b, n_tok, dim);
+}
+
+static void st_embed(okv_backend *be, float *out, const void *table, okv_type type,
+                     const int32_t *ids, int n_tok, int dim) {
+    need_dev(be, "embed", "out", out, f32s((int64_t)n_tok * dim));
+    need_dev(be, "embed", "ids", ids, i32s(n_tok));
+    need_dev(be, "embed", "table", table, okv_type_row_bytes(type, dim));
+    inner(be)->embed(inner(be), out, table, type, ids, n_tok, dim);
+}
+
+static void st_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
+                        const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
+    need_dev(be, "kv_store", "src", src, f32s((int64_t)n_tok * row_elems));
+    need_dev(be, "kv_store", "dst_rows", dst_rows, i32s(n_tok));
+    const size_t esz = okv_type_row_bytes(dst_type, 1);
+    for (int t = 0; t < n_tok; t++)
+        need_dev(be, "kv_store", "dst row", (const uint8_t *)dst + (size_t)dst_rows[t] * dst_stride * esz,
+                 (size_t)row_elems * esz);
+    inner(be)->kv_store(inner(be), dst, dst_type, dst_stride, dst_rows, src, n_tok, row_elems);
+}
+
+/* A view's rows: K and V of the last row it visits must lie in the arena or a registered region. */
+static void need_view(okv_backend *be, const char *op, const okv_kv_view *v, okv_attn_shape s) {
+    if (v->n == 0) return;
+    const size_t esz = okv_type_row_bytes(v->type, 1), row = (size_t)s.n_kv_heads * s.head_dim * esz;
+    int64_t last = v->n - 1;
+    if (v->idx) {
+        need_dev(be, op, "view.idx", v->idx, i32s(v->n));
+        last = 0;
+        for (int i = 0; i < v->n; i++) last = v->idx[i] > last ? v->idx[i] : last;
+    }
+    const size_t extent = (size_t)last * v->stride * esz + row;
+    need_dev_or_reg(be, op, "view.k", v->k, extent);
+    need_dev_or_reg(be, op, "view.v", v->v, extent);
+}
+
+static void st_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
+                            okv_kv_view kv, okv_attn_shape s) {
+    const size_t n = f32s((int64_t)n_q * s.n_heads * s.head_dim);
+    need_dev(be, "attn_prefill", "q", q, n);
+    need_dev(be, "attn_prefill", "out", out, n);
+    need_view(be, "attn_prefill", &kv, s);
+    inner(be)->attn_prefill(inner(be), out, q, n_q, q_pos0, kv, s);
+}
+
+static void st_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
+                           int n_views, okv_attn_shape s, float *logits) {
+    const size_t n = f32s((int64_t)s.n_heads * s.head_dim);
+    need_dev(be, "attn_decode", "q", q, n);
+    need_dev(be, "attn_decode", "out", out, n);
+    for (int v = 0; v < n_views; v++) need_view(be, "attn_decode", &views[v], s);
+    if (logits && n_views > 0)
+        need_dev(be, "attn_decode", "logits", logits, f32s((int64_t)s.n_heads * views[0].n));
+    inner(be)->attn_decode(inner(be), out, q, views, n_views, s, logits);
+}
+
+static void st_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
+                           okv_attn_shape s) {
+    need_dev(be, "attn_logits", "q", q, f32s((int64_t)s.n_heads * s.head_dim));
+    need_dev(be, "attn_logits", "logits", logits, f32s((int64_t)s.n_heads * kv.n));
+    need_view(be, "attn_logits", &kv, s);
+    inner(be)->attn_logits(inner(be), logits, q, kv, s);
+}
+
+static int st_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
+                     const okv_select_args *a) {
+    const bool window = a->kind == OKV_SCORE_WINDOW_SUM || a->kind == OKV_SCORE_WINDOW_EXP;
+    if (window)
+        need_dev(be, "select", "window_logits", a->window_logits, f32s((int64_t)a->n_win * n_heads * n));
+    else
+        need_dev(be, "select", "logits", logits, f32s((int64_t)n_heads * n));
+    if (a->k > 0 && n > 0) need_dev(be, "select", "out", out, i32s(a->k < n ? a->k : n));
+    return inner(be)->select(inner(be), out, logits, n_heads, n, a);
+}
+
+static void st_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n) {
+    need_dev(be, "argmax", "x", x, f32s((int64_t)n_rows * n));
+    need_dev(be, "argmax", "out", out, i32s(n_rows));
+    inner(be)->argmax(inner(be), out, x, n_rows, n);
+}
+
+static void st_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                           size_t row_bytes, const int32_t *idx, int n, int stream) {
+    strict_state *s = be->state;
+    if (n == 0) return;
+    need_dev(be, "gather_rows", "dst", dst, row_bytes * (size_t)n);
+    need_dev(be, "gather_rows", "idx", idx, i32s(n));
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = (const uint8_t *)src + (size_t)idx[i] * src_stride;
+        if (!in_region(s, row, row_bytes))
+            strict_fail("gather_rows", "src row", row, row_bytes, "is not registered host memory");
+    }
+    inner(be)->gather_rows(inner(be), dst, src, src_stride, row_bytes, idx, n, stream);
+}
+
+static int st_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
+    return inner(be)->reserve(inner(be), s, max_ctx);
+}
+
+static void st_free(okv_backend *be) {
+    strict_state *s = be->state;
+    if (s) {
+        if (s->cpu.free) s->cpu.free(&s->cpu);
+        okv_free_mem(s->arena);
+        free(s);
+    }
+    be->state = NULL;
+}
+
+int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max_in,
+                            size_t arena_bytes) {
+    strict_state *s = calloc(1, sizeof *s);
+    if (!s) return okv_fail(OKV_ERR_NOMEM, "out of memory for the cpu-strict backend state");
+    int st = okv_backend_cpu_init(&s->cpu, n_threads, max_tok, max_in);
+    if (st) {
+        free(s);
+        return st;
+    }
+    *be = s->cpu; /* the host ordering entries (every stream synchronous) carry over */
+    be->name = "cpu-strict";
+    be->state = s;
+    be->mem = OKV_MEM_DEVICE; /* callers must treat its memory as not host-addressable */
+    be->alloc = st_alloc;
+    be->mem_free = st_mem_free;
+    be->copy = st_copy;
+    be->host_register = st_host_register;
+    be->host_unregister = st_host_unregister;
+    be->matmul = st_matmul;
+    be->rmsnorm = st_rmsnorm;
+    be->rope = st_rope;
+    be->swiglu = st_swiglu;
+    be->add = st_add;
+    be->bias_add = st_bias_add;
+    be->embed = st_embed;
+    be->kv_store = st_kv_store;
+    be->attn_prefill = st_attn_prefill;
+    be->attn_decode = st_attn_decode;
+    be->attn_logits = st_attn_logits;
+    be->select = st_select;
+    be->argmax = st_argmax;
+    be->gather_rows = st_gather_rows;
+    be->reserve = st_reserve;
+    be->free = st_free;
+    s->arena_bytes = arena_bytes;
+    s->arena = okv_alloc(arena_bytes ? arena_bytes : 64);
+    if (!s->arena) {
+        st_free(be);
+        return okv_fail(OKV_ERR_NOMEM, "cpu-strict cannot allocate its arena of %zu bytes",
+                        arena_bytes);
+    }
+    return OKV_OK;
+}
