@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "model/genmodel.h"
+#include "../kernels/backend.h"
 #include "../pipeline/planner.h"
 
 #include "common.h"
@@ -25,6 +26,7 @@ typedef enum key_id {
     KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
     KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
+    KEY_BACKEND, KEY_BANK_GATHER,
 } key_id;
 
 typedef struct config_key {
@@ -84,6 +86,12 @@ static const config_key keys[] = {
     {"trace", KEY_TRACE, "\"\"", "write a Chrome/Perfetto trace of every rank to this file"},
     {"logits_digest", KEY_LOGITS_DIGEST, "false",
      "results carry logits_fnv, a hash of every logits row sampled from"},
+    {"backend", KEY_BACKEND, "auto",
+     "auto (cuda when built with it and a GPU is visible, else cpu) | cpu | cpu-strict (checks "
+     "that every op gets backend memory) | cuda"},
+    {"bank_gather", KEY_BANK_GATHER, "auto",
+     "how sparse layers read selected bank rows: inplace (where they are) | staged (gathered "
+     "into backend memory on the copy stream) | auto (inplace on the CPU, staged on a GPU)"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -329,6 +337,18 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         snprintf(c->trace, sizeof c->trace, "%s", v);
         return OKV_OK;
     case KEY_LOGITS_DIGEST: return set_bool(key, v, &c->logits_digest);
+    case KEY_BACKEND: {
+        int k = okv_backend_kind_from_name(v);
+        if (k < 0) return bad_value(key, v, "one of auto, cpu, cpu-strict, cuda");
+        c->backend = k;
+        return OKV_OK;
+    }
+    case KEY_BANK_GATHER:
+        if (!strcmp(v, "auto")) c->bank_gather = BANK_GATHER_AUTO;
+        else if (!strcmp(v, "inplace")) c->bank_gather = BANK_GATHER_INPLACE;
+        else if (!strcmp(v, "staged")) c->bank_gather = BANK_GATHER_STAGED;
+        else return bad_value(key, v, "one of auto, inplace, staged");
+        return OKV_OK;
     case KEY_REAL_OFFLOAD: return set_bool(key, v, &c->real_offload);
     case KEY_DENSE_MORE: {
         bool b;
@@ -586,6 +606,9 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddStringToObject(o, "transport", config_transport_name(c->transport));
     cJSON_AddStringToObject(o, "trace", c->trace);
     cJSON_AddBoolToObject(o, "logits_digest", c->logits_digest);
+    cJSON_AddStringToObject(o, "backend", okv_backend_kind_name(c->backend));
+    static const char *const gathers[] = {"auto", "inplace", "staged"};
+    cJSON_AddStringToObject(o, "bank_gather", gathers[c->bank_gather]);
     char *s = cJSON_PrintUnformatted(o);
     OKV_ASSERT(s);
     cJSON_Delete(o);

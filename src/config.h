@@ -32,6 +32,13 @@ typedef enum okv_transport_kind {
 
 #define OKV_MAX_STAGES 256
 
+/* How sparse layers read the selected Context Bank rows (DESIGN §5). */
+typedef enum okv_bank_gather {
+    BANK_GATHER_AUTO = 0,    /* inplace on host-memory backends, staged on device ones */
+    BANK_GATHER_INPLACE = 1, /* read the rows where they are */
+    BANK_GATHER_STAGED = 2,  /* gather them into backend memory on the copy stream */
+} okv_bank_gather;
+
 typedef struct okv_run_config {
     /* OmniKV (keys keep the reference implementation's names) */
     okv_policy_kind policy;        /* policy: omnikv | dense */
@@ -69,6 +76,9 @@ typedef struct okv_run_config {
     okv_transport_kind transport;  /* transport: auto | mpi | mpi-cuda | nccl */
     char trace[512];               /* Chrome/Perfetto trace file; "" = none */
     bool logits_digest;            /* results carry logits_fnv (equivalence tests) */
+    /* backend (kernels/backend.h) */
+    int backend;                   /* okv_backend_kind: auto | cpu | cpu-strict | cuda */
+    okv_bank_gather bank_gather;   /* how sparse layers read selected bank rows */
 } okv_run_config;
 
 void config_defaults(okv_run_config *c);
