@@ -117,10 +117,40 @@ int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *grou
 
 void bank_free(okv_bank *b) {
     if (!b) return;
+    if (b->registered && b->mem) b->registered->host_unregister(b->registered, b->mem);
     if (b->mem && b->topo) hwloc_free(b->topo, b->mem, b->bytes);
     if (b->topo) hwloc_topology_destroy(b->topo);
     free(b->groups);
     memset(b, 0, sizeof *b);
+}
+
+int bank_register(okv_bank *b, okv_backend *be) {
+    if (!b->bytes || b->registered) return OKV_OK;
+    int st = be->host_register(be, b->mem, b->bytes);
+    if (st) {
+        okv_error_prefix("registering the Context Bank (%.2f GiB) with the %s backend: ",
+                         b->bytes / 1073741824.0, be->name);
+        return st;
+    }
+    b->registered = be;
+    return OKV_OK;
+}
+
+size_t bank_group_row_bytes(const okv_bank *b, int group) {
+    return (size_t)b->groups[group].row_elems * okv_type_row_bytes(b->type, 1);
+}
+
+uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot) {
+    OKV_ASSERT(slot >= 0 && slot < b->max_slots);
+    return b->groups[group].base + (size_t)slot * b->max_rows * bank_group_row_bytes(b, group);
+}
+
+void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx, int n,
+                 void *dst, int stream) {
+    const size_t row = bank_group_row_bytes(b, group);
+    be->gather_rows(be, dst, bank_slot_rows(b, group, slot), row, row, idx, n, stream);
+    b->rows_read += (uint64_t)n * (uint64_t)b->groups[group].n_layers; /* per layer, as in place */
+    b->bytes_read += (uint64_t)n * row;
 }
 
 void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t *stride) {

@@ -31,8 +31,9 @@ typedef struct okv_bank {
     int numa_node;          /* where it landed (-1 unknown) */
     bool bound;             /* membind succeeded and was verified */
     void *topo;             /* hwloc_topology_t */
+    okv_backend *registered; /* the backend the memory is registered (pinned) with, or NULL */
     /* accounting */
-    uint64_t rows_written, rows_read, bytes_read;
+    uint64_t rows_written, rows_read, bytes_read; /* rows_read counts (row, layer) pairs */
 } okv_bank;
 
 /* group_first/group_n: per group, the first sparse layer and how many follow (n = 0: none here).
@@ -45,6 +46,17 @@ void bank_free(okv_bank *b);
 okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const int32_t *idx, int n);
 /* Pointer to K of (group, layer, slot, row 0) and the row stride, for kv_store. */
 void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t *stride);
+/* Registers the bank's memory with a backend so its ops may read rows in place and gather them
+ * (bank_free unregisters). */
+int bank_register(okv_bank *b, okv_backend *be);
+/* Bytes of one row of a group (every sparse layer's K and V of one token). */
+size_t bank_group_row_bytes(const okv_bank *b, int group);
+/* Row 0 of (group, slot): rows of prompt positions follow bank_group_row_bytes apart. */
+uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot);
+/* Issues on stream the copy of (group, slot)'s rows idx[0..n) (backend memory) into dst, n rows
+ * of bank_group_row_bytes in backend memory, and counts them as read. */
+void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx, int n,
+                 void *dst, int stream);
 /* One line: bytes, node, binding, for the start-up log. */
 void bank_describe(const okv_bank *b, char *buf, size_t cap);
 

@@ -5,12 +5,38 @@
 #include "common.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
-static void *host_alloc(okv_backend *be, size_t bytes) { return okv_alloc(bytes ? bytes : 1); }
-static void host_mem_free(okv_backend *be, void *p) { okv_free_mem(p); }
+/* Backend memory of host backends is anonymous mmap: zero pages that become resident only when
+ * written, so a KV cache sized for the longest context costs what the sequences use. One page in
+ * front of the block holds its mapped size. */
+#define HOST_HDR 4096
+
+void *okv_host_alloc_lazy(size_t bytes) {
+    size_t total = HOST_HDR + (bytes ? bytes : 1);
+    uint8_t *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    *(size_t *)p = total;
+    return p + HOST_HDR;
+}
+
+void okv_host_free_lazy(void *p) {
+    if (!p) return;
+    uint8_t *b = (uint8_t *)p - HOST_HDR;
+    munmap(b, *(size_t *)b);
+}
+
+static void *host_alloc(okv_backend *be, size_t bytes) { return okv_host_alloc_lazy(bytes); }
+static void host_mem_free(okv_backend *be, void *p) { okv_host_free_lazy(p); }
 static void host_copy(okv_backend *be, void *dst, const void *src, size_t bytes, okv_copy_kind kind,
                       int stream) {
     if (bytes && dst != src) memmove(dst, src, bytes);
+}
+static void host_copy_2d(okv_backend *be, void *dst, size_t dst_pitch, const void *src,
+                         size_t src_pitch, size_t width, size_t height, okv_copy_kind kind,
+                         int stream) {
+    for (size_t r = 0; r < height; r++)
+        memmove((uint8_t *)dst + r * dst_pitch, (const uint8_t *)src + r * src_pitch, width);
 }
 static int host_register(okv_backend *be, void *p, size_t bytes) { return OKV_OK; }
 static void host_unregister(okv_backend *be, void *p) {}
@@ -29,6 +55,7 @@ void okv_host_mem_ops(okv_backend *be) {
     be->alloc = host_alloc;
     be->mem_free = host_mem_free;
     be->copy = host_copy;
+    be->copy_2d = host_copy_2d;
     be->host_register = host_register;
     be->host_unregister = host_unregister;
     be->event_new = host_event_new;

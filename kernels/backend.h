@@ -100,6 +100,9 @@ struct okv_backend {
      * memory registered, or kept unchanged until the stream passes it. */
     void (*copy)(okv_backend *be, void *dst, const void *src, size_t bytes, okv_copy_kind kind,
                  int stream);
+    /* A strided copy: height rows of width bytes, rows dst_pitch / src_pitch bytes apart. */
+    void (*copy_2d)(okv_backend *be, void *dst, size_t dst_pitch, const void *src,
+                    size_t src_pitch, size_t width, size_t height, okv_copy_kind kind, int stream);
     /* Registers (pins) host memory so asynchronous copies and ops may read it; OKV_OK or a
      * status with okv_last_error set. */
     int (*host_register)(okv_backend *be, void *p, size_t bytes);
@@ -236,6 +239,9 @@ int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in);
 /* Fills the memory and ordering entries of a backend whose memory is host memory: alloc is
  * okv_alloc, copies are memcpy (every stream is synchronous), events and sync do nothing. */
 void okv_host_mem_ops(okv_backend *be);
+/* Zeroed host memory committed as it is written (page aligned); the host backends' alloc. */
+void *okv_host_alloc_lazy(size_t bytes);
+void okv_host_free_lazy(void *p);
 const char *okv_backend_kind_name(okv_backend_kind k); /* "auto", "cpu", "cpu-strict", "cuda" */
 int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 

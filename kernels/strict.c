@@ -93,8 +93,7 @@ static void *st_alloc(okv_backend *be, size_t bytes) {
     memmove(&s->blocks[at + 1], &s->blocks[at], sizeof(strict_block) * (size_t)(s->n_blocks - at));
     s->blocks[at] = (strict_block){off, bytes};
     s->n_blocks++;
-    memset(s->arena + off, 0, bytes);
-    return s->arena + off;
+    return s->arena + off; /* zero: the arena is fresh pages and freed blocks are cleared */
 }
 
 static void st_mem_free(okv_backend *be, void *p) {
@@ -102,6 +101,7 @@ static void st_mem_free(okv_backend *be, void *p) {
     if (!p) return;
     for (int i = 0; i < s->n_blocks; i++)
         if (s->arena + s->blocks[i].off == p) {
+            memset(p, 0, s->blocks[i].bytes);
             memmove(&s->blocks[i], &s->blocks[i + 1], sizeof(strict_block) * (size_t)(s->n_blocks - i - 1));
             s->n_blocks--;
             return;
@@ -119,6 +119,20 @@ static void st_copy(okv_backend *be, void *dst, const void *src, size_t bytes, o
     if (kind == OKV_COPY_D2H && in_arena(s, dst, bytes))
         strict_fail("copy", "dst", dst, bytes, "is backend memory in a device-to-host copy");
     if (bytes && dst != src) memmove(dst, src, bytes);
+}
+
+static void st_copy_2d(okv_backend *be, void *dst, size_t dst_pitch, const void *src,
+                       size_t src_pitch, size_t width, size_t height, okv_copy_kind kind, int stream) {
+    strict_state *s = be->state;
+    if (height == 0) return;
+    const size_t dst_ext = (height - 1) * dst_pitch + width, src_ext = (height - 1) * src_pitch + width;
+    if (kind == OKV_COPY_H2D || kind == OKV_COPY_D2D) need_dev(be, "copy_2d", "dst", dst, dst_ext);
+    if (kind == OKV_COPY_D2H || kind == OKV_COPY_D2D) need_dev(be, "copy_2d", "src", src, src_ext);
+    if (kind == OKV_COPY_H2D && in_arena(s, src, src_ext))
+        strict_fail("copy_2d", "src", src, src_ext, "is backend memory in a host-to-device copy");
+    if (kind == OKV_COPY_D2H && in_arena(s, dst, dst_ext))
+        strict_fail("copy_2d", "dst", dst, dst_ext, "is backend memory in a device-to-host copy");
+    s->cpu.copy_2d(&s->cpu, dst, dst_pitch, src, src_pitch, width, height, kind, stream);
 }
 
 static int st_host_register(okv_backend *be, void *p, size_t bytes) {
@@ -292,7 +306,7 @@ static void st_free(okv_backend *be) {
     strict_state *s = be->state;
     if (s) {
         if (s->cpu.free) s->cpu.free(&s->cpu);
-        okv_free_mem(s->arena);
+        okv_host_free_lazy(s->arena);
         free(s);
     }
     be->state = NULL;
@@ -314,6 +328,7 @@ int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max
     be->alloc = st_alloc;
     be->mem_free = st_mem_free;
     be->copy = st_copy;
+    be->copy_2d = st_copy_2d;
     be->host_register = st_host_register;
     be->host_unregister = st_host_unregister;
     be->matmul = st_matmul;
@@ -333,7 +348,7 @@ int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max
     be->reserve = st_reserve;
     be->free = st_free;
     s->arena_bytes = arena_bytes;
-    s->arena = okv_alloc(arena_bytes ? arena_bytes : 64);
+    s->arena = okv_host_alloc_lazy(arena_bytes);
     if (!s->arena) {
         st_free(be);
         return okv_fail(OKV_ERR_NOMEM, "cpu-strict cannot allocate its arena of %zu bytes",

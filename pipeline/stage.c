@@ -21,16 +21,8 @@ enum { TAG_FWD = 100, TAG_RET = 110 };
 static void metrics_accumulate(okv_metrics *acc, const okv_metrics *a, const okv_metrics *b) {
     okv_metrics d;
     engine_metrics_diff(&d, a, b);
-    acc->rows_dense += d.rows_dense;
-    acc->rows_filter += d.rows_filter;
-    acc->rows_sparse += d.rows_sparse;
-    acc->bytes_kv += d.bytes_kv;
-    acc->bytes_weights += d.bytes_weights;
-    acc->t_select += d.t_select;
-    acc->t_attn_dense += d.t_attn_dense;
-    acc->t_attn_sparse += d.t_attn_sparse;
-    acc->t_matmul += d.t_matmul;
-    acc->t_other += d.t_other;
+    d.steps = 0;
+    engine_metrics_add(acc, &d);
 }
 
 static _Noreturn void stage_fail(int line, const char *fmt, const char *detail) {
@@ -192,11 +184,6 @@ static int load_stage(pipe_ctx *pc, const char *path) {
         pc->x = okv_alloc(sizeof(float) * (size_t)en->max_tok * pc->dim);
         pc->n_prompt = calloc((size_t)en->max_slots, sizeof *pc->n_prompt);
         if (!pc->x || !pc->n_prompt) return okv_fail(OKV_ERR_NOMEM, "cannot allocate stage buffers");
-    }
-    if (pc->last) {
-        pc->logits = okv_alloc(sizeof(float) * (size_t)en->max_slots * pc->model.cfg.n_vocab);
-        if (!pc->logits)
-            return okv_fail(OKV_ERR_NOMEM, "cannot allocate logits for %d sequences", en->max_slots);
     }
     return OKV_OK;
 }
@@ -421,9 +408,10 @@ static int fwd_prefill(void *ctx, int mb, int slot, const int32_t *ids, int pos0
     pipe_ctx *pc = ctx;
     okv_engine *e = &pc->eng;
     double t0 = okv_now_s();
-    engine_embed(e, ids, n, pc->x);
-    int st = engine_prefill(e, slot, pos0, n, pc->x);
+    engine_embed(e, ids, n);
+    int st = engine_prefill(e, slot, pos0, n);
     if (st) return st;
+    engine_x_store(e, pc->x, n);
     pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), mb, n, slot, 0.0);
     okv_sample_req none = {.slot = slot};
     pipe_seq seq = seq_of(last ? last : &none, pos0, pc->n_prompt[slot], last ? PIPE_SEQ_SAMPLE : 0);
@@ -442,9 +430,10 @@ static int fwd_decode(void *ctx, int mb, const okv_sample_req *seqs, const int32
     }
     okv_metrics before = e->metrics, delta;
     double t0 = okv_now_s();
-    engine_embed(e, ids, n, pc->x);
-    int st = engine_decode(e, pc->slots, n, pc->x);
+    engine_embed(e, ids, n);
+    int st = engine_decode(e, pc->slots, n);
     if (st) return st;
+    engine_x_store(e, pc->x, n);
     pipe_trace_add(&pc->trace, TRACE_DECODE, t0, okv_now_s(), mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
     engine_metrics_diff(&delta, &before, &e->metrics);
@@ -526,20 +515,22 @@ static void stage_prefill(pipe_ctx *pc, const pipe_msg *m, float *x) {
         stage_fail(__LINE__, "stage messages out of order: %s", what);
     }
     double t0 = okv_now_s();
-    if (engine_prefill(e, sq->slot, sq->pos, n_tok, x))
+    engine_x_load(e, x, n_tok);
+    if (engine_prefill(e, sq->slot, sq->pos, n_tok))
         stage_fail(__LINE__, "prefill failed: %s", okv_last_error());
     pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), m->hdr->mb, n_tok, sq->slot, 0.0);
     if (!pc->last) {
+        engine_x_store(e, x, n_tok);
         send_prefill(pc, m->hdr->mb, sq, n_tok, x);
         return;
     }
     if (!(sq->flags & PIPE_SEQ_SAMPLE)) return;
     const int nv = pc->model.cfg.n_vocab;
     double t1 = okv_now_s();
-    engine_head(e, x + (size_t)(n_tok - 1) * pc->dim, 1, pc->logits);
+    const float *logits = engine_head(e, n_tok - 1, 1);
     okv_sample_req q = req_of(sq);
     okv_sampled out;
-    forward_sample(&pc->sampler, pc->logits, nv, &q, pc->rc.logits_digest, &out);
+    forward_sample(&pc->sampler, logits, nv, &q, pc->rc.logits_digest, &out);
     pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr->mb, 1, sq->slot, 0.0);
     okv_metrics none;
     memset(&none, 0, sizeof none);
@@ -574,23 +565,25 @@ static void stage_decode(pipe_ctx *pc, const pipe_msg *m, float *x) {
     }
     okv_metrics before = e->metrics;
     double t0 = okv_now_s();
-    if (engine_decode(e, pc->slots, n, x)) stage_fail(__LINE__, "decode failed: %s", okv_last_error());
+    engine_x_load(e, x, n);
+    if (engine_decode(e, pc->slots, n)) stage_fail(__LINE__, "decode failed: %s", okv_last_error());
     double t1 = okv_now_s();
     pipe_trace_add(&pc->trace, TRACE_DECODE, t0, t1, m->hdr->mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
     if (!pc->last) {
         metrics_accumulate(m->metrics, &before, &e->metrics);
+        engine_x_store(e, x, n);
         send_decode(pc, m->hdr->mb, m->seqs, n, x, m->metrics);
         return;
     }
     const int nv = pc->model.cfg.n_vocab;
     okv_sampled *out = pc->outbuf;
-    engine_head(e, x, n, pc->logits);
+    const float *logits = engine_head(e, 0, n);
     /* after the head, whose matmul one rank counts too, so the time splits agree */
     metrics_accumulate(m->metrics, &before, &e->metrics);
     for (int i = 0; i < n; i++) {
         okv_sample_req q = req_of(&m->seqs[i]);
-        forward_sample(&pc->sampler, pc->logits + (size_t)i * nv, nv, &q, pc->rc.logits_digest, &out[i]);
+        forward_sample(&pc->sampler, logits + (size_t)i * nv, nv, &q, pc->rc.logits_digest, &out[i]);
     }
     pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr->mb, n, -1, 0.0);
     send_return(pc, PIPE_MSG_TOKENS, m->hdr->mb, out, n, m->metrics);
@@ -669,7 +662,6 @@ void pipe_free(pipe_ctx *pc) {
     pipe_trace_free(&pc->trace);
     sampler_free(&pc->sampler);
     okv_free_mem(pc->x);
-    okv_free_mem(pc->logits);
     free(pc->slots);
     free(pc->seqbuf);
     free(pc->outbuf);

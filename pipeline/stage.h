@@ -52,7 +52,6 @@ typedef struct pipe_ctx {
     int64_t ret_seqno;
 
     float *x;           /* [max_tok][dim] stage-0 hidden states */
-    float *logits;      /* last stage: [max_slots][n_vocab] */
     okv_sampler sampler;
     int *slots;         /* [max_slots] */
     pipe_seq *seqbuf;   /* [max_slots] stage 0's step descriptions */

@@ -1,7 +1,9 @@
 /* engine.c — forward pass of a layer range with OmniKV roles (DESIGN §3.2, §4): chunked prefill
  * with full causal attention; decode steps where filter layers pick each slot's index set from
- * the logits their attention computes anyway, and sparse layers read only those bank rows plus
- * the generated tail. Tested by tests/model/ (vs llama.cpp) and tests/unit/test_omnikv.c. */
+ * the logits their attention computes anyway, and sparse layers read only those bank rows (in
+ * place, or gathered into backend memory on the copy stream while the wait layers run) plus the
+ * generated tail. Every buffer is backend memory carved from one arena at start-up. Tested by
+ * tests/model/ (vs llama.cpp) and tests/unit/test_omnikv.c. */
 #include "engine.h"
 
 #include "../common.h"
@@ -15,6 +17,11 @@ static size_t kv_esz(const okv_engine *e) { return okv_type_row_bytes(e->rc->kv_
 
 static bool layer_in_bank(const okv_engine *e, int l) {
     return e->plan.role[l] == ROLE_SPARSE && e->rc->real_offload;
+}
+
+/* Whether group g has sparse layers whose prompt KV is in this range's bank. */
+static bool group_in_bank(const okv_engine *e, int g) {
+    return g >= 0 && g < e->bank.n_groups && e->bank.groups[g].n_layers > 0;
 }
 
 /* Cache rows of layer l for a slot: [max_ctx][kv_dim]. */
@@ -36,9 +43,228 @@ static okv_kv_view cache_view(const okv_engine *e, void *const *ks, void *const 
     return v;
 }
 
-static void *alloc_lazy(size_t bytes, size_t *total) {
-    *total += bytes;
-    return calloc(1, bytes ? bytes : 1); /* large callocs are fresh pages: resident when written */
+/* ---- start-up: sizes, the arena, the weights ------------------------------------------------ */
+
+/* Lays buffers out one after another (256-byte aligned) from base; with base NULL it only
+ * counts, so the same walk sizes the arena and then carves it. */
+typedef struct carver {
+    uint8_t *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + 255) & ~(size_t)255;
+    return p;
+}
+
+static void layout(okv_engine *e, carver *c) {
+    const okv_model_config *m = &e->model->cfg;
+    const size_t T = (size_t)e->max_tok, F = sizeof(float), I = sizeof(int32_t);
+    const size_t per_layer = (size_t)e->max_slots * e->max_ctx * e->kv_dim * kv_esz(e);
+    for (int l = e->layer_begin; l < e->layer_end; l++) {
+        void **k = layer_in_bank(e, l) ? e->tail_k : e->cache_k;
+        void **v = layer_in_bank(e, l) ? e->tail_v : e->cache_v;
+        k[l] = carve(c, per_layer);
+        v[l] = carve(c, per_layer);
+    }
+    e->x = carve(c, F * T * m->dim);
+    e->xn = carve(c, F * T * m->dim);
+    e->q = carve(c, F * T * e->q_dim);
+    e->kbuf = carve(c, F * T * e->kv_dim);
+    e->vbuf = carve(c, F * T * e->kv_dim);
+    e->att = carve(c, F * T * e->q_dim);
+    e->gate = carve(c, F * T * m->ffn_dim);
+    e->up = carve(c, F * T * m->ffn_dim);
+    e->tmp = carve(c, F * T * m->dim);
+    e->logits = e->model->output.data ? carve(c, F * T * m->n_vocab) : NULL;
+    e->ids = carve(c, I * T);
+    e->pos = carve(c, I * T);
+    e->rows = carve(c, I * T);
+    e->iota = carve(c, I * T);
+    e->w.rope_inv_freq = carve(c, F * (size_t)(m->rope_dim / 2));
+    e->logits_sel = carve(c, F * m->n_heads * e->max_ctx); /* selection scores, or a probe's */
+    if (e->n_groups > 0) {
+        const size_t nsel = (size_t)e->max_slots * e->n_groups;
+        e->sel = carve(c, I * nsel * e->max_ctx);
+        if (e->window) {
+            e->win_q = carve(c, F * nsel * e->window * e->q_dim);
+            e->win_prompt = carve(c, F * nsel * e->window * e->q_dim);
+            e->logits_win = carve(c, F * e->window * m->n_heads * e->max_ctx);
+        }
+    }
+    for (int g = 0; g < e->n_groups; g++) {
+        if (!group_in_bank(e, g)) continue;
+        const size_t row = bank_group_row_bytes(&e->bank, g);
+        e->chunk[g] = carve(c, row * T);
+        if (e->staged) e->stage[g] = carve(c, row * (size_t)e->max_slots * e->stage_rows);
+    }
+}
+
+/* Bytes of every tensor the range uses, for an upload. */
+static void weights_walk(okv_engine *e, carver *c, bool copy) {
+    const okv_model *m = e->model;
+    okv_backend *be = &e->be;
+    const okv_tensor *src[3] = {&m->tok_embd, &m->output_norm, &m->output};
+    okv_tensor *dst[3] = {&e->w.tok_embd, &e->w.output_norm, &e->w.output};
+    for (int l = e->layer_begin; l < e->layer_end; l++) {
+        const okv_tensor *s = &m->layers[l].attn_norm;
+        okv_tensor *d = &e->w.layers[l].attn_norm;
+        for (size_t i = 0; i < sizeof(okv_layer_weights) / sizeof(okv_tensor); i++) {
+            d[i] = s[i];
+            if (!s[i].data) continue;
+            const size_t bytes = model_tensor_bytes(&s[i]);
+            d[i].data = carve(c, bytes);
+            if (copy) be->copy(be, (void *)d[i].data, s[i].data, bytes, OKV_COPY_H2D, OKV_STREAM_SYNC);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        *dst[i] = *src[i];
+        if (!src[i]->data) continue;
+        if (i == 2 && src[2]->data == src[0]->data) { /* tied output head */
+            dst[2]->data = dst[0]->data;
+            continue;
+        }
+        const size_t bytes = model_tensor_bytes(src[i]);
+        dst[i]->data = carve(c, bytes);
+        if (copy) be->copy(be, (void *)dst[i]->data, src[i]->data, bytes, OKV_COPY_H2D, OKV_STREAM_SYNC);
+    }
+}
+
+/* Weights in backend memory: host backends point into the model's mapping, others get one
+ * allocation and a copy. */
+static int weights_upload(okv_engine *e) {
+    const okv_model *m = e->model;
+    if (e->be.mem == OKV_MEM_HOST) {
+        for (int l = e->layer_begin; l < e->layer_end; l++) e->w.layers[l] = m->layers[l];
+        e->w.tok_embd = m->tok_embd;
+        e->w.output_norm = m->output_norm;
+        e->w.output = m->output;
+        return OKV_OK;
+    }
+    carver c = {0};
+    weights_walk(e, &c, false);
+    e->w.mem = e->be.alloc(&e->be, c.off);
+    if (!e->w.mem)
+        return okv_fail(OKV_ERR_NOMEM, "the weights of layers %d-%d need %zu bytes of %s memory and "
+                        "could not be allocated; use more pipeline ranks",
+                        e->layer_begin, e->layer_end - 1, c.off, e->be.name);
+    c = (carver){.base = e->w.mem};
+    weights_walk(e, &c, true);
+    return OKV_OK;
+}
+
+static int init_groups(okv_engine *e) {
+    int *first = calloc((size_t)e->n_groups, sizeof(int));
+    int *cnt = calloc((size_t)e->n_groups, sizeof(int));
+    OKV_ASSERT(first && cnt);
+    for (int l = e->layer_begin; l < e->layer_end; l++) {
+        if (!layer_in_bank(e, l)) continue;
+        int g = e->plan.group[l];
+        if (cnt[g]++ == 0) first[g] = l;
+    }
+    int st = bank_init(&e->bank, e->n_groups, first, cnt, e->kv_dim, e->rc->kv_type,
+                       e->max_slots, e->max_ctx);
+    free(first);
+    free(cnt);
+    return st;
+}
+
+/* Whether group g's index set is needed past this range (a later stage's sparse layers). */
+static bool group_crosses_end(const okv_engine *e, int g) {
+    const int n_layers = e->model->cfg.n_layers;
+    const int end = g + 1 < e->n_groups ? e->plan.filters[g + 1] : n_layers;
+    return e->plan.filters[g] < e->layer_end && end > e->layer_end;
+}
+
+static int engine_init_inner(okv_engine *e) {
+    const okv_run_config *rc = e->rc;
+    const okv_model_config *c = &e->model->cfg;
+    int st = policy_plan_init(&e->plan, rc, c->n_layers);
+    if (st) return st;
+    e->n_groups = e->plan.n_groups;
+    e->window = e->n_groups > 0 && config_selector_is_window(rc->selector) ? rc->window_size : 0;
+
+    e->cache_k = calloc((size_t)c->n_layers, sizeof(void *));
+    e->cache_v = calloc((size_t)c->n_layers, sizeof(void *));
+    e->tail_k = calloc((size_t)c->n_layers, sizeof(void *));
+    e->tail_v = calloc((size_t)c->n_layers, sizeof(void *));
+    e->w.layers = calloc((size_t)c->n_layers, sizeof *e->w.layers);
+    e->slots = calloc((size_t)e->max_slots, sizeof *e->slots);
+    e->stage = calloc((size_t)e->n_groups + 1, sizeof *e->stage);
+    e->chunk = calloc((size_t)e->n_groups + 1, sizeof *e->chunk);
+    e->ev_select = calloc((size_t)e->n_groups + 1, sizeof *e->ev_select);
+    e->ev_gather = calloc((size_t)e->n_groups + 1, sizeof *e->ev_gather);
+    e->sel_n = calloc((size_t)e->max_slots * e->n_groups + 1, sizeof *e->sel_n);
+    e->pos_host = calloc((size_t)e->max_tok, sizeof(int32_t));
+    e->rows_host = calloc((size_t)e->max_tok, sizeof(int32_t));
+    OKV_ASSERT(e->cache_k && e->cache_v && e->tail_k && e->tail_v && e->w.layers && e->slots &&
+               e->stage && e->chunk && e->ev_select && e->ev_gather && e->sel_n && e->pos_host &&
+               e->rows_host);
+    if (e->n_groups > 0 && (st = init_groups(e))) return st;
+
+    /* Staging holds the most rows a selection can take: the budget at the longest prompt. */
+    e->stage_rows = OKV_MIN(e->max_ctx, config_budget(rc, e->max_ctx - 1));
+    carver sizing = {0};
+    layout(e, &sizing);
+    e->arena_bytes = sizing.off;
+
+    const int max_in = OKV_MAX(OKV_MAX(c->dim, c->ffn_dim), e->q_dim);
+    const okv_backend_params bp = {
+        .n_threads = rc->threads > 0 ? rc->threads : omp_get_num_procs(),
+        .max_tok = e->max_tok,
+        .max_in = max_in,
+        .device = -1,
+        .arena_bytes = e->arena_bytes + model_layer_bytes(e->model, e->layer_begin, e->layer_end) +
+                       model_tensor_bytes(&e->model->tok_embd) + model_tensor_bytes(&e->model->output) +
+                       model_tensor_bytes(&e->model->output_norm) + ((size_t)64 << 20),
+    };
+    if ((st = okv_backend_init(&e->be, (okv_backend_kind)rc->backend, &bp))) return st;
+    e->staged = rc->bank_gather == BANK_GATHER_STAGED ||
+                (rc->bank_gather == BANK_GATHER_AUTO && e->be.mem == OKV_MEM_DEVICE);
+    if (e->staged) { /* staging buffers change the layout */
+        sizing = (carver){0};
+        layout(e, &sizing);
+        e->arena_bytes = sizing.off;
+    }
+    if ((st = e->be.reserve(&e->be, e->shape, e->max_ctx))) return st;
+    if ((st = weights_upload(e))) return st;
+
+    e->arena = e->be.alloc(&e->be, e->arena_bytes);
+    if (!e->arena)
+        return okv_fail(OKV_ERR_NOMEM,
+                        "the KV cache, index sets and scratch need %zu bytes of %s memory for %d "
+                        "slot(s) of %d tokens and could not be allocated; lower max_context_len or "
+                        "max_batch, or use more pipeline ranks",
+                        e->arena_bytes, e->be.name, e->max_slots, e->max_ctx);
+    carver carving = {.base = e->arena};
+    layout(e, &carving);
+    OKV_ASSERT(carving.off == e->arena_bytes);
+
+    if (e->bank.bytes && (st = bank_register(&e->bank, &e->be))) return st;
+    for (int g = 0; g < e->n_groups; g++) {
+        if (!e->staged || !group_in_bank(e, g)) continue;
+        e->ev_select[g] = e->be.event_new(&e->be);
+        e->ev_gather[g] = e->be.event_new(&e->be);
+        if (!e->ev_select[g] || !e->ev_gather[g])
+            return okv_fail(OKV_ERR_NOMEM, "the %s backend cannot create gather events", e->be.name);
+    }
+
+    /* Host mirrors and constants. */
+    e->logits_host = e->logits ? okv_alloc(sizeof(float) * (size_t)e->max_tok * c->n_vocab) : NULL;
+    bool crosses = false;
+    for (int g = 0; g < e->n_groups; g++) crosses |= group_crosses_end(e, g);
+    if (crosses)
+        e->sel_host = calloc((size_t)e->max_slots * e->n_groups * e->max_ctx, sizeof(int32_t));
+    if ((e->logits && !e->logits_host) || (crosses && !e->sel_host))
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate the engine's host buffers (logits of %d "
+                        "tokens, index sets of %d slots)", e->max_tok, e->max_slots);
+    for (int i = 0; i < e->max_tok; i++) e->rows_host[i] = i;
+    e->be.copy(&e->be, e->iota, e->rows_host, sizeof(int32_t) * (size_t)e->max_tok, OKV_COPY_H2D,
+               OKV_STREAM_SYNC);
+    e->be.copy(&e->be, e->w.rope_inv_freq, e->model->rope_inv_freq,
+               sizeof(float) * (size_t)(c->rope_dim / 2), OKV_COPY_H2D, OKV_STREAM_SYNC);
+    return OKV_OK;
 }
 
 int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int layer_begin,
@@ -61,131 +287,55 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
         .scale = m->rope_mscale * m->rope_mscale / sqrtf((float)c->head_dim),
     };
     e->weight_bytes = model_layer_bytes(m, layer_begin, layer_end);
-    int st = policy_plan_init(&e->plan, rc, c->n_layers);
-    if (st) return st;
-    e->n_groups = e->plan.n_groups;
-    int threads = rc->threads > 0 ? rc->threads : omp_get_num_procs();
-    int max_in = OKV_MAX(OKV_MAX(c->dim, c->ffn_dim), e->q_dim);
-    if ((st = okv_backend_cpu_init(&e->be, threads, e->max_tok, max_in)) ||
-        (st = e->be.reserve(&e->be, e->shape, e->max_ctx)))
-        return st;
-
-    size_t total = 0, esz = kv_esz(e);
-    size_t per_layer = (size_t)max_slots * e->max_ctx * e->kv_dim * esz;
-    e->cache_k = calloc((size_t)c->n_layers, sizeof(void *));
-    e->cache_v = calloc((size_t)c->n_layers, sizeof(void *));
-    e->tail_k = calloc((size_t)c->n_layers, sizeof(void *));
-    e->tail_v = calloc((size_t)c->n_layers, sizeof(void *));
-    OKV_ASSERT(e->cache_k && e->cache_v && e->tail_k && e->tail_v);
-    bool oom = false;
-    for (int l = layer_begin; l < layer_end; l++) {
-        void **k = layer_in_bank(e, l) ? e->tail_k : e->cache_k;
-        void **v = layer_in_bank(e, l) ? e->tail_v : e->cache_v;
-        k[l] = alloc_lazy(per_layer, &total);
-        v[l] = alloc_lazy(per_layer, &total);
-        oom |= !k[l] || !v[l];
-    }
-    if (oom) {
-        int ctx = e->max_ctx;
-        engine_free(e);
-        return okv_fail(OKV_ERR_NOMEM,
-                        "the KV cache needs %zu bytes for %d slot(s) of %d tokens and could not be "
-                        "allocated; lower max_context_len or max_batch",
-                        total, max_slots, ctx);
-    }
-
-    /* Bank groups: the sparse layers of each group that fall in this range. */
-    if (e->n_groups > 0) {
-        int *first = calloc((size_t)e->n_groups, sizeof(int));
-        int *cnt = calloc((size_t)e->n_groups, sizeof(int));
-        OKV_ASSERT(first && cnt);
-        for (int l = layer_begin; l < layer_end; l++) {
-            if (!layer_in_bank(e, l)) continue;
-            int g = e->plan.group[l];
-            if (cnt[g]++ == 0) first[g] = l;
-        }
-        st = bank_init(&e->bank, e->n_groups, first, cnt, e->kv_dim, rc->kv_type, max_slots,
-                       e->max_ctx);
-        free(first);
-        free(cnt);
-        if (st) {
-            engine_free(e);
-            return st;
-        }
-    }
-
-    int T = e->max_tok;
-    e->slots = calloc((size_t)max_slots, sizeof *e->slots);
-    e->xn = okv_alloc(sizeof(float) * (size_t)T * c->dim);
-    e->q = okv_alloc(sizeof(float) * (size_t)T * e->q_dim);
-    e->kbuf = okv_alloc(sizeof(float) * (size_t)T * e->kv_dim);
-    e->vbuf = okv_alloc(sizeof(float) * (size_t)T * e->kv_dim);
-    e->att = okv_alloc(sizeof(float) * (size_t)T * e->q_dim);
-    e->gate = okv_alloc(sizeof(float) * (size_t)T * c->ffn_dim);
-    e->up = okv_alloc(sizeof(float) * (size_t)T * c->ffn_dim);
-    e->tmp = okv_alloc(sizeof(float) * (size_t)T * c->dim);
-    e->pos_buf = okv_alloc(sizeof(int32_t) * (size_t)T);
-    e->rows_buf = okv_alloc(sizeof(int32_t) * (size_t)T);
-    OKV_ASSERT(e->slots && e->xn && e->q && e->kbuf && e->vbuf && e->att && e->gate && e->up &&
-               e->tmp && e->pos_buf && e->rows_buf);
-    if (e->n_groups > 0) {
-        size_t nsel = (size_t)max_slots * e->n_groups;
-        e->sel = alloc_lazy(sizeof(int32_t) * nsel * e->max_ctx, &total);
-        e->sel_n = calloc(nsel, sizeof(int));
-        e->logits_sel = okv_alloc(sizeof(float) * (size_t)c->n_heads * e->max_ctx);
-        OKV_ASSERT(e->sel && e->sel_n && e->logits_sel);
-        if ((st = selector_scratch_init(&e->sel_scratch, e->max_ctx))) {
-            engine_free(e);
-            return st;
-        }
-        if (config_selector_is_window(rc->selector)) {
-            e->window = rc->window_size;
-            e->win_q = okv_alloc(sizeof(float) * nsel * e->window * e->q_dim);
-            e->win_prompt = okv_alloc(sizeof(float) * nsel * e->window * e->q_dim);
-            e->logits_win = alloc_lazy(sizeof(float) * (size_t)e->window * c->n_heads * e->max_ctx, &total);
-            e->forced = okv_alloc(sizeof(int32_t) * (size_t)e->window);
-            OKV_ASSERT(e->win_q && e->win_prompt && e->logits_win && e->forced);
-        }
-    }
-    return OKV_OK;
+    int st = engine_init_inner(e);
+    if (st) engine_free(e);
+    return st;
 }
 
 void engine_free(okv_engine *e) {
     if (!e) return;
-    if (e->be.free) e->be.free(&e->be);
-    int n_layers = e->model ? e->model->cfg.n_layers : 0;
-    for (int l = 0; l < n_layers; l++) {
-        if (e->cache_k) free(e->cache_k[l]);
-        if (e->cache_v) free(e->cache_v[l]);
-        if (e->tail_k) free(e->tail_k[l]);
-        if (e->tail_v) free(e->tail_v[l]);
+    okv_backend *be = &e->be;
+    bank_free(&e->bank); /* unregisters from the backend, so before it goes */
+    if (be->state) {
+        be->sync(be, OKV_STREAM_SYNC);
+        for (int g = 0; g < e->n_groups; g++) {
+            if (e->ev_select && e->ev_select[g]) be->event_free(be, e->ev_select[g]);
+            if (e->ev_gather && e->ev_gather[g]) be->event_free(be, e->ev_gather[g]);
+        }
+        if (e->arena) be->mem_free(be, e->arena);
+        if (e->w.mem) be->mem_free(be, e->w.mem);
+        be->free(be);
     }
     free(e->cache_k);
     free(e->cache_v);
     free(e->tail_k);
     free(e->tail_v);
-    bank_free(&e->bank);
+    free(e->w.layers);
+    free(e->stage);
+    free(e->chunk);
+    free(e->ev_select);
+    free(e->ev_gather);
     policy_plan_free(&e->plan);
     free(e->slots);
-    okv_free_mem(e->xn);
-    okv_free_mem(e->q);
-    okv_free_mem(e->kbuf);
-    okv_free_mem(e->vbuf);
-    okv_free_mem(e->att);
-    okv_free_mem(e->gate);
-    okv_free_mem(e->up);
-    okv_free_mem(e->tmp);
-    okv_free_mem(e->pos_buf);
-    okv_free_mem(e->rows_buf);
-    free(e->sel);
     free(e->sel_n);
-    okv_free_mem(e->logits_sel);
-    free(e->logits_win);
-    okv_free_mem(e->win_q);
-    okv_free_mem(e->win_prompt);
-    okv_free_mem(e->forced);
-    selector_scratch_free(&e->sel_scratch);
+    free(e->sel_host);
+    okv_free_mem(e->logits_host);
+    okv_free_mem(e->probe_host);
+    free(e->pos_host);
+    free(e->rows_host);
     memset(e, 0, sizeof *e);
+}
+
+/* ---- sequences --------------------------------------------------------------------------------- */
+
+static int check_stage_rows(const okv_engine *e, const okv_selection *sel, int n_prompt) {
+    const int rows = OKV_MIN(sel->k, n_prompt);
+    if (e->staged && e->bank.bytes && rows > e->stage_rows)
+        return okv_fail(OKV_ERR_USAGE, "a selection of %d rows does not fit the %d staging rows "
+                        "that num_of_selected_tokens sized at start-up; raise "
+                        "num_of_selected_tokens or use bank_gather=inplace",
+                        rows, e->stage_rows);
+    return OKV_OK;
 }
 
 int engine_seq_start(okv_engine *e, int slot, int n_prompt) {
@@ -201,7 +351,7 @@ int engine_seq_start(okv_engine *e, int slot, int n_prompt) {
     s->n_pos = 0;
     s->sel = policy_selection(e->rc, n_prompt);
     for (int g = 0; g < e->n_groups; g++) e->sel_n[slot * e->n_groups + g] = 0;
-    return OKV_OK;
+    return check_stage_rows(e, &s->sel, n_prompt);
 }
 
 void engine_seq_end(okv_engine *e, int slot) { e->slots[slot].active = false; }
@@ -213,6 +363,8 @@ int engine_seq_set_selection(okv_engine *e, int slot, const okv_selection *sel) 
                         "selector is a window selector (uniform, exp) exactly when the run's is, "
                         "since the engine was built for one kind",
                         config_selector_name(sel->selector), config_selector_name(e->rc->selector));
+    int st = check_stage_rows(e, sel, e->slots[slot].n_prompt);
+    if (st) return st;
     e->slots[slot].sel = *sel;
     return OKV_OK;
 }
@@ -226,63 +378,94 @@ void engine_seq_rewind(okv_engine *e, int slot, int n_pos) {
     if (e->window && n_pos < s->n_pos) {
         /* Decoding overwrote ring entries of the prompt's last queries; put them back. */
         OKV_ASSERT(n_pos == s->n_prompt);
-        memcpy(e->win_q + slot * win_ring_floats(e), e->win_prompt + slot * win_ring_floats(e),
-               sizeof(float) * win_ring_floats(e));
+        e->be.copy(&e->be, e->win_q + slot * win_ring_floats(e), e->win_prompt + slot * win_ring_floats(e),
+                   sizeof(float) * win_ring_floats(e), OKV_COPY_D2D, OKV_STREAM_COMPUTE);
     }
     s->n_pos = n_pos;
 }
 
-void engine_embed(okv_engine *e, const int32_t *ids, int n, float *x) {
-    const okv_tensor *t = &e->model->tok_embd;
-    OKV_ASSERT(t->data);
-    e->be.embed(&e->be, x, t->data, t->type, ids, n, e->model->cfg.dim);
+/* ---- hidden states, embedding, head ----------------------------------------------------------- */
+
+float *engine_x(okv_engine *e) { return e->x; }
+
+void engine_x_load(okv_engine *e, const float *x, int n) {
+    OKV_ASSERT(n <= e->max_tok);
+    e->be.copy(&e->be, e->x, x, sizeof(float) * (size_t)n * e->model->cfg.dim, OKV_COPY_H2D,
+               OKV_STREAM_SYNC);
 }
 
-void engine_head(okv_engine *e, const float *x, int n, float *logits) {
-    const okv_model *m = e->model;
-    const okv_model_config *c = &m->cfg;
-    OKV_ASSERT(m->output.data && n <= e->max_tok);
+void engine_x_store(okv_engine *e, float *x, int n) {
+    OKV_ASSERT(n <= e->max_tok);
+    e->be.copy(&e->be, x, e->x, sizeof(float) * (size_t)n * e->model->cfg.dim, OKV_COPY_D2H,
+               OKV_STREAM_SYNC);
+}
+
+void engine_embed(okv_engine *e, const int32_t *ids, int n) {
+    const okv_tensor *t = &e->w.tok_embd;
+    OKV_ASSERT(t->data && n <= e->max_tok);
+    e->be.copy(&e->be, e->ids, ids, sizeof(int32_t) * (size_t)n, OKV_COPY_H2D, OKV_STREAM_SYNC);
+    e->be.embed(&e->be, e->x, t->data, t->type, e->ids, n, e->model->cfg.dim);
+}
+
+const float *engine_head(okv_engine *e, int row0, int n) {
+    const okv_model_config *c = &e->model->cfg;
+    OKV_ASSERT(e->logits && row0 >= 0 && row0 + n <= e->max_tok);
+    okv_backend *be = &e->be;
     double t0 = okv_now_s();
-    e->be.rmsnorm(&e->be, e->xn, x, m->output_norm.data, n, c->dim, c->norm_eps);
-    e->be.matmul(&e->be, logits, m->output.data, m->output.type, e->xn, n, c->dim, c->n_vocab);
+    be->rmsnorm(be, e->xn, e->x + (size_t)row0 * c->dim, e->w.output_norm.data, n, c->dim, c->norm_eps);
+    be->matmul(be, e->logits, e->w.output.data, e->w.output.type, e->xn, n, c->dim, c->n_vocab);
+    be->copy(be, e->logits_host, e->logits, sizeof(float) * (size_t)n * c->n_vocab, OKV_COPY_D2H,
+             OKV_STREAM_SYNC);
     e->metrics.t_matmul += okv_now_s() - t0;
+    return e->logits_host;
 }
 
-int engine_get_selection(const okv_engine *e, int slot, int group, const int32_t **idx) {
-    size_t i = (size_t)slot * e->n_groups + group;
-    *idx = e->sel + i * e->max_ctx;
-    return e->sel_n[i];
+/* ---- index sets --------------------------------------------------------------------------------- */
+
+static int32_t *sel_of(const okv_engine *e, int slot, int group) {
+    return e->sel + ((size_t)slot * e->n_groups + group) * e->max_ctx;
+}
+
+int engine_get_selection(okv_engine *e, int slot, int group, const int32_t **idx) {
+    OKV_ASSERT(e->sel_host);
+    const size_t i = (size_t)slot * e->n_groups + group;
+    const int n = e->sel_n[i];
+    int32_t *mirror = e->sel_host + i * e->max_ctx;
+    e->be.copy(&e->be, mirror, sel_of(e, slot, group), sizeof(int32_t) * (size_t)n, OKV_COPY_D2H,
+               OKV_STREAM_SYNC);
+    *idx = mirror;
+    return n;
 }
 
 void engine_set_selection(okv_engine *e, int slot, int group, const int32_t *idx, int n) {
-    size_t i = (size_t)slot * e->n_groups + group;
     OKV_ASSERT(n >= 0 && n <= e->max_ctx);
-    memcpy(e->sel + i * e->max_ctx, idx, sizeof(int32_t) * (size_t)n);
-    e->sel_n[i] = n;
+    e->be.copy(&e->be, sel_of(e, slot, group), idx, sizeof(int32_t) * (size_t)n, OKV_COPY_H2D,
+               OKV_STREAM_SYNC);
+    e->sel_n[(size_t)slot * e->n_groups + group] = n;
 }
 
 int engine_set_probe(okv_engine *e, okv_probe_fn fn, void *ctx) {
-    if (!e->logits_sel) {
-        e->logits_sel = okv_alloc(sizeof(float) * (size_t)e->shape.n_heads * e->max_ctx);
-        if (!e->logits_sel) return okv_fail(OKV_ERR_NOMEM, "cannot allocate the probe's logits buffer");
+    if (!e->probe_host) {
+        e->probe_host = okv_alloc(sizeof(float) * (size_t)e->shape.n_heads * e->max_ctx);
+        if (!e->probe_host) return okv_fail(OKV_ERR_NOMEM, "cannot allocate the probe's logits buffer");
     }
     e->probe = fn;
     e->probe_ctx = ctx;
     return OKV_OK;
 }
 
+/* ---- metrics ---------------------------------------------------------------------------------- */
+
 void engine_metrics_diff(okv_metrics *d, const okv_metrics *a, const okv_metrics *b) {
-    d->steps = b->steps - a->steps;
-    d->rows_dense = b->rows_dense - a->rows_dense;
-    d->rows_filter = b->rows_filter - a->rows_filter;
-    d->rows_sparse = b->rows_sparse - a->rows_sparse;
-    d->bytes_kv = b->bytes_kv - a->bytes_kv;
-    d->bytes_weights = b->bytes_weights - a->bytes_weights;
-    d->t_select = b->t_select - a->t_select;
-    d->t_attn_dense = b->t_attn_dense - a->t_attn_dense;
-    d->t_attn_sparse = b->t_attn_sparse - a->t_attn_sparse;
-    d->t_matmul = b->t_matmul - a->t_matmul;
-    d->t_other = b->t_other - a->t_other;
+#define OKV_METRICS_DIFF(name, type, what) d->name = b->name - a->name;
+    OKV_METRICS_FIELDS(OKV_METRICS_DIFF)
+#undef OKV_METRICS_DIFF
+}
+
+void engine_metrics_add(okv_metrics *a, const okv_metrics *b) {
+#define OKV_METRICS_ADD(name, type, what) a->name += b->name;
+    OKV_METRICS_FIELDS(OKV_METRICS_ADD)
+#undef OKV_METRICS_ADD
 }
 
 void engine_metrics_reset(okv_engine *e) { memset(&e->metrics, 0, sizeof e->metrics); }
@@ -294,10 +477,13 @@ void engine_memory(const okv_engine *e, uint64_t *weights, uint64_t *kv_cache, u
     *bank = e->bank.bytes;
 }
 
+/* ---- the layers ------------------------------------------------------------------------------- */
+
 /* x += W_o(att) then the MLP block, for n tokens (shared by prefill and decode). */
-static void attn_out_and_mlp(okv_engine *e, const okv_layer_weights *w, int n, float *x) {
+static void attn_out_and_mlp(okv_engine *e, const okv_layer_weights *w, int n) {
     const okv_model_config *c = &e->model->cfg;
     okv_backend *be = &e->be;
+    float *x = e->x;
     double t0 = okv_now_s();
     be->matmul(be, e->tmp, w->wo.data, w->wo.type, e->att, n, e->q_dim, c->dim);
     be->add(be, x, e->tmp, (int64_t)n * c->dim);
@@ -310,52 +496,56 @@ static void attn_out_and_mlp(okv_engine *e, const okv_layer_weights *w, int n, f
     e->metrics.t_matmul += okv_now_s() - t0;
 }
 
-static void add_bias(float *y, const okv_tensor *b, int n, int dim) {
-    if (!b->data) return;
-    const float *bb = b->data;
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < dim; i++) y[(size_t)t * dim + i] += bb[i];
-}
-
-/* Norm, Q/K/V projections and RoPE for n tokens at positions pos_buf[0..n). */
-static void qkv(okv_engine *e, const okv_layer_weights *w, int n, const float *x) {
-    const okv_model *m = e->model;
-    const okv_model_config *c = &m->cfg;
+/* Norm, Q/K/V projections (+ biases) and RoPE for n tokens at positions e->pos[0..n). */
+static void qkv(okv_engine *e, const okv_layer_weights *w, int n) {
+    const okv_model_config *c = &e->model->cfg;
     okv_backend *be = &e->be;
     double t0 = okv_now_s();
-    be->rmsnorm(be, e->xn, x, w->attn_norm.data, n, c->dim, c->norm_eps);
+    be->rmsnorm(be, e->xn, e->x, w->attn_norm.data, n, c->dim, c->norm_eps);
     double t1 = okv_now_s();
     be->matmul(be, e->q, w->wq.data, w->wq.type, e->xn, n, c->dim, e->q_dim);
     be->matmul(be, e->kbuf, w->wk.data, w->wk.type, e->xn, n, c->dim, e->kv_dim);
     be->matmul(be, e->vbuf, w->wv.data, w->wv.type, e->xn, n, c->dim, e->kv_dim);
     double t2 = okv_now_s();
-    add_bias(e->q, &w->bq, n, e->q_dim);
-    add_bias(e->kbuf, &w->bk, n, e->kv_dim);
-    add_bias(e->vbuf, &w->bv, n, e->kv_dim);
-    be->rope(be, e->q, e->pos_buf, n, c->n_heads, c->head_dim, m->rope_inv_freq, c->rope_dim / 2);
-    be->rope(be, e->kbuf, e->pos_buf, n, c->n_kv_heads, c->head_dim, m->rope_inv_freq, c->rope_dim / 2);
+    if (w->bq.data) be->bias_add(be, e->q, w->bq.data, n, e->q_dim);
+    if (w->bk.data) be->bias_add(be, e->kbuf, w->bk.data, n, e->kv_dim);
+    if (w->bv.data) be->bias_add(be, e->vbuf, w->bv.data, n, e->kv_dim);
+    const int n_freq = c->rope_dim / 2;
+    be->rope(be, e->q, e->pos, n, c->n_heads, c->head_dim, e->w.rope_inv_freq, n_freq);
+    be->rope(be, e->kbuf, e->pos, n, c->n_kv_heads, c->head_dim, e->w.rope_inv_freq, n_freq);
     e->metrics.t_matmul += t2 - t1;
     e->metrics.t_other += (t1 - t0) + (okv_now_s() - t2);
 }
 
-/* Stores this step's K/V rows (kbuf/vbuf rows [i0, i0+n)) of layer l for one slot. */
-static void store_kv(okv_engine *e, int l, int slot, int i0, int n, const int32_t *rows, bool bank) {
+/* Stores n K/V rows (kbuf/vbuf rows [i0, i0+n)) of layer l for a slot at rows[0..n) (backend
+ * memory) of its cache, or of its tail for a bank layer. */
+static void store_kv(okv_engine *e, int l, int slot, int i0, int n, const int32_t *rows) {
     okv_backend *be = &e->be;
-    void *kd, *vd;
+    void **ks = layer_in_bank(e, l) ? e->tail_k : e->cache_k;
+    void **vs = layer_in_bank(e, l) ? e->tail_v : e->cache_v;
+    be->kv_store(be, cache_rows(e, ks, l, slot), e->rc->kv_type, e->kv_dim, rows,
+                 e->kbuf + (size_t)i0 * e->kv_dim, n, e->kv_dim);
+    be->kv_store(be, cache_rows(e, vs, l, slot), e->rc->kv_type, e->kv_dim, rows,
+                 e->vbuf + (size_t)i0 * e->kv_dim, n, e->kv_dim);
+}
+
+/* A prefill chunk of a bank layer: K/V into the group's chunk rows in backend memory, then one
+ * strided copy of this layer's part of those rows into the bank at positions pos0.. (on the
+ * compute stream, so the attention that follows sees them). */
+static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
+    okv_backend *be = &e->be;
+    const int g = e->plan.group[l];
+    const size_t esz = kv_esz(e), row = bank_group_row_bytes(&e->bank, g);
+    const int64_t row_elems = e->bank.groups[g].row_elems;
+    const size_t layer_off = (size_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim * esz;
+    uint8_t *k = e->chunk[g] + layer_off;
+    be->kv_store(be, k, e->rc->kv_type, row_elems, e->iota, e->kbuf, n, e->kv_dim);
+    be->kv_store(be, k + (size_t)e->kv_dim * esz, e->rc->kv_type, row_elems, e->iota, e->vbuf, n,
+                 e->kv_dim);
     int64_t stride;
-    if (bank) {
-        int g = e->plan.group[l];
-        kd = bank_layer_base(&e->bank, g, l, slot, &stride);
-        vd = (uint8_t *)kd + (size_t)e->kv_dim * kv_esz(e);
-    } else {
-        void **ks = layer_in_bank(e, l) ? e->tail_k : e->cache_k;
-        void **vs = layer_in_bank(e, l) ? e->tail_v : e->cache_v;
-        kd = cache_rows(e, ks, l, slot);
-        vd = cache_rows(e, vs, l, slot);
-        stride = e->kv_dim;
-    }
-    be->kv_store(be, kd, e->rc->kv_type, stride, rows, e->kbuf + (size_t)i0 * e->kv_dim, n, e->kv_dim);
-    be->kv_store(be, vd, e->rc->kv_type, stride, rows, e->vbuf + (size_t)i0 * e->kv_dim, n, e->kv_dim);
+    uint8_t *dst = (uint8_t *)bank_layer_base(&e->bank, g, l, slot, &stride) + (size_t)pos0 * row;
+    be->copy_2d(be, dst, row, k, row, 2 * (size_t)e->kv_dim * esz, (size_t)n, OKV_COPY_D2H,
+                OKV_STREAM_COMPUTE);
 }
 
 static float *win_slot(okv_engine *e, int slot, int g, int pos) {
@@ -363,17 +553,25 @@ static float *win_slot(okv_engine *e, int slot, int g, int pos) {
     return e->win_q + base * e->q_dim;
 }
 
-int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok, float *x) {
+static void load_positions(okv_engine *e, int n) {
+    okv_backend *be = &e->be;
+    be->copy(be, e->pos, e->pos_host, sizeof(int32_t) * (size_t)n, OKV_COPY_H2D, OKV_STREAM_SYNC);
+    be->copy(be, e->rows, e->rows_host, sizeof(int32_t) * (size_t)n, OKV_COPY_H2D, OKV_STREAM_SYNC);
+}
+
+int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok) {
     okv_slot *s = &e->slots[slot];
     OKV_ASSERT(s->active && n_tok > 0 && n_tok <= e->max_tok);
     OKV_ASSERT(pos0 == s->n_pos && pos0 + n_tok <= s->n_prompt);
-    for (int i = 0; i < n_tok; i++) e->pos_buf[i] = e->rows_buf[i] = pos0 + i;
+    for (int i = 0; i < n_tok; i++) e->pos_host[i] = e->rows_host[i] = pos0 + i;
+    load_positions(e, n_tok);
     for (int l = e->layer_begin; l < e->layer_end; l++) {
-        const okv_layer_weights *w = &e->model->layers[l];
-        qkv(e, w, n_tok, x);
-        bool bank = layer_in_bank(e, l);
+        const okv_layer_weights *w = &e->w.layers[l];
+        qkv(e, w, n_tok);
+        const bool bank = layer_in_bank(e, l);
         double t0 = okv_now_s();
-        store_kv(e, l, slot, 0, n_tok, e->rows_buf, bank);
+        if (bank) store_bank(e, l, slot, pos0, n_tok);
+        else store_kv(e, l, slot, 0, n_tok, e->pos);
         okv_kv_view kv = bank ? bank_view(&e->bank, e->plan.group[l], l, slot, NULL, pos0 + n_tok)
                               : cache_view(e, e->cache_k, e->cache_v, l, slot, 0, pos0 + n_tok, NULL);
         e->be.attn_prefill(&e->be, e->att, e->q, n_tok, pos0, kv, e->shape);
@@ -382,47 +580,98 @@ int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok, float *x) {
             /* The last `window` prompt queries seed the window selectors. */
             for (int i = 0; i < n_tok; i++)
                 if (pos0 + i >= s->n_prompt - e->window)
-                    memcpy(win_slot(e, slot, e->plan.group[l], pos0 + i), e->q + (size_t)i * e->q_dim,
-                           sizeof(float) * (size_t)e->q_dim);
+                    e->be.copy(&e->be, win_slot(e, slot, e->plan.group[l], pos0 + i),
+                               e->q + (size_t)i * e->q_dim, sizeof(float) * (size_t)e->q_dim,
+                               OKV_COPY_D2D, OKV_STREAM_COMPUTE);
         }
-        attn_out_and_mlp(e, w, n_tok, x);
+        attn_out_and_mlp(e, w, n_tok);
     }
     s->n_pos = pos0 + n_tok;
     if (e->window && s->n_pos == s->n_prompt)
-        memcpy(e->win_prompt + slot * win_ring_floats(e), e->win_q + slot * win_ring_floats(e),
-               sizeof(float) * win_ring_floats(e));
+        e->be.copy(&e->be, e->win_prompt + slot * win_ring_floats(e), e->win_q + slot * win_ring_floats(e),
+                   sizeof(float) * win_ring_floats(e), OKV_COPY_D2D, OKV_STREAM_COMPUTE);
     if (e->bank.bytes) e->bank.rows_written += (uint64_t)n_tok;
     return OKV_OK;
 }
 
-/* Selection of group g's index set for a slot from the filter layer's logits (DESIGN §4). */
+static okv_score_kind score_kind(okv_selector s) {
+    switch (s) {
+    case SELECTOR_LAST: return OKV_SCORE_MAX;
+    case SELECTOR_SOFTMAX_BEFORE_LAST: return OKV_SCORE_SOFTMAX_MAX;
+    case SELECTOR_UNIFORM: return OKV_SCORE_WINDOW_SUM;
+    case SELECTOR_EXP: return OKV_SCORE_WINDOW_EXP;
+    }
+    return OKV_SCORE_MAX;
+}
+
+/* Selection of group g's index set for a slot from the filter layer's logits (DESIGN §4); q is
+ * the slot's current query (backend memory). */
 static void select_tokens(okv_engine *e, int l, int slot, const float *q) {
     okv_slot *s = &e->slots[slot];
     const int N = s->n_prompt, g = e->plan.group[l], pos = s->n_pos;
     const int H = e->shape.n_heads;
     double t0 = okv_now_s();
-    int n_forced = 0, n_win = 0;
-    int ages[OKV_MAX_WINDOW];
+    okv_select_args a = {
+        .kind = score_kind(s->sel.selector),
+        .k = s->sel.k,
+        .keep_first = s->sel.keep_first,
+        .keep_last = s->sel.keep_last,
+        .window_logits = e->logits_win,
+    };
     if (e->window) {
-        memcpy(win_slot(e, slot, g, pos), q, sizeof(float) * (size_t)e->q_dim);
+        OKV_ASSERT(e->window <= OKV_SELECT_MAX_WINDOW);
+        e->be.copy(&e->be, win_slot(e, slot, g, pos), q, sizeof(float) * (size_t)e->q_dim,
+                   OKV_COPY_D2D, OKV_STREAM_COMPUTE);
         okv_kv_view prompt = cache_view(e, e->cache_k, e->cache_v, l, slot, 0, N, NULL);
-        for (int p = pos; p > pos - e->window && p >= 0; p--, n_win++) {
-            ages[n_win] = pos - p;
-            if (p < N) e->forced[n_forced++] = p;
+        for (int p = pos; p > pos - e->window && p >= 0; p--, a.n_win++) {
+            a.ages[a.n_win] = pos - p;
+            if (p < N) a.forced[a.n_forced++] = p;
             if (p == pos) continue; /* the current query's logits came with its attention */
-            e->be.attn_logits(&e->be, e->logits_win + (size_t)n_win * H * N, win_slot(e, slot, g, p),
+            e->be.attn_logits(&e->be, e->logits_win + (size_t)a.n_win * H * N, win_slot(e, slot, g, p),
                               prompt, e->shape);
         }
     }
-    int32_t *out = e->sel + ((size_t)slot * e->n_groups + g) * e->max_ctx;
-    selector_scores(s->sel.selector, e->logits_sel, H, N, e->logits_win, ages, n_win,
-                    e->sel_scratch.score);
-    e->sel_n[slot * e->n_groups + g] =
-        selector_pick(&s->sel, &e->sel_scratch, e->sel_scratch.score, N, e->forced, n_forced, out);
+    e->sel_n[slot * e->n_groups + g] = e->be.select(&e->be, sel_of(e, slot, g), e->logits_sel, H, N, &a);
     e->metrics.t_select += okv_now_s() - t0;
 }
 
-int engine_decode(okv_engine *e, const int *slots, int n, float *x) {
+/* Staged gathers: group g's selected rows of every slot of the step into its staging area, on
+ * the copy stream once the index sets exist; sparse layers wait on ev_gather[g]. */
+static void gather_group(okv_engine *e, int g, const int *slots, int n) {
+    okv_backend *be = &e->be;
+    be->event_record(be, e->ev_select[g], OKV_STREAM_COMPUTE);
+    be->event_wait(be, OKV_STREAM_COPY, e->ev_select[g]);
+    const size_t row = bank_group_row_bytes(&e->bank, g);
+    for (int i = 0; i < n; i++) {
+        const int slot = slots[i];
+        bank_gather(&e->bank, be, g, slot, sel_of(e, slot, g), e->sel_n[slot * e->n_groups + g],
+                    e->stage[g] + (size_t)slot * e->stage_rows * row, OKV_STREAM_COPY);
+    }
+    be->event_record(be, e->ev_gather[g], OKV_STREAM_COPY);
+}
+
+/* The view of sparse layer l's selected prompt rows for a slot: staged rows, bank rows in place,
+ * or (without offload) the cache through the index set. */
+static okv_kv_view sparse_view(okv_engine *e, int l, int slot, int k) {
+    const int g = e->plan.group[l];
+    const int32_t *idx = sel_of(e, slot, g);
+    if (!layer_in_bank(e, l)) return cache_view(e, e->cache_k, e->cache_v, l, slot, 0, k, idx);
+    if (!e->staged) return bank_view(&e->bank, g, l, slot, idx, k);
+    const size_t esz = kv_esz(e), row = bank_group_row_bytes(&e->bank, g);
+    uint8_t *base = e->stage[g] + (size_t)slot * e->stage_rows * row +
+                    (size_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim * esz;
+    okv_kv_view v = {
+        .type = e->rc->kv_type,
+        .k = base,
+        .v = base + (size_t)e->kv_dim * esz,
+        .stride = e->bank.groups[g].row_elems,
+        .idx = NULL,
+        .n = k,
+    };
+    return v;
+}
+
+int engine_decode(okv_engine *e, const int *slots, int n) {
     OKV_ASSERT(n > 0 && n <= e->max_tok);
     const size_t esz = kv_esz(e);
     for (int i = 0; i < n; i++) {
@@ -430,37 +679,45 @@ int engine_decode(okv_engine *e, const int *slots, int n, float *x) {
         OKV_ASSERT(s->active && s->n_pos >= s->n_prompt);
         if (s->n_pos >= e->max_ctx)
             return okv_fail(OKV_ERR_REQUEST, "sequence reached max_context_len %d", e->max_ctx);
-        e->pos_buf[i] = s->n_pos;
+        e->pos_host[i] = s->n_pos;
+        e->rows_host[i] = s->n_pos - s->n_prompt; /* the token's row in a sparse layer's tail */
     }
+    load_positions(e, n);
+    bool waited[OKV_MAX_FILTERS] = {0};
+    if (e->staged) /* index sets that came from the previous stage */
+        for (int g = 0; g < e->n_groups; g++)
+            if (group_in_bank(e, g) && e->plan.filters[g] < e->layer_begin) gather_group(e, g, slots, n);
     for (int l = e->layer_begin; l < e->layer_end; l++) {
-        const okv_layer_weights *w = &e->model->layers[l];
+        const okv_layer_weights *w = &e->w.layers[l];
         const okv_role role = e->plan.role[l];
+        const int g = e->plan.group[l];
         const bool bank = layer_in_bank(e, l);
-        qkv(e, w, n, x);
+        qkv(e, w, n);
+        if (bank && e->staged && !waited[g]) {
+            double t0 = okv_now_s();
+            e->be.event_wait(&e->be, OKV_STREAM_COMPUTE, e->ev_gather[g]);
+            waited[g] = true;
+            e->metrics.t_attn_sparse += okv_now_s() - t0;
+        }
         for (int i = 0; i < n; i++) {
             const int slot = slots[i];
             const okv_slot *s = &e->slots[slot];
-            const int N = s->n_prompt, pos = s->n_pos, n_gen = pos - N + 1;
+            const int N = s->n_prompt, n_gen = s->n_pos - N + 1;
+            float *q = e->q + (size_t)i * e->q_dim, *att = e->att + (size_t)i * e->q_dim;
             double t0 = okv_now_s();
-            int32_t row = bank ? pos - N : pos;
-            store_kv(e, l, slot, i, 1, &row, false);
+            store_kv(e, l, slot, i, 1, bank ? e->rows + i : e->pos + i);
             okv_kv_view views[2];
             uint64_t rows;
             if (role == ROLE_SPARSE) {
-                const int g = e->plan.group[l];
-                const int32_t *idx = e->sel + ((size_t)slot * e->n_groups + g) * e->max_ctx;
                 const int k = e->sel_n[slot * e->n_groups + g];
-                if (bank) {
-                    views[0] = bank_view(&e->bank, g, l, slot, idx, k);
-                    views[1] = cache_view(e, e->tail_k, e->tail_v, l, slot, 0, n_gen, NULL);
+                views[0] = sparse_view(e, l, slot, k);
+                views[1] = bank ? cache_view(e, e->tail_k, e->tail_v, l, slot, 0, n_gen, NULL)
+                                : cache_view(e, e->cache_k, e->cache_v, l, slot, N, n_gen, NULL);
+                if (bank && !e->staged) {
                     e->bank.rows_read += (uint64_t)k;
                     e->bank.bytes_read += (uint64_t)k * 2 * e->kv_dim * esz;
-                } else {
-                    views[0] = cache_view(e, e->cache_k, e->cache_v, l, slot, 0, k, idx);
-                    views[1] = cache_view(e, e->cache_k, e->cache_v, l, slot, N, n_gen, NULL);
                 }
-                e->be.attn_decode(&e->be, e->att + (size_t)i * e->q_dim, e->q + (size_t)i * e->q_dim,
-                                  views, 2, e->shape, NULL);
+                e->be.attn_decode(&e->be, att, q, views, 2, e->shape, NULL);
                 rows = (uint64_t)(k + n_gen);
                 e->metrics.rows_sparse += rows;
                 e->metrics.t_attn_sparse += okv_now_s() - t0;
@@ -470,18 +727,22 @@ int engine_decode(okv_engine *e, const int *slots, int n, float *x) {
                 float *logits = NULL;
                 if (role == ROLE_FILTER) logits = e->window ? e->logits_win : e->logits_sel;
                 else if (e->probe) logits = e->logits_sel;
-                e->be.attn_decode(&e->be, e->att + (size_t)i * e->q_dim, e->q + (size_t)i * e->q_dim,
-                                  views, 2, e->shape, logits);
+                e->be.attn_decode(&e->be, att, q, views, 2, e->shape, logits);
                 rows = (uint64_t)(N + n_gen);
                 if (role == ROLE_FILTER) e->metrics.rows_filter += rows;
                 else e->metrics.rows_dense += rows;
                 e->metrics.t_attn_dense += okv_now_s() - t0;
-                if (e->probe) e->probe(e->probe_ctx, l, slot, logits, e->shape.n_heads, N);
-                if (role == ROLE_FILTER) select_tokens(e, l, slot, e->q + (size_t)i * e->q_dim);
+                if (e->probe) {
+                    e->be.copy(&e->be, e->probe_host, logits, sizeof(float) * (size_t)e->shape.n_heads * N,
+                               OKV_COPY_D2H, OKV_STREAM_SYNC);
+                    e->probe(e->probe_ctx, l, slot, e->probe_host, e->shape.n_heads, N);
+                }
+                if (role == ROLE_FILTER) select_tokens(e, l, slot, q);
             }
             e->metrics.bytes_kv += rows * 2 * e->kv_dim * esz;
         }
-        attn_out_and_mlp(e, w, n, x);
+        if (role == ROLE_FILTER && e->staged && group_in_bank(e, g)) gather_group(e, g, slots, n);
+        attn_out_and_mlp(e, w, n);
     }
     for (int i = 0; i < n; i++) e->slots[slots[i]].n_pos++;
     e->metrics.steps++;

@@ -49,8 +49,6 @@ typedef struct local_unit {
  * ring one longer keeps a polled unit intact until the next poll. */
 typedef struct local_forward {
     okv_engine *e;
-    float *x;            /* [max_tok][dim] hidden states */
-    float *logits;       /* [max_slots][n_vocab] */
     int *slots;          /* [max_slots] */
     okv_sampler sampler; /* over the tokenizer's ids */
     bool digest;
@@ -78,17 +76,17 @@ static int local_prefill(void *ctx, int mb, int slot, const int32_t *ids, int po
                          const okv_sample_req *last) {
     local_forward *lf = ctx;
     okv_engine *e = lf->e;
-    engine_embed(e, ids, n, lf->x);
-    int st = engine_prefill(e, slot, pos0, n, lf->x);
+    engine_embed(e, ids, n);
+    int st = engine_prefill(e, slot, pos0, n);
     if (st || !last) return st;
     const int nv = e->model->cfg.n_vocab;
-    engine_head(e, lf->x + (size_t)(n - 1) * e->model->cfg.dim, 1, lf->logits);
+    const float *logits = engine_head(e, n - 1, 1);
     local_unit *u = local_push(lf);
     u->mb = mb;
     u->first = true;
     u->n = 1;
     memset(&u->delta, 0, sizeof u->delta);
-    forward_sample(&lf->sampler, lf->logits, nv, last, lf->digest, &u->out[0]);
+    forward_sample(&lf->sampler, logits, nv, last, lf->digest, &u->out[0]);
     return OKV_OK;
 }
 
@@ -97,18 +95,18 @@ static int local_decode(void *ctx, int mb, const okv_sample_req *seqs, const int
     okv_engine *e = lf->e;
     for (int i = 0; i < n; i++) lf->slots[i] = seqs[i].slot;
     okv_metrics before = e->metrics;
-    engine_embed(e, ids, n, lf->x);
-    int st = engine_decode(e, lf->slots, n, lf->x);
+    engine_embed(e, ids, n);
+    int st = engine_decode(e, lf->slots, n);
     if (st) return st;
     const int nv = e->model->cfg.n_vocab;
-    engine_head(e, lf->x, n, lf->logits);
+    const float *logits = engine_head(e, 0, n);
     local_unit *u = local_push(lf);
     u->mb = mb;
     u->first = false;
     u->n = n;
     engine_metrics_diff(&u->delta, &before, &e->metrics);
     for (int i = 0; i < n; i++)
-        forward_sample(&lf->sampler, lf->logits + (size_t)i * nv, nv, &seqs[i], lf->digest, &u->out[i]);
+        forward_sample(&lf->sampler, logits + (size_t)i * nv, nv, &seqs[i], lf->digest, &u->out[i]);
     return OKV_OK;
 }
 
@@ -140,13 +138,11 @@ int forward_local_init(okv_forward *f, okv_engine *e) {
     lf->cap = e->max_slots + n_mb + 1;
     int nv = m->tok ? OKV_MIN(tokenizer_n_vocab(m->tok), m->cfg.n_vocab) : m->cfg.n_vocab;
     int st = sampler_init(&lf->sampler, nv);
-    lf->x = okv_alloc(sizeof(float) * (size_t)e->max_tok * m->cfg.dim);
-    lf->logits = okv_alloc(sizeof(float) * (size_t)e->max_slots * m->cfg.n_vocab);
     lf->slots = calloc((size_t)e->max_slots, sizeof(int));
     lf->ring = calloc((size_t)lf->cap, sizeof *lf->ring);
     lf->outs = calloc((size_t)lf->cap * (size_t)e->max_slots, sizeof *lf->outs);
     f->ctx = lf;
-    if (st || !lf->x || !lf->logits || !lf->slots || !lf->ring || !lf->outs) {
+    if (st || !lf->slots || !lf->ring || !lf->outs) {
         forward_local_free(f);
         return okv_fail(OKV_ERR_NOMEM, "cannot allocate the forward's buffers for %d tokens and "
                         "%d slots", e->max_tok, e->max_slots);
@@ -168,8 +164,6 @@ int forward_local_init(okv_forward *f, okv_engine *e) {
 void forward_local_free(okv_forward *f) {
     local_forward *lf = f->ctx;
     if (lf) {
-        okv_free_mem(lf->x);
-        okv_free_mem(lf->logits);
         free(lf->slots);
         free(lf->ring);
         free(lf->outs);
@@ -421,17 +415,9 @@ static int admit(runner *R, okv_request *req, int s) {
 }
 
 static void metrics_share(okv_result_metrics *m, const okv_metrics *d, double share) {
-    m->steps += (double)d->steps * share;
-    m->rows_dense += (double)d->rows_dense * share;
-    m->rows_filter += (double)d->rows_filter * share;
-    m->rows_sparse += (double)d->rows_sparse * share;
-    m->bytes_kv += (double)d->bytes_kv * share;
-    m->bytes_weights += (double)d->bytes_weights * share;
-    m->t_select += d->t_select * share;
-    m->t_attn_dense += d->t_attn_dense * share;
-    m->t_attn_sparse += d->t_attn_sparse * share;
-    m->t_matmul += d->t_matmul * share;
-    m->t_other += d->t_other * share;
+#define METRICS_SHARE(name, type, what) m->name += (double)d->name * share;
+    OKV_METRICS_FIELDS(METRICS_SHARE)
+#undef METRICS_SHARE
 }
 
 /* Queues the next decode step of micro-batch mb over its ready sequences. */

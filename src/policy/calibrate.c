@@ -181,7 +181,7 @@ static int finish(const probe_state *ps, const calib_opts *o, calib_result *r) {
 
 int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     memset(r, 0, sizeof *r);
-    const int L = m->cfg.n_layers, V = m->cfg.n_vocab, dim = m->cfg.dim;
+    const int L = m->cfg.n_layers, V = m->cfg.n_vocab;
     if (o->n_filters < 1 || o->n_filters > L || o->n_filters > OKV_MAX_FILTERS)
         return okv_fail(OKV_ERR_USAGE, "--filters %d is out of range for a model of %d layers", o->n_filters, L);
     if (!m->tok) return okv_fail(OKV_ERR_INPUT, "calibration needs the model's tokenizer");
@@ -214,12 +214,11 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
     r->n_layers = L;
     r->cover = calloc((size_t)L * L, sizeof(double));
     r->weight = calloc((size_t)L, sizeof(double));
-    float *x = calloc((size_t)rc.prefill_chunk * dim, sizeof(float));
-    float *logits = calloc((size_t)V, sizeof(float));
+    const float *logits = NULL;
     int32_t *ids = calloc((size_t)rc.max_context_len, sizeof(int32_t));
     bool *mark = calloc((size_t)rc.max_context_len, sizeof(bool));
     OKV_ASSERT(ps.mass && ps.top && ps.n_top && ps.seen && ps.needle && ps.in_top && ps.cover &&
-               ps.total && ps.share && ps.mass_sum && r->cover && r->weight && x && logits && ids && mark);
+               ps.total && ps.share && ps.mass_sum && r->cover && r->weight && ids && mark);
     if ((st = selector_scratch_init(&ps.ss, ps.max_n))) goto done;
     if ((st = engine_set_probe(&e, probe, &ps))) goto done;
     for (int p = 0; p < o->n_prompts && !st; p++) {
@@ -246,18 +245,18 @@ int calib_run(const okv_model *m, const calib_opts *o, calib_result *r) {
         if ((st = engine_seq_start(&e, 0, n))) break;
         for (int pos = 0; pos < n && !st; pos += rc.prefill_chunk) {
             int c = OKV_MIN(rc.prefill_chunk, n - pos);
-            engine_embed(&e, ids + pos, c, x);
-            st = engine_prefill(&e, 0, pos, c, x);
-            if (pos + c == n) engine_head(&e, x + (size_t)(c - 1) * dim, 1, logits);
+            engine_embed(&e, ids + pos, c);
+            st = engine_prefill(&e, 0, pos, c);
+            if (pos + c == n) logits = engine_head(&e, c - 1, 1);
         }
         for (int t = 0; t < o->steps && !st; t++) {
             int32_t tok = 0;
             for (int v = 1; v < V; v++)
                 if (logits[v] > logits[tok]) tok = v;
             memset(ps.seen, 0, sizeof(bool) * (size_t)L);
-            engine_embed(&e, &tok, 1, x);
-            if ((st = engine_decode(&e, (int[]){0}, 1, x))) break;
-            engine_head(&e, x, 1, logits);
+            engine_embed(&e, &tok, 1);
+            if ((st = engine_decode(&e, (int[]){0}, 1))) break;
+            logits = engine_head(&e, 0, 1);
             accumulate(&ps);
             ps.n_steps++;
             r->samples++;
@@ -280,8 +279,6 @@ done:
     free(ps.total);
     free(ps.share);
     free(ps.mass_sum);
-    free(x);
-    free(logits);
     free(ids);
     free(mark);
     engine_free(&e);

@@ -131,8 +131,7 @@ typedef struct decode_out {
 /* Decodes up to s->max_new_tokens from the prefilled state: argmax, or for summaries a draw at
  * T 0.8 / top-p 0.95 from a generator seeded per sample (the same for every variant). */
 static int decode(okv_engine *e, const okv_model *m, okv_sampler *smp, const task_sample *s,
-                  int max_new, uint64_t seed, const float *first_logits, float *x, float *logits,
-                  decode_out *out) {
+                  int max_new, uint64_t seed, const float *first_logits, decode_out *out) {
     const okv_sample_params greedy = {.temperature = 0, .top_k = 0, .top_p = 1};
     const okv_sample_params summary = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f};
     okv_rng rng;
@@ -150,11 +149,10 @@ static int decode(okv_engine *e, const okv_model *m, okv_sampler *smp, const tas
         if (n > 0) sbuf_put(&out->text, piece, (size_t)n);
         if (s->stop_newline && t > 0 && n > 0 && memchr(piece, '\n', (size_t)n)) break;
         if (t + 1 == max_new) break;
-        engine_embed(e, &tok, 1, x);
-        int st = engine_decode(e, (int[]){0}, 1, x);
+        engine_embed(e, &tok, 1);
+        int st = engine_decode(e, (int[]){0}, 1);
         if (st) return st;
-        engine_head(e, x, 1, logits);
-        lg = logits;
+        lg = engine_head(e, 0, 1);
     }
     return OKV_OK;
 }
@@ -438,7 +436,7 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     OKV_INFO("eval: task %s (%s), %d sample(s) per cell, chat template %s, max_context_len %d",
              name, is_file ? "file" : "generated", count, chat ? "on" : "off", erc.max_context_len);
 
-    const int dim = m->cfg.dim, V = m->cfg.n_vocab;
+    const int V = m->cfg.n_vocab;
     for (int v = 0; v < o->n_variant; v++)
         if (o->variant[v].selector >= 0 && config_selector_is_window(erc.selector)) {
             task_file_free(&src.file);
@@ -454,15 +452,14 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     }
     /* Draws over the tokenizer's ids: an output head may have padding rows past them. */
     st = sampler_init(&smp, OKV_MIN(V, tokenizer_n_vocab(m->tok)));
-    float *x = calloc((size_t)erc.prefill_chunk * dim, sizeof(float));
-    float *first = calloc((size_t)V, sizeof(float)), *logits = calloc((size_t)V, sizeof(float));
+    float *first = calloc((size_t)V, sizeof(float));
     int32_t *ids = calloc((size_t)erc.max_context_len, sizeof(int32_t));
     score_grid g = {.n_ctx = o->n_ctx, .n_slots = n_depth + 1, .n_variant = o->n_variant};
     g.sum = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(double));
     g.n = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(int));
     bool *done = calloc((size_t)o->n_ctx * n_depth * count, sizeof(bool));
     decode_out out = {0};
-    OKV_ASSERT(x && first && logits && ids && g.sum && g.n && done);
+    OKV_ASSERT(first && ids && g.sum && g.n && done);
     if (!st && o->resume && samples) st = resume_read(samples, o, n_depth, count, &g, done);
     for (int c = 0; c < o->n_ctx && !st; c++) {
         double t_ctx = okv_now_s();
@@ -492,9 +489,10 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
                 }
                 for (int pos = 0; pos < n && !st; pos += erc.prefill_chunk) {
                     int k = OKV_MIN(erc.prefill_chunk, n - pos);
-                    engine_embed(&e, ids + pos, k, x);
-                    st = engine_prefill(&e, 0, pos, k, x);
-                    if (pos + k == n) engine_head(&e, x + (size_t)(k - 1) * dim, 1, first);
+                    engine_embed(&e, ids + pos, k);
+                    st = engine_prefill(&e, 0, pos, k);
+                    if (pos + k == n)
+                        memcpy(first, engine_head(&e, k - 1, 1), sizeof(float) * (size_t)V);
                 }
                 double prefill_ms = (okv_now_s() - t0) * 1e3;
                 for (int v = 0; v < o->n_variant && !st; v++) {
@@ -503,7 +501,7 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
                     engine_seq_rewind(&e, 0, n);
                     if ((st = engine_seq_set_selection(&e, 0, &sel))) break;
                     double t1 = okv_now_s();
-                    if ((st = decode(&e, m, &smp, &s, s_new, seed, first, x, logits, &out))) break;
+                    if ((st = decode(&e, m, &smp, &s, s_new, seed, first, &out))) break;
                     double decode_ms = out.n_tokens > 1 ? (okv_now_s() - t1) * 1e3 / (out.n_tokens - 1) : 0;
                     double sc = task_score(&s, out.text.p);
                     grid_add(&g, c, d, v, sc);
@@ -519,9 +517,7 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     }
     if (!st && summary) print_summary(summary, o, name, &g);
     free(out.text.p);
-    free(x);
     free(first);
-    free(logits);
     free(ids);
     free(g.sum);
     free(g.n);

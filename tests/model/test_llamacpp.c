@@ -35,14 +35,14 @@ static int argmax(const float *x, int n) {
 }
 
 /* Prefill one prompt in a slot (chunks of `chunk`) and return the logits of its last token. */
-static void prefill(okv_engine *e, int slot, const prompt *p, int chunk, float *x, float *logits) {
-    int dim = e->model->cfg.dim;
+static void prefill(okv_engine *e, int slot, const prompt *p, int chunk, float *logits) {
+    const size_t V = (size_t)e->model->cfg.n_vocab;
     TEST_OK(engine_seq_start(e, slot, p->n_tokens));
     for (int pos = 0; pos < p->n_tokens; pos += chunk) {
         int n = OKV_MIN(chunk, p->n_tokens - pos);
-        engine_embed(e, p->tokens + pos, n, x);
-        TEST_OK(engine_prefill(e, slot, pos, n, x));
-        if (pos + n == p->n_tokens) engine_head(e, x + (size_t)(n - 1) * dim, 1, logits);
+        engine_embed(e, p->tokens + pos, n);
+        TEST_OK(engine_prefill(e, slot, pos, n));
+        if (pos + n == p->n_tokens) memcpy(logits, engine_head(e, n - 1, 1), sizeof(float) * V);
     }
 }
 
@@ -69,7 +69,7 @@ int main(void) {
     okv_model m;
     model_load_opts mo = {.layer_begin = 0, .layer_end = -1, .need_embed = true, .need_head = true};
     TEST_OK(model_load(&m, model_path, &mo));
-    const int V = m.cfg.n_vocab, dim = m.cfg.dim;
+    const int V = m.cfg.n_vocab;
     for (int i = 0; i < np; i++) {
         cJSON *pj = cJSON_GetArrayItem(arr, i);
         cJSON *t = cJSON_GetObjectItem(pj, "tokens"), *g = cJSON_GetObjectItem(pj, "generated");
@@ -103,7 +103,6 @@ int main(void) {
     rc.max_batch = np;
     okv_engine e;
     TEST_OK(engine_init(&e, &m, &rc, 0, m.cfg.n_layers, np));
-    float *x = calloc((size_t)rc.prefill_chunk * np * dim, sizeof(float));
     float *logits = calloc((size_t)np * V, sizeof(float));
     int32_t ours[16][64];
     int compared_until[16];
@@ -112,7 +111,7 @@ int main(void) {
     float worst = 0;
     for (int i = 0; i < np; i++) {
         prompt *p = &ps[i];
-        prefill(&e, 0, p, rc.prefill_chunk, x, logits);
+        prefill(&e, 0, p, rc.prefill_chunk, logits);
         float d = 0;
         for (int v = 0; v < V; v++) d = fmaxf(d, fabsf(logits[v] - p->logits[v]));
         worst = fmaxf(worst, d);
@@ -138,9 +137,9 @@ int main(void) {
                 break;
             }
             int32_t id = tok;
-            engine_embed(&e, &id, 1, x);
-            TEST_OK(engine_decode(&e, (int[]){0}, 1, x));
-            engine_head(&e, x, 1, logits);
+            engine_embed(&e, &id, 1);
+            TEST_OK(engine_decode(&e, (int[]){0}, 1));
+            memcpy(logits, engine_head(&e, 0, 1), sizeof(float) * (size_t)V);
         }
         printf("prompt %d: %d/%d greedy tokens equal to llama.cpp\n", i, compared_until[i], p->n_gen);
         engine_seq_end(&e, 0);
@@ -148,7 +147,7 @@ int main(void) {
 
     /* All prompts as one batch: each slot's greedy tokens equal its single-sequence run. */
     for (int i = 0; i < np; i++) {
-        prefill(&e, i, &ps[i], 48, x, logits + (size_t)i * V);
+        prefill(&e, i, &ps[i], 48, logits + (size_t)i * V);
     }
     int32_t cur[16];
     int slots[16];
@@ -164,9 +163,9 @@ int main(void) {
                 batch_equal += cur[i] == ours[i][s];
             }
         }
-        engine_embed(&e, cur, np, x);
-        TEST_OK(engine_decode(&e, slots, np, x));
-        engine_head(&e, x, np, logits);
+        engine_embed(&e, cur, np);
+        TEST_OK(engine_decode(&e, slots, np));
+        memcpy(logits, engine_head(&e, 0, np), sizeof(float) * (size_t)np * V);
         for (int i = 0; i < np; i++) cur[i] = argmax(logits + (size_t)i * V, V);
     }
     printf("batch of %d: %d/%d tokens equal to the one-at-a-time runs\n", np, batch_equal, batch_total);

@@ -42,12 +42,11 @@ static int32_t *prompt_ids(int n, int V, uint64_t seed) {
  * replaces every slot's selection after its start. */
 static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, const int *lens,
                    uint64_t seed, const okv_selection *over) {
-    const int V = m->cfg.n_vocab, dim = m->cfg.dim;
+    const int V = m->cfg.n_vocab;
     okv_engine e;
     TEST_OK(engine_init(&e, m, rc, 0, m->cfg.n_layers, n_seq));
     run_out o = {.logits = calloc((size_t)(STEPS + 1) * n_seq * V, sizeof(float)),
                  .tokens = calloc((size_t)(STEPS + 1) * n_seq, sizeof(int32_t))};
-    float *x = calloc((size_t)OKV_MAX(rc->prefill_chunk, n_seq) * dim, sizeof(float));
     int slots[8];
     int32_t cur[8];
     for (int s = 0; s < n_seq; s++) {
@@ -57,23 +56,23 @@ static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, cons
         if (over) TEST_OK(engine_seq_set_selection(&e, s, over));
         for (int p = 0; p < lens[s]; p += rc->prefill_chunk) {
             int n = OKV_MIN(rc->prefill_chunk, lens[s] - p);
-            engine_embed(&e, ids + p, n, x);
-            TEST_OK(engine_prefill(&e, s, p, n, x));
-            if (p + n == lens[s]) engine_head(&e, x + (size_t)(n - 1) * dim, 1, o.logits + (size_t)s * V);
+            engine_embed(&e, ids + p, n);
+            TEST_OK(engine_prefill(&e, s, p, n));
+            if (p + n == lens[s])
+                memcpy(o.logits + (size_t)s * V, engine_head(&e, n - 1, 1), sizeof(float) * (size_t)V);
         }
         cur[s] = o.tokens[s] = argmax(o.logits + (size_t)s * V, V);
         free(ids);
     }
     engine_metrics_reset(&e);
     for (int t = 1; t <= STEPS; t++) {
-        engine_embed(&e, cur, n_seq, x);
-        TEST_OK(engine_decode(&e, slots, n_seq, x));
+        engine_embed(&e, cur, n_seq);
+        TEST_OK(engine_decode(&e, slots, n_seq));
         float *lg = o.logits + (size_t)t * n_seq * V;
-        engine_head(&e, x, n_seq, lg);
+        memcpy(lg, engine_head(&e, 0, n_seq), sizeof(float) * (size_t)n_seq * V);
         for (int s = 0; s < n_seq; s++) cur[s] = o.tokens[t * n_seq + s] = argmax(lg + (size_t)s * V, V);
     }
     o.metrics = e.metrics;
-    free(x);
     engine_free(&e);
     return o;
 }
@@ -83,28 +82,26 @@ static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, cons
  * logits at [1..STEPS] ([0], the prefill's, is left zero). */
 static float *rerun_after_rewind(const okv_model *m, const okv_run_config *rc, int n, uint64_t seed,
                                  const int32_t *tokens) {
-    const int V = m->cfg.n_vocab, dim = m->cfg.dim;
+    const int V = m->cfg.n_vocab;
     okv_engine e;
     TEST_OK(engine_init(&e, m, rc, 0, m->cfg.n_layers, 1));
     float *logits = calloc((size_t)(STEPS + 1) * V, sizeof(float));
-    float *x = calloc((size_t)OKV_MAX(rc->prefill_chunk, 1) * dim, sizeof(float));
     int32_t *ids = prompt_ids(n, V, seed);
     TEST_OK(engine_seq_start(&e, 0, n));
     for (int p = 0; p < n; p += rc->prefill_chunk) {
         int c = OKV_MIN(rc->prefill_chunk, n - p);
-        engine_embed(&e, ids + p, c, x);
-        TEST_OK(engine_prefill(&e, 0, p, c, x));
+        engine_embed(&e, ids + p, c);
+        TEST_OK(engine_prefill(&e, 0, p, c));
     }
     for (int pass = 0; pass < 2; pass++) {
         engine_seq_rewind(&e, 0, n);
         for (int t = 1; t <= STEPS; t++) {
-            engine_embed(&e, &tokens[t - 1], 1, x);
-            TEST_OK(engine_decode(&e, (int[]){0}, 1, x));
-            engine_head(&e, x, 1, logits + (size_t)t * V);
+            engine_embed(&e, &tokens[t - 1], 1);
+            TEST_OK(engine_decode(&e, (int[]){0}, 1));
+            memcpy(logits + (size_t)t * V, engine_head(&e, 0, 1), sizeof(float) * (size_t)V);
         }
     }
     free(ids);
-    free(x);
     engine_free(&e);
     return logits;
 }
