@@ -13,6 +13,26 @@
 
 #define STRICT_MAX_BLOCKS 4096
 #define STRICT_MAX_REGIONS 64
+#define STRICT_MAX_PENDING 4096
+
+/* Work issued on the copy stream is held back until an event recorded after it is waited on (or
+ * the stream is synchronised), and its destination is poisoned with NaN bytes when it is issued:
+ * a reader that forgot to wait sees garbage, as it would (sometimes) on a GPU. Compute work runs
+ * at once, so a compute event is complete when recorded. */
+typedef struct strict_op {
+    bool gather;
+    void *dst;
+    const void *src;
+    size_t src_stride, row_bytes, bytes;
+    const int32_t *idx;
+    int n;
+} strict_op;
+
+struct okv_event {
+    uint64_t copy_mark; /* pending copy-stream ops before this event (0: a compute event) */
+    bool live;
+};
+#define STRICT_MAX_EVENTS 256
 
 typedef struct strict_block {
     size_t off, bytes;
@@ -29,6 +49,10 @@ typedef struct strict_state {
         size_t bytes;
     } regions[STRICT_MAX_REGIONS]; /* registered host memory */
     int n_regions;
+    strict_op pending[STRICT_MAX_PENDING]; /* copy-stream ops not yet run, in issue order */
+    int n_pending;
+    uint64_t issued, done;                 /* copy-stream ops issued / run so far */
+    okv_event events[STRICT_MAX_EVENTS];
 } strict_state;
 
 static okv_strict_fail_fn fail_hook;
@@ -44,9 +68,20 @@ static void strict_fail(const char *op, const char *arg, const void *p, size_t b
     okv_die(__FILE__, __LINE__, msg);
 }
 
+/* Whether [p, p + bytes) lies inside one live allocation of the arena. */
 static bool in_arena(const strict_state *s, const void *p, size_t bytes) {
     const uint8_t *b = p;
-    return b >= s->arena && b <= s->arena + s->arena_bytes && bytes <= (size_t)(s->arena + s->arena_bytes - b);
+    if (b < s->arena || b >= s->arena + s->arena_bytes) return false;
+    const size_t off = (size_t)(b - s->arena);
+    int lo = 0, hi = s->n_blocks - 1;
+    while (lo <= hi) { /* the last block starting at or before off */
+        const int mid = (lo + hi) / 2;
+        if (s->blocks[mid].off <= off) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    if (hi < 0) return false;
+    const strict_block *blk = &s->blocks[hi];
+    return off - blk->off <= blk->bytes && bytes <= blk->bytes - (off - blk->off);
 }
 
 static bool in_region(const strict_state *s, const void *p, size_t bytes) {
@@ -75,6 +110,57 @@ static void need_dev_or_reg(const okv_backend *be, const char *op, const char *a
 }
 
 static okv_backend *inner(okv_backend *be) { return &((strict_state *)be->state)->cpu; }
+
+/* ---- the deferred copy stream ----------------------------------------------------------------- */
+
+static void run_op(strict_state *s, const strict_op *op) {
+    if (op->gather)
+        s->cpu.gather_rows(&s->cpu, op->dst, op->src, op->src_stride, op->row_bytes, op->idx, op->n,
+                           OKV_STREAM_COMPUTE);
+    else if (op->bytes && op->dst != op->src)
+        memmove(op->dst, op->src, op->bytes);
+}
+
+/* Runs the held-back copy-stream ops up to issue count `until`. */
+static void flush_until(strict_state *s, uint64_t until) {
+    int k = 0;
+    while (s->done < until && k < s->n_pending) run_op(s, &s->pending[k++]), s->done++;
+    memmove(s->pending, s->pending + k, sizeof(strict_op) * (size_t)(s->n_pending - k));
+    s->n_pending -= k;
+}
+
+static void defer(strict_state *s, const strict_op *op, size_t poison_bytes) {
+    if (s->n_pending == STRICT_MAX_PENDING) flush_until(s, s->done + 1);
+    memset(op->dst, 0xff, poison_bytes);
+    s->pending[s->n_pending++] = *op;
+    s->issued++;
+}
+
+static okv_event *st_event_new(okv_backend *be) {
+    strict_state *s = be->state;
+    for (int i = 0; i < STRICT_MAX_EVENTS; i++)
+        if (!s->events[i].live) {
+            s->events[i] = (okv_event){.live = true};
+            return &s->events[i];
+        }
+    return NULL;
+}
+
+static void st_event_free(okv_backend *be, okv_event *ev) { ev->live = false; }
+
+static void st_event_record(okv_backend *be, okv_event *ev, int stream) {
+    strict_state *s = be->state;
+    ev->copy_mark = stream == OKV_STREAM_COPY ? s->issued : 0;
+}
+
+static void st_event_wait(okv_backend *be, int stream, okv_event *ev) {
+    flush_until(be->state, ev->copy_mark);
+}
+
+static void st_sync(okv_backend *be, int stream) {
+    strict_state *s = be->state;
+    if (stream != OKV_STREAM_COMPUTE) flush_until(s, s->issued);
+}
 
 /* ---- memory -------------------------------------------------------------------------------- */
 
@@ -118,6 +204,11 @@ static void st_copy(okv_backend *be, void *dst, const void *src, size_t bytes, o
         strict_fail("copy", "src", src, bytes, "is backend memory in a host-to-device copy");
     if (kind == OKV_COPY_D2H && in_arena(s, dst, bytes))
         strict_fail("copy", "dst", dst, bytes, "is backend memory in a device-to-host copy");
+    if (stream == OKV_STREAM_COPY) {
+        defer(s, &(strict_op){.dst = dst, .src = src, .bytes = bytes}, bytes);
+        return;
+    }
+    if (stream == OKV_STREAM_SYNC) flush_until(s, s->issued);
     if (bytes && dst != src) memmove(dst, src, bytes);
 }
 
@@ -295,7 +386,12 @@ static void st_gather_rows(okv_backend *be, void *dst, const void *src, size_t s
         if (!in_region(s, row, row_bytes))
             strict_fail("gather_rows", "src row", row, row_bytes, "is not registered host memory");
     }
-    inner(be)->gather_rows(inner(be), dst, src, src_stride, row_bytes, idx, n, stream);
+    if (stream == OKV_STREAM_COPY)
+        defer(s, &(strict_op){.gather = true, .dst = dst, .src = src, .src_stride = src_stride,
+                              .row_bytes = row_bytes, .idx = idx, .n = n},
+              row_bytes * (size_t)n);
+    else
+        inner(be)->gather_rows(inner(be), dst, src, src_stride, row_bytes, idx, n, stream);
 }
 
 static int st_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
@@ -331,6 +427,11 @@ int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max
     be->copy_2d = st_copy_2d;
     be->host_register = st_host_register;
     be->host_unregister = st_host_unregister;
+    be->event_new = st_event_new;
+    be->event_free = st_event_free;
+    be->event_record = st_event_record;
+    be->event_wait = st_event_wait;
+    be->sync = st_sync;
     be->matmul = st_matmul;
     be->rmsnorm = st_rmsnorm;
     be->rope = st_rope;

@@ -76,49 +76,25 @@ void selector_scratch_free(okv_selector_scratch *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Adds weight * max over heads of softmax_h(logits[h])[j] to score[j]. The per-head softmax
- * statistics come first so each candidate is then one pass over the heads. */
-static void add_softmax_max(const float *logits, int n_heads, int n, float weight, float *score) {
-    float mx[OKV_MAX_HEADS], inv[OKV_MAX_HEADS];
-    for (int h = 0; h < n_heads; h++) {
-        const float *l = logits + (size_t)h * n;
-        float m = -INFINITY;
-        for (int j = 0; j < n; j++) m = l[j] > m ? l[j] : m;
-        double sum = 0;
-        for (int j = 0; j < n; j++) sum += expf(l[j] - m);
-        mx[h] = m;
-        inv[h] = (float)(1.0 / sum);
-    }
-    for (int j = 0; j < n; j++) {
-        float best = 0;
-        for (int h = 0; h < n_heads; h++) {
-            float v = expf(logits[(size_t)h * n + j] - mx[h]) * inv[h];
-            best = v > best ? v : best;
-        }
-        score[j] += weight * best;
-    }
+static okv_select_args select_args(okv_selector sel, int k, int keep_first, int keep_last) {
+    static const okv_score_kind kinds[] = {
+        [SELECTOR_LAST] = OKV_SCORE_MAX,
+        [SELECTOR_SOFTMAX_BEFORE_LAST] = OKV_SCORE_SOFTMAX_MAX,
+        [SELECTOR_UNIFORM] = OKV_SCORE_WINDOW_SUM,
+        [SELECTOR_EXP] = OKV_SCORE_WINDOW_EXP,
+    };
+    return (okv_select_args){.kind = kinds[sel], .k = k, .keep_first = keep_first,
+                             .keep_last = keep_last};
 }
 
 void selector_scores(okv_selector sel, const float *logits, int n_heads, int n,
                      const float *window_logits, const int *ages, int n_win, float *score) {
-    OKV_ASSERT(n_heads <= OKV_MAX_HEADS);
-    if (sel == SELECTOR_LAST) {
-        for (int j = 0; j < n; j++) score[j] = logits[j];
-        for (int h = 1; h < n_heads; h++) {
-            const float *l = logits + (size_t)h * n;
-            for (int j = 0; j < n; j++) score[j] = l[j] > score[j] ? l[j] : score[j];
-        }
-        return;
-    }
-    for (int j = 0; j < n; j++) score[j] = 0;
-    if (sel == SELECTOR_SOFTMAX_BEFORE_LAST) {
-        add_softmax_max(logits, n_heads, n, 1.0f, score);
-        return;
-    }
-    for (int w = 0; w < n_win; w++) {
-        float weight = sel == SELECTOR_EXP ? ldexpf(1.0f, -ages[w]) : 1.0f;
-        add_softmax_max(window_logits + (size_t)w * n_heads * n, n_heads, n, weight, score);
-    }
+    OKV_ASSERT(n_win <= OKV_SELECT_MAX_WINDOW);
+    okv_select_args a = select_args(sel, 0, 0, 0);
+    a.window_logits = window_logits;
+    a.n_win = n_win;
+    for (int i = 0; i < n_win; i++) a.ages[i] = ages[i];
+    okv_select_scores_ref(score, logits, n_heads, n, &a);
 }
 
 okv_selection policy_selection(const okv_run_config *c, int n_prompt) {
@@ -133,11 +109,10 @@ int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float
     if (k <= 0) return 0;
     float *sc = s->score;
     if (sc != score) memcpy(sc, score, sizeof(float) * (size_t)n);
-    /* Forced tokens outrank every score; among them the lower position wins if k is short. */
-    for (int j = 0; j < sel->keep_first && j < n; j++) sc[j] = INFINITY;
-    for (int j = n - sel->keep_last; j < n; j++)
-        if (j >= 0) sc[j] = INFINITY;
-    for (int i = 0; i < n_forced; i++)
-        if (forced[i] >= 0 && forced[i] < n) sc[forced[i]] = INFINITY;
+    okv_select_args a = select_args(sel->selector, k, sel->keep_first, sel->keep_last);
+    OKV_ASSERT(n_forced <= OKV_SELECT_MAX_WINDOW);
+    a.n_forced = n_forced;
+    for (int i = 0; i < n_forced; i++) a.forced[i] = forced[i];
+    okv_select_force(sc, n, &a);
     return okv_topk(out, sc, n, k, s->tmp_f, s->tmp_i);
 }

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define OKV_MAX_HEADS 256
+
 
 typedef enum okv_role {
     ROLE_DENSE = 0,  /* before the first filter layer, or every layer under policy=dense */

@@ -130,6 +130,40 @@ static void check_exact(const char *what, const okv_model *m, okv_run_config rc,
     free_out(&b);
 }
 
+/* Two configurations that must give the same tokens and logits bit for bit (another backend,
+ * another way of reading bank rows) on the same prompts. */
+static void check_same(const char *what, const okv_model *m, okv_run_config a_rc, okv_run_config b_rc,
+                       int n_seq, const int *lens) {
+    const int V = m->cfg.n_vocab;
+    run_out a = run(m, &a_rc, n_seq, lens, 11, NULL), b = run(m, &b_rc, n_seq, lens, 11, NULL);
+    size_t n = (size_t)(STEPS + 1) * n_seq;
+    bool tok_eq = !memcmp(a.tokens, b.tokens, n * sizeof(int32_t));
+    bool log_eq = !memcmp(a.logits, b.logits, n * V * sizeof(float));
+    printf("%s over %d steps x %d seqs: tokens %s, logits %s; sparse rows %llu vs %llu\n", what,
+           STEPS, n_seq, tok_eq ? "equal" : "DIFFER", log_eq ? "bitwise equal" : "DIFFER",
+           (unsigned long long)a.metrics.rows_sparse, (unsigned long long)b.metrics.rows_sparse);
+    TEST_CHECK(tok_eq && log_eq && a.metrics.rows_sparse == b.metrics.rows_sparse, "%s differs", what);
+    free_out(&a);
+    free_out(&b);
+}
+
+/* backend / bank_gather variants of rc that must all equal the CPU backend reading in place. */
+static void check_backends(const char *name, const okv_model *m, okv_run_config rc, int n_seq,
+                           const int *lens) {
+    okv_run_config base = rc, strict = rc, staged = rc;
+    base.backend = OKV_BACKEND_CPU, base.bank_gather = BANK_GATHER_INPLACE;
+    strict.backend = OKV_BACKEND_CPU_STRICT; /* auto: staged gathers, as on a GPU */
+    staged.backend = OKV_BACKEND_CPU, staged.bank_gather = BANK_GATHER_STAGED;
+    char what[160];
+    snprintf(what, sizeof what, "%s: cpu-strict (staged) vs cpu (in place)", name);
+    check_same(what, m, base, strict, n_seq, lens);
+    snprintf(what, sizeof what, "%s: cpu staged vs in place", name);
+    check_same(what, m, base, staged, n_seq, lens);
+    strict.bank_gather = BANK_GATHER_INPLACE;
+    snprintf(what, sizeof what, "%s: cpu-strict in place vs cpu", name);
+    check_same(what, m, base, strict, n_seq, lens);
+}
+
 static okv_run_config omnikv_config(int n_filters, const int *filters) {
     okv_run_config rc;
     config_defaults(&rc);
@@ -189,6 +223,10 @@ int main(void) {
            (unsigned long long)s.metrics.rows_sparse, (unsigned long long)want);
     free_out(&s);
     free_out(&d);
+    check_backends("tiny k=16 batch 4", &m, rc, 4, (int[]){150, 37, 300, 64});
+    rc.selector = SELECTOR_EXP;
+    check_backends("tiny k=16 exp window batch 2", &m, rc, 2, (int[]){90, 200});
+    rc.selector = SELECTOR_LAST;
 
     /* A slot's selection set after its start (eval's variants) acts exactly as a run config with
      * the same settings: budget, selector and kept ends. */
@@ -243,6 +281,16 @@ int main(void) {
     rc = omnikv_config(3, filters_real);
     check_exact("SmolLM2 batch 1", &m, rc, 1, (int[]){200});
     check_exact("SmolLM2 batch 4", &m, rc, 4, (int[]){200, 45, 130, 77});
+    /* k = 64 so selection matters; dense too */
+    rc.num_selected = 64;
+    okv_run_config strict = rc;
+    strict.backend = OKV_BACKEND_CPU_STRICT;
+    check_same("SmolLM2 k=64 batch 1: cpu-strict (staged) vs cpu (in place)", &m, rc, strict, 1, (int[]){200});
+    check_backends("SmolLM2 k=64 batch 4", &m, rc, 4, (int[]){200, 45, 130, 77});
+    rc.policy = POLICY_DENSE;
+    strict = rc;
+    strict.backend = OKV_BACKEND_CPU_STRICT;
+    check_same("SmolLM2 dense batch 4: cpu-strict vs cpu", &m, rc, strict, 4, (int[]){200, 45, 130, 77});
     model_free(&m);
     return test_summary();
 }
