@@ -4,7 +4,8 @@
 # OmniKV, at batch 1 and 5, with planner and hand partitions (some splitting a filter group, so an
 # index set crosses a rank boundary), 1 and 3 micro-batches, a window selector, over shared
 # memory and over TCP, and on SmolLM2; plus placement (two ranks bound to different cores), the
-# trace, and the start-up errors (too many ranks, a bad partition, unavailable transports).
+# trace, the checking backend (cpu-strict, staged gathers) on 2 and 3 ranks, and the start-up
+# errors (too many ranks, a bad partition, unavailable transports).
 # Every run uses --set threads=1: the CPU kernels do not depend on the thread count, and fixing it
 # keeps one rank and P ranks doing the same arithmetic beyond doubt.
 set -u
@@ -125,6 +126,19 @@ run_np 0 "$T/ref_win.jsonl" "${BASE[@]}" "${WIN[@]}"
 run_np 4 "$T/win4.jsonl" "${BASE[@]}" "${WIN[@]}" --stages 0-1,2-3,4-5,6-7 &&
     same "$T/ref_win.jsonl" "$T/win4.jsonl" "4 ranks, uniform window selector"
 
+# ---- the checking backend: every op gets backend memory, gathers staged (as on a GPU) ------------
+STRICT=(--set backend=cpu-strict)
+run_np 0 "$T/strict1.jsonl" "${BASE[@]}" "${OMNI[@]}" "${STRICT[@]}" --set max_batch=5 &&
+    same "$T/ref_omni_5.jsonl" "$T/strict1.jsonl" "one rank, cpu-strict, omnikv, batch 5"
+for b in 1 5; do
+    run_np 2 "$T/strict2_$b.jsonl" "${BASE[@]}" "${OMNI[@]}" "${STRICT[@]}" --set max_batch=$b --stages 0-3,4-7 &&
+        same "$T/ref_omni_$b.jsonl" "$T/strict2_$b.jsonl" "2 ranks, cpu-strict, omnikv, batch $b (group 0 crosses)"
+done
+run_np 3 "$T/strict3.jsonl" "${BASE[@]}" "${OMNI[@]}" "${STRICT[@]}" --set max_batch=5 --stages 0-2,3-6,7 &&
+    same "$T/ref_omni_5.jsonl" "$T/strict3.jsonl" "3 ranks, cpu-strict, omnikv (both groups cross)"
+run_np 3 "$T/strict3d.jsonl" "${BASE[@]}" "${DENSE[@]}" "${STRICT[@]}" --set max_batch=5 &&
+    same "$T/ref_dense_5.jsonl" "$T/strict3d.jsonl" "3 ranks, cpu-strict, dense"
+
 # ---- TCP ----------------------------------------------------------------------------------------
 MPI=(mpirun --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl tcp,self)
 run_np 3 "$T/tcp3.jsonl" "${BASE[@]}" "${OMNI[@]}" --set max_batch=5 --stages 0-3,4-5,6-7 &&
@@ -206,6 +220,8 @@ EOF
     run_np 0 "$T/smol_ref.jsonl" "${SB[@]}"
     run_np 3 "$T/smol3.jsonl" "${SB[@]}" --stages 0-6,7-15,16-29 &&
         same "$T/smol_ref.jsonl" "$T/smol3.jsonl" "SmolLM2, 3 ranks, groups split at 7 and 16"
+    run_np 2 "$T/smol2s.jsonl" "${SB[@]}" --set backend=cpu-strict --stages 0-9,10-29 &&
+        same "$T/smol_ref.jsonl" "$T/smol2s.jsonl" "SmolLM2, 2 ranks, cpu-strict"
 fi
 
 echo "$CHECKS checks, $FAILS failed"
