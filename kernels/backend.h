@@ -51,18 +51,25 @@ typedef enum okv_score_kind {
 #define OKV_SELECT_MAX_WINDOW 256
 #define OKV_SELECT_MAX_HEADS 256
 
-/* One filter layer's selection for one sequence over n prompt candidates. The scalar arrays
- * (ages, forced) are parameters, read by the host when the op is issued. */
+/* One filter layer's selection for one sequence over the n prompt positions, as the reference
+ * implementation selects: the last n_tail positions (the prompt tokens still inside a window
+ * selector's window) are not scored and always selected; the scores, and the per-head softmax
+ * of the softmax kinds, cover the c = n - n_tail candidates before them, so a window query never
+ * normalises over keys after its own position. The candidates give k_s = k scored positions, for
+ * window kinds k_s = max(1, k - n_tail), keep_first / keep_last (ours) always among them. The
+ * scalar array ages is a parameter, read by the host when the op is issued. */
 typedef struct okv_select_args {
     okv_score_kind kind;
-    int k;                     /* budget; k' = min(k, n) indices come out (0 when k <= 0) */
-    int keep_first, keep_last; /* prompt ends always selected */
+    int k;                     /* budget, prompt tokens (may be 0) */
+    int keep_first, keep_last; /* candidates always selected */
+    int n_tail;                /* window kinds: trailing prompt positions selected unscored */
     const float *window_logits; /* window kinds: [n_win][n_heads][n], entry 0 the current query */
     int n_win;
-    int ages[OKV_SELECT_MAX_WINDOW];  /* [n_win] steps between window query i and the current */
-    int n_forced;
-    int32_t forced[OKV_SELECT_MAX_WINDOW]; /* prompt positions always selected (window tokens) */
+    int ages[OKV_SELECT_MAX_WINDOW]; /* [n_win] steps between window query i and the current */
 } okv_select_args;
+
+/* How many positions a selection yields: min(k_s, n - n_tail) + n_tail (see okv_select_args). */
+int okv_select_count(int n, const okv_select_args *a);
 
 /* A view of one layer's cached K and V rows, as an attention op reads them. Row r of KV head h
  * starts at element (r * stride + h * head_dim) of k (and of v). Rows visited are idx[0..n)
@@ -176,10 +183,11 @@ struct okv_backend {
     void (*attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                         okv_attn_shape s);
 
-    /* The filter layer's selection: scores of the n prompt candidates from logits
-     * [n_heads][n] (or a->window_logits), then out[0..k') = the k' = min(k, n) best positions,
-     * ascending, ties to the lower position; keep_first / keep_last / forced positions always in
-     * it (the lower ones first when k' is short). Returns k' (known on the host at issue time). */
+    /* The filter layer's selection (okv_select_args): scores of the candidates from logits
+     * [n_heads][n] (or a->window_logits, rows of n), then out[0..k') = the k_s best candidates
+     * ascending (ties to the lower position; keep_first / keep_last first, the lower ones first
+     * when k_s is short), then the n_tail trailing positions. Returns k' = okv_select_count,
+     * known on the host at issue time. */
     int (*select)(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
                   const okv_select_args *a);
 
@@ -271,11 +279,15 @@ void okv_bias_add_ref(float *y, const float *b, int n_tok, int dim);
 void okv_argmax_ref(int32_t *out, const float *x, int n_rows, int n);
 void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
                          const int32_t *idx, int n);
-/* Selection scores of the n candidates ([n] floats out) as okv_select_args describe. */
+/* Selection scores of the c = n - n_tail candidates ([c] floats out; logit rows hold n) as
+ * okv_select_args describe. */
 void okv_select_scores_ref(float *score, const float *logits, int n_heads, int n,
                            const okv_select_args *a);
-/* Raises keep_first / keep_last / forced positions of score[0..n) to +inf. */
-void okv_select_force(float *score, int n, const okv_select_args *a);
+/* Raises keep_first / keep_last of the c candidates score[0..c) to +inf. */
+void okv_select_force(float *score, int c, const okv_select_args *a);
+/* The scored budget k_s of a selection, and its candidate count c. */
+int okv_select_scored(const okv_select_args *a);
+int okv_select_candidates(int n, const okv_select_args *a);
 /* The whole selection with a full sort: the reference of the select op. */
 int okv_select_ref(int32_t *out, const float *logits, int n_heads, int n, const okv_select_args *a);
 

@@ -521,20 +521,20 @@ void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t r
                (const uint8_t *)src + (size_t)idx[i] * src_stride, row_bytes);
 }
 
-/* Adds weight * max over heads of softmax_h(logits[h])[j] to score[j]. The per-head softmax
- * statistics come first so each candidate is then one pass over the heads. */
-static void add_softmax_max(const float *logits, int n_heads, int n, float weight, float *score) {
+/* Adds weight * max over heads of softmax_h(logits[h][0..c))[j] to score[j] (logit rows hold n).
+ * The per-head softmax statistics come first so each candidate is then one pass over the heads. */
+static void add_softmax_max(const float *logits, int n_heads, int n, int c, float weight, float *score) {
     float mx[OKV_SELECT_MAX_HEADS], inv[OKV_SELECT_MAX_HEADS];
     for (int h = 0; h < n_heads; h++) {
         const float *l = logits + (size_t)h * n;
         float m = -INFINITY;
-        for (int j = 0; j < n; j++) m = l[j] > m ? l[j] : m;
+        for (int j = 0; j < c; j++) m = l[j] > m ? l[j] : m;
         double sum = 0;
-        for (int j = 0; j < n; j++) sum += expf(l[j] - m);
+        for (int j = 0; j < c; j++) sum += expf(l[j] - m);
         mx[h] = m;
         inv[h] = (float)(1.0 / sum);
     }
-    for (int j = 0; j < n; j++) {
+    for (int j = 0; j < c; j++) {
         float best = 0;
         for (int h = 0; h < n_heads; h++) {
             float v = expf(logits[(size_t)h * n + j] - mx[h]) * inv[h];
@@ -544,43 +544,63 @@ static void add_softmax_max(const float *logits, int n_heads, int n, float weigh
     }
 }
 
+static bool select_is_window(const okv_select_args *a) {
+    return a->kind == OKV_SCORE_WINDOW_SUM || a->kind == OKV_SCORE_WINDOW_EXP;
+}
+
+int okv_select_scored(const okv_select_args *a) {
+    return select_is_window(a) ? OKV_MAX(1, a->k - a->n_tail) : OKV_MAX(0, a->k);
+}
+
+int okv_select_candidates(int n, const okv_select_args *a) {
+    return select_is_window(a) ? n - OKV_MIN(OKV_MAX(a->n_tail, 0), n) : n;
+}
+
+int okv_select_count(int n, const okv_select_args *a) {
+    const int c = okv_select_candidates(n, a);
+    return OKV_MIN(okv_select_scored(a), c) + (n - c);
+}
+
 void okv_select_scores_ref(float *score, const float *logits, int n_heads, int n,
                            const okv_select_args *a) {
     OKV_ASSERT(n_heads <= OKV_SELECT_MAX_HEADS);
+    const int c = okv_select_candidates(n, a);
     if (a->kind == OKV_SCORE_MAX) {
-        for (int j = 0; j < n; j++) score[j] = logits[j];
+        for (int j = 0; j < c; j++) score[j] = logits[j];
         for (int h = 1; h < n_heads; h++) {
             const float *l = logits + (size_t)h * n;
-            for (int j = 0; j < n; j++) score[j] = l[j] > score[j] ? l[j] : score[j];
+            for (int j = 0; j < c; j++) score[j] = l[j] > score[j] ? l[j] : score[j];
         }
         return;
     }
-    for (int j = 0; j < n; j++) score[j] = 0;
+    for (int j = 0; j < c; j++) score[j] = 0;
+    if (c == 0) return;
     if (a->kind == OKV_SCORE_SOFTMAX_MAX) {
-        add_softmax_max(logits, n_heads, n, 1.0f, score);
+        add_softmax_max(logits, n_heads, n, c, 1.0f, score);
         return;
     }
     for (int w = 0; w < a->n_win; w++) {
         float weight = a->kind == OKV_SCORE_WINDOW_EXP ? ldexpf(1.0f, -a->ages[w]) : 1.0f;
-        add_softmax_max(a->window_logits + (size_t)w * n_heads * n, n_heads, n, weight, score);
+        add_softmax_max(a->window_logits + (size_t)w * n_heads * n, n_heads, n, c, weight, score);
     }
 }
 
-/* Forced positions outrank every score; among them the lower position wins if k is short. */
-void okv_select_force(float *score, int n, const okv_select_args *a) {
-    for (int j = 0; j < a->keep_first && j < n; j++) score[j] = INFINITY;
-    for (int j = n - OKV_MIN(a->keep_last, n); j < n; j++) score[j] = INFINITY;
-    for (int i = 0; i < a->n_forced; i++)
-        if (a->forced[i] >= 0 && a->forced[i] < n) score[a->forced[i]] = INFINITY;
+/* Kept ends outrank every score; among them the lower position wins if k_s is short. */
+void okv_select_force(float *score, int c, const okv_select_args *a) {
+    for (int j = 0; j < a->keep_first && j < c; j++) score[j] = INFINITY;
+    for (int j = c - OKV_MIN(a->keep_last, c); j < c; j++) score[j] = INFINITY;
 }
 
 int okv_select_ref(int32_t *out, const float *logits, int n_heads, int n, const okv_select_args *a) {
-    if (a->k <= 0 || n <= 0) return 0;
-    float *score = malloc(sizeof(float) * (size_t)n);
+    if (n <= 0) return 0;
+    const int total = okv_select_count(n, a), c = okv_select_candidates(n, a);
+    float *score = malloc(sizeof(float) * (size_t)(c ? c : 1));
     OKV_ASSERT(score);
     okv_select_scores_ref(score, logits, n_heads, n, a);
-    okv_select_force(score, n, a);
-    int k = okv_topk_ref(out, score, n, a->k);
+    okv_select_force(score, c, a);
+    int k = okv_topk_ref(out, score, c, okv_select_scored(a));
+    for (int j = c; j < n; j++) out[k++] = j;
+    OKV_ASSERT(k == total);
     free(score);
     return k;
 }

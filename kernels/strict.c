@@ -365,7 +365,7 @@ static int st_select(okv_backend *be, int32_t *out, const float *logits, int n_h
         need_dev(be, "select", "window_logits", a->window_logits, f32s((int64_t)a->n_win * n_heads * n));
     else
         need_dev(be, "select", "logits", logits, f32s((int64_t)n_heads * n));
-    if (a->k > 0 && n > 0) need_dev(be, "select", "out", out, i32s(a->k < n ? a->k : n));
+    if (n > 0 && okv_select_count(n, a) > 0) need_dev(be, "select", "out", out, i32s(okv_select_count(n, a)));
     return inner(be)->select(inner(be), out, logits, n_heads, n, a);
 }
 

@@ -44,13 +44,14 @@ static const config_key keys[] = {
      "filter layers, \"2,8,18\" or [2,8,18]: ascending, distinct, below the model's layer count"},
     {"num_wait_load_layers", KEY_NUM_WAIT_LOAD_LAYERS, "1",
      "W: dense layers after each filter layer (>= 0)"},
-    {"num_of_selected_tokens", KEY_NUM_SELECTED, "2048",
-     "k: a value in (0, 1) is a fraction of the prompt, >= 1 a whole token count; unlike the "
-     "reference implementation a JSON 2048.0 is a count, not a fraction"},
+    {"num_of_selected_tokens", KEY_NUM_SELECTED, "4096",
+     "k: a value in (0, 1) is a fraction of the prompt, truncated as the reference implementation "
+     "does (0.29 of 100 is 28, under one token none), >= 1 a whole token count; unlike the "
+     "reference a JSON 2048.0 is a count, not a fraction, and 1.0 is one token, not all"},
     {"min_selected_tokens", KEY_MIN_SELECTED, "0",
      "k is never below this many prompt tokens (>= 0), so a fractional k stays useful on short "
      "prompts; 0 = the reference's plain fraction"},
-    {"selector_cls", KEY_SELECTOR, "last", "last | softmax_before_last | uniform | exp"},
+    {"selector_cls", KEY_SELECTOR, "softmax_before_last", "last | softmax_before_last | uniform | exp"},
     {"window_size", KEY_WINDOW_SIZE, "16", "queries scored by the uniform / exp selectors (>= 1)"},
     {"real_offload", KEY_REAL_OFFLOAD, "true",
      "keep the sparse layers' prompt KV in the host Context Bank (false: on the device)"},
@@ -111,9 +112,9 @@ void config_defaults(okv_run_config *c) {
     c->policy_explicit = false;
     c->n_filter_layers = 0;
     c->num_wait_load_layers = 1;
-    c->num_selected = 2048;
+    c->num_selected = 4096; /* the reference's defaults, so its configs that omit them load alike */
     c->min_selected = 0;
-    c->selector = SELECTOR_LAST;
+    c->selector = SELECTOR_SOFTMAX_BEFORE_LAST;
     c->window_size = 16;
     c->real_offload = true;
     c->dense_more = true;
@@ -534,11 +535,10 @@ int config_validate(const okv_run_config *c, int n_layers) {
 }
 
 int config_budget(const okv_run_config *c, int n_prompt) {
-    int k = (int)c->num_selected;
-    /* The small slack keeps products such as 0.29 * 100 from rounding down to 28. */
-    if (c->num_selected < 1.0) k = (int)floor(c->num_selected * n_prompt + 1e-9);
-    k = k > c->min_selected ? k : c->min_selected;
-    return k < 1 ? 1 : k;
+    /* A fraction truncates as the reference's int(f * N) does: 0.29 of 100 is 28 (0.29 * 100 is
+     * 28.999...), and under one token it is none. */
+    int k = c->num_selected < 1.0 ? (int)(c->num_selected * n_prompt) : (int)c->num_selected;
+    return k > c->min_selected ? k : c->min_selected;
 }
 
 static const char *policy_name(okv_policy_kind p) { return p == POLICY_OMNIKV ? "omnikv" : "dense"; }

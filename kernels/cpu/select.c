@@ -40,11 +40,14 @@ void cpu_select_free(cpu_state *st) {
 int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
                const okv_select_args *a) {
     cpu_state *st = be->state;
-    if (a->k <= 0 || n <= 0) return 0;
+    if (n <= 0) return 0;
     OKV_ASSERT(n <= st->sel_cap);
+    const int c = okv_select_candidates(n, a);
     okv_select_scores_ref(st->sel_score, logits, n_heads, n, a);
-    okv_select_force(st->sel_score, n, a);
-    return okv_topk(out, st->sel_score, n, a->k, st->sel_f, st->sel_i);
+    okv_select_force(st->sel_score, c, a);
+    int k = okv_topk(out, st->sel_score, c, okv_select_scored(a), st->sel_f, st->sel_i);
+    for (int j = c; j < n; j++) out[k++] = j;
+    return k;
 }
 
 void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n) {

@@ -203,8 +203,9 @@ static int engine_init_inner(okv_engine *e) {
                e->rows_host);
     if (e->n_groups > 0 && (st = init_groups(e))) return st;
 
-    /* Staging holds the most rows a selection can take: the budget at the longest prompt. */
-    e->stage_rows = OKV_MIN(e->max_ctx, config_budget(rc, e->max_ctx - 1));
+    /* Staging holds the most rows a selection can take: the budget at the longest prompt, or a
+     * window selector's scored token plus its window. */
+    e->stage_rows = OKV_MIN(e->max_ctx, OKV_MAX(config_budget(rc, e->max_ctx - 1), e->window + 1));
     carver sizing = {0};
     layout(e, &sizing);
     e->arena_bytes = sizing.off;
@@ -329,7 +330,7 @@ void engine_free(okv_engine *e) {
 /* ---- sequences --------------------------------------------------------------------------------- */
 
 static int check_stage_rows(const okv_engine *e, const okv_selection *sel, int n_prompt) {
-    const int rows = OKV_MIN(sel->k, n_prompt);
+    const int rows = OKV_MIN(OKV_MAX(sel->k, e->window + 1), n_prompt);
     if (e->staged && e->bank.bytes && rows > e->stage_rows)
         return okv_fail(OKV_ERR_USAGE, "a selection of %d rows does not fit the %d staging rows "
                         "that num_of_selected_tokens sized at start-up; raise "
@@ -625,7 +626,7 @@ static void select_tokens(okv_engine *e, int l, int slot, const float *q) {
         okv_kv_view prompt = cache_view(e, e->cache_k, e->cache_v, l, slot, 0, N, NULL);
         for (int p = pos; p > pos - e->window && p >= 0; p--, a.n_win++) {
             a.ages[a.n_win] = pos - p;
-            if (p < N) a.forced[a.n_forced++] = p;
+            a.n_tail += p < N; /* the window's prompt tokens: the last ones of the prompt */
             if (p == pos) continue; /* the current query's logits came with its attention */
             e->be.attn_logits(&e->be, e->logits_win + (size_t)a.n_win * H * N, win_slot(e, slot, g, p),
                               prompt, e->shape);

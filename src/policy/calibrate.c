@@ -50,7 +50,7 @@ static void probe(void *ctx, int layer, int slot, const float *logits, int n_hea
     (void)slot;
     selector_scores(SELECTOR_LAST, logits, n_heads, n, NULL, NULL, 0, score);
     /* score lives in tmp_f: selector_pick copies it into ss.score before its top-k reuses tmp_f */
-    ps->n_top[layer] = selector_pick(&ps->pick, &ps->ss, score, n, NULL, 0,
+    ps->n_top[layer] = selector_pick(&ps->pick, &ps->ss, score, n,
                                      ps->top + (size_t)layer * ps->max_n);
     ps->seen[layer] = true;
 }

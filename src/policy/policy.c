@@ -103,16 +103,13 @@ okv_selection policy_selection(const okv_run_config *c, int n_prompt) {
 }
 
 int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float *score, int n,
-                  const int32_t *forced, int n_forced, int32_t *out) {
+                  int32_t *out) {
     OKV_ASSERT(n <= s->max_n);
     int k = sel->k < n ? sel->k : n;
     if (k <= 0) return 0;
     float *sc = s->score;
     if (sc != score) memcpy(sc, score, sizeof(float) * (size_t)n);
-    okv_select_args a = select_args(sel->selector, k, sel->keep_first, sel->keep_last);
-    OKV_ASSERT(n_forced <= OKV_SELECT_MAX_WINDOW);
-    a.n_forced = n_forced;
-    for (int i = 0; i < n_forced; i++) a.forced[i] = forced[i];
+    const okv_select_args a = select_args(SELECTOR_LAST, k, sel->keep_first, sel->keep_last);
     okv_select_force(sc, n, &a);
     return okv_topk(out, sc, n, k, s->tmp_f, s->tmp_i);
 }

@@ -58,10 +58,10 @@ typedef struct okv_selection {
 /* The selection the run config gives a prompt of n_prompt tokens (k from config_budget). */
 okv_selection policy_selection(const okv_run_config *c, int n_prompt);
 
-/* The index set: keep_first / keep_last / forced positions (ascending list, may be NULL) are
- * always in it, the rest by top score; k' = min(sel->k, n) entries, ascending, ties to the lower
- * position. Returns k'. */
+/* The top of precomputed scores (calibration): keep_first / keep_last always in it, the rest by
+ * top score; k' = min(sel->k, n) entries, ascending, ties to the lower position. Returns k'. The
+ * engine's selection, window tails included, is the backend's select op. */
 int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float *score, int n,
-                  const int32_t *forced, int n_forced, int32_t *out);
+                  int32_t *out);
 
 #endif

@@ -37,8 +37,9 @@ static void test_defaults(void) {
     TEST_CHECK(c.policy == POLICY_DENSE && !c.policy_explicit, "default policy is dense");
     TEST_CHECK(c.n_filter_layers == 0, "no filter layers by default");
     TEST_CHECK(c.num_wait_load_layers == 1, "W default 1, got %d", c.num_wait_load_layers);
-    TEST_CHECK(c.num_selected == 2048.0, "k default 2048, got %g", c.num_selected);
-    TEST_CHECK(c.selector == SELECTOR_LAST, "selector default last");
+    /* the reference implementation's defaults (config.get(..., 4096 / "softmax_before_last")) */
+    TEST_CHECK(c.num_selected == 4096.0, "k default 4096, got %g", c.num_selected);
+    TEST_CHECK(c.selector == SELECTOR_SOFTMAX_BEFORE_LAST, "selector default softmax_before_last");
     TEST_CHECK(c.window_size == 16, "window default 16, got %d", c.window_size);
     TEST_CHECK(c.real_offload && c.dense_more, "real_offload and dense_more default true");
     TEST_CHECK(c.keep_first == 0 && c.keep_last == 0, "keep_first/last default 0");
@@ -160,14 +161,14 @@ static void test_fraction_and_budget(void) {
     config_defaults(&c);
     TEST_OK(config_set(&c, "num_of_selected_tokens", "0.067"));
     TEST_CHECK(c.num_selected == 0.067, "fraction stored as given");
-    /* floor(0.067 * 1000) = 67; floor(0.067 * 10) = 0 -> at least 1; floor(0.067 * 128500) =
-     * floor(8609.5) = 8609 */
+    /* as the reference's int(f * N): int(0.067 * 1000) = int(67.0000...01) = 67; int(0.67) = 0
+     * (no token, as there); int(8609.5) = 8609 */
     TEST_CHECK(config_budget(&c, 1000) == 67, "0.067 of 1000 -> 67, got %d", config_budget(&c, 1000));
-    TEST_CHECK(config_budget(&c, 10) == 1, "0.067 of 10 -> 1, got %d", config_budget(&c, 10));
+    TEST_CHECK(config_budget(&c, 10) == 0, "0.067 of 10 -> 0, got %d", config_budget(&c, 10));
     TEST_CHECK(config_budget(&c, 128500) == 8609, "0.067 of 128500 -> 8609, got %d",
                config_budget(&c, 128500));
     TEST_OK(config_set(&c, "num_of_selected_tokens", "0.29"));
-    TEST_CHECK(config_budget(&c, 100) == 29, "0.29 of 100 -> 29 (not 28), got %d",
+    TEST_CHECK(config_budget(&c, 100) == 28, "0.29 of 100 -> 28 (0.29 * 100 = 28.999...), got %d",
                config_budget(&c, 100));
     TEST_OK(config_set(&c, "num_of_selected_tokens", "2048"));
     TEST_CHECK(config_budget(&c, 100000) == 2048, "count 2048, got %d", config_budget(&c, 100000));
