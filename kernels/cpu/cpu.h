@@ -14,16 +14,6 @@
 #define OKV_CPU_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define OKV_CPU_AVX2 1
-/* ---- select.c ---- */
-void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim);
-int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
-               const okv_select_args *a);
-void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n);
-void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
-                     size_t row_bytes, const int32_t *idx, int n, int stream);
-int cpu_select_reserve(okv_backend *be, int max_ctx);
-void cpu_select_free(cpu_state *st);
-
 #endif
 
 /* Fully unrolls the short loops over a tile of tokens or heads so their accumulators live in
