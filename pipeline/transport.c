@@ -123,16 +123,16 @@ _Noreturn void pipe_peer_lost(const char *fmt, ...) {
  * deadline has passed. */
 typedef struct wait_clock {
     double t0, timeout_s;
-    int spin;
+    unsigned polls; /* wraps harmlessly after days of waiting without a deadline */
 } wait_clock;
 
 static bool wait_more(wait_clock *w) {
     const struct timespec nap = {.tv_sec = 0, .tv_nsec = 50000};
-    if (w->spin < 200) sched_yield();
+    if (w->polls < 200) sched_yield();
     else nanosleep(&nap, NULL);
-    w->spin++;
+    w->polls++;
     /* the clock is read every 64 polls: naps make that a few milliseconds */
-    return !(w->timeout_s > 0 && (w->spin & 63) == 0 && okv_now_s() - w->t0 > w->timeout_s);
+    return !(w->timeout_s > 0 && (w->polls & 63) == 0 && okv_now_s() - w->t0 > w->timeout_s);
 }
 
 void pipe_wait(pipe_transport *t, pipe_buf *b, const char *what, int64_t seqno) {

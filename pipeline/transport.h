@@ -6,7 +6,8 @@
  * its payload lives in and a buffer says the kind receives deliver into, so device activations
  * go from GPU to GPU with no host bounce. Every operation is non-blocking; pipe_wait polls with a
  * deadline, so a silent peer ends the job instead of hanging it. Tested by
- * tests/mpi/test_pipeline.sh (mpi over shared memory and TCP), tests/mpi/test_two_hosts.sh (two
+ * tests/unit/test_transport.c (memory kinds), tests/mpi/test_pipeline.sh (mpi over shared memory
+ * and TCP), tests/mpi/test_two_hosts.sh (two
  * network namespaces, a cut link) and tests/unit/test_planner.c (the auto choice, GPU sharing);
  * mpi-cuda and nccl are built when CUDA / NCCL are found and need a GPU per rank to run. */
 #ifndef OKV_TRANSPORT_H

@@ -3,7 +3,8 @@
  * computes on it in place). It takes host memory; a payload in backend (device) memory is staged
  * here, through the wire buffer, with the backend's copy (the backend given at init), and a
  * buffer that receives into backend memory gets a copy of the payload there. Tested by
- * tests/mpi/test_pipeline.sh, over shared memory and over TCP (--mca btl tcp,self). */
+ * tests/unit/test_transport.c (memory kinds, on cpu-strict) and tests/mpi/test_pipeline.sh, over
+ * shared memory and over TCP (--mca btl tcp,self). */
 #include "msg.h"
 #include "transport.h"
 
