@@ -143,9 +143,13 @@ static int agree(pipe_ctx *pc, int st) {
         all = calloc((size_t)pc->size, sizeof *all);
         OKV_ASSERT(all);
     }
-    CHECK_MPI(MPI_Gather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, 0, pc->comm));
+    MPI_Request rq;
+    CHECK_MPI(MPI_Igather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, 0,
+                          pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (gathering every rank's status)");
     int worst = 0;
-    CHECK_MPI(MPI_Allreduce(&st, &worst, 1, MPI_INT, MPI_MAX, pc->comm));
+    CHECK_MPI(MPI_Iallreduce(&st, &worst, 1, MPI_INT, MPI_MAX, pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (agreeing every rank started)");
     if (pc->rank == 0 && worst && !st) {
         for (int r = 1; r < pc->size; r++)
             if (all[r].st) {
@@ -180,6 +184,22 @@ static int load_stage(pipe_ctx *pc, const char *path) {
     pc->seqbuf = calloc((size_t)en->max_slots, sizeof *pc->seqbuf);
     pc->outbuf = calloc((size_t)en->max_slots, sizeof *pc->outbuf);
     OKV_ASSERT(pc->slots && pc->seqbuf && pc->outbuf);
+    /* The stage's hidden states (pc->x, the received payloads) are host memory today. */
+    pc->act_kind = OKV_MEM_HOST;
+    const size_t n_counts = (size_t)en->max_slots * OKV_MAX_FILTERS;
+    pipe_msg *ms[3] = {&pc->in, &pc->out, &pc->ret_in};
+    for (int i = 0; i < 3; i++) {
+        pipe_msg *m = ms[i];
+        m->cap_seq = en->max_slots;
+        m->cap_idx = pc->max_idx;
+        m->seqs = calloc((size_t)en->max_slots, sizeof *m->seqs);
+        m->out = calloc((size_t)en->max_slots, sizeof *m->out);
+        m->counts = calloc(n_counts, sizeof *m->counts);
+        m->idx = calloc((size_t)OKV_MAX(pc->max_idx, 1), sizeof *m->idx);
+        if (!m->seqs || !m->out || !m->counts || !m->idx)
+            return okv_fail(OKV_ERR_NOMEM, "cannot allocate stage message buffers for %lld index "
+                            "entries", (long long)pc->max_idx);
+    }
     if (s == 0) {
         pc->x = okv_alloc(sizeof(float) * (size_t)en->max_tok * pc->dim);
         pc->n_prompt = calloc((size_t)en->max_slots, sizeof *pc->n_prompt);
@@ -195,11 +215,13 @@ static int init_buffers(pipe_ctx *pc) {
     int st = OKV_OK;
     if (!pc->last) {
         size_t cap = OKV_MAX(pre, pipe_msg_ctrl_bytes(PIPE_MSG_DECODE, en->max_slots, pc->n_out, pc->max_idx));
-        for (int i = 0; i < PIPE_RING && !st; i++) st = pc->tr.buf_init(&pc->tr, &pc->send[i], cap, data_cap);
+        for (int i = 0; i < PIPE_RING && !st; i++)
+            st = pc->tr.buf_init(&pc->tr, &pc->send[i], cap, data_cap, pc->act_kind);
     }
     if (pc->rank > 0) {
         size_t cap = OKV_MAX(pre, pipe_msg_ctrl_bytes(PIPE_MSG_DECODE, en->max_slots, pc->n_in, pc->max_idx));
-        for (int i = 0; i < PIPE_RING && !st; i++) st = pc->tr.buf_init(&pc->tr, &pc->recv[i], cap, data_cap);
+        for (int i = 0; i < PIPE_RING && !st; i++)
+            st = pc->tr.buf_init(&pc->tr, &pc->recv[i], cap, data_cap, pc->act_kind);
     }
     /* Rank 0 keeps a receive posted for every unit that can be outstanding (a prefilling slot
      * or a micro-batch step each), so the last stage's returns always land at once. */
@@ -209,7 +231,8 @@ static int init_buffers(pipe_ctx *pc) {
         pc->retq = calloc((size_t)pc->n_retq, sizeof *pc->retq);
         OKV_ASSERT(pc->retq);
         size_t cap = pipe_msg_ctrl_bytes(PIPE_MSG_TOKENS, en->max_slots, 0, 0);
-        for (int i = 0; i < pc->n_retq && !st; i++) st = pc->ret.buf_init(&pc->ret, &pc->retq[i], cap, 0);
+        for (int i = 0; i < pc->n_retq && !st; i++)
+            st = pc->ret.buf_init(&pc->ret, &pc->retq[i], cap, 0, OKV_MEM_HOST);
     }
     return st;
 }
@@ -237,7 +260,10 @@ static void report_stages(pipe_ctx *pc, okv_transport_kind kind) {
         all = calloc((size_t)pc->size, sizeof *all);
         OKV_ASSERT(all);
     }
-    CHECK_MPI(MPI_Gather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, 0, pc->comm));
+    MPI_Request rq;
+    CHECK_MPI(MPI_Igather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, 0,
+                          pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (what every rank holds)");
     if (pc->rank == 0) {
         OKV_INFO("pipeline: %d stages, %d micro-batch(es) for max_batch %d, transport %s, %d "
                  "thread(s) per rank", pc->size, pc->n_mb, pc->rc.max_batch,
@@ -272,7 +298,9 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     memset(&sm, 0, sizeof sm);
     sm.st = pre;
     if (pc->rank == 0 && !sm.st) sm.st = plan_rank0(pc, model_path, &sm);
-    CHECK_MPI(MPI_Bcast(&sm, (int)sizeof sm, MPI_BYTE, 0, pc->comm));
+    MPI_Request rq;
+    CHECK_MPI(MPI_Ibcast(&sm, (int)sizeof sm, MPI_BYTE, 0, pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (the stage plan from rank 0)");
     if (sm.st) return sm.st;
     pc->n_mb = sm.n_mb;
     pc->plan.n_stages = sm.n_stages;
@@ -282,17 +310,20 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
 
     int st = load_stage(pc, model_path);
     pipe_transport_caps caps;
-    pipe_transport_probe(pc->comm, pc->place.gpu, &caps);
+    pipe_transport_probe(pc->comm, pc->place.gpu, pc->rc.peer_timeout_s, &caps);
     okv_transport_kind kind = TRANSPORT_MPI;
     if (!st) st = pipe_transport_choose(pc->rc.transport, &caps, &kind);
     if ((st = agree(pc, st))) return st;
 
     int sv = 0;
     if (pc->rank == 0) sv = OKV_MIN(tokenizer_n_vocab(pc->model.tok), pc->model.cfg.n_vocab);
-    CHECK_MPI(MPI_Bcast(&sv, 1, MPI_INT, 0, pc->comm));
+    CHECK_MPI(MPI_Ibcast(&sv, 1, MPI_INT, 0, pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (the vocabulary from rank 0)");
     pc->sample_vocab = sv;
-    st = pipe_transport_init(&pc->tr, kind, pc->comm, pc->place.gpu);
-    if (!st) st = pipe_transport_mpi_init(&pc->ret, pc->comm);
+    st = pipe_transport_init(&pc->tr, kind, pc->comm, pc->place.gpu, &pc->eng.be,
+                             pc->rc.peer_timeout_s);
+    if (!st)
+        st = pipe_transport_init(&pc->ret, TRANSPORT_MPI, pc->comm, -1, NULL, pc->rc.peer_timeout_s);
     if (!st) st = init_buffers(pc);
     if (!st && pc->last) st = sampler_init(&pc->sampler, sv);
     if (!st && pc->rank == 0 && pc->rc.trace[0]) {
@@ -310,72 +341,71 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
 
 /* ---- sending -------------------------------------------------------------------------------- */
 
-/* The next buffer of a ring, once its previous send has drained. */
-static pipe_buf *next_buf(pipe_ctx *pc, pipe_transport *t, pipe_buf *ring, int n, int *next) {
+/* The next buffer of a send ring, once its previous send (message seqno - n) has drained. */
+static pipe_buf *next_buf(pipe_ctx *pc, pipe_transport *t, pipe_buf *ring, int n, int *next,
+                          int64_t seqno, const char *what) {
     pipe_buf *b = &ring[*next];
     *next = (*next + 1) % n;
     if (b->active) {
         double t0 = okv_now_s();
-        pipe_wait(t, b);
+        pipe_wait(t, b, what, seqno - n);
         pipe_trace_add(&pc->trace, TRACE_SEND_WAIT, t0, okv_now_s(), -1, 0, -1, 0.0);
     }
     return b;
 }
 
-static void send_decode(pipe_ctx *pc, int mb, const pipe_seq *seqs, int n, const float *x,
+/* Serialises pc->out into the next forward buffer and sends it with n_tok rows of x. */
+static void send_forward(pipe_ctx *pc, const void *x, int n_tok) {
+    pipe_buf *b = next_buf(pc, &pc->tr, pc->send, PIPE_RING, &pc->send_next, pc->send_seqno,
+                           "boundary message");
+    pc->out.hdr.seqno = pc->send_seqno++;
+    size_t n = pipe_msg_write(b->wire, b->ctrl_cap, &pc->out);
+    pc->tr.send(&pc->tr, b, n, x, pc->act_kind, sizeof(float) * (size_t)n_tok * pc->dim,
+                pc->rank + 1, TAG_FWD);
+}
+
+static void send_decode(pipe_ctx *pc, int mb, const pipe_seq *seqs, int n, const void *x,
                         const okv_metrics *metrics) {
     okv_engine *e = &pc->eng;
-    int64_t total = 0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < pc->n_out; j++) {
-            const int32_t *idx;
-            total += engine_get_selection(e, seqs[i].slot, pc->out_groups[j], &idx);
-        }
-    OKV_ASSERT(total <= pc->max_idx);
-    pipe_buf *b = next_buf(pc, &pc->tr, pc->send, PIPE_RING, &pc->send_next);
-    pipe_msg m;
-    pipe_msg_layout(b->wire, PIPE_MSG_DECODE, mb, n, n, pc->dim, pc->n_out, (int)total,
-                    pc->send_seqno++, &m);
-    *m.metrics = *metrics;
-    for (int j = 0; j < pc->n_out; j++) m.groups[j] = pc->out_groups[j];
-    memcpy(m.seqs, seqs, sizeof *seqs * (size_t)n);
+    pipe_msg *m = &pc->out;
     int64_t off = 0;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < pc->n_out; j++) {
             const int32_t *idx;
             int c = engine_get_selection(e, seqs[i].slot, pc->out_groups[j], &idx);
-            m.counts[i * pc->n_out + j] = c;
-            memcpy(m.idx + off, idx, sizeof(int32_t) * (size_t)c);
+            OKV_ASSERT(off + c <= pc->max_idx);
+            m->counts[i * pc->n_out + j] = c;
+            memcpy(m->idx + off, idx, sizeof(int32_t) * (size_t)c);
             off += c;
         }
-    pc->tr.send(&pc->tr, b, m.ctrl_bytes, x, sizeof(float) * (size_t)n * pc->dim, pc->rank + 1,
-                TAG_FWD);
+    pipe_msg_init(m, PIPE_MSG_DECODE, mb, n, n, pc->dim, pc->n_out, (int)off, 0);
+    m->metrics = *metrics;
+    for (int j = 0; j < pc->n_out; j++) m->groups[j] = pc->out_groups[j];
+    memcpy(m->seqs, seqs, sizeof *seqs * (size_t)n);
+    send_forward(pc, x, n);
 }
 
-static void send_prefill(pipe_ctx *pc, int mb, const pipe_seq *seq, int n_tok, const float *x) {
-    pipe_buf *b = next_buf(pc, &pc->tr, pc->send, PIPE_RING, &pc->send_next);
-    pipe_msg m;
-    pipe_msg_layout(b->wire, PIPE_MSG_PREFILL, mb, 1, n_tok, pc->dim, 0, 0, pc->send_seqno++, &m);
-    m.seqs[0] = *seq;
-    pc->tr.send(&pc->tr, b, m.ctrl_bytes, x, sizeof(float) * (size_t)n_tok * pc->dim,
-                pc->rank + 1, TAG_FWD);
+static void send_prefill(pipe_ctx *pc, int mb, const pipe_seq *seq, int n_tok, const void *x) {
+    pipe_msg *m = &pc->out;
+    pipe_msg_init(m, PIPE_MSG_PREFILL, mb, 1, n_tok, pc->dim, 0, 0, 0);
+    m->seqs[0] = *seq;
+    send_forward(pc, x, n_tok);
 }
 
 static void send_stop(pipe_ctx *pc) {
-    pipe_buf *b = next_buf(pc, &pc->tr, pc->send, PIPE_RING, &pc->send_next);
-    pipe_msg m;
-    pipe_msg_layout(b->wire, PIPE_MSG_STOP, -1, 0, 0, pc->dim, 0, 0, pc->send_seqno++, &m);
-    pc->tr.send(&pc->tr, b, m.ctrl_bytes, NULL, 0, pc->rank + 1, TAG_FWD);
+    pipe_msg_init(&pc->out, PIPE_MSG_STOP, -1, 0, 0, pc->dim, 0, 0, 0);
+    send_forward(pc, NULL, 0);
 }
 
 static void send_return(pipe_ctx *pc, pipe_msg_kind kind, int mb, const okv_sampled *out, int n,
                         const okv_metrics *metrics) {
-    pipe_buf *b = next_buf(pc, &pc->ret, pc->retq, pc->n_retq, &pc->ret_next);
-    pipe_msg m;
-    pipe_msg_layout(b->wire, kind, mb, n, 0, pc->dim, 0, 0, pc->ret_seqno++, &m);
-    *m.metrics = *metrics;
-    memcpy(m.out, out, sizeof *out * (size_t)n);
-    pc->ret.send(&pc->ret, b, m.ctrl_bytes, NULL, 0, 0, TAG_RET);
+    pipe_buf *b = next_buf(pc, &pc->ret, pc->retq, pc->n_retq, &pc->ret_next, pc->ret_seqno,
+                           "token return");
+    pipe_msg m = {.out = (okv_sampled *)out};
+    pipe_msg_init(&m, kind, mb, n, 0, pc->dim, 0, 0, pc->ret_seqno++);
+    m.metrics = *metrics;
+    size_t bytes = pipe_msg_write(b->wire, b->ctrl_cap, &m);
+    pc->ret.send(&pc->ret, b, bytes, NULL, OKV_MEM_HOST, 0, 0, TAG_RET);
 }
 
 static pipe_seq seq_of(const okv_sample_req *q, int pos, int n_prompt, int flags) {
@@ -454,21 +484,21 @@ static int fwd_poll(void *ctx, bool wait, okv_done *d, bool *got) {
     if (!done) {
         if (!wait) return OKV_OK;
         double t0 = okv_now_s();
-        pipe_wait(&pc->ret, b);
+        pipe_wait(&pc->ret, b, "token return", pc->ret_seqno);
         pipe_trace_add(&pc->trace, TRACE_RECV_WAIT, t0, okv_now_s(), -1, 0, -1, 0.0);
     }
-    pipe_msg m;
-    if (pipe_msg_parse(b->wire, b->got_ctrl, pc->dim, pc->ret_seqno++, &m))
+    pipe_msg *m = &pc->ret_in;
+    if (pipe_msg_read(b->wire, b->got_ctrl, pc->dim, pc->ret_seqno++, m))
         stage_fail(__LINE__, "token return from the last stage: %s", okv_last_error());
-    const int kind = m.hdr->kind;
+    const int kind = m->hdr.kind;
     if (kind != PIPE_MSG_TOKENS && kind != PIPE_MSG_FIRST_TOKEN)
         stage_fail(__LINE__, "rank 0 expected tokens from the last stage, got message kind %s",
                    kind == PIPE_MSG_STOP ? "stop" : "decode/prefill");
-    d->mb = m.hdr->mb;
+    d->mb = m->hdr.mb;
     d->first = kind == PIPE_MSG_FIRST_TOKEN;
-    d->n = m.hdr->n_seq;
-    d->out = m.out;
-    d->delta = *m.metrics;
+    d->n = m->hdr.n_seq;
+    d->out = m->out;
+    d->delta = m->metrics;
     pc->ret_repost = pc->ret_next;
     pc->ret_next = (pc->ret_next + 1) % pc->n_retq;
     *got = true;
@@ -503,7 +533,7 @@ static void check_slot(const pipe_ctx *pc, const pipe_seq *sq) {
 static void stage_prefill(pipe_ctx *pc, const pipe_msg *m, float *x) {
     okv_engine *e = &pc->eng;
     const pipe_seq *sq = &m->seqs[0];
-    const int n_tok = m->hdr->n_tok;
+    const int n_tok = m->hdr.n_tok;
     check_slot(pc, sq);
     if (sq->pos == 0 && engine_seq_start(e, sq->slot, sq->n_prompt))
         stage_fail(__LINE__, "cannot start a sequence: %s", okv_last_error());
@@ -518,10 +548,10 @@ static void stage_prefill(pipe_ctx *pc, const pipe_msg *m, float *x) {
     engine_x_load(e, x, n_tok);
     if (engine_prefill(e, sq->slot, sq->pos, n_tok))
         stage_fail(__LINE__, "prefill failed: %s", okv_last_error());
-    pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), m->hdr->mb, n_tok, sq->slot, 0.0);
+    pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), m->hdr.mb, n_tok, sq->slot, 0.0);
     if (!pc->last) {
         engine_x_store(e, x, n_tok);
-        send_prefill(pc, m->hdr->mb, sq, n_tok, x);
+        send_prefill(pc, m->hdr.mb, sq, n_tok, x);
         return;
     }
     if (!(sq->flags & PIPE_SEQ_SAMPLE)) return;
@@ -531,15 +561,15 @@ static void stage_prefill(pipe_ctx *pc, const pipe_msg *m, float *x) {
     okv_sample_req q = req_of(sq);
     okv_sampled out;
     forward_sample(&pc->sampler, logits, nv, &q, pc->rc.logits_digest, &out);
-    pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr->mb, 1, sq->slot, 0.0);
+    pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr.mb, 1, sq->slot, 0.0);
     okv_metrics none;
     memset(&none, 0, sizeof none);
-    send_return(pc, PIPE_MSG_FIRST_TOKEN, m->hdr->mb, &out, 1, &none);
+    send_return(pc, PIPE_MSG_FIRST_TOKEN, m->hdr.mb, &out, 1, &none);
 }
 
-static void stage_decode(pipe_ctx *pc, const pipe_msg *m, float *x) {
+static void stage_decode(pipe_ctx *pc, pipe_msg *m, float *x) {
     okv_engine *e = &pc->eng;
-    const int n = m->hdr->n_seq, ng = m->hdr->n_groups;
+    const int n = m->hdr.n_seq, ng = m->hdr.n_groups;
     bool groups_ok = ng == pc->n_in;
     for (int j = 0; j < ng && groups_ok; j++) groups_ok = m->groups[j] == pc->in_groups[j];
     if (!groups_ok)
@@ -568,25 +598,25 @@ static void stage_decode(pipe_ctx *pc, const pipe_msg *m, float *x) {
     engine_x_load(e, x, n);
     if (engine_decode(e, pc->slots, n)) stage_fail(__LINE__, "decode failed: %s", okv_last_error());
     double t1 = okv_now_s();
-    pipe_trace_add(&pc->trace, TRACE_DECODE, t0, t1, m->hdr->mb, n, -1,
+    pipe_trace_add(&pc->trace, TRACE_DECODE, t0, t1, m->hdr.mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
     if (!pc->last) {
-        metrics_accumulate(m->metrics, &before, &e->metrics);
+        metrics_accumulate(&m->metrics, &before, &e->metrics);
         engine_x_store(e, x, n);
-        send_decode(pc, m->hdr->mb, m->seqs, n, x, m->metrics);
+        send_decode(pc, m->hdr.mb, m->seqs, n, x, &m->metrics);
         return;
     }
     const int nv = pc->model.cfg.n_vocab;
     okv_sampled *out = pc->outbuf;
     const float *logits = engine_head(e, 0, n);
     /* after the head, whose matmul one rank counts too, so the time splits agree */
-    metrics_accumulate(m->metrics, &before, &e->metrics);
+    metrics_accumulate(&m->metrics, &before, &e->metrics);
     for (int i = 0; i < n; i++) {
         okv_sample_req q = req_of(&m->seqs[i]);
         forward_sample(&pc->sampler, logits + (size_t)i * nv, nv, &q, pc->rc.logits_digest, &out[i]);
     }
-    pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr->mb, n, -1, 0.0);
-    send_return(pc, PIPE_MSG_TOKENS, m->hdr->mb, out, n, m->metrics);
+    pipe_trace_add(&pc->trace, TRACE_SAMPLE, t1, okv_now_s(), m->hdr.mb, n, -1, 0.0);
+    send_return(pc, PIPE_MSG_TOKENS, m->hdr.mb, out, n, &m->metrics);
 }
 
 void pipe_stage_run(pipe_ctx *pc) {
@@ -594,27 +624,24 @@ void pipe_stage_run(pipe_ctx *pc) {
     for (;;) {
         pipe_buf *b = &pc->recv[pc->recv_next];
         double t0 = okv_now_s();
-        pipe_wait(&pc->tr, b);
+        pipe_wait(&pc->tr, b, "boundary message", pc->recv_seqno);
         pipe_trace_add(&pc->trace, TRACE_RECV_WAIT, t0, okv_now_s(), -1, 0, -1, 0.0);
-        pipe_msg m;
-        if (pipe_msg_parse(b->wire, b->got_ctrl, pc->dim, pc->recv_seqno++, &m))
+        pipe_msg *m = &pc->in;
+        if (pipe_msg_read(b->wire, b->got_ctrl, pc->dim, pc->recv_seqno++, m))
             stage_fail(__LINE__, "bad message from the previous stage: %s", okv_last_error());
-        const int kind = m.hdr->kind;
+        const int kind = m->hdr.kind;
         if (kind == PIPE_MSG_STOP) {
             if (!pc->last) send_stop(pc);
             break;
         }
         if (kind != PIPE_MSG_DECODE && kind != PIPE_MSG_PREFILL)
             stage_fail(__LINE__, "unexpected message kind from the previous stage%s", "");
-        size_t want = sizeof(float) * (size_t)m.hdr->n_tok * pc->dim;
-        if (!b->data || b->got_data < want) {
-            char what[96];
-            snprintf(what, sizeof what, "%zu bytes of hidden states arrived, %zu expected",
-                     b->got_data, want);
-            stage_fail(__LINE__, "bad message from the previous stage: %s", what);
-        }
-        if (kind == PIPE_MSG_PREFILL) stage_prefill(pc, &m, b->data);
-        else stage_decode(pc, &m, b->data);
+        if (pipe_msg_check_payload(&m->hdr, b->got_data))
+            stage_fail(__LINE__, "bad message from the previous stage: %s", okv_last_error());
+        if (!b->data) stage_fail(__LINE__, "a stage message without hidden states%s", "");
+        /* act_kind is host memory today, so the engine takes the payload as it lies */
+        if (kind == PIPE_MSG_PREFILL) stage_prefill(pc, m, b->data);
+        else stage_decode(pc, m, b->data);
         pc->tr.recv(&pc->tr, b, pc->rank - 1, TAG_FWD);
         pc->recv_next = (pc->recv_next + 1) % PIPE_RING;
     }
@@ -634,18 +661,22 @@ static void cancel_recv(pipe_buf *b) {
 
 int pipe_finish(pipe_ctx *pc) {
     if (pc->rank == 0) send_stop(pc);
+    /* the last PIPE_RING (n_retq) messages sent may still be in flight */
     for (int i = 0; i < PIPE_RING; i++) {
-        if (pc->send[i].active) pipe_wait(&pc->tr, &pc->send[i]);
+        if (pc->send[i].active) pipe_wait(&pc->tr, &pc->send[i], "boundary message", pc->send_seqno - 1);
         cancel_recv(&pc->recv[i]);
     }
     for (int i = 0; i < pc->n_retq; i++) {
-        if (pc->retq[i].active && !pc->retq[i].recv) pipe_wait(&pc->ret, &pc->retq[i]);
+        if (pc->retq[i].active && !pc->retq[i].recv)
+            pipe_wait(&pc->ret, &pc->retq[i], "token return", pc->ret_seqno - 1);
         cancel_recv(&pc->retq[i]);
     }
     int st = OKV_OK;
     if (pc->rc.trace[0]) st = pipe_trace_write(&pc->trace, pc->rc.trace, pc->comm, pc->names);
     int all = 0;
-    CHECK_MPI(MPI_Allreduce(&st, &all, 1, MPI_INT, MPI_MAX, pc->comm));
+    MPI_Request rq;
+    CHECK_MPI(MPI_Iallreduce(&st, &all, 1, MPI_INT, MPI_MAX, pc->comm, &rq));
+    pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "shutdown (every rank's final status)");
     return st ? st : all;
 }
 
@@ -665,6 +696,13 @@ void pipe_free(pipe_ctx *pc) {
     free(pc->slots);
     free(pc->seqbuf);
     free(pc->outbuf);
+    pipe_msg *ms[3] = {&pc->in, &pc->out, &pc->ret_in};
+    for (int i = 0; i < 3; i++) {
+        free(ms[i]->seqs);
+        free(ms[i]->out);
+        free(ms[i]->counts);
+        free(ms[i]->idx);
+    }
     free(pc->n_prompt);
     free(pc->names);
     engine_free(&pc->eng);

@@ -51,6 +51,12 @@ typedef struct pipe_ctx {
     int n_retq, ret_next, ret_repost;
     int64_t ret_seqno;
 
+    /* Where the hidden states this stage sends and receives live: set once in load_stage. */
+    okv_mem_kind act_kind;
+    pipe_msg in;        /* the message being served (decoded; arrays [max_slots], [max_idx]) */
+    pipe_msg out;       /* the message being sent (counts and idx are scratch) */
+    pipe_msg ret_in;    /* rank 0: the token return being read (out [max_slots]) */
+
     float *x;           /* [max_tok][dim] stage-0 hidden states */
     okv_sampler sampler;
     int *slots;         /* [max_slots] */

@@ -1,7 +1,8 @@
 /* test_planner.c — the stage planner: hand-partition parsing and its errors, rank-count errors,
  * which boundaries carry an index set, alignment to groups (and when balance overrides it),
  * balance against a brute-force search over every split (bytes and measured seconds), the memory
- * estimate and step time, and the transport choice. */
+ * estimate and step time, the transport choice, and nccl's check for two ranks of a node on one
+ * GPU. */
 #include "common.h"
 #include "pipeline/planner.h"
 #include "pipeline/transport.h"
@@ -296,6 +297,21 @@ static void test_estimate(void) {
     fixture_free(&f);
 }
 
+static void test_gpu_shared(void) {
+    /* ranks 0-1 on node 0, ranks 2-4 on node 2; the same bus id on two nodes is two GPUs */
+    const int node[5] = {0, 0, 2, 2, 2};
+    const char distinct[5][32] = {"0000:01:00.0", "0000:02:00.0", "0000:01:00.0", "0000:02:00.0",
+                                  "0000:03:00.0"};
+    const char shared[5][32] = {"0000:01:00.0", "0000:02:00.0", "0000:01:00.0", "0000:03:00.0",
+                                "0000:01:00.0"};
+    const char none[5][32] = {"", "", "", "", ""};
+    int a = -1, b = -1;
+    TEST_CHECK(!pipe_gpu_shared(node, distinct, 5, &a, &b), "one GPU per rank on each node");
+    TEST_CHECK(pipe_gpu_shared(node, shared, 5, &a, &b) && a == 2 && b == 4,
+               "ranks 2 and 4 of node 2 share bus 0000:01:00.0 (found %d and %d)", a, b);
+    TEST_CHECK(!pipe_gpu_shared(node, none, 5, &a, &b), "ranks without a GPU share nothing");
+}
+
 static void test_transport_choice(void) {
     okv_transport_kind k;
     pipe_transport_caps cpu = {0}, gpu_nccl = {.device_compute = true, .gpus = true, .nccl = true,
@@ -334,5 +350,6 @@ int main(void) {
     test_estimate();
     test_measured();
     test_transport_choice();
+    test_gpu_shared();
     return test_summary();
 }
