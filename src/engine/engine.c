@@ -228,6 +228,8 @@ static int engine_init_inner(okv_engine *e) {
         layout(e, &sizing);
         e->arena_bytes = sizing.off;
     }
+    OKV_INFO("backend %s (asked for %s)%s", e->be.name, okv_backend_kind_name((okv_backend_kind)rc->backend),
+             e->n_groups > 0 && rc->real_offload ? (e->staged ? ", bank rows gathered (staged)" : ", bank rows read in place") : "");
     if ((st = e->be.reserve(&e->be, e->shape, e->max_ctx))) return st;
     if ((st = weights_upload(e))) return st;
 
