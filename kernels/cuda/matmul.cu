@@ -49,6 +49,44 @@ __device__ __forceinline__ int mm_load_int_a2(const uint8_t *p) {
     return (int)((uint32_t)h[0] | ((uint32_t)h[1] << 16));
 }
 
+/* The weight bits one lane holds for one block: its quarter of the quants as two dp4a operands
+ * (q4_0's already minus 8), the f16 scale and, for q4_1, the f16 minimum as f32. */
+typedef struct mm_wq {
+    int w0, w1;
+    float d, m;
+} mm_wq;
+
+template <int WT>
+__device__ __forceinline__ mm_wq mm_load_wq(const uint8_t *wr, int b, int sub) {
+    mm_wq q;
+    q.m = 0.0f;
+    if (WT == OKV_TYPE_Q8_0) {
+        const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q8_0);
+        q.d = mm_h2f(blk);
+        q.w0 = mm_load_int_a2(blk + 2 + 8 * sub);
+        q.w1 = mm_load_int_a2(blk + 2 + 8 * sub + 4);
+    } else if (WT == OKV_TYPE_Q4_0) {
+        const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q4_0);
+        q.d = mm_h2f(blk);
+        const int qi = mm_load_int_a2(blk + 2 + 4 * sub);
+        /* elements 4sub..4sub+3 (low nibbles) and 16+4sub.. (high), each minus 8 */
+        q.w0 = (int)__vsub4((uint32_t)qi & 0x0f0f0f0fu, 0x08080808u);
+        q.w1 = (int)__vsub4(((uint32_t)qi >> 4) & 0x0f0f0f0fu, 0x08080808u);
+    } else {
+        const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q4_1);
+        q.d = mm_h2f(blk);
+        q.m = mm_h2f(blk + 2);
+        const int qi = *(const int *)(blk + 4 + 4 * sub);
+        q.w0 = (int)((uint32_t)qi & 0x0f0f0f0fu);
+        q.w1 = (int)(((uint32_t)qi >> 4) & 0x0f0f0f0fu);
+    }
+    return q;
+}
+
+/* Weight blocks a lane group loads before it uses the first: a warp then has MM_Q_STEPS * 8
+ * blocks of its row in flight, enough to cover the memory latency with one warp per row. */
+#define MM_Q_STEPS 4
+
 /* One warp per output row o; four lanes share a weight block (a quarter each), so a warp covers 8
  * blocks a step. The 4-lane integer sum is the block's exact dot; its f32 scale product is the
  * reference's, (d_w * d_x) * isum, and block terms add in double as in okv_vec_dot_ref. NT is the
@@ -65,54 +103,38 @@ mm_q_kernel(float *y, const uint8_t *w, size_t row_bytes, const int8_t *xq, cons
     double acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0;
-    for (int b0 = 0; b0 < nb; b0 += 8) {
-        const int b = b0 + (lane >> 2);
-        const bool ok = b < nb; /* the same for the 4 lanes of a block */
-        int w0 = 0, w1 = 0;
-        float wd = 0.0f, wm = 0.0f;
-        if (ok) {
-            if (WT == OKV_TYPE_Q8_0) {
-                const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q8_0);
-                wd = mm_h2f(blk);
-                w0 = mm_load_int_a2(blk + 2 + 8 * sub);
-                w1 = mm_load_int_a2(blk + 2 + 8 * sub + 4);
-            } else if (WT == OKV_TYPE_Q4_0) {
-                const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q4_0);
-                wd = mm_h2f(blk);
-                const int qi = mm_load_int_a2(blk + 2 + 4 * sub);
-                /* elements 4sub..4sub+3 (low nibbles) and 16+4sub.. (high), each minus 8 */
-                w0 = (int)__vsub4((uint32_t)qi & 0x0f0f0f0fu, 0x08080808u);
-                w1 = (int)__vsub4(((uint32_t)qi >> 4) & 0x0f0f0f0fu, 0x08080808u);
-            } else {
-                const uint8_t *blk = wr + (size_t)b * sizeof(okv_block_q4_1);
-                wd = mm_h2f(blk);
-                wm = mm_h2f(blk + 2);
-                const int qi = *(const int *)(blk + 4 + 4 * sub);
-                w0 = (int)((uint32_t)qi & 0x0f0f0f0fu);
-                w1 = (int)(((uint32_t)qi >> 4) & 0x0f0f0f0fu);
-            }
+    for (int b0 = 0; b0 < nb; b0 += 8 * MM_Q_STEPS) {
+        mm_wq q[MM_Q_STEPS];
+#pragma unroll
+        for (int u = 0; u < MM_Q_STEPS; u++) {
+            const int b = b0 + 8 * u + (lane >> 2); /* the same for the 4 lanes of a block */
+            q[u] = b < nb ? mm_load_wq<WT>(wr, b, sub) : mm_wq{0, 0, 0.0f, 0.0f};
         }
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-            if (t < nt) {
+            if (t >= nt) continue;
+#pragma unroll
+            for (int u = 0; u < MM_Q_STEPS; u++) {
+                const int b = b0 + 8 * u + (lane >> 2);
+                const bool ok = b < nb;
                 int isum = 0;
                 if (ok) {
                     const int8_t *xb = xq + (size_t)t * n_in + (size_t)b * 32;
                     if (WT == OKV_TYPE_Q8_0) {
                         const int2 xv = *(const int2 *)(xb + 8 * sub);
-                        isum = __dp4a(w0, xv.x, __dp4a(w1, xv.y, 0));
+                        isum = __dp4a(q[u].w0, xv.x, __dp4a(q[u].w1, xv.y, 0));
                     } else {
                         const int xlo = *(const int *)(xb + 4 * sub);
                         const int xhi = *(const int *)(xb + 16 + 4 * sub);
-                        isum = __dp4a(w0, xlo, __dp4a(w1, xhi, 0));
+                        isum = __dp4a(q[u].w0, xlo, __dp4a(q[u].w1, xhi, 0));
                     }
                 }
                 isum += __shfl_xor_sync(FULL_MASK, isum, 1);
                 isum += __shfl_xor_sync(FULL_MASK, isum, 2);
                 if (ok && sub == 0) {
                     const size_t xi = (size_t)t * nb + b;
-                    acc[t] += (double)__fmul_rn(__fmul_rn(wd, xd[xi]), (float)isum);
-                    if (WT == OKV_TYPE_Q4_1) acc[t] += (double)__fmul_rn(wm, xs[xi]);
+                    acc[t] += (double)__fmul_rn(__fmul_rn(q[u].d, xd[xi]), (float)isum);
+                    if (WT == OKV_TYPE_Q4_1) acc[t] += (double)__fmul_rn(q[u].m, xs[xi]);
                 }
             }
         }
