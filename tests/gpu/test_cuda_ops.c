@@ -194,13 +194,16 @@ static void test_matmul(void) {
             for (size_t b = 0; b < sizeof n_outs / sizeof n_outs[0]; b++)
                 for (size_t c = 0; c < sizeof n_toks / sizeof n_toks[0]; c++)
                     matmul_case(&st, wt, n_toks[c], n_ins[a], n_outs[b], tol);
+        /* many output rows: a grid of thousands of blocks */
+        for (int nt = 1; nt <= 9; nt += 4) matmul_case(&st, wt, nt, 64, 17001, tol);
         if (!quant) /* rows that are no multiple of the 16-byte vector: the scalar kernel */
             for (size_t c = 0; c < sizeof n_toks / sizeof n_toks[0]; c++) {
                 matmul_case(&st, wt, n_toks[c], 45, 17, tol);
                 matmul_case(&st, wt, n_toks[c], 1001, 3, tol);
             }
-        stat_report(&st, quant ? "n_in 32..4096, n_out 1..255, n_tok 1..64; error / sum|w x|"
-                               : "n_in 32..4096 and 45, 1001, n_out 1..255, n_tok 1..64; error / sum|w x|");
+        stat_report(&st, quant ? "n_in 32..4096, n_out 1..255 and 17001, n_tok 1..64; error / sum|w x|"
+                               : "n_in 32..4096 and 45, 1001, n_out 1..255 and 17001, n_tok 1..64; "
+                                 "error / sum|w x|");
     }
 }
 
