@@ -10,12 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(expr) \
-    do { \
-        cudaError_t e_ = (expr); \
-        if (e_ != cudaSuccess) cuda_die(e_, __FILE__, __LINE__, #expr); \
-    } while (0)
-
 static okv_backend be;
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -46,22 +40,22 @@ static int cmp_double(const void *a, const void *b) {
 typedef void (*bench_fn)(void *arg, int rep);
 static double time_median(bench_fn fn, void *arg, cudaStream_t s, int per_batch) {
     cudaEvent_t a, b;
-    CHECK(cudaEventCreate(&a));
-    CHECK(cudaEventCreate(&b));
+    CHECK_CUDA(cudaEventCreate(&a));
+    CHECK_CUDA(cudaEventCreate(&b));
     for (int i = 0; i < 3; i++) fn(arg, i); /* warm-up */
     double t[7];
     for (int k = 0; k < 7; k++) {
-        CHECK(cudaEventRecord(a, s));
+        CHECK_CUDA(cudaEventRecord(a, s));
         for (int i = 0; i < per_batch; i++) fn(arg, k * per_batch + i);
-        CHECK(cudaEventRecord(b, s));
-        CHECK(cudaEventSynchronize(b));
+        CHECK_CUDA(cudaEventRecord(b, s));
+        CHECK_CUDA(cudaEventSynchronize(b));
         float ms = 0;
-        CHECK(cudaEventElapsedTime(&ms, a, b));
+        CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
         t[k] = ms * 1e-3 / per_batch;
     }
     qsort(t, 7, sizeof t[0], cmp_double);
-    CHECK(cudaEventDestroy(a));
-    CHECK(cudaEventDestroy(b));
+    CHECK_CUDA(cudaEventDestroy(a));
+    CHECK_CUDA(cudaEventDestroy(b));
     return t[3];
 }
 
@@ -77,7 +71,7 @@ typedef struct copy_arg {
 
 static void run_copy(void *p, int rep) {
     copy_arg *c = p;
-    CHECK(cudaMemcpyAsync(c->dst, c->src, c->bytes, c->kind, c->s));
+    CHECK_CUDA(cudaMemcpyAsync(c->dst, c->src, c->bytes, c->kind, c->s));
 }
 
 /* ---- GEMV ------------------------------------------------------------------------------------ */
@@ -123,7 +117,7 @@ int main(int argc, char **argv) {
     const cuda_state *st = be.state;
     const cudaStream_t cs = st->stream[OKV_STREAM_COMPUTE], ys = st->stream[OKV_STREAM_COPY];
     struct cudaDeviceProp prop;
-    CHECK(cudaGetDeviceProperties(&prop, st->device));
+    CHECK_CUDA(cudaGetDeviceProperties(&prop, st->device));
     FILE *js = fopen(argv[1], "w");
     if (!js) {
         fprintf(stderr, "bench_cuda: cannot write %s\n", argv[1]);
@@ -141,7 +135,7 @@ int main(int argc, char **argv) {
     /* 1 GiB device-to-device copy; counted as bytes read plus bytes written */
     const size_t cb = (size_t)1 << 30;
     copy_arg ca = {dev_alloc(cb), dev_alloc(cb), cb, cudaMemcpyDeviceToDevice, cs};
-    CHECK(cudaMemcpy(ca.dst, host, cb, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(ca.dst, host, cb, cudaMemcpyHostToDevice));
     const double t_copy = time_median(run_copy, &ca, cs, 5);
     const double copy_gbs = 2.0 * (double)cb / t_copy * 1e-9;
     printf("d2d copy 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", t_copy * 1e3, copy_gbs);
@@ -157,7 +151,7 @@ int main(int argc, char **argv) {
     {
         float hx[14336];
         for (int i = 0; i < 14336; i++) hx[i] = (float)(host[i] % 200) / 100.0f - 1.0f;
-        CHECK(cudaMemcpy(x, hx, sizeof hx, cudaMemcpyHostToDevice));
+        CHECK_CUDA(cudaMemcpy(x, hx, sizeof hx, cudaMemcpyHostToDevice));
     }
     printf("%-6s %7s %6s %10s %12s %9s %8s\n", "type", "n_out", "n_in", "us/call", "weight MB",
            "GB/s", "of copy");
@@ -174,7 +168,7 @@ int main(int argc, char **argv) {
             OKV_ASSERT(g.w);
             for (int c = 0; c < g.n_copies; c++) {
                 g.w[c] = dev_alloc(wb);
-                CHECK(cudaMemcpy(g.w[c], host + ((size_t)c * 4096) % (host_bytes - wb + 1), wb,
+                CHECK_CUDA(cudaMemcpy(g.w[c], host + ((size_t)c * 4096) % (host_bytes - wb + 1), wb,
                                  cudaMemcpyHostToDevice));
             }
             const double t = time_median(run_gemv, &g, cs, 20);
@@ -213,7 +207,7 @@ int main(int argc, char **argv) {
             rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
             hidx[i] = (int32_t)(rng % (uint64_t)bank_rows);
         }
-        CHECK(cudaMemcpy(didx, hidx, sizeof hidx, cudaMemcpyHostToDevice));
+        CHECK_CUDA(cudaMemcpy(didx, hidx, sizeof hidx, cudaMemcpyHostToDevice));
         gather_arg g = {dst, host, rb, didx, n_rows};
         const double tg = time_median(run_gather, &g, ys, 10);
         copy_arg c = {dst, host, rb * n_rows, cudaMemcpyHostToDevice, ys};
