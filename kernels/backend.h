@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Where a backend's op pointers live. Host memory registered with `host_register` is also
  * readable by ops (a GPU reads pinned host memory directly): the Context Bank is. */
 typedef enum okv_mem_kind {
@@ -296,5 +300,9 @@ int okv_select_ref(int32_t *out, const float *logits, int n_heads, int n, const 
  * scratch [n] floats + [n] ints supplied by the caller), not a full sort. Returns k'. */
 int okv_topk(int32_t *out, const float *scores, int n, int k, float *scratch_f, int32_t *scratch_i);
 int okv_topk_ref(int32_t *out, const float *scores, int n, int k); /* full sort, for the tests */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum okv_type {
     OKV_TYPE_F32 = 0,
     OKV_TYPE_F16 = 1,
@@ -39,5 +43,9 @@ const char *okv_type_name(okv_type t); /* "f32", "q4_1", ...; NULL when unknown 
 int okv_type_from_name(const char *name); /* -1 when unknown */
 /* Whether t can be a weight type of the engine (f32/f16/bf16/q8_0/q4_0/q4_1). */
 int okv_type_is_weight(okv_type t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* C++ (the CUDA backend's .cu files) sees the same C declarations. */
+#ifdef __cplusplus
+#define OKV_NORETURN [[noreturn]]
+extern "C" {
+#else
+#define OKV_NORETURN _Noreturn
+#endif
+
 /* Status returned by every fallible call; the values double as the process exit codes of
  * DESIGN §8 (0 served, 1 some error records, 2 usage/config, 3 model or input file). */
 typedef enum okv_status {
@@ -43,7 +51,7 @@ void okv_log(okv_log_level lvl, const char *fmt, ...) __attribute__((format(prin
 #define OKV_ERROR(...) okv_log(OKV_LOG_ERROR, __VA_ARGS__)
 
 /* A broken invariant: print file:line, rank, host and expression, then abort every rank. */
-_Noreturn void okv_die(const char *file, int line, const char *what);
+OKV_NORETURN void okv_die(const char *file, int line, const char *what);
 #define OKV_ASSERT(cond) \
     do { \
         if (!(cond)) okv_die(__FILE__, __LINE__, "assertion failed: " #cond); \
@@ -54,7 +62,7 @@ _Noreturn void okv_die(const char *file, int line, const char *what);
     } while (0)
 /* An MPI call that must succeed (used where <mpi.h> is included): the message adds MPI's own
  * error string. */
-_Noreturn void okv_die_mpi(const char *file, int line, const char *what, int mpi_rc);
+OKV_NORETURN void okv_die_mpi(const char *file, int line, const char *what, int mpi_rc);
 #define CHECK_MPI(expr) \
     do { \
         int mpi_rc_ = (expr); \
@@ -131,5 +139,9 @@ static inline uint16_t okv_f32_to_bf16(float f) {
 
 #define OKV_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define OKV_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,6 +1,7 @@
 /* cuda.h — private to the CUDA backend (kernels/cuda): its state and the host launcher each
  * .cu file here provides to backend_cuda.cu, with the table's signatures (backend.h). Every op
- * is compared with its kernels/ref.c twin by tests/gpu/ on a GPU. Included by .cu files only. */
+ * is compared with its kernels/ref.c twin by tests/gpu/ on a GPU. Included by the .cu files here and
+ * by tests/bench/bench_cuda.c (which times on the backend's streams). */
 #ifndef OKV_CUDA_H
 #define OKV_CUDA_H
 
@@ -11,12 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common.h"
+
+/* C linkage: tests/bench/bench_cuda.c (C) calls into the backend through this header. */
 #ifdef __cplusplus
 extern "C" {
-#endif
-#include "common.h"
-#ifdef __cplusplus
-}
 #endif
 
 /* A failing CUDA / cuBLAS call: file:line, rank, host, expression and the library's message,
@@ -48,10 +48,11 @@ typedef struct cuda_state {
     cudaStream_t stream[OKV_N_STREAMS]; /* compute, copy */
     cublasHandle_t cublas;              /* bound to the compute stream */
     int max_tok, max_in;
-    void *act;          /* [max_tok][max_in] quantized / rounded activations (matmul) */
+    void *act;          /* matmul activations: [max_tok][max_in] in f16/bf16, or quantized as
+                         * int8 qs [n_tok][n_in], then f32 d [n_tok][n_in/32], f32 s likewise */
     size_t act_bytes;
-    void *wtmp;         /* dequantized weights for prefill GEMM; grown at reserve/first use */
-    size_t wtmp_bytes;
+    int n_sm;           /* multiprocessors: sizes grids that loop */
+    bool host_ptr_ok;   /* registered host memory is read on the device at its host address */
     /* attention and selection scratch sized by reserve (attention.cu, select.cu) */
     float *attn_part;   /* split-K partials */
     size_t attn_part_bytes;
@@ -95,5 +96,9 @@ int cuda_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx);
 int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
                 const okv_select_args *a);
 int cuda_select_reserve(okv_backend *be, int max_ctx);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
