@@ -64,7 +64,7 @@ static void check_shape(okv_attn_shape s) {
 #define DEC_MAX_VIEWS 8
 #define DEC_THREADS CUDA_ATTN_CHUNK /* phase 0 gives each thread one row of the chunk */
 #define DEC_WARPS (DEC_THREADS / 32)
-#define DEC_STEPS 2 /* groups of 4 elements per lane per row: head_dim <= 2 * 128 */
+#define DEC_LPR 16 /* lanes per row: a warp reads two rows at once */
 
 typedef struct dec_views {
     okv_kv_view v[DEC_MAX_VIEWS];
@@ -72,34 +72,89 @@ typedef struct dec_views {
     int n_views;
 } dec_views;
 
-/* Bytes of dynamic shared memory of dec_chunk_kernel<GT>. */
+/* Bytes of dynamic shared memory of dec_chunk_kernel. */
 static size_t dec_smem(int gt, int hd, bool logits_only) {
     return (logits_only ? 0 : (size_t)DEC_WARPS * gt * hd * sizeof(float)) +
-           (size_t)gt * CUDA_ATTN_CHUNK * sizeof(float) + (size_t)CUDA_ATTN_CHUNK * sizeof(int64_t) +
+           (size_t)gt * CUDA_ATTN_CHUNK * sizeof(float) + 2 * (size_t)CUDA_ATTN_CHUNK * sizeof(void *) +
            (size_t)CUDA_ATTN_CHUNK * sizeof(int);
 }
 
-/* One block: chunk blockIdx.x of the logical key sequence (rows [c*CHUNK, ...)), KV head
- * blockIdx.y, query heads [z*GT, z*GT+ng) of that KV head's group. K and V rows are read once
- * for all those heads. Phase 0 resolves each row of the chunk to (view, element offset); phase 1
- * computes the scaled logits (warp w takes rows w, w+8, ...; lane L elements 4L.. of each 128);
- * phase 2 the chunk's max and sum of exp per head; phase 3 the unnormalised sum of V rows with
- * those weights, each warp over its rows, then the warps' sums added in warp order. A row's
- * arithmetic depends only on its position in the chunk, never on which view holds it.
- * With logits_only, only phase 1 runs and writes logits [n_heads][n0] for rows < n0. */
-template <int GT>
+/* Four elements of a row as raw bits (F16: the low 8 bytes; device or registered host memory);
+ * unpack4 turns them into f32 later, so a warp issues all its row loads before it waits for the
+ * first (converting next to each load made every load wait for the one before). */
+__device__ __forceinline__ uint4 fetch4(const void *base, int64_t off, bool f16) {
+    if (f16) {
+        const uint2 u = *reinterpret_cast<const uint2 *>(static_cast<const __half *>(base) + off);
+        return make_uint4(u.x, u.y, 0u, 0u);
+    }
+    return *reinterpret_cast<const uint4 *>(static_cast<const float *>(base) + off);
+}
+
+__device__ __forceinline__ void unpack4(float f[4], uint4 u, bool f16) {
+    if (f16) {
+        const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&u.x));
+        const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&u.y));
+        f[0] = a.x;
+        f[1] = a.y;
+        f[2] = b.x;
+        f[3] = b.y;
+    } else {
+        f[0] = __uint_as_float(u.x);
+        f[1] = __uint_as_float(u.y);
+        f[2] = __uint_as_float(u.z);
+        f[3] = __uint_as_float(u.w);
+    }
+}
+
+/* Row jl of the chunk (rows [0, cn)) as lane li of its half-warp reads it: S pieces of 4
+ * elements, piece s at element 4*(li + 16*s); pieces past head_dim or rows past cn read as 0. */
+template <int S>
+__device__ __forceinline__ void dec_fetch_row(uint4 raw[S], bool *f16, const void *const *s_row,
+                                              const int *s_f16, int jl, int cn, int li, int hd) {
+    const bool ok = jl < cn;
+    const void *base = ok ? s_row[jl] : NULL;
+    *f16 = ok && s_f16[jl];
+#pragma unroll
+    for (int s = 0; s < S; s++) {
+        const int d4 = 4 * (li + DEC_LPR * s);
+        raw[s] = ok && d4 < hd ? fetch4(base, d4, *f16) : make_uint4(0u, 0u, 0u, 0u);
+    }
+}
+
+/* Sum over the 16 lanes of a half-warp; every lane of it ends with the same value. */
+__device__ __forceinline__ float half_sum(float x) {
+#pragma unroll
+    for (int o = DEC_LPR / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* One block: KV head blockIdx.x, chunk blockIdx.y of the logical key sequence (rows
+ * [c*CHUNK, ...)), query heads [z*GT, z*GT+ng) of that KV head's group. K and V rows are read
+ * once for all those heads; the blocks of one chunk's KV heads run side by side and read whole
+ * cache rows between them. Phase 0 resolves each row of the chunk to where its K and V start
+ * (shared memory, so the loops read no view table). Phase 1 computes the scaled logits: each half-warp takes a row (lane li reads pieces 4*(li+16s) of it)
+ * and each warp keeps RIF row pairs in flight; of the rows of an iteration, warp w takes rows
+ * base + 2*RIF*w + (0..2*RIF). Phase 2 takes the chunk's max and sum of exp per head; phase 3 the
+ * unnormalised sum of V rows with those weights over the same row assignment, then the two
+ * halves and the warps are added in a fixed order. A row's arithmetic depends only on its
+ * position in the chunk, never on which view holds it. With logits_only, only phase 1 runs and
+ * writes logits [n_heads][n0] for rows < n0. */
+template <int GT, int S, int RIF>
 __global__ void __launch_bounds__(DEC_THREADS)
 dec_chunk_kernel(float *cmax, float *csum, float *part, float *logits, int n0, const float *q,
                  dec_views vw, int n, int nc, int g, int hd, float scale, int logits_only) {
     extern __shared__ __align__(16) unsigned char dec_sm[];
-    const int c = blockIdx.x, kvh = blockIdx.y;
+    constexpr int ROWS_IT = DEC_WARPS * 2 * RIF;
+    const int kvh = blockIdx.x, c = blockIdx.y;
     const int h0 = kvh * g + blockIdx.z * GT, ng = min(GT, g - (int)blockIdx.z * GT);
     const int j0 = c * CUDA_ATTN_CHUNK, cn = min(CUDA_ATTN_CHUNK, n - j0);
-    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5, half = lane >> 4, li = lane & 15;
     float *s_red = reinterpret_cast<float *>(dec_sm); /* [DEC_WARPS][GT][hd] */
     float *s_l = s_red + (logits_only ? 0 : DEC_WARPS * GT * hd); /* [GT][CHUNK] */
-    int64_t *s_off = reinterpret_cast<int64_t *>(s_l + GT * CUDA_ATTN_CHUNK); /* [CHUNK] */
-    int *s_view = reinterpret_cast<int *>(s_off + CUDA_ATTN_CHUNK);           /* [CHUNK] */
+    /* [CHUNK] each: where the row's K and V of this KV head start, and whether they are f16 */
+    const void **s_k = reinterpret_cast<const void **>(s_l + GT * CUDA_ATTN_CHUNK);
+    const void **s_v = s_k + CUDA_ATTN_CHUNK;
+    int *s_f16 = reinterpret_cast<int *>(s_v + CUDA_ATTN_CHUNK);
 
     if (t < cn) {
         const int j = j0 + t;
@@ -108,43 +163,48 @@ dec_chunk_kernel(float *cmax, float *csum, float *part, float *logits, int n0, c
         const int r = j - vw.start[v];
         const int32_t *idx = vw.v[v].idx;
         const int64_t row = idx ? (int64_t)idx[r] : (int64_t)r;
-        s_off[t] = row * vw.v[v].stride + (int64_t)kvh * hd;
-        s_view[t] = v;
+        const bool f16 = vw.v[v].type == OKV_TYPE_F16;
+        const int64_t off = (row * vw.v[v].stride + (int64_t)kvh * hd) * (f16 ? 2 : 4);
+        s_k[t] = static_cast<const unsigned char *>(vw.v[v].k) + off;
+        s_v[t] = static_cast<const unsigned char *>(vw.v[v].v) + off;
+        s_f16[t] = f16;
     }
-    float qr[GT][DEC_STEPS][4];
+    float qr[GT][S][4];
 #pragma unroll
     for (int hl = 0; hl < GT; hl++)
 #pragma unroll
-        for (int s = 0; s < DEC_STEPS; s++)
+        for (int s = 0; s < S; s++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int d = 4 * (lane + 32 * s) + e;
+                const int d = 4 * (li + DEC_LPR * s) + e;
                 qr[hl][s][e] = hl < ng && d < hd ? q[(int64_t)(h0 + hl) * hd + d] : 0.0f;
             }
     __syncthreads();
 
-    for (int jl = w; jl < cn; jl += DEC_WARPS) {
-        const okv_kv_view *kv = &vw.v[s_view[jl]];
-        const bool f16 = kv->type == OKV_TYPE_F16;
-        const int64_t off = s_off[jl];
-        float kf[DEC_STEPS][4];
+    for (int base = 0; base < cn; base += ROWS_IT) {
+        uint4 raw[RIF][S];
+        bool f16[RIF];
 #pragma unroll
-        for (int s = 0; s < DEC_STEPS; s++) {
-            const int d4 = 4 * (lane + 32 * s);
-            if (d4 < hd) load4(kf[s], kv->k, off + d4, f16);
-            else kf[s][0] = kf[s][1] = kf[s][2] = kf[s][3] = 0.0f;
-        }
+        for (int r = 0; r < RIF; r++)
+            dec_fetch_row<S>(raw[r], &f16[r], s_k, s_f16, base + 2 * RIF * w + 2 * r + half, cn, li, hd);
 #pragma unroll
-        for (int hl = 0; hl < GT; hl++) {
-            float dot = 0.0f;
+        for (int r = 0; r < RIF; r++) {
+            const int jl = base + 2 * RIF * w + 2 * r + half;
+            float kf[S][4];
 #pragma unroll
-            for (int s = 0; s < DEC_STEPS; s++)
+            for (int s = 0; s < S; s++) unpack4(kf[s], raw[r][s], f16[r]);
 #pragma unroll
-                for (int e = 0; e < 4; e++) dot = fmaf(qr[hl][s][e], kf[s][e], dot);
-            const float l = scale * warp_sum(dot);
-            if (lane == 0 && hl < ng) {
-                s_l[hl * CUDA_ATTN_CHUNK + jl] = l;
-                if (logits && j0 + jl < n0) logits[(int64_t)(h0 + hl) * n0 + j0 + jl] = l;
+            for (int hl = 0; hl < GT; hl++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int s = 0; s < S; s++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dot = fmaf(qr[hl][s][e], kf[s][e], dot);
+                const float l = scale * half_sum(dot);
+                if (li == 0 && hl < ng && jl < cn) {
+                    s_l[hl * CUDA_ATTN_CHUNK + jl] = l;
+                    if (logits && j0 + jl < n0) logits[(int64_t)(h0 + hl) * n0 + j0 + jl] = l;
+                }
             }
         }
     }
@@ -170,41 +230,46 @@ dec_chunk_kernel(float *cmax, float *csum, float *part, float *logits, int n0, c
     }
     __syncthreads();
 
-    float acc[GT][DEC_STEPS][4];
+    float acc[GT][S][4];
 #pragma unroll
     for (int hl = 0; hl < GT; hl++)
 #pragma unroll
-        for (int s = 0; s < DEC_STEPS; s++)
+        for (int s = 0; s < S; s++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[hl][s][e] = 0.0f;
-    for (int jl = w; jl < cn; jl += DEC_WARPS) {
-        const okv_kv_view *kv = &vw.v[s_view[jl]];
-        const bool f16 = kv->type == OKV_TYPE_F16;
-        const int64_t off = s_off[jl];
-        float vf[DEC_STEPS][4];
+    for (int base = 0; base < cn; base += ROWS_IT) {
+        uint4 raw[RIF][S];
+        bool f16[RIF];
 #pragma unroll
-        for (int s = 0; s < DEC_STEPS; s++) {
-            const int d4 = 4 * (lane + 32 * s);
-            if (d4 < hd) load4(vf[s], kv->v, off + d4, f16);
-            else vf[s][0] = vf[s][1] = vf[s][2] = vf[s][3] = 0.0f;
-        }
+        for (int r = 0; r < RIF; r++)
+            dec_fetch_row<S>(raw[r], &f16[r], s_v, s_f16, base + 2 * RIF * w + 2 * r + half, cn, li, hd);
 #pragma unroll
-        for (int hl = 0; hl < GT; hl++) {
-            const float p = hl < ng ? s_l[hl * CUDA_ATTN_CHUNK + jl] : 0.0f;
+        for (int r = 0; r < RIF; r++) {
+            const int jl = base + 2 * RIF * w + 2 * r + half;
+            float vf[S][4];
 #pragma unroll
-            for (int s = 0; s < DEC_STEPS; s++)
+            for (int s = 0; s < S; s++) unpack4(vf[s], raw[r][s], f16[r]);
 #pragma unroll
-                for (int e = 0; e < 4; e++) acc[hl][s][e] = fmaf(p, vf[s][e], acc[hl][s][e]);
+            for (int hl = 0; hl < GT; hl++) {
+                const float p = hl < ng && jl < cn ? s_l[hl * CUDA_ATTN_CHUNK + jl] : 0.0f;
+#pragma unroll
+                for (int s = 0; s < S; s++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[hl][s][e] = fmaf(p, vf[s][e], acc[hl][s][e]);
+            }
         }
     }
 #pragma unroll
     for (int hl = 0; hl < GT; hl++)
 #pragma unroll
-        for (int s = 0; s < DEC_STEPS; s++) {
-            const int d4 = 4 * (lane + 32 * s);
-            if (hl < ng && d4 < hd)
+        for (int s = 0; s < S; s++) {
+            const int d4 = 4 * (li + DEC_LPR * s);
 #pragma unroll
-                for (int e = 0; e < 4; e++) s_red[(w * GT + hl) * hd + d4 + e] = acc[hl][s][e];
+            for (int e = 0; e < 4; e++) {
+                /* the two rows' halves: addition commutes, so both halves hold the same bits */
+                const float x = acc[hl][s][e] + __shfl_xor_sync(0xffffffffu, acc[hl][s][e], DEC_LPR);
+                if (half == 0 && hl < ng && d4 < hd) s_red[(w * GT + hl) * hd + d4 + e] = x;
+            }
         }
     __syncthreads();
     for (int i = t; i < ng * hd; i += DEC_THREADS) {
@@ -216,22 +281,42 @@ dec_chunk_kernel(float *cmax, float *csum, float *part, float *logits, int n0, c
     }
 }
 
-/* out[h] = sum over chunks c, in order, of exp(m_c - m) * part_c, divided by the same sum of
- * exp(m_c - m) * sum_c: the chunk partials rescaled to the global max m. */
-__global__ void dec_combine_kernel(float *out, const float *cmax, const float *csum,
-                                   const float *part, int nc, int hd) {
-    const int h = blockIdx.x;
+#define CMB_GROUPS 8 /* warps of the combine kernel, each over a contiguous run of chunks */
+
+/* out[h] = sum over chunks c of exp(m_c - m) * part_c, divided by the same sum of
+ * exp(m_c - m) * sum_c: the chunk partials rescaled to the global max m. Block (h, 32 dims):
+ * warp g adds chunks [g*per, (g+1)*per) in order, then the warps' sums are added in order, so
+ * the arithmetic depends only on the chunk count. */
+__global__ void __launch_bounds__(32 * CMB_GROUPS)
+dec_combine_kernel(float *out, const float *cmax, const float *csum, const float *part, int nc, int hd) {
+    const int h = blockIdx.x, lane = threadIdx.x & 31, g = threadIdx.x >> 5;
+    const int d = blockIdx.y * 32 + lane;
     const float *mh = cmax + (int64_t)h * nc, *sh = csum + (int64_t)h * nc;
+    __shared__ float s_m[CMB_GROUPS], s_o[CMB_GROUPS][32], s_s[CMB_GROUPS][32];
     float m = -INFINITY;
-    for (int c = 0; c < nc; c++) m = fmaxf(m, mh[c]);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f, sum = 0.0f;
-        for (int c = 0; c < nc; c++) {
-            const float w = expf(mh[c] - m);
-            sum = fmaf(w, sh[c], sum);
-            o = fmaf(w, part[((int64_t)h * nc + c) * hd + d], o);
+    for (int i = threadIdx.x; i < nc; i += blockDim.x) m = fmaxf(m, mh[i]);
+    m = warp_max(m);
+    if (lane == 0) s_m[g] = m;
+    __syncthreads();
+    m = s_m[0];
+    for (int i = 1; i < CMB_GROUPS; i++) m = fmaxf(m, s_m[i]);
+    const int per = (nc + CMB_GROUPS - 1) / CMB_GROUPS, c0 = g * per, c1 = min(nc, c0 + per);
+    float o = 0.0f, sum = 0.0f;
+    for (int c = c0; c < c1; c++) {
+        const float wc = expf(mh[c] - m);
+        sum = fmaf(wc, sh[c], sum);
+        if (d < hd) o = fmaf(wc, part[((int64_t)h * nc + c) * hd + d], o);
+    }
+    s_o[g][lane] = o;
+    s_s[g][lane] = sum;
+    __syncthreads();
+    if (g == 0 && d < hd) {
+        float ot = s_o[0][lane], st = s_s[0][lane];
+        for (int i = 1; i < CMB_GROUPS; i++) {
+            ot += s_o[i][lane];
+            st += s_s[i][lane];
         }
-        out[(int64_t)h * hd + d] = o * (1.0f / sum);
+        out[(int64_t)h * hd + d] = ot * (1.0f / st);
     }
 }
 
@@ -239,34 +324,47 @@ __global__ void dec_combine_kernel(float *out, const float *cmax, const float *c
  * blocks per KV head). */
 static int dec_head_tile(int g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8; }
 
-template <int GT>
+template <int GT, int S>
 static void dec_launch(cudaStream_t cs, float *cmax, float *csum, float *part, float *logits,
                        int n0, const float *q, const dec_views &vw, int n, int nc,
                        okv_attn_shape s, int logits_only) {
+    /* fewer rows in flight where the pieces per row already fill the registers */
+    constexpr int RIF = S >= 4 ? 2 : 4;
     static bool smem_raised;
     if (!smem_raised) {
         /* the largest shape (8 heads of 256 dims) needs more than the default 48 KB */
-        CHECK_CUDA(cudaFuncSetAttribute(dec_chunk_kernel<GT>,
+        CHECK_CUDA(cudaFuncSetAttribute(dec_chunk_kernel<GT, S, RIF>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)dec_smem(GT, 256, false)));
         smem_raised = true;
     }
     const int g = s.n_heads / s.n_kv_heads;
-    const dim3 grid((unsigned)nc, (unsigned)s.n_kv_heads, (unsigned)cuda_ceil_div(g, GT));
-    dec_chunk_kernel<GT><<<grid, DEC_THREADS, dec_smem(GT, s.head_dim, logits_only != 0), cs>>>(
+    const dim3 grid((unsigned)s.n_kv_heads, (unsigned)nc, (unsigned)cuda_ceil_div(g, GT));
+    dec_chunk_kernel<GT, S, RIF><<<grid, DEC_THREADS, dec_smem(GT, s.head_dim, logits_only != 0), cs>>>(
         cmax, csum, part, logits, n0, q, vw, n, nc, g, s.head_dim, s.scale, logits_only);
     CHECK_LAUNCH();
+}
+
+template <int S>
+static void dec_run_s(cudaStream_t cs, float *cmax, float *csum, float *part, float *logits,
+                      int n0, const float *q, const dec_views &vw, int n, int nc,
+                      okv_attn_shape s, int logits_only) {
+    switch (dec_head_tile(s.n_heads / s.n_kv_heads)) {
+    case 1: dec_launch<1, S>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
+    case 2: dec_launch<2, S>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
+    case 4: dec_launch<4, S>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
+    default: dec_launch<8, S>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
+    }
 }
 
 static void dec_run(cudaStream_t cs, float *cmax, float *csum, float *part, float *logits, int n0,
                     const float *q, const dec_views &vw, int n, okv_attn_shape s, int logits_only) {
     const int nc = (int)cuda_ceil_div(n, CUDA_ATTN_CHUNK);
-    switch (dec_head_tile(s.n_heads / s.n_kv_heads)) {
-    case 1: dec_launch<1>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
-    case 2: dec_launch<2>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
-    case 4: dec_launch<4>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
-    default: dec_launch<8>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only); break;
-    }
+    OKV_ASSERT(nc <= 65535); /* the grid's y dimension */
+    /* pieces of 4 elements per lane of a 16-lane row */
+    if (s.head_dim <= 64) dec_run_s<1>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only);
+    else if (s.head_dim <= 128) dec_run_s<2>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only);
+    else dec_run_s<4>(cs, cmax, csum, part, logits, n0, q, vw, n, nc, s, logits_only);
 }
 
 /* The views as a kernel parameter; returns the total row count. */
@@ -330,7 +428,8 @@ void cuda_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_
     float *cmax = st->attn_part, *csum = cmax + (size_t)s.n_heads * nc;
     float *part = csum + (size_t)s.n_heads * nc;
     dec_run(cs, cmax, csum, part, logits, n_views > 0 ? views[0].n : 0, q, vw, n, s, 0);
-    dec_combine_kernel<<<s.n_heads, 128, 0, cs>>>(out, cmax, csum, part, nc, s.head_dim);
+    const dim3 cgrid((unsigned)s.n_heads, (unsigned)cuda_ceil_div(s.head_dim, 32));
+    dec_combine_kernel<<<cgrid, 32 * CMB_GROUPS, 0, cs>>>(out, cmax, csum, part, nc, s.head_dim);
     CHECK_LAUNCH();
 }
 

@@ -11,7 +11,7 @@
 #define SEL_THREADS 256
 #define SEL_ITEMS 16                            /* keys per thread in the radix passes */
 #define SEL_TILE (SEL_THREADS * SEL_ITEMS)      /* keys per block in the radix passes */
-#define SEL_SCORE_TILE (SEL_THREADS * 4)        /* candidates per block of the score kernel */
+#define SEL_SCORE_TILE SEL_THREADS              /* candidates per block of the score kernel */
 #define SEL_STAT_SPAN 4096                      /* candidates per block of the softmax statistics */
 #define SEL_STAT_ROWS (OKV_SELECT_MAX_WINDOW * OKV_SELECT_MAX_HEADS)
 #define SEL_STAT_SLOTS 65536                    /* (row, part) partials of the statistics */

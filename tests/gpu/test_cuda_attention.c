@@ -145,7 +145,7 @@ static double max_abs(const float *a, int64_t n) {
  * and (every third case) a third view of a few more indexed rows. q and the tolerance stated in
  * the report: |out - ref| <= 2e-5 * max|v|, |logit - ref| <= 4e-6 * max|logit|. */
 static void test_decode(void) {
-    const int ctxs[] = {1, 2, 31, 255, 256, 257, 1000, 2049, 5000};
+    const int ctxs[] = {1, 2, 31, 255, 256, 257, 1000, 2049, 5000, 40000};
     double worst_o = 0, worst_l = 0;
     int cases = 0, bad = 0;
     char first_bad[256] = "";
@@ -191,7 +191,7 @@ static void test_decode(void) {
                 cache_free(&tc);
             }
     char what[160], det[512];
-    snprintf(what, sizeof what, "attn_decode: cuda vs ref, %d cases (GQA 1/3/4/5/16, hd 64/128/256, n 1..5000, gaps, 2-3 views, f16/f32)", cases);
+    snprintf(what, sizeof what, "attn_decode: cuda vs ref, %d cases (GQA 1/3/4/5/16, hd 64/128/256, n 1..40000, gaps, 2-3 views, f16/f32)", cases);
     snprintf(det, sizeof det, "out worst %.3f of 2e-5*max|v|; logits worst %.3f of 4e-6*max|logit|; %d bad%s",
              worst_o, worst_l, bad, first_bad);
     report(bad == 0, what, det);
@@ -237,7 +237,7 @@ static void test_decode_host_view(void) {
 /* The same rows split into views at different boundaries must give the same bits, and view 0's
  * logits must equal the dense logits of those rows bitwise. */
 static void test_decode_bitwise(void) {
-    const int ctxs[] = {1, 7, 255, 256, 700, 3000, 5000};
+    const int ctxs[] = {1, 7, 255, 256, 700, 3000, 5000, 40000};
     int bad = 0, cases = 0;
     char first_bad[160] = "";
     for (int kt = 0; kt < 2; kt++)
@@ -386,13 +386,18 @@ static const char *kind_name(okv_score_kind k) {
     return names[k];
 }
 
-/* Logit patterns: random, few distinct values (ties), all equal, with +inf / -inf / NaN / -0. */
+/* Logit patterns: random, few distinct values (ties), all equal, signed zeros only (-0 ties
+ * +0), only special values, and random with +inf / -inf / NaN / -0 sprinkled in. */
+#define N_PATTERNS 6
 static void fill_logits(float *l, int64_t n, int pattern) {
+    static const float special[] = {INFINITY, -INFINITY, NAN, 0.0f, -0.0f, 1.0f};
     for (int64_t i = 0; i < n; i++) {
         switch (pattern) {
         case 0: l[i] = rng_uniform(-8.0f, 8.0f); break;
         case 1: l[i] = (float)(rng_u32() % 5); break;
         case 2: l[i] = 1.5f; break;
+        case 3: l[i] = rng_u32() % 2 ? 0.0f : -0.0f; break;
+        case 4: l[i] = special[rng_u32() % 6]; break;
         default: {
             const uint32_t r = rng_u32() % 40;
             l[i] = r == 0 ? INFINITY : r == 1 ? -INFINITY : r == 2 ? NAN : r == 3 ? -0.0f : r == 4 ? 0.0f : rng_uniform(-4.0f, 4.0f);
@@ -453,12 +458,12 @@ static void test_select(void) {
         int bad = 0, cases = 0;
         char why[512] = "";
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-            for (int pattern = 0; pattern < 4; pattern++)
+            for (int pattern = 0; pattern < N_PATTERNS; pattern++)
                 for (int rep = 0; rep < 3; rep++) {
                     const int n = ns[ni];
                     const int H = rep == 0 ? 1 : rep == 1 ? 9 : 32;
                     const int ks[] = {0, 1, n - 1, n, n + 5, (int)(rng_u32() % (unsigned)(n + 1)), 2048};
-                    const int k = ks[(pattern + 3 * rep) % 7];
+                    const int k = pattern == 3 ? n / 2 + rep : ks[(pattern + 3 * rep) % 7]; /* the cut among zeros */
                     const int kf = rep == 2 ? 4 : 0, kl = rep == 2 ? 64 : rep, nf = rep == 1 ? 5 : rep * 40;
                     char w[512];
                     const int ok = select_case((okv_score_kind)kind, H, n, k, 1 + rep, pattern, kf, kl, nf, w, sizeof w);
@@ -473,7 +478,7 @@ static void test_select(void) {
             cases++;
         }
         char what[128], det[640];
-        snprintf(what, sizeof what, "select %s: cuda vs ref, exact lists (n 1..128K, k 0..n+5, ties, inf/NaN, forced)", kind_name((okv_score_kind)kind));
+        snprintf(what, sizeof what, "select %s: cuda vs ref, exact lists (n 1..128K, k 0..n+5, ties, +-0, inf/NaN, forced)", kind_name((okv_score_kind)kind));
         snprintf(det, sizeof det, "%d of %d cases differ%s", bad, cases, why);
         report(bad == 0, what, det);
     }
