@@ -11,7 +11,6 @@
 #define SEL_THREADS 256
 #define SEL_ITEMS 16                            /* keys per thread in the radix passes */
 #define SEL_TILE (SEL_THREADS * SEL_ITEMS)      /* keys per block in the radix passes */
-#define SEL_SCORE_TILE SEL_THREADS              /* candidates per block of the score kernel */
 #define SEL_STAT_SPAN 4096                      /* candidates per block of the softmax statistics */
 #define SEL_STAT_ROWS (OKV_SELECT_MAX_WINDOW * OKV_SELECT_MAX_HEADS)
 #define SEL_STAT_SLOTS 65536                    /* (row, part) partials of the statistics */
@@ -230,7 +229,7 @@ __device__ __forceinline__ bool sel_is_forced(const sel_params &P, int j) {
 }
 
 /* Each candidate's score (the comparisons and roundings of okv_select_scores_ref), +inf where
- * forced, as a key; the keys' top digits go into the first histogram. */
+ * forced, as a key; the keys' top digits go into the first histogram. One candidate a thread. */
 __global__ void __launch_bounds__(SEL_THREADS)
 sel_score_kernel(uint32_t *keys, uint32_t *hist0, const float *src, const float *mx,
                  const float *inv, const sel_params P) {
@@ -239,9 +238,8 @@ sel_score_kernel(uint32_t *keys, uint32_t *hist0, const float *src, const float 
     __syncthreads();
     const int n = P.n;
     const int64_t rs = (int64_t)P.n_heads * n; /* one window's logits */
-    for (int i = 0; i < SEL_SCORE_TILE / SEL_THREADS; i++) {
-        const int j = blockIdx.x * SEL_SCORE_TILE + i * SEL_THREADS + threadIdx.x;
-        if (j >= n) break;
+    const int j = blockIdx.x * SEL_THREADS + threadIdx.x;
+    if (j < n) {
         float score;
         if (P.kind == OKV_SCORE_MAX) {
             score = src[j];
@@ -456,7 +454,7 @@ int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads,
                                                                              sc.psum, rows, parts);
         CHECK_LAUNCH();
     }
-    sel_score_kernel<<<(unsigned)cuda_ceil_div(n, SEL_SCORE_TILE), SEL_THREADS, 0, cs>>>(
+    sel_score_kernel<<<(unsigned)cuda_ceil_div(n, SEL_THREADS), SEL_THREADS, 0, cs>>>(
         sc.keys, sc.hist, src, sc.mx, sc.inv, P);
     CHECK_LAUNCH();
     const unsigned blocks = (unsigned)cuda_ceil_div(n, SEL_TILE);
