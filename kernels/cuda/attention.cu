@@ -132,9 +132,10 @@ __device__ __forceinline__ float half_sum(float x) {
  * [c*CHUNK, ...)), query heads [z*GT, z*GT+ng) of that KV head's group. K and V rows are read
  * once for all those heads; the blocks of one chunk's KV heads run side by side and read whole
  * cache rows between them. Phase 0 resolves each row of the chunk to where its K and V start
- * (shared memory, so the loops read no view table). Phase 1 computes the scaled logits: each half-warp takes a row (lane li reads pieces 4*(li+16s) of it)
- * and each warp keeps RIF row pairs in flight; of the rows of an iteration, warp w takes rows
- * base + 2*RIF*w + (0..2*RIF). Phase 2 takes the chunk's max and sum of exp per head; phase 3 the
+ * (shared memory, so the loops read no view table). Phase 1 computes the scaled logits: each
+ * half-warp takes a row (lane li reads pieces 4*(li+16s) of it) and each warp keeps RIF row
+ * pairs in flight; of the rows of an iteration, warp w takes rows base + 2*RIF*w + (0..2*RIF).
+ * Phase 2 takes the chunk's max and sum of exp per head; phase 3 the
  * unnormalised sum of V rows with those weights over the same row assignment, then the two
  * halves and the warps are added in a fixed order. A row's arithmetic depends only on its
  * position in the chunk, never on which view holds it. With logits_only, only phase 1 runs and
