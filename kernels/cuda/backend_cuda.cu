@@ -66,6 +66,15 @@ static void cuda_copy(okv_backend *be, void *dst, const void *src, size_t bytes,
     if (stream == OKV_STREAM_SYNC) CHECK_CUDA(cudaStreamSynchronize(s));
 }
 
+static void cuda_copy_2d(okv_backend *be, void *dst, size_t dst_pitch, const void *src,
+                         size_t src_pitch, size_t width, size_t height, okv_copy_kind kind,
+                         int stream) {
+    if (!width || !height) return;
+    const cudaStream_t s = stream == OKV_STREAM_SYNC ? cuda_compute(be) : cuda_stream(be, stream);
+    CHECK_CUDA(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, cuda_copy_kind(kind), s));
+    if (stream == OKV_STREAM_SYNC) CHECK_CUDA(cudaStreamSynchronize(s));
+}
+
 static int cuda_host_register(okv_backend *be, void *p, size_t bytes) {
     const cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
     if (e == cudaSuccess) return OKV_OK;
@@ -201,6 +210,7 @@ int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in) 
     be->alloc = cuda_alloc;
     be->mem_free = cuda_mem_free;
     be->copy = cuda_copy;
+    be->copy_2d = cuda_copy_2d;
     be->host_register = cuda_host_register;
     be->host_unregister = cuda_host_unregister;
     be->event_new = cuda_event_new;

@@ -1,6 +1,7 @@
 /* select.cu — the filter layer's selection on the GPU: candidate scores as okv_select_scores_ref
- * computes them, forced positions raised to +inf, then a radix select of the top k' on
- * order-preserving keys and an ordered compaction to ascending positions. Everything is issued on
+ * computes them, kept ends raised to +inf, then a radix select of the top k_s on
+ * order-preserving keys and an ordered compaction to ascending positions, a window selector's
+ * prompt tail appended unscored. Everything is issued on
  * the compute stream with no copy back to the host. Compared with okv_select_ref (exact index
  * lists) by tests/gpu/test_cuda_attention.c. */
 #include "cuda.h"
@@ -149,18 +150,20 @@ __device__ void sel_hist_flush(uint32_t *dst, const uint32_t *sh) {
 /* ---- scores -------------------------------------------------------------------------------------- */
 
 typedef struct sel_params {
-    int n, kind, n_heads, n_win, keep_first, keep_last_start, n_forced;
-    float weight[OKV_SELECT_MAX_WINDOW];   /* [n_win]: 1 or 2^-age */
-    int32_t forced[OKV_SELECT_MAX_WINDOW]; /* [n_forced] ascending, distinct, inside [0, n) */
+    int n;  /* candidates: the prompt positions before a window selector's tail */
+    int ld; /* logits per (window, head) row: every prompt position */
+    int kind, n_heads, n_win, keep_first, keep_last_start;
+    float weight[OKV_SELECT_MAX_WINDOW]; /* [n_win]: 1 or 2^-age */
 } sel_params;
 
 /* expf as the reference rounds it: exp of the float difference, rounded once to float. */
 __device__ __forceinline__ float sel_exp(float x) { return (float)exp((double)x); }
 
-/* Partial max of row blockIdx.x (a (window, head) row of n logits) over part blockIdx.y. */
-__global__ void sel_max_kernel(float *pmax, const float *src, int n, int span) {
+/* Partial max of row blockIdx.x (a (window, head) row of ld logits, the first n candidates)
+ * over part blockIdx.y. */
+__global__ void sel_max_kernel(float *pmax, const float *src, int n, int ld, int span) {
     const int r = blockIdx.x, p = blockIdx.y;
-    const float *l = src + (int64_t)r * n;
+    const float *l = src + (int64_t)r * ld;
     const int a = p * span, b = min(n, a + span);
     float m = -INFINITY;
     for (int j = a + threadIdx.x; j < b; j += blockDim.x) m = l[j] > m ? l[j] : m;
@@ -179,14 +182,15 @@ __global__ void sel_max_kernel(float *pmax, const float *src, int n, int span) {
 }
 
 /* Partial sum, in double, of exp(l - max) of row blockIdx.x over part blockIdx.y. */
-__global__ void sel_sum_kernel(double *psum, const float *pmax, const float *src, int n, int span) {
+__global__ void sel_sum_kernel(double *psum, const float *pmax, const float *src, int n, int ld,
+                               int span) {
     const int r = blockIdx.x, p = blockIdx.y, parts = gridDim.y;
     float m = -INFINITY;
     for (int i = 0; i < parts; i++) {
         const float y = pmax[(int64_t)r * parts + i];
         m = y > m ? y : m;
     }
-    const float *l = src + (int64_t)r * n;
+    const float *l = src + (int64_t)r * ld;
     const int a = p * span, b = min(n, a + span);
     double s = 0.0;
     for (int j = a + threadIdx.x; j < b; j += blockDim.x) s += (double)sel_exp(l[j] - m);
@@ -218,14 +222,7 @@ __global__ void sel_stats_kernel(float *mx, float *inv, const float *pmax, const
 }
 
 __device__ __forceinline__ bool sel_is_forced(const sel_params &P, int j) {
-    if (j < P.keep_first || j >= P.keep_last_start) return true;
-    int lo = 0, hi = P.n_forced;
-    while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (P.forced[mid] < j) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < P.n_forced && P.forced[lo] == j;
+    return j < P.keep_first || j >= P.keep_last_start;
 }
 
 /* Each candidate's score (the comparisons and roundings of okv_select_scores_ref), +inf where
@@ -236,15 +233,15 @@ sel_score_kernel(uint32_t *keys, uint32_t *hist0, const float *src, const float 
     __shared__ uint32_t sh[256];
     sh[threadIdx.x] = 0;
     __syncthreads();
-    const int n = P.n;
-    const int64_t rs = (int64_t)P.n_heads * n; /* one window's logits */
+    const int n = P.n, ld = P.ld;
+    const int64_t rs = (int64_t)P.n_heads * ld; /* one window's logits */
     const int j = blockIdx.x * SEL_THREADS + threadIdx.x;
     if (j < n) {
         float score;
         if (P.kind == OKV_SCORE_MAX) {
             score = src[j];
             for (int h = 1; h < P.n_heads; h++) {
-                const float l = src[(int64_t)h * n + j];
+                const float l = src[(int64_t)h * ld + j];
                 score = l > score ? l : score;
             }
         } else {
@@ -253,7 +250,7 @@ sel_score_kernel(uint32_t *keys, uint32_t *hist0, const float *src, const float 
                 float best = 0.0f;
                 for (int h = 0; h < P.n_heads; h++) {
                     const int r = w * P.n_heads + h;
-                    const float v = __fmul_rn(sel_exp(src[w * rs + (int64_t)h * n + j] - mx[r]), inv[r]);
+                    const float v = __fmul_rn(sel_exp(src[w * rs + (int64_t)h * ld + j] - mx[r]), inv[r]);
                     best = v > best ? v : best;
                 }
                 score = __fadd_rn(score, __fmul_rn(P.weight[w], best));
@@ -384,23 +381,34 @@ sel_write_kernel(int32_t *out, const uint32_t *blk, const uint32_t *hist, const 
     }
 }
 
-__global__ void sel_iota_kernel(int32_t *out, int n) {
+/* out[j] = first + j for j < n. */
+__global__ void sel_iota_kernel(int32_t *out, int first, int n) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < n) out[j] = j;
+    if (j < n) out[j] = first + j;
+}
+
+static void sel_iota(int32_t *out, int first, int n, cudaStream_t cs) {
+    if (n <= 0) return;
+    sel_iota_kernel<<<(unsigned)cuda_ceil_div(n, 256), 256, 0, cs>>>(out, first, n);
+    CHECK_LAUNCH();
 }
 
 /* ---- the op ------------------------------------------------------------------------------------------ */
 
 int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
                 const okv_select_args *a) {
-    if (a->k <= 0 || n <= 0) return 0;
-    const int k = OKV_MIN(a->k, n);
+    if (n <= 0) return 0;
+    /* c candidates give k of their best; the window's prompt tail follows unscored */
+    const int ld = n, c = okv_select_candidates(ld, a), k = OKV_MIN(okv_select_scored(a), c);
+    const int total = okv_select_count(ld, a);
     const cudaStream_t cs = cuda_compute(be);
-    if (k == n) {
-        sel_iota_kernel<<<(unsigned)cuda_ceil_div(n, 256), 256, 0, cs>>>(out, n);
-        CHECK_LAUNCH();
-        return k;
+    sel_iota(out + k, c, ld - c, cs);
+    if (k == 0) return total;
+    if (k == c) {
+        sel_iota(out, 0, c, cs);
+        return total;
     }
+    n = c;
     OKV_ASSERT(n_heads >= 1 && n_heads <= OKV_SELECT_MAX_HEADS);
     OKV_ASSERT(a->kind >= OKV_SCORE_MAX && a->kind <= OKV_SCORE_WINDOW_EXP);
     /* callers that reserved their maximum never grow here */
@@ -412,6 +420,7 @@ int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads,
     sel_params P;
     memset(&P, 0, sizeof P);
     P.n = n;
+    P.ld = ld;
     P.kind = a->kind;
     P.n_heads = n_heads;
     P.keep_first = a->keep_first;
@@ -427,18 +436,6 @@ int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads,
         P.n_win = 1;
         P.weight[0] = 1.0f;
     }
-    /* forced positions sorted and deduplicated, so the kernel can search them */
-    OKV_ASSERT(a->n_forced >= 0 && a->n_forced <= OKV_SELECT_MAX_WINDOW);
-    for (int i = 0; i < a->n_forced; i++) {
-        const int32_t f = a->forced[i];
-        if (f < 0 || f >= n) continue;
-        int at = P.n_forced;
-        while (at > 0 && P.forced[at - 1] > f) at--;
-        if (at > 0 && P.forced[at - 1] == f) continue;
-        memmove(P.forced + at + 1, P.forced + at, (size_t)(P.n_forced - at) * sizeof(int32_t));
-        P.forced[at] = f;
-        P.n_forced++;
-    }
 
     CHECK_CUDA(cudaMemsetAsync(sc.hist, 0, SEL_PASSES * 256 * sizeof(uint32_t), cs));
     const int rows = P.n_win * n_heads;
@@ -446,9 +443,9 @@ int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads,
         const int parts = (int)OKV_MAX(1, OKV_MIN(cuda_ceil_div(n, SEL_STAT_SPAN), SEL_STAT_SLOTS / rows));
         const int span = (int)cuda_ceil_div(n, parts);
         const dim3 grid((unsigned)rows, (unsigned)parts);
-        sel_max_kernel<<<grid, SEL_THREADS, 0, cs>>>(sc.pmax, src, n, span);
+        sel_max_kernel<<<grid, SEL_THREADS, 0, cs>>>(sc.pmax, src, n, ld, span);
         CHECK_LAUNCH();
-        sel_sum_kernel<<<grid, SEL_THREADS, 0, cs>>>(sc.psum, sc.pmax, src, n, span);
+        sel_sum_kernel<<<grid, SEL_THREADS, 0, cs>>>(sc.psum, sc.pmax, src, n, ld, span);
         CHECK_LAUNCH();
         sel_stats_kernel<<<(unsigned)cuda_ceil_div(rows, 128), 128, 0, cs>>>(sc.mx, sc.inv, sc.pmax,
                                                                              sc.psum, rows, parts);
@@ -466,5 +463,5 @@ int cuda_select(okv_backend *be, int32_t *out, const float *logits, int n_heads,
     CHECK_LAUNCH();
     sel_write_kernel<<<blocks, SEL_THREADS, 0, cs>>>(out, sc.blk, sc.hist, sc.keys, n, (uint32_t)k);
     CHECK_LAUNCH();
-    return k;
+    return total;
 }
