@@ -43,7 +43,8 @@ int policy_plan_init(okv_layer_plan *p, const okv_run_config *c, int n_layers) {
         p->role[f] = ROLE_FILTER;
         p->group[f] = i;
         for (int l = f + 1; l < end; l++) {
-            p->role[l] = l <= f + c->num_wait_load_layers ? ROLE_WAIT : ROLE_SPARSE;
+            /* l - f, not f + W: W may be as large as INT_MAX (every layer waits). */
+            p->role[l] = l - f <= c->num_wait_load_layers ? ROLE_WAIT : ROLE_SPARSE;
             p->group[l] = i;
         }
     }
@@ -134,9 +135,9 @@ int selector_pick(const okv_selection *sel, okv_selector_scratch *s, const float
     float *sc = s->score;
     if (sc != score) memcpy(sc, score, sizeof(float) * (size_t)n);
     /* Forced tokens outrank every score; among them the lower position wins if k is short. */
+    /* keep_first / keep_last above n mean the whole prompt: both loops stay within n. */
     for (int j = 0; j < sel->keep_first && j < n; j++) sc[j] = INFINITY;
-    for (int j = n - sel->keep_last; j < n; j++)
-        if (j >= 0) sc[j] = INFINITY;
+    for (int j = sel->keep_last < n ? n - sel->keep_last : 0; j < n; j++) sc[j] = INFINITY;
     for (int i = 0; i < n_forced; i++)
         if (forced[i] >= 0 && forced[i] < n) sc[forced[i]] = INFINITY;
     return okv_topk(out, sc, n, k, s->tmp_f, s->tmp_i);
