@@ -434,7 +434,8 @@ int gguf_open_mem(gguf_file *f, const void *data, size_t size) {
 int gguf_open(gguf_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     set_path(f, path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return okv_fail(OKV_ERR_INPUT, "%s: cannot open: %s; check the model path", path,
                         strerror(errno));
