@@ -152,6 +152,27 @@ int okv_output_check(const char *path, const char *what, bool stream_ok) {
     return OKV_OK;
 }
 
+bool okv_link_target(const char *path, char *out, size_t cap) {
+    if (strlen(path) >= cap) return false;
+    snprintf(out, cap, "%s", path);
+    for (int hops = 0; hops < 40; hops++) {
+        char target[4096];
+        ssize_t n = readlink(out, target, sizeof target - 1);
+        if (n < 0) return errno == EINVAL || errno == ENOENT; /* not a link, or nothing there */
+        target[n] = 0;
+        char *slash = strrchr(out, '/');
+        if (target[0] == '/' || !slash) {
+            if ((size_t)n >= cap) return false;
+            snprintf(out, cap, "%s", target);
+        } else {
+            size_t dir = (size_t)(slash - out) + 1;
+            if (dir + (size_t)n >= cap) return false;
+            memcpy(out + dir, target, (size_t)n + 1);
+        }
+    }
+    return false;
+}
+
 bool okv_parse_count(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     if (!isdigit((unsigned char)*s)) return false;
     char *end;

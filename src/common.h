@@ -68,6 +68,11 @@ _Noreturn void okv_die_mpi(const char *file, int line, const char *what, int mpi
  * a symlink is checked at its target, which is what gets written. */
 int okv_output_check(const char *path, const char *what, bool stream_ok);
 
+/* The path a write to `path` lands on: symbolic links followed one by one (the last target may
+ * not exist yet), relative targets taken from their link's directory. False for a loop or a
+ * result longer than cap. */
+bool okv_link_target(const char *path, char *out, size_t cap);
+
 /* Allocation helpers: aligned (64 B) and zeroed; NULL on failure (the caller reports sizes). */
 void *okv_alloc(size_t bytes);
 void okv_free_mem(void *p);

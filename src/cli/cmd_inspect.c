@@ -148,6 +148,9 @@ int cmd_gen_model(args *a) {
     }
     if (!shape || !out)
         return okv_fail(OKV_ERR_USAGE, "gen-model: --shape NAME and -o FILE.gguf are required");
+    if (layers > 1024)
+        return okv_fail(OKV_ERR_USAGE, "gen-model: --layers %ld is above the limit of 1024",
+                        layers);
     int t = okv_type_from_name(type_name);
     if (t < 0 || !okv_type_is_weight((okv_type)t))
         return okv_fail(OKV_ERR_USAGE, "gen-model: --type '%s' is not a weight type; use f32, "

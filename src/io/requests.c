@@ -563,9 +563,9 @@ int results_prepare(okv_results *w, const char *path, const char *input, bool re
  * symlinked results file stays a link. */
 static int resume_rewrite(okv_results *w) {
     char real[PATH_MAX];
-    if (!realpath(w->path, real))
-        return okv_fail(OKV_ERR_INPUT, "cannot resolve results file '%s': %s", w->path,
-                        strerror(errno));
+    if (!okv_link_target(w->path, real, sizeof real))
+        return okv_fail(OKV_ERR_INPUT, "cannot follow the symbolic links of results file '%s'",
+                        w->path);
     struct stat sb;
     if (stat(real, &sb) != 0)
         return okv_fail(OKV_ERR_INPUT, "cannot stat results file '%s': %s", real, strerror(errno));
