@@ -191,8 +191,8 @@ static int set_int(const char *key, const char *v, long long lo, long long hi, i
     int64_t x;
     if (!okv_parse_count(v, lo, hi, &x)) {
         char expect[160];
-        snprintf(expect, sizeof expect, "a whole number in %lld..%lld (K and M multiply by 1024 "
-                 "and 1024^2)", lo, hi);
+        snprintf(expect, sizeof expect, "a whole number >= %lld and at most %lld (K and M "
+                 "multiply by 1024 and 1024^2)", lo, hi);
         return bad_value(key, v, expect);
     }
     *out = (int)x;
