@@ -209,6 +209,9 @@ int cmd_calibrate(args *a, int rank) {
     }
     if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "calibrate: -m MODEL is required");
     if (!st) st = load_config(&rc, NULL, &sets);
+    /* Checked before the model loads, not after the calibration run. */
+    if (!st && (st = okv_output_check(out_path, "calibration output", false)))
+        okv_error_prefix("calibrate");
     cli_sets_free(&sets);
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
