@@ -542,6 +542,9 @@ static bool is_stdout(const char *path) {
 int results_prepare(okv_results *w, const char *path, const char *input, bool resume,
                     okv_request_list *l) {
     memset(w, 0, sizeof *w);
+    if (is_stdout(path) && resume)
+        return okv_fail(OKV_ERR_USAGE, "--resume reads back the results file, so -o must name a "
+                        "regular file, not standard output");
     if (is_stdout(path)) return OKV_OK;
     w->path = path;
     w->resume = resume;
