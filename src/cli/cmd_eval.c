@@ -115,7 +115,8 @@ int cmd_eval(args *a, int rank) {
     FILE *out = NULL;
     if ((st = load_model(&m, model_path, &rc))) return st;
     if (!(st = config_validate(&rc, m.cfg.n_layers))) {
-        if (out_path && !(out = fopen(out_path, o.resume ? "a+" : "w")))
+        /* Opened without truncation: eval_run empties it once the grid is validated. */
+        if (out_path && !(out = fopen(out_path, "a+")))
             st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s: %s", out_path, strerror(errno));
         if (!st) st = eval_run(&m, &rc, &o, out, stdout);
     }

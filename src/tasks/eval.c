@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -483,6 +484,8 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     int n_err = 0; /* file records written as error records */
     OKV_ASSERT(x && first && logits && ids && g.sum && g.n && done);
     if (!st && o->resume && samples) st = resume_read(samples, o, n_depth, count, &g, done);
+    if (!st && !o->resume && samples && ftruncate(fileno(samples), 0) != 0)
+        st = okv_fail(OKV_ERR_INPUT, "eval: cannot empty the output file: %s", strerror(errno));
     for (int c = 0; c < o->n_ctx && !st; c++) {
         double t_ctx = okv_now_s();
         for (int d = 0; d < n_depth && !st; d++) {
