@@ -464,8 +464,8 @@ int hf_load(okv_model *m, const char *dir, const model_load_opts *o) {
     char *text = NULL;
     int st = st_read_text(path, &text);
     if (st) {
-        okv_fail(OKV_ERR_INPUT, "%s is not a Hugging Face checkpoint: it has no readable config.json",
-                 dir);
+        okv_error_prefix("%s is not a Hugging Face checkpoint (it needs a readable config.json)",
+                         dir);
         return st;
     }
     const char *end = NULL;

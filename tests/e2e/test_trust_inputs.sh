@@ -167,6 +167,10 @@ fi
 mkfifo "$T/model-fifo"
 expect_exit 3 "a FIFO as the model does not hang" "$BIN" run -m "$T/model-fifo" -p hi \
     && one_sentence "neither a file nor a directory"
+mkdir "$T/hf-fifo"
+mkfifo "$T/hf-fifo/config.json"
+expect_exit 3 "a FIFO inside a checkpoint directory does not hang" "$BIN" run -m "$T/hf-fifo" -p hi \
+    && one_sentence "not a regular file"
 ln -s m-loop-b "$T/m-loop-a"
 ln -s m-loop-a "$T/m-loop-b"
 expect_exit 3 "a symlink loop as the model" "$BIN" run -m "$T/m-loop-a" -p hi && one_sentence "loop"
