@@ -1,5 +1,6 @@
-/* common.c — error message, rank-tagged logging, fatal exit through MPI_Abort, aligned memory.
- * Exercised by every test; okv_die's MPI path by the multi-rank fault test. */
+/* common.c — error message, rank-tagged logging, fatal exit through MPI_Abort, aligned memory,
+ * token counts with suffixes and the checks on output paths. Exercised by every test; okv_die's
+ * MPI path by the multi-rank fault test, counts by test_config, outputs by test_trust_inputs.sh. */
 #include "common.h"
 
 #include <ctype.h>

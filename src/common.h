@@ -1,5 +1,6 @@
-/* common.h — status codes, the thread-local error message, logging with rank tags, and the
- * always-on assertion and checked-call macros every module uses. Exercised by every test. */
+/* common.h — status codes, the thread-local error message, logging with rank tags, the
+ * always-on assertion and checked-call macros every module uses, and the count and output-path
+ * helpers every command shares. Exercised by every test. */
 #ifndef OKV_COMMON_H
 #define OKV_COMMON_H
 

@@ -1,6 +1,6 @@
 /* requests.c — JSONL requests in (every bad line becomes an error record with its line number),
  * JSONL results out (one flushed line each), and --resume. The formats are in requests.h.
- * Tested by tests/e2e/test_run_batch.sh. */
+ * Tested by tests/e2e/test_run_batch.sh, tests/e2e/test_trust_inputs.sh and fuzz_requests. */
 #include "requests.h"
 
 #include "../common.h"

@@ -1,6 +1,6 @@
 /* model.c — model config and weights from a GGUF file (HF directories go to hf.c), RoPE
- * frequencies with scaling, shape validation. Tested by tests/model/ (vs llama.cpp) and
- * tests/unit/test_safetensors.c (rope scaling formulas). */
+ * frequencies with scaling, shape and metadata validation. Tested by tests/model/ (vs llama.cpp),
+ * tests/unit/test_safetensors.c (rope scaling formulas) and test_gguf.c (bad metadata). */
 #include "model.h"
 
 #include "../common.h"
