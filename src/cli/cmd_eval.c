@@ -98,6 +98,10 @@ int cmd_eval(args *a, int rank) {
         if (a->missing) st = OKV_ERR_USAGE;
     }
     if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "eval: -m MODEL is required");
+    /* The grid keeps a flag per (ctx, depth, sample): a count beyond any real run is refused. */
+    if (!st && o.count > (1 << 20))
+        st = okv_fail(OKV_ERR_USAGE, "eval: --count %d is above the limit of %d samples", o.count,
+                      1 << 20);
     if (!st && !o.task)
         st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (`omnikv eval --help` lists them)");
     if (!st) st = eval_parse_variants(&o, variants);
