@@ -1,12 +1,17 @@
-/* common.c — error message, rank-tagged logging, fatal exit through MPI_Abort, aligned memory.
- * Exercised by every test; okv_die's MPI path by the multi-rank fault test. */
+/* common.c — error message, rank-tagged logging, fatal exit through MPI_Abort, aligned memory,
+ * token counts with suffixes and the checks on output paths. Exercised by every test; okv_die's
+ * MPI path by the multi-rank fault test, counts by test_config, outputs by test_trust_inputs.sh. */
 #include "common.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,6 +109,89 @@ double okv_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *file_kind(mode_t m) {
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISFIFO(m)) return "a FIFO";
+    return "not a regular file";
+}
+
+int okv_output_check(const char *path, const char *what, bool stream_ok) {
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode))
+            return okv_fail(OKV_ERR_USAGE, "%s '%s' is a directory; give a file path", what, path);
+        if (S_ISFIFO(sb.st_mode) && stream_ok) return OKV_OK;
+        if (!S_ISREG(sb.st_mode))
+            return okv_fail(OKV_ERR_USAGE, "%s '%s' is %s, which omnikv does not write; give a "
+                            "regular file%s", what, path, file_kind(sb.st_mode),
+                            stream_ok ? ", a FIFO or /dev/stdout" : "");
+        /* Opening without O_TRUNC proves the file writable and leaves it as it is. */
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            return okv_fail(OKV_ERR_INPUT, "cannot write %s '%s': %s", what, path, strerror(errno));
+        close(fd);
+        return OKV_OK;
+    }
+    if (errno == ELOOP)
+        return okv_fail(OKV_ERR_USAGE, "%s '%s' is a loop of symbolic links; point it at a file",
+                        what, path);
+    if (errno != ENOENT)
+        return okv_fail(OKV_ERR_INPUT, "cannot use %s '%s': %s", what, path, strerror(errno));
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if (access(dir, W_OK | X_OK) != 0)
+        return okv_fail(OKV_ERR_INPUT, "cannot create %s '%s': directory '%s': %s", what, path, dir,
+                        strerror(errno));
+    return OKV_OK;
+}
+
+bool okv_link_target(const char *path, char *out, size_t cap) {
+    if (strlen(path) >= cap) return false;
+    snprintf(out, cap, "%s", path);
+    for (int hops = 0; hops < 40; hops++) {
+        char target[4096];
+        ssize_t n = readlink(out, target, sizeof target - 1);
+        if (n < 0) return errno == EINVAL || errno == ENOENT; /* not a link, or nothing there */
+        target[n] = 0;
+        char *slash = strrchr(out, '/');
+        if (target[0] == '/' || !slash) {
+            if ((size_t)n >= cap) return false;
+            snprintf(out, cap, "%s", target);
+        } else {
+            size_t dir = (size_t)(slash - out) + 1;
+            if (dir + (size_t)n >= cap) return false;
+            memcpy(out + dir, target, (size_t)n + 1);
+        }
+    }
+    return false;
+}
+
+bool okv_parse_count(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    if (!isdigit((unsigned char)*s)) return false;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (errno) return false;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (*end || x > (unsigned long long)INT64_MAX >> shift) return false;
+    int64_t v = (int64_t)(x << shift);
+    if (v < lo || v > hi) return false;
+    *out = v;
+    return true;
 }
 
 uint64_t okv_meminfo_bytes(const char *field) {

@@ -1,5 +1,6 @@
-/* common.h — status codes, the thread-local error message, logging with rank tags, and the
- * always-on assertion and checked-call macros every module uses. Exercised by every test. */
+/* common.h — status codes, the thread-local error message, logging with rank tags, the
+ * always-on assertion and checked-call macros every module uses, and the count and output-path
+ * helpers every command shares. Exercised by every test. */
 #ifndef OKV_COMMON_H
 #define OKV_COMMON_H
 
@@ -69,11 +70,27 @@ OKV_NORETURN void okv_die_mpi(const char *file, int line, const char *what, int 
         if (mpi_rc_ != MPI_SUCCESS) okv_die_mpi(__FILE__, __LINE__, #expr, mpi_rc_); \
     } while (0)
 
+/* Whether path can take an output (`what` names it in the message) without harm, checked before
+ * anything is written: nothing is created or truncated here. A regular file must be writable,
+ * a new file's directory must exist and be writable; a FIFO passes when stream_ok; directories
+ * and other non-regular files are refused (OKV_ERR_USAGE), as is a symlink loop. A path through
+ * a symlink is checked at its target, which is what gets written. */
+int okv_output_check(const char *path, const char *what, bool stream_ok);
+
+/* The path a write to `path` lands on: symbolic links followed one by one (the last target may
+ * not exist yet), relative targets taken from their link's directory. False for a loop or a
+ * result longer than cap. */
+bool okv_link_target(const char *path, char *out, size_t cap);
+
 /* Allocation helpers: aligned (64 B) and zeroed; NULL on failure (the caller reports sizes). */
 void *okv_alloc(size_t bytes);
 void okv_free_mem(void *p);
 
 double okv_now_s(void); /* monotonic clock in seconds */
+
+/* A token count as people write it: decimal digits, optionally followed by K, M or G (powers of
+ * 1024, either case: 16K = 16384, 1M = 1048576). True when s is one and lies in [lo, hi]. */
+bool okv_parse_count(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* A /proc/meminfo field in bytes ("MemTotal", "MemAvailable"); 0 when unknown. */
 uint64_t okv_meminfo_bytes(const char *field);
 

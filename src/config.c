@@ -56,15 +56,15 @@ static const config_key keys[] = {
     {"real_offload", KEY_REAL_OFFLOAD, "true",
      "keep the sparse layers' prompt KV in the host Context Bank (false: on the device)"},
     {"dense_more", KEY_DENSE_MORE, "true", "only true is supported: wait layers are dense"},
-    {"keep_first", KEY_KEEP_FIRST, "0", "first prompt tokens always selected (>= 0)"},
-    {"keep_last", KEY_KEEP_LAST, "0", "last prompt tokens always selected (>= 0)"},
-    {"threads", KEY_THREADS, "0", "compute threads per rank; 0 = the rank's cores"},
+    {"keep_first", KEY_KEEP_FIRST, "0", "first prompt tokens always selected (>= 0; above the prompt's length: all of it)"},
+    {"keep_last", KEY_KEEP_LAST, "0", "last prompt tokens always selected (>= 0; above the prompt's length: all of it)"},
+    {"threads", KEY_THREADS, "0", "compute threads per rank, 0..1024; 0 = the rank's cores"},
     {"cpu_num_threads", KEY_THREADS, "0", "alias of threads"},
     {"kv_type", KEY_KV_TYPE, "f16", "KV cache and bank element type: f16 | f32"},
-    {"prefill_chunk", KEY_PREFILL_CHUNK, "512", "prompt tokens per prefill chunk (>= 1)"},
+    {"prefill_chunk", KEY_PREFILL_CHUNK, "512", "prompt tokens per prefill chunk, 1..65536"},
     {"max_context_len", KEY_MAX_CONTEXT_LEN, "0",
-     "prompt + generated tokens per sequence; 0 = the model's training context"},
-    {"max_batch", KEY_MAX_BATCH, "1", "sequences decoded together (>= 1)"},
+     "prompt + generated tokens per sequence, up to 1G (128K = 131072); 0 = the model's training context"},
+    {"max_batch", KEY_MAX_BATCH, "1", "sequences decoded together, 1..4096"},
     {"max_new_tokens", KEY_MAX_NEW_TOKENS, "256", "default generation limit per request (>= 0)"},
     {"ignore_eos", KEY_IGNORE_EOS, "false", "keep generating past end-of-generation tokens"},
     {"seed", KEY_SEED, "0", "sampling seed; a request without its own seed uses seed + its line"},
@@ -200,9 +200,15 @@ static bool parse_double(const char *s, double *out) {
     return true;
 }
 
-static int set_int(const char *key, const char *v, long long lo, const char *expect, int *out) {
-    long long x;
-    if (!parse_long(v, &x) || x < lo || x > INT_MAX) return bad_value(key, v, expect);
+/* A count (okv_parse_count: 128K = 131072) in lo..hi. */
+static int set_int(const char *key, const char *v, long long lo, long long hi, int *out) {
+    int64_t x;
+    if (!okv_parse_count(v, lo, hi, &x)) {
+        char expect[160];
+        snprintf(expect, sizeof expect, "a whole number >= %lld and at most %lld (K and M "
+                 "multiply by 1024 and 1024^2)", lo, hi);
+        return bad_value(key, v, expect);
+    }
     *out = (int)x;
     return OKV_OK;
 }
@@ -256,8 +262,11 @@ static int set_layers(okv_run_config *c, const char *key, const char *v) {
 
 static int set_num_selected(okv_run_config *c, const char *key, const char *v) {
     double x;
-    const char *expect = "a fraction of the prompt in (0, 1) or a whole token count >= 1";
-    if (!parse_double(v, &x) || x <= 0.0) return bad_value(key, v, expect);
+    int64_t n;
+    const char *expect = "a fraction of the prompt in (0, 1) or a whole token count >= 1 (2K = "
+                         "2048)";
+    if (okv_parse_count(v, 1, INT_MAX, &n)) x = (double)n;
+    else if (!parse_double(v, &x) || x <= 0.0) return bad_value(key, v, expect);
     if (x >= 1.0 && (x != floor(x) || x > INT_MAX)) return bad_value(key, v, expect);
     c->num_selected = x;
     return OKV_OK;
@@ -291,7 +300,7 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         return OKV_OK;
     case KEY_DO_SELECT_LAYERS: return set_layers(c, key, v);
     case KEY_NUM_WAIT_LOAD_LAYERS:
-        return set_int(key, v, 0, "a whole number >= 0", &c->num_wait_load_layers);
+        return set_int(key, v, 0, INT_MAX, &c->num_wait_load_layers);
     case KEY_NUM_SELECTED: return set_num_selected(c, key, v);
     case KEY_SELECTOR:
         if (!strcmp(v, "last")) c->selector = SELECTOR_LAST;
@@ -301,12 +310,7 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         else return bad_value(key, v, "one of last, softmax_before_last, uniform, exp");
         return OKV_OK;
     case KEY_WINDOW_SIZE: {
-        int w;
-        int st = set_int(key, v, 1, "a whole number >= 1", &w);
-        if (st) return st;
-        if (w > OKV_MAX_WINDOW) return bad_value(key, v, "a whole number in 1..256");
-        c->window_size = w;
-        return OKV_OK;
+        return set_int(key, v, 1, OKV_MAX_WINDOW, &c->window_size);
     }
     case KEY_MODEL_SHAPE: {
         okv_model_config shape;
@@ -315,9 +319,9 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         return OKV_OK;
     }
     case KEY_MICRO_BATCHES:
-        return set_int(key, v, 0, "a whole number >= 0 (0: the rank count)", &c->micro_batches);
+        return set_int(key, v, 0, OKV_MAX_BATCH, &c->micro_batches);
     case KEY_EXPECTED_CONTEXT:
-        return set_int(key, v, 0, "a whole number >= 0 (0: max_context_len)", &c->expected_context);
+        return set_int(key, v, 0, OKV_MAX_CONTEXT, &c->expected_context);
     case KEY_STAGES: {
         int first[OKV_MAX_STAGES + 1], n = 0;
         if (*v && planner_parse_stages(v, -1, first, OKV_MAX_STAGES, &n) != OKV_OK)
@@ -366,22 +370,21 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         c->dense_more = true;
         return OKV_OK;
     }
-    case KEY_MIN_SELECTED: return set_int(key, v, 0, "a whole number >= 0", &c->min_selected);
-    case KEY_KEEP_FIRST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_first);
-    case KEY_KEEP_LAST: return set_int(key, v, 0, "a whole number >= 0", &c->keep_last);
-    case KEY_THREADS: return set_int(key, v, 0, "a whole number >= 0", &c->threads);
+    case KEY_MIN_SELECTED: return set_int(key, v, 0, OKV_MAX_CONTEXT, &c->min_selected);
+    case KEY_KEEP_FIRST: return set_int(key, v, 0, INT_MAX, &c->keep_first);
+    case KEY_KEEP_LAST: return set_int(key, v, 0, INT_MAX, &c->keep_last);
+    case KEY_THREADS: return set_int(key, v, 0, OKV_MAX_THREADS, &c->threads);
     case KEY_KV_TYPE:
         if (!strcmp(v, "f16")) c->kv_type = OKV_TYPE_F16;
         else if (!strcmp(v, "f32")) c->kv_type = OKV_TYPE_F32;
         else return bad_value(key, v, "f16 or f32");
         return OKV_OK;
-    case KEY_PREFILL_CHUNK: return set_int(key, v, 1, "a whole number >= 1", &c->prefill_chunk);
+    case KEY_PREFILL_CHUNK: return set_int(key, v, 1, OKV_MAX_PREFILL_CHUNK, &c->prefill_chunk);
     case KEY_MAX_CONTEXT_LEN:
-        return set_int(key, v, 0, "a whole number >= 0 (0: the model's context)",
-                       &c->max_context_len);
-    case KEY_MAX_BATCH: return set_int(key, v, 1, "a whole number >= 1", &c->max_batch);
+        return set_int(key, v, 0, OKV_MAX_CONTEXT, &c->max_context_len);
+    case KEY_MAX_BATCH: return set_int(key, v, 1, OKV_MAX_BATCH, &c->max_batch);
     case KEY_MAX_NEW_TOKENS:
-        return set_int(key, v, 0, "a whole number >= 0", &c->max_new_tokens);
+        return set_int(key, v, 0, INT_MAX, &c->max_new_tokens);
     case KEY_IGNORE_EOS: return set_bool(key, v, &c->ignore_eos);
     case KEY_SEED: {
         char *end;
@@ -399,7 +402,7 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         c->temperature = (float)x;
         return OKV_OK;
     }
-    case KEY_TOP_K: return set_int(key, v, 0, "a whole number >= 0 (0: off)", &c->top_k);
+    case KEY_TOP_K: return set_int(key, v, 0, INT_MAX, &c->top_k);
     case KEY_PEER_TIMEOUT: {
         double x;
         if (!parse_double(v, &x) || !(x >= 0.0 && x <= 1e9))
@@ -483,12 +486,17 @@ int config_load_json(okv_run_config *c, const char *path) {
         return okv_fail(OKV_ERR_USAGE, "cannot read run-config file '%s'", path);
     }
     text[len] = 0;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    const char *at = root ? end + strspn(end, " \t\r\n") : cJSON_GetErrorPtr();
+    if (!root || at < text + len) {
         int line = 1;
         for (const char *p = text; at && p < at && *p; p++) line += *p == '\n';
         free(text);
+        cJSON_Delete(root);
+        if (root)
+            return okv_fail(OKV_ERR_USAGE, "run-config file '%s' holds more than one JSON value "
+                            "(text after the object at line %d); keep one object", path, line);
         return okv_fail(OKV_ERR_USAGE, "run-config file '%s' is not valid JSON (error near line "
                         "%d)", path, line);
     }
@@ -501,6 +509,12 @@ int config_load_json(okv_run_config *c, const char *path) {
         const cJSON *it;
         char buf[1024];
         cJSON_ArrayForEach(it, root) {
+            /* A repeated key would let the file's order decide silently. */
+            for (const cJSON *p = root->child; p != it && !st; p = p->next)
+                if (!strcmp(p->string, it->string))
+                    st = okv_fail(OKV_ERR_USAGE, "run-config file '%s' sets key %s twice; keep "
+                                  "one", path, it->string);
+            if (st) break;
             if (!find_key(it->string) && is_ignored(it->string)) {
                 config_set(c, it->string, ""); /* logs that it is ignored */
                 continue;

@@ -12,6 +12,11 @@
 
 #define OKV_MAX_FILTERS 64
 #define OKV_MAX_WINDOW 256 /* window_size limit */
+/* Upper limits of counts whose larger values only exhaust memory: the message states them. */
+#define OKV_MAX_THREADS 1024
+#define OKV_MAX_BATCH 4096
+#define OKV_MAX_PREFILL_CHUNK 65536
+#define OKV_MAX_CONTEXT (1 << 30)
 
 typedef enum okv_policy_kind { POLICY_OMNIKV = 0, POLICY_DENSE = 1 } okv_policy_kind;
 

@@ -41,13 +41,12 @@ int unknown_arg(const args *a) {
 }
 
 int parse_count(const args *a, const char *flag, const char *v, long lo, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo)
-        return okv_fail(OKV_ERR_USAGE, "%s: %s takes a whole number >= %ld, not '%s'", a->cmd, flag,
-                        lo, v);
-    *out = x;
+    int64_t x;
+    if (!okv_parse_count(v, lo, INT32_MAX, &x))
+        return okv_fail(OKV_ERR_USAGE, "%s: %s takes a whole number in %ld..%d (K, M and G "
+                        "multiply by 1024, 1024^2, 1024^3: 16K = 16384), not '%s'", a->cmd, flag,
+                        lo, INT32_MAX, v);
+    *out = (long)x;
     return OKV_OK;
 }
 
@@ -136,26 +135,30 @@ bool want_help(int argc, char **argv) {
 
 int parse_ctx_list(const args *a, const char *v, int *ctx, int cap, int *n) {
     *n = 0;
-    const char *p = v;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 1 || x > 1 << 30 || (*end && *end != ',') || *n == cap)
-            return okv_fail(OKV_ERR_USAGE, "%s: --ctx takes up to %d comma-separated lengths >= 1 "
-                            "such as 512,2048,8192, not '%s'", a->cmd, cap, v);
+    char buf[1024];
+    if (strlen(v) >= sizeof buf)
+        return okv_fail(OKV_ERR_USAGE, "%s: --ctx takes up to %d lengths, not %zu bytes of them",
+                        a->cmd, cap, strlen(v));
+    snprintf(buf, sizeof buf, "%s", v);
+    /* Entries are split by hand: strtok would accept "512,,2048" by merging the commas. */
+    for (char *p = buf;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        int64_t x;
+        if (!okv_parse_count(p, 1, 1 << 30, &x) || *n == cap)
+            return okv_fail(OKV_ERR_USAGE, "%s: --ctx takes up to %d comma-separated lengths in "
+                            "1..%d such as 512,2K,128K (K = 1024, M = 1024^2), not '%s'", a->cmd,
+                            cap, 1 << 30, v);
         ctx[(*n)++] = (int)x;
-        p = *end ? end + 1 : end;
+        if (!comma) break;
+        p = comma + 1;
     }
-    if (!*n) return okv_fail(OKV_ERR_USAGE, "%s: --ctx needs at least one length", a->cmd);
     return OKV_OK;
 }
 
 int parse_int(const args *a, const char *flag, const char *v, long lo, int *out) {
-    long x;
+    long x = 0;
     int st = parse_count(a, flag, v, lo, &x);
-    if (!st && x > INT32_MAX)
-        st = okv_fail(OKV_ERR_USAGE, "%s: %s takes a whole number below 2^31, not '%s'", a->cmd, flag, v);
     if (!st) *out = (int)x;
     return st;
 }

@@ -30,10 +30,11 @@ typedef struct cli_sets {
  * it and consumes it; a missing value sets a->missing and the message. */
 bool opt(args *a, const char *s, const char *l, const char **val);
 int unknown_arg(const args *a);
+/* A count flag: lo..2^31-1, with okv_parse_count's K/M/G suffixes. */
 int parse_count(const args *a, const char *flag, const char *v, long lo, long *out);
 int parse_int(const args *a, const char *flag, const char *v, long lo, int *out);
 int parse_u64(const args *a, const char *flag, const char *v, uint64_t *out);
-/* "512,2048,8192" into ctx[0..*n). */
+/* "512,2K,128K" into ctx[0..*n), each in 1..2^30. */
 int parse_ctx_list(const args *a, const char *v, int *ctx, int cap, int *n);
 int cli_set(const args *a, cli_sets *s, const char *key, const char *val);
 int cli_set_kv(const args *a, cli_sets *s, const char *kv);

@@ -530,10 +530,18 @@ int cmd_bench(args *a, int rank) {
             if (a->missing) st = OKV_ERR_USAGE;
         }
         if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "bench: -m MODEL is required");
+        if (!st && batch > OKV_MAX_BATCH)
+            st = okv_fail(OKV_ERR_USAGE, "bench: --batch %d is above the limit of %d", batch,
+                          OKV_MAX_BATCH);
+        if (!st && out_path && (st = okv_output_check(out_path, "bench output", false)))
+            okv_error_prefix("bench");
         if (!st) st = load_config(&rc, config, &sets);
         if (!st && variants) st = parse_variants(variants, var, &n_var);
         int max_ctx = 0;
         for (int i = 0; i < n_ctx; i++) max_ctx = OKV_MAX(max_ctx, ctx[i]);
+        if (!st && (int64_t)max_ctx + gen > OKV_MAX_CONTEXT)
+            st = okv_fail(OKV_ERR_USAGE, "bench: --ctx %d with --gen %ld is above the limit of %d "
+                          "tokens per sequence", max_ctx, gen, OKV_MAX_CONTEXT);
         if (!st && rc.max_context_len == 0) rc.max_context_len = max_ctx + (int)gen;
         if (!st && rc.max_context_len < max_ctx + gen)
             st = okv_fail(OKV_ERR_USAGE, "bench: --ctx %d with --gen %ld needs max_context_len >= "
@@ -583,8 +591,9 @@ int cmd_bench(args *a, int rank) {
         else bench_tables(name, &rc, cells, n_var * n_ctx, (int)gen, runs, warmup, ranks);
         if (out_path) {
             FILE *f = fopen(out_path, "w");
-            if (!f || fprintf(f, "%s\n", js) < 0 || fclose(f))
-                st = okv_fail(OKV_ERR_INPUT, "bench: cannot write %s", out_path);
+            bool bad = !f || fprintf(f, "%s\n", js) < 0;
+            if (f && fclose(f) != 0) bad = true;
+            if (bad) st = okv_fail(OKV_ERR_INPUT, "bench: cannot write %s", out_path);
         }
         free(js);
     }

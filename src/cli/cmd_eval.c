@@ -7,6 +7,7 @@
 #include "../tasks/eval.h"
 #include "../tasks/tasks.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,8 @@ static int parse_depths(const args *a, const char *v, eval_opts *o) {
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         char *end;
         double d = strtod(t, &end);
-        if (*end || d < 0 || d > 1 || o->n_depth == EVAL_MAX)
+        /* Written so NaN fails too: it compares false both ways. */
+        if (end == t || *end || !(d >= 0 && d <= 1) || o->n_depth == EVAL_MAX)
             return okv_fail(OKV_ERR_USAGE, "%s: --depth takes up to %d numbers in [0, 1], not '%s'",
                             a->cmd, EVAL_MAX, t);
         o->depth[o->n_depth++] = d;
@@ -96,12 +98,19 @@ int cmd_eval(args *a, int rank) {
         if (a->missing) st = OKV_ERR_USAGE;
     }
     if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "eval: -m MODEL is required");
+    /* The grid keeps a flag per (ctx, depth, sample): a count beyond any real run is refused. */
+    if (!st && o.count > (1 << 20))
+        st = okv_fail(OKV_ERR_USAGE, "eval: --count %d is above the limit of %d samples", o.count,
+                      1 << 20);
     if (!st && !o.task)
         st = okv_fail(OKV_ERR_USAGE, "eval: --task NAME is required (`omnikv eval --help` lists them)");
     if (!st) st = eval_parse_variants(&o, variants);
     if (!st && o.resume && (!out_path || !strcmp(out_path, "-")))
         st = okv_fail(OKV_ERR_USAGE, "eval: --resume needs -o RESULTS.jsonl (a file)");
     if (!st) st = load_config(&rc, config, &sets);
+    /* Checked before the model loads; opened (and truncated) only once it has. */
+    if (!st && out_path && (st = okv_output_check(out_path, "eval output", false)))
+        okv_error_prefix("eval");
     cli_sets_free(&sets);
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
@@ -110,11 +119,17 @@ int cmd_eval(args *a, int rank) {
     FILE *out = NULL;
     if ((st = load_model(&m, model_path, &rc))) return st;
     if (!(st = config_validate(&rc, m.cfg.n_layers))) {
-        if (out_path && !(out = fopen(out_path, o.resume ? "a+" : "w")))
-            st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s", out_path);
+        /* Opened without truncation: eval_run empties it once the grid is validated. */
+        if (out_path && !(out = fopen(out_path, "a+")))
+            st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s: %s", out_path, strerror(errno));
         if (!st) st = eval_run(&m, &rc, &o, out, stdout);
     }
-    if (out) fclose(out);
+    if (out) {
+        bool bad = ferror(out) != 0;
+        if (fclose(out) != 0) bad = true;
+        if (bad && st <= OKV_ERR_REQUEST)
+            st = okv_fail(OKV_ERR_INPUT, "eval: writing %s failed: %s", out_path, strerror(errno));
+    }
     model_free(&m);
     return st;
 }
@@ -199,6 +214,9 @@ int cmd_calibrate(args *a, int rank) {
     }
     if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "calibrate: -m MODEL is required");
     if (!st) st = load_config(&rc, NULL, &sets);
+    /* Checked before the model loads, not after the calibration run. */
+    if (!st && (st = okv_output_check(out_path, "calibration output", false)))
+        okv_error_prefix("calibrate");
     cli_sets_free(&sets);
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;

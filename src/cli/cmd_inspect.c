@@ -133,14 +133,15 @@ void help_gen(FILE *f) {
 
 int cmd_gen_model(args *a) {
     const char *shape = NULL, *out = NULL, *type_name = "f16";
-    long layers = 0, seed = 0;
+    long layers = 0;
+    uint64_t seed = 0;
     for (a->i = 2; a->i < a->argc; a->i++) {
         const char *v = NULL;
         int st = OKV_OK;
         if (opt(a, NULL, "--shape", &v)) shape = v;
         else if (opt(a, NULL, "--layers", &v)) st = v ? parse_count(a, "--layers", v, 1, &layers) : 0;
         else if (opt(a, NULL, "--type", &v)) type_name = v;
-        else if (opt(a, NULL, "--seed", &v)) st = v ? parse_count(a, "--seed", v, 0, &seed) : 0;
+        else if (opt(a, NULL, "--seed", &v)) st = v ? parse_u64(a, "--seed", v, &seed) : 0;
         else if (opt(a, "-o", "--output", &v)) out = v;
         else return unknown_arg(a);
         if (a->missing) return OKV_ERR_USAGE;
@@ -148,12 +149,15 @@ int cmd_gen_model(args *a) {
     }
     if (!shape || !out)
         return okv_fail(OKV_ERR_USAGE, "gen-model: --shape NAME and -o FILE.gguf are required");
+    if (layers > 1024)
+        return okv_fail(OKV_ERR_USAGE, "gen-model: --layers %ld is above the limit of 1024",
+                        layers);
     int t = okv_type_from_name(type_name);
     if (t < 0 || !okv_type_is_weight((okv_type)t))
         return okv_fail(OKV_ERR_USAGE, "gen-model: --type '%s' is not a weight type; use f32, "
                         "f16, bf16, q8_0, q4_0 or q4_1", type_name);
     double t0 = okv_now_s();
-    int st = genmodel_write(out, shape, (int)layers, (okv_type)t, (uint64_t)seed);
+    int st = genmodel_write(out, shape, (int)layers, (okv_type)t, seed);
     if (!st) OKV_INFO("wrote %s (shape %s, %s) in %.1f s", out, shape, type_name, okv_now_s() - t0);
     return st;
 }

@@ -9,6 +9,7 @@
 #include "../io/requests.h"
 #include "../model/genmodel.h"
 #include "../model/gguf.h"
+#include "../../pipeline/planner.h"
 #include "../../pipeline/stage.h"
 
 #include <errno.h>
@@ -38,12 +39,14 @@ void help_run(FILE *f) {
         "                        requests with \"messages\" always use it)\n"
         "      --json            with -p: print the result object instead of the text\n"
         "      --resume          with -f and -o: keep the results already in -o, retry its error\n"
-        "                        records and serve only the requests it lacks, appending\n"
+        "                        records and serve only the requests it lacks, appending (an id\n"
+        "                        with a result there is skipped)\n"
         "      --set KEY=VALUE   set a run-config key (repeatable; applied in order)\n"
         "\n"
         "Under mpirun -np P the layers are split into P pipeline stages, one per rank:\n"
         "      --stages SPEC     same as --set stages=SPEC: a hand partition such as\n"
-        "                        0-7,8-17,18-29 (default: the planner's, printed at start-up)\n"
+        "                        0-7,8-17,18-29 (default: the planner's, printed at start-up);\n"
+        "                        one stage per rank, so more than one on a single rank is refused\n"
         "      --micro-batches M same as --set micro_batches=M (default: P, at most max_batch)\n"
         "      --transport T     same as --set transport=T: auto | mpi | mpi-cuda | nccl\n"
         "      --trace FILE      same as --set trace=FILE: a Chrome/Perfetto trace of every rank\n"
@@ -51,7 +54,13 @@ void help_run(FILE *f) {
         "\n"
         "Request lines: {\"id\", \"prompt\" | \"messages\": [{\"role\", \"content\"}],\n"
         "  \"max_new_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"stop\": [strings],\n"
-        "  \"ignore_eos\"}. A line that cannot be used gets {\"id\", \"error\"} and the batch goes on.\n"
+        "  \"ignore_eos\"}. A line that cannot be used gets {\"id\", \"error\"} and the batch goes on:\n"
+        "  text after the object, any other or repeated field, \\u0000 in a string, an id that is\n"
+        "  not UTF-8, or an id already used on an earlier line (ids are unique).\n"
+        "-o is checked before the model loads and written only once the run is set up: a file\n"
+        "(through a symlink, to its target), a FIFO or /dev/stdout; not the -f file.\n"
+        "Exit codes: 0 all served, 1 some error records, 2 usage or config, 3 model, input or\n"
+        "results file (a failed write included), 4 out of memory.\n"
         "Result lines: {\"id\", \"text\", \"tokens\", \"prompt_tokens\", \"finish_reason\",\n"
         "  \"ttft_ms\", \"prefill_tok_s\", \"decode_tok_s\", \"k\", \"policy\", \"metrics\"}.\n"
         "\n");
@@ -123,16 +132,6 @@ static int parse_run(args *a, run_args *ra) {
     return OKV_OK;
 }
 
-/* Rank 0's output for the results, after --resume has dropped what was served. */
-static int open_results(const run_args *ra, okv_request_list *reqs, okv_results *out) {
-    if (!ra->file) return OKV_OK;
-    if (ra->resume) {
-        int skipped = requests_resume(reqs, ra->output);
-        if (skipped < 0) return -skipped;
-    }
-    return results_open(out, ra->output, ra->resume);
-}
-
 static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
                       const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
                       int *n_errors) {
@@ -142,25 +141,26 @@ static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run
                     : runner_serve(fw, tok, rc, &ro, reqs, sink_prompt, &po, n_errors);
 }
 
-/* Serves the requests on this rank alone. Returns 0, 1 (error records) or a failure status. */
-static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs) {
+/* Serves the requests on this rank alone into out (prepared, not yet started). Returns 0, 1
+ * (error records) or a failure status. */
+static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs,
+                 okv_results *out) {
     okv_model model;
     okv_engine eng;
     okv_forward fw;
-    okv_results out;
     memset(&eng, 0, sizeof eng);
     memset(&fw, 0, sizeof fw);
-    memset(&out, 0, sizeof out);
     if (rc->trace[0])
         OKV_WARN("trace records pipeline stages; a single rank writes none (%s)", rc->trace);
     int st = load_model(&model, ra->model, rc);
     if (!st) st = config_validate(rc, model.cfg.n_layers);
     if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
     if (!st) st = forward_local_init(&fw, &eng);
-    if (!st) st = open_results(ra, reqs, &out);
+    if (!st && ra->file) st = results_start(out);
     int n_errors = 0;
-    if (!st) st = serve_with(&fw, model.tok, ra, rc, reqs, &out, &n_errors);
-    results_close(&out);
+    if (!st) st = serve_with(&fw, model.tok, ra, rc, reqs, out, &n_errors);
+    int st_close = results_close(out);
+    if (!st) st = st_close;
     forward_local_free(&fw);
     engine_free(&eng);
     model_free(&model);
@@ -169,12 +169,11 @@ static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list 
 }
 
 /* Serves the requests as a pipeline over every rank (collective). pre is rank 0's status so
- * far. Rank 0 returns 0, 1 or a failure status; the other ranks return once rank 0 stops them. */
+ * far; rank 0's out is prepared and is started only once every rank has set up, so a refused
+ * plan leaves the results file as it was. Rank 0 returns 0, 1 or a failure status; the other
+ * ranks return once rank 0 stops them. */
 static int serve_pipeline(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs,
-                          int rank, int pre) {
-    okv_results out;
-    memset(&out, 0, sizeof out);
-    if (rank == 0 && !pre) pre = open_results(ra, reqs, &out);
+                          okv_results *out, int rank, int pre) {
     /* Only rank 0 parsed the command line; every rank opens the model itself. */
     char model[4096] = "";
     if (rank == 0) snprintf(model, sizeof model, "%s", ra->model);
@@ -186,22 +185,34 @@ static int serve_pipeline(const run_args *ra, const okv_run_config *rc, okv_requ
         if (rank == 0) {
             okv_forward fw;
             pipe_forward(&pc, &fw);
-            st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, &out, &n_errors);
+            if (ra->file) st = results_start(out);
+            if (!st) st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, out, &n_errors);
+            int st_close = results_close(out);
+            if (!st) st = st_close;
         } else {
             pipe_stage_run(&pc);
         }
         /* A failure that stops serving ends the job from main (MPI_Abort) while the other
          * ranks still wait for work, so nothing collective may run before it. */
-        if (st > OKV_ERR_REQUEST) {
-            results_close(&out);
-            return st;
-        }
+        if (st > OKV_ERR_REQUEST) return st;
         st = pipe_finish(&pc);
     }
-    results_close(&out);
+    if (rank == 0) results_close(out);
     pipe_free(&pc);
     if (st) return st;
     return n_errors ? OKV_ERR_REQUEST : OKV_OK;
+}
+
+/* A hand partition names one stage per rank; on one rank anything but a single stage would be
+ * ignored, so it is refused. */
+static int check_stages_one_rank(const okv_run_config *rc) {
+    int first[OKV_MAX_STAGES + 1], n = 0;
+    if (!rc->stages[0] || planner_parse_stages(rc->stages, -1, first, OKV_MAX_STAGES, &n) ||
+        n == 1)
+        return OKV_OK;
+    return okv_fail(OKV_ERR_USAGE, "stages=%s splits the layers into %d pipeline stages, but this "
+                    "run has one rank; start it under mpirun -np %d or drop --stages", rc->stages,
+                    n, n);
 }
 
 int cmd_run(args *a, int rank) {
@@ -223,7 +234,7 @@ int cmd_run(args *a, int rank) {
         return st;
     }
     if (rank != 0) {
-        st = serve_pipeline(&ra, &rc, &reqs, rank, OKV_OK);
+        st = serve_pipeline(&ra, &rc, &reqs, NULL, rank, OKV_OK);
         cli_sets_free(&ra.sets);
         return st;
     }
@@ -238,8 +249,13 @@ int cmd_run(args *a, int rank) {
         OKV_ASSERT(reqs.items[0].id && reqs.items[0].prompt);
         reqs.n = 1;
     }
-    if (size > 1) st = serve_pipeline(&ra, &rc, &reqs, rank, st);
-    else if (!st) st = serve(&ra, &rc, &reqs);
+    okv_results out;
+    memset(&out, 0, sizeof out);
+    if (!st && size == 1) st = check_stages_one_rank(&rc);
+    if (!st && ra.file) st = results_prepare(&out, ra.output, ra.file, ra.resume, &reqs);
+    if (size > 1) st = serve_pipeline(&ra, &rc, &reqs, &out, rank, st);
+    else if (!st) st = serve(&ra, &rc, &reqs, &out);
+    results_close(&out);
     requests_free(&reqs);
     cli_sets_free(&ra.sets);
     return st;

@@ -1,16 +1,20 @@
 /* requests.c — JSONL requests in (every bad line becomes an error record with its line number),
  * JSONL results out (one flushed line each), and --resume. The formats are in requests.h.
- * Tested by tests/e2e/test_run_batch.sh. */
+ * Tested by tests/e2e/test_run_batch.sh, tests/e2e/test_trust_inputs.sh and fuzz_requests. */
 #include "requests.h"
 
 #include "../common.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void request_defaults(okv_request *r) {
     memset(r, 0, sizeof *r);
@@ -38,10 +42,71 @@ static char *fmt_str(const char *fmt, ...) {
     return s;
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return c ? 1 : 0;
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) lo = 0xa0; /* overlong */
+        if (c == 0xed) hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    return len;
+}
+
+/* text with every byte that is not part of valid UTF-8 replaced: by U+FFFD, or with escape set
+ * by the four characters \xNN, which keeps distinct ids distinct. */
+static char *utf8_fix(const char *text, size_t n, bool escape) {
+    char *out = malloc(n * 4 + 1);
+    OKV_ASSERT(out);
+    const unsigned char *s = (const unsigned char *)text;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(s + i, n - i);
+        if (k) {
+            memcpy(out + o, s + i, k);
+            o += k;
+            i += k;
+        } else if (escape) {
+            snprintf(out + o, 5, "\\x%02x", s[i]);
+            o += 4;
+            i++;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static bool utf8_valid(const char *text) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = strlen(text);
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_seq(s + i, n - i))) return false;
+    return true;
+}
+
 /* The value as it appeared, shortened, for an error message. */
 static void show_value(const cJSON *v, char *buf, size_t cap) {
-    char *s = cJSON_PrintUnformatted(v);
-    OKV_ASSERT(s);
+    char *raw = cJSON_PrintUnformatted(v);
+    OKV_ASSERT(raw);
+    char *s = utf8_fix(raw, strlen(raw), true);
+    free(raw);
     if (strlen(s) >= cap && cap > 4) snprintf(buf, cap, "%.*s...", (int)cap - 4, s);
     else snprintf(buf, cap, "%s", s);
     free(s);
@@ -162,25 +227,115 @@ static bool parse_fields(okv_request *r, const cJSON *o) {
     return true;
 }
 
-void request_parse_line(const char *line, int line_no, okv_request *r) {
+static const char *const request_fields[] = {
+    "id", "prompt", "messages", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
+    "ignore_eos", "stop",
+};
+#define FIELD_LIST "id, prompt, messages, max_new_tokens, temperature, top_k, top_p, seed, " \
+                   "ignore_eos, stop"
+
+/* Unknown and repeated fields are errors: a misspelt "temprature" would otherwise run with the
+ * default silently, and a repeated one would let the order decide. */
+static bool check_field_names(okv_request *r, const cJSON *o) {
+    for (const cJSON *it = o->child; it; it = it->next) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof request_fields / sizeof *request_fields; i++)
+            known = known || !strcmp(it->string, request_fields[i]);
+        /* The name as a JSON string (control characters escaped) for the message. */
+        cJSON *js = cJSON_CreateString(it->string);
+        OKV_ASSERT(js);
+        char name[80];
+        show_value(js, name, sizeof name);
+        cJSON_Delete(js);
+        if (!known)
+            r->error = fmt_str("line %d: unknown field %s; a request has only " FIELD_LIST,
+                               r->line, name);
+        for (const cJSON *p = o->child; known && p != it; p = p->next)
+            if (!strcmp(p->string, it->string))
+                r->error = fmt_str("line %d: field %s appears twice; give it once", r->line, name);
+        if (r->error) return false;
+    }
+    return true;
+}
+
+/* Whether the JSON text holds the escape \u0000: cJSON would cut the string there. Escapes are
+ * skipped whole so an escaped backslash followed by "u0000" is not one. */
+static bool has_nul_escape(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4)) return true;
+        i++;
+    }
+    return false;
+}
+
+void request_parse_line(const char *line, size_t len, int line_no, okv_request *r) {
     request_defaults(r);
     r->line = line_no;
-    cJSON *o = cJSON_Parse(line);
-    const cJSON *id = o ? cJSON_GetObjectItemCaseSensitive(o, "id") : NULL;
+    const char *end = NULL;
+    cJSON *o = memchr(line, 0, len) ? NULL : cJSON_ParseWithLengthOpts(line, len, &end, 0);
+    const cJSON *id = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "id") : NULL;
+    bool id_bad_utf8 = false;
     if (cJSON_IsString(id) && id->valuestring[0]) {
-        r->id = dup_str(id->valuestring);
+        id_bad_utf8 = !utf8_valid(id->valuestring);
+        /* Escaped, so the error record that names it is valid JSON. */
+        r->id = id_bad_utf8 ? utf8_fix(id->valuestring, strlen(id->valuestring), true)
+                            : dup_str(id->valuestring);
     } else if (whole(id, -9007199254740992.0, 9007199254740992.0)) {
         r->id = fmt_str("%.0f", id->valuedouble);
         r->id_numeric = true;
     } else {
         r->id = fmt_str("line-%d", line_no);
     }
-    if (!o) r->error = fmt_str("line %d is not valid JSON", line_no);
+    size_t rest = o ? strspn(end, " \t\r\n") + (size_t)(end - line) : 0;
+    if (memchr(line, 0, len))
+        r->error = fmt_str("line %d holds a NUL byte; request lines are JSON text", line_no);
+    else if (!o) r->error = fmt_str("line %d is not valid JSON", line_no);
+    else if (rest < len)
+        r->error = fmt_str("line %d holds text after its JSON value (from column %zu); give one "
+                           "request object per line", line_no, rest + 1);
     else if (!cJSON_IsObject(o)) r->error = fmt_str("line %d must be a JSON object", line_no);
+    else if (has_nul_escape(line, len))
+        r->error = fmt_str("line %d: a string holds \\u0000 (a NUL character), which a prompt "
+                           "cannot carry; remove it", line_no);
+    else if (id_bad_utf8)
+        r->error = fmt_str("line %d: the id is not valid UTF-8 (shown with \\xNN escapes); ids "
+                           "must be UTF-8 text", line_no);
     else if (id && !r->id_numeric && !cJSON_IsString(id)) bad_field(r, "id", id, "a string or a whole number");
     else if (cJSON_IsString(id) && !id->valuestring[0]) bad_field(r, "id", id, "a non-empty string");
-    else parse_fields(r, o);
+    else if (check_field_names(r, o)) parse_fields(r, o);
     cJSON_Delete(o);
+}
+
+/* Ids name results, so the second and later requests with an id get an error record naming it;
+ * --resume follows the same rule (an id with a result is served). */
+typedef struct id_ref {
+    const char *id;
+    int index;
+} id_ref;
+
+static int cmp_id_ref(const void *a, const void *b) {
+    const id_ref *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+static void mark_duplicates(okv_request_list *l) {
+    if (l->n < 2) return;
+    id_ref *refs = malloc(sizeof *refs * (size_t)l->n);
+    OKV_ASSERT(refs);
+    for (int i = 0; i < l->n; i++) refs[i] = (id_ref){l->items[i].id, i};
+    qsort(refs, (size_t)l->n, sizeof *refs, cmp_id_ref);
+    for (int i = 1; i < l->n; i++) {
+        if (strcmp(refs[i].id, refs[i - 1].id)) continue;
+        int first = i - 1;
+        while (first > 0 && !strcmp(refs[first - 1].id, refs[i].id)) first--;
+        okv_request *r = &l->items[refs[i].index];
+        free(r->error);
+        r->error = fmt_str("line %d: id '%.200s' is already used on line %d; ids must be unique",
+                           r->line, r->id, l->items[refs[first].index].line);
+    }
+    free(refs);
 }
 
 int requests_read_jsonl(const char *path, okv_request_list *out) {
@@ -204,7 +359,7 @@ int requests_read_jsonl(const char *path, okv_request_list *out) {
             OKV_ASSERT(grown);
             out->items = grown;
         }
-        request_parse_line(line, line_no, &out->items[out->n++]);
+        request_parse_line(line, (size_t)len, line_no, &out->items[out->n++]);
     }
     free(line);
     bool err = ferror(f);
@@ -213,6 +368,7 @@ int requests_read_jsonl(const char *path, okv_request_list *out) {
         requests_free(out);
         return okv_fail(OKV_ERR_INPUT, "cannot read request file '%s'", path);
     }
+    mark_duplicates(out);
     return OKV_OK;
 }
 
@@ -239,32 +395,28 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int requests_resume(okv_request_list *l, const char *path) {
-    FILE *f = fopen(path, "rb");
+/* Reads the earlier results into w->kept (the records without "error", whole lines only) and
+ * marks the requests they served. Nothing is written. */
+static int resume_read(okv_results *w, okv_request_list *l) {
+    FILE *f = fopen(w->path, "rb");
     if (!f) {
-        if (errno == ENOENT) return 0;
-        return -okv_fail(OKV_ERR_INPUT, "cannot open output file '%s' to resume: %s", path,
-                         strerror(errno));
-    }
-    char tmp_path[4096];
-    snprintf(tmp_path, sizeof tmp_path, "%s.resume-tmp", path);
-    FILE *out = fopen(tmp_path, "wb");
-    if (!out) {
-        fclose(f);
-        return -okv_fail(OKV_ERR_INPUT, "cannot write '%s' to resume: %s", tmp_path,
-                         strerror(errno));
+        if (errno == ENOENT) return OKV_OK;
+        return okv_fail(OKV_ERR_INPUT, "cannot open output file '%s' to resume: %s", w->path,
+                        strerror(errno));
     }
     char **done = NULL;
     int n_done = 0, alloc = 0, dropped = 0;
+    size_t kept_cap = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
     while ((len = getline(&line, &cap, f)) >= 0) {
         if (len == 0 || line[len - 1] != '\n') {
-            OKV_WARN("%s ends in a partial line (an interrupted run); it is dropped", path);
+            OKV_WARN("%s ends in a partial line (an interrupted run); it is dropped", w->path);
+            w->rewrite = true;
             break;
         }
-        cJSON *o = cJSON_Parse(line);
+        cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
         const cJSON *id = o ? cJSON_GetObjectItemCaseSensitive(o, "id") : NULL;
         char *key = NULL;
         if (cJSON_IsObject(o) && !cJSON_GetObjectItemCaseSensitive(o, "error")) {
@@ -274,6 +426,7 @@ int requests_resume(okv_request_list *l, const char *path) {
         cJSON_Delete(o);
         if (!key) {
             dropped++;
+            w->rewrite = true;
             continue;
         }
         if (n_done == alloc) {
@@ -283,29 +436,37 @@ int requests_resume(okv_request_list *l, const char *path) {
             done = grown;
         }
         done[n_done++] = key;
-        fwrite(line, 1, (size_t)len, out);
+        if (w->kept_len + (size_t)len > kept_cap) {
+            kept_cap = (w->kept_len + (size_t)len) * 2;
+            char *grown = realloc(w->kept, kept_cap);
+            OKV_ASSERT(grown);
+            w->kept = grown;
+        }
+        memcpy(w->kept + w->kept_len, line, (size_t)len);
+        w->kept_len += (size_t)len;
     }
     free(line);
+    bool err = ferror(f);
     fclose(f);
-    int st = OKV_OK;
-    if (fclose(out) != 0 || rename(tmp_path, path) != 0)
-        st = okv_fail(OKV_ERR_INPUT, "cannot rewrite '%s' to resume: %s", path, strerror(errno));
-    int skipped = 0;
-    if (!st) {
-        qsort(done, (size_t)n_done, sizeof *done, cmp_str);
-        for (int i = 0; i < l->n; i++) {
-            okv_request *r = &l->items[i];
-            if (!r->error && bsearch(&r->id, done, (size_t)n_done, sizeof *done, cmp_str)) {
-                r->skip = true;
-                skipped++;
-            }
-        }
-        OKV_INFO("resume: %d results kept from %s, %d error or unreadable records retried; "
-                 "%d of %d requests skipped", n_done, path, dropped, skipped, l->n);
+    if (err) {
+        for (int i = 0; i < n_done; i++) free(done[i]);
+        free(done);
+        return okv_fail(OKV_ERR_INPUT, "cannot read output file '%s' to resume", w->path);
     }
+    qsort(done, (size_t)n_done, sizeof *done, cmp_str);
+    int skipped = 0;
+    for (int i = 0; i < l->n; i++) {
+        okv_request *r = &l->items[i];
+        if (!r->error && bsearch(&r->id, done, (size_t)n_done, sizeof *done, cmp_str)) {
+            r->skip = true;
+            skipped++;
+        }
+    }
+    OKV_INFO("resume: %d results kept from %s, %d error or unreadable records retried; "
+             "%d of %d requests skipped", n_done, w->path, dropped, skipped, l->n);
     for (int i = 0; i < n_done; i++) free(done[i]);
     free(done);
-    return st ? -st : skipped;
+    return OKV_OK;
 }
 
 const char *finish_name(okv_finish f) {
@@ -317,62 +478,26 @@ const char *finish_name(okv_finish f) {
     return "?";
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return c ? 1 : 0;
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0; /* overlong */
-        if (c == 0xed) hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    return len;
-}
-
-static char *utf8_clean(const char *text, size_t n) {
-    char *out = malloc(n * 3 + 1);
-    OKV_ASSERT(out);
-    const unsigned char *s = (const unsigned char *)text;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(s + i, n - i);
-        if (k) {
-            memcpy(out + o, s + i, k);
-            o += k;
-            i += k;
-        } else {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-    }
-    out[o] = 0;
-    return out;
-}
-
 static double round3(double x) { return round(x * 1e3) / 1e3; }
 
 char *result_to_json(const okv_result *r) {
     cJSON *o = cJSON_CreateObject();
     OKV_ASSERT(o);
-    if (r->req->id_numeric) cJSON_AddNumberToObject(o, "id", strtod(r->req->id, NULL));
-    else cJSON_AddStringToObject(o, "id", r->req->id);
-    if (r->error) {
-        cJSON_AddStringToObject(o, "error", r->error);
+    /* Ids and messages from the reader are valid UTF-8 already; ids a caller made up and
+     * messages quoting input are made so here, since every line must be valid JSON. */
+    if (r->req->id_numeric) {
+        cJSON_AddNumberToObject(o, "id", strtod(r->req->id, NULL));
     } else {
-        char *text = utf8_clean(r->text ? r->text : "", r->text_len);
+        char *id = utf8_fix(r->req->id, strlen(r->req->id), true);
+        cJSON_AddStringToObject(o, "id", id);
+        free(id);
+    }
+    if (r->error) {
+        char *msg = utf8_fix(r->error, strlen(r->error), false);
+        cJSON_AddStringToObject(o, "error", msg);
+        free(msg);
+    } else {
+        char *text = utf8_fix(r->text ? r->text : "", r->text_len, false);
         cJSON_AddStringToObject(o, "text", text);
         free(text);
         cJSON *toks = cJSON_AddArrayToObject(o, "tokens");
@@ -410,16 +535,86 @@ char *result_to_json(const okv_result *r) {
     return s;
 }
 
-int results_open(okv_results *w, const char *path, bool append) {
+static bool is_stdout(const char *path) {
+    return !path || !strcmp(path, "-") || !strcmp(path, "/dev/stdout");
+}
+
+int results_prepare(okv_results *w, const char *path, const char *input, bool resume,
+                    okv_request_list *l) {
     memset(w, 0, sizeof *w);
-    if (!path || !strcmp(path, "-")) {
+    if (is_stdout(path) && resume)
+        return okv_fail(OKV_ERR_USAGE, "--resume reads back the results file, so -o must name a "
+                        "regular file, not standard output");
+    if (is_stdout(path)) return OKV_OK;
+    w->path = path;
+    w->resume = resume;
+    int st = okv_output_check(path, "results file", !resume);
+    if (st) return st;
+    struct stat so, si;
+    if (input && strcmp(input, "-") && stat(path, &so) == 0 && stat(input, &si) == 0 &&
+        so.st_dev == si.st_dev && so.st_ino == si.st_ino)
+        return okv_fail(OKV_ERR_USAGE, "the results file '%s' is the request file '%s'; give -o "
+                        "another path", path, input);
+    if (resume && stat(path, &so) == 0 && !S_ISREG(so.st_mode))
+        return okv_fail(OKV_ERR_USAGE, "--resume reads back the results file, so '%s' must be a "
+                        "regular file", path);
+    return resume ? resume_read(w, l) : OKV_OK;
+}
+
+/* --resume when records were dropped: the kept ones replace the file in one rename, so an
+ * interruption leaves the old file or the new one. The rename goes to the link's target, so a
+ * symlinked results file stays a link. */
+static int resume_rewrite(okv_results *w) {
+    char real[PATH_MAX];
+    if (!okv_link_target(w->path, real, sizeof real))
+        return okv_fail(OKV_ERR_INPUT, "cannot follow the symbolic links of results file '%s'",
+                        w->path);
+    struct stat sb;
+    if (stat(real, &sb) != 0)
+        return okv_fail(OKV_ERR_INPUT, "cannot stat results file '%s': %s", real, strerror(errno));
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.resume-tmp", real);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, sb.st_mode & 07777);
+    if (fd < 0)
+        return okv_fail(OKV_ERR_INPUT, "cannot write '%s' to resume: %s", tmp, strerror(errno));
+    size_t off = 0;
+    while (off < w->kept_len) {
+        ssize_t n = write(fd, w->kept + off, w->kept_len - off);
+        if (n <= 0) break;
+        off += (size_t)n;
+    }
+    int bad = off < w->kept_len || fsync(fd) != 0;
+    int err = errno;
+    if (close(fd) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (bad || rename(tmp, real) != 0) {
+        if (!bad) err = errno;
+        unlink(tmp);
+        return okv_fail(OKV_ERR_INPUT, "cannot rewrite '%s' to resume: %s", real, strerror(err));
+    }
+    return OKV_OK;
+}
+
+int results_start(okv_results *w) {
+    if (!w->path) {
         w->f = stdout;
         return OKV_OK;
     }
-    w->f = fopen(path, append ? "ab" : "wb");
-    if (!w->f)
-        return okv_fail(OKV_ERR_INPUT, "cannot open output file '%s': %s", path,
-                        strerror(errno));
+    int st = w->resume && w->rewrite ? resume_rewrite(w) : OKV_OK;
+    free(w->kept);
+    w->kept = NULL;
+    w->kept_len = 0;
+    if (st) return st;
+    /* open(2) follows a symlink to its target and writes there; O_TRUNC leaves a FIFO alone. */
+    int fd = open(w->path, O_WRONLY | O_CREAT | O_CLOEXEC | (w->resume ? O_APPEND : O_TRUNC), 0666);
+    if (fd < 0 || !(w->f = fdopen(fd, w->resume ? "ab" : "wb"))) {
+        int err = errno;
+        if (fd >= 0) close(fd);
+        return okv_fail(OKV_ERR_INPUT, "cannot open results file '%s': %s", w->path,
+                        strerror(err));
+    }
     w->close = true;
     return OKV_OK;
 }
@@ -430,11 +625,22 @@ int results_write(okv_results *w, const okv_result *r) {
     free(s);
     if (r->error) w->n_err++;
     else w->n_ok++;
-    if (bad) return okv_fail(OKV_ERR_INPUT, "cannot write a result: %s", strerror(errno));
+    if (bad)
+        return okv_fail(OKV_ERR_INPUT, "cannot write a result to %s: %s",
+                        w->path ? w->path : "stdout", strerror(errno));
     return OKV_OK;
 }
 
-void results_close(okv_results *w) {
-    if (w->close && w->f) fclose(w->f);
+int results_close(okv_results *w) {
+    int st = OKV_OK;
+    if (w->f) {
+        bool bad = fflush(w->f) != 0;
+        if (w->close && fclose(w->f) != 0) bad = true;
+        if (bad)
+            st = okv_fail(OKV_ERR_INPUT, "cannot finish writing results to %s: %s",
+                          w->path ? w->path : "stdout", strerror(errno));
+    }
+    free(w->kept);
     memset(w, 0, sizeof *w);
+    return st;
 }

@@ -2,7 +2,8 @@
  * §8), and --resume. A bad input line becomes an error record, never the end of the batch.
  * Tested by tests/e2e/test_run_batch.sh.
  *
- * Request line (one JSON object; fields other than these are ignored):
+ * Request line (one JSON object and nothing after it; any other field, a field given twice, a
+ * string holding \u0000, or an id that is not valid UTF-8 makes the line an error record):
  *   id              string or integer; "line-N" when absent (N = 1-based line number)
  *   prompt          string, or
  *   messages        [{"role": "system"|"user"|"assistant", "content": string}, ...] (chat)
@@ -11,6 +12,7 @@
  *   seed            integer >= 0          ignore_eos   boolean
  *   stop            [string, ...] or one string; generation ends when the text contains one,
  *                   and the text is cut before it
+ * Ids are unique: the second and later requests with an id get an error record naming it.
  * Results are written in the order requests finish (continuous batching), one per request.
  * Result line: {"id", "text", "tokens": [generated ids, a final end-of-generation id included],
  *   "prompt_tokens", "finish_reason": "stop"|"length"|"eos", "ttft_ms", "prefill_tok_s",
@@ -57,18 +59,11 @@ typedef struct okv_request_list {
 /* A request with every override unset (the run config decides). */
 void request_defaults(okv_request *r);
 /* Reads a JSONL file ("-": stdin). Blank lines are skipped. Fails (OKV_ERR_INPUT) only when the
- * file cannot be read; bad lines become requests with .error set. */
+ * file cannot be read; bad lines and repeated ids become requests with .error set. */
 int requests_read_jsonl(const char *path, okv_request_list *out);
-/* Parses one line into r (used by the reader; exposed for tests and task generators). */
-void request_parse_line(const char *line, int line_no, okv_request *r);
+/* Parses line[0..len) (no newline) into r (used by the reader; exposed for the fuzz target). */
+void request_parse_line(const char *line, size_t len, int line_no, okv_request *r);
 void requests_free(okv_request_list *l);
-
-/* --resume: the ids served by an earlier run are those of records in `path` without "error".
- * The file is rewritten to hold only those records (error records are retried, and a partial
- * last line from an interrupted run is dropped); matching requests get .skip. Returns the
- * number skipped, or a negative okv_status when the file exists but cannot be rewritten. A
- * missing file means nothing was served. */
-int requests_resume(okv_request_list *l, const char *path);
 
 typedef enum okv_finish { FINISH_STOP = 0, FINISH_LENGTH = 1, FINISH_EOS = 2 } okv_finish;
 const char *finish_name(okv_finish f);
@@ -108,14 +103,30 @@ char *result_to_json(const okv_result *r);
 
 typedef struct okv_results {
     FILE *f;
-    bool close; /* opened here (not stdout) */
+    bool close;       /* opened here (not stdout) */
     int n_ok, n_err;
+    const char *path; /* NULL: stdout */
+    bool resume;
+    bool rewrite;     /* --resume found error records or a partial line to drop */
+    char *kept;       /* [kept_len] --resume: the earlier records kept, whole lines */
+    size_t kept_len;
 } okv_results;
 
-/* NULL or "-": stdout. append: keep what the file holds (--resume). */
-int results_open(okv_results *w, const char *path, bool append);
+/* Checks the results path before anything runs, writing nothing: NULL, "-" and /dev/stdout are
+ * stdout; otherwise okv_output_check's rules (a FIFO streams), and the path must not be the
+ * request file `input` (same device and inode; OKV_ERR_USAGE). With resume the file must be
+ * regular; the ids of its records without "error" were served, so matching requests without
+ * an error of their own get .skip. A missing file means nothing was served. */
+int results_prepare(okv_results *w, const char *path, const char *input, bool resume,
+                    okv_request_list *l);
+/* Opens the results once everything else is validated: truncates, or with --resume keeps the
+ * served records (error records and a partial last line are dropped by an atomic rewrite of
+ * the link's target) and appends. */
+int results_start(okv_results *w);
 /* One line per result, flushed at once so an interrupted run keeps what it finished. */
 int results_write(okv_results *w, const okv_result *r);
-void results_close(okv_results *w);
+/* A failed flush or close (a full disk) is OKV_ERR_INPUT: the results are incomplete. Safe on a
+ * zeroed or never-started writer. */
+int results_close(okv_results *w);
 
 #endif

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,7 +435,8 @@ int gguf_open_mem(gguf_file *f, const void *data, size_t size) {
 int gguf_open(gguf_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     set_path(f, path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return okv_fail(OKV_ERR_INPUT, "%s: cannot open: %s; check the model path", path,
                         strerror(errno));
@@ -835,6 +837,13 @@ static void w_pad(gguf_writer *w, uint64_t pos) {
 int gguf_writer_begin(gguf_writer *w, const char *path) {
     OKV_ASSERT(!w->fp && !w->path);
     if (w->err) return w->err;
+    if ((w->err = okv_output_check(path, "model file", false))) return w->err;
+    /* The file is written beside a symlink's target and renamed onto it, so the link stays. */
+    char real[PATH_MAX];
+    if (!okv_link_target(path, real, sizeof real))
+        return w->err = okv_fail(OKV_ERR_USAGE, "model file '%s': its symbolic links cannot be "
+                                 "followed to a file; give the target's path", path);
+    path = real;
     size_t n = strlen(path);
     w->path = strdup(path);
     w->part = malloc(n + 6);

@@ -432,6 +432,29 @@ static int load_layer(hf_ctx *x, int l) {
     return OKV_OK;
 }
 
+/* One past the highest "model.layers.N." among the checkpoint's tensors, from the index or the
+ * single file's header (no shard data is read). */
+static int hf_layers_present(st_checkpoint *ck, int *n) {
+    bool has;
+    int st = st_checkpoint_has(ck, "model.norm.weight", &has); /* opens a single file */
+    if (st) return st;
+    *n = 0;
+    const char *prefix = "model.layers.";
+    if (ck->index_path) {
+        for (int i = 0; i < ck->n_entries; i++) {
+            int l = model_layer_index(ck->entries[i].tensor, strlen(ck->entries[i].tensor), prefix);
+            if (l >= *n) *n = l + 1;
+        }
+    } else {
+        const st_file *f = &ck->shards[0].file;
+        for (int i = 0; i < f->n_tensors; i++) {
+            int l = model_layer_index(f->tensors[i].name, strlen(f->tensors[i].name), prefix);
+            if (l >= *n) *n = l + 1;
+        }
+    }
+    return OKV_OK;
+}
+
 int hf_load(okv_model *m, const char *dir, const model_load_opts *o) {
     m->hf = calloc(1, sizeof *m->hf);
     OKV_ASSERT(m->hf);
@@ -441,8 +464,8 @@ int hf_load(okv_model *m, const char *dir, const model_load_opts *o) {
     char *text = NULL;
     int st = st_read_text(path, &text);
     if (st) {
-        okv_fail(OKV_ERR_INPUT, "%s is not a Hugging Face checkpoint: it has no readable config.json",
-                 dir);
+        okv_error_prefix("%s is not a Hugging Face checkpoint (it needs a readable config.json)",
+                         dir);
         return st;
     }
     const char *end = NULL;
@@ -459,6 +482,12 @@ int hf_load(okv_model *m, const char *dir, const model_load_opts *o) {
 
     if ((st = st_checkpoint_open(&m->hf->st, dir))) return st;
     hf_ctx x = {.m = m, .st = &m->hf->st, .dir = dir};
+    int present = 0;
+    if ((st = hf_layers_present(x.st, &present))) return st;
+    if ((st = model_check_layer_count(c->n_layers, present, "num_hidden_layers"))) {
+        okv_error_prefix("%s", path);
+        return st;
+    }
 
     int b = o->layer_begin, e = o->layer_end < 0 ? c->n_layers : o->layer_end;
     if (b < 0 || e > c->n_layers || b > e)

@@ -1,10 +1,11 @@
 /* model.c — model config and weights from a GGUF file (HF directories go to hf.c), RoPE
- * frequencies with scaling, shape validation. Tested by tests/model/ (vs llama.cpp) and
- * tests/unit/test_safetensors.c (rope scaling formulas). */
+ * frequencies with scaling, shape and metadata validation. Tested by tests/model/ (vs llama.cpp),
+ * tests/unit/test_safetensors.c (rope scaling formulas) and test_gguf.c (bad metadata). */
 #include "model.h"
 
 #include "../common.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,23 @@ int model_validate(const okv_model *m) {
     if (c->rope_dim <= 0 || c->rope_dim > c->head_dim || c->rope_dim % 2)
         return okv_fail(OKV_ERR_INPUT, "rope dimension %d is invalid for head_dim %d", c->rope_dim,
                         c->head_dim);
+    /* Hyperparameters the forward pass divides by, takes logs of or exponentiates: a NaN here
+     * gives empty text with a clean exit, so they are file errors. */
+    if (!(isfinite(c->norm_eps) && c->norm_eps > 0.0f && c->norm_eps < 1.0f))
+        return okv_fail(OKV_ERR_INPUT, "norm epsilon (rms_norm_eps, "
+                        "attention.layer_norm_rms_epsilon) = %g must be a number in (0, 1)",
+                        (double)c->norm_eps);
+    if (!(isfinite(c->rope_theta) && c->rope_theta > 1.0f))
+        return okv_fail(OKV_ERR_INPUT, "rope base (rope_theta, rope.freq_base) = %g must be a "
+                        "finite number above 1", (double)c->rope_theta);
+    if (c->rope_scaling != ROPE_SCALING_NONE && !(isfinite(c->rope_factor) && c->rope_factor > 0.0f))
+        return okv_fail(OKV_ERR_INPUT, "rope scaling factor (rope_scaling.factor, "
+                        "rope.scaling.factor) = %g must be a finite number above 0",
+                        (double)c->rope_factor);
+    if ((int64_t)c->n_heads * c->head_dim > (1 << 24))
+        return okv_fail(OKV_ERR_INPUT, "model has %d heads of %d dimensions (%lld in all, above "
+                        "2^24); the head count or head dimension is wrong", c->n_heads,
+                        c->head_dim, (long long)c->n_heads * c->head_dim);
     int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
     int st;
     for (int l = m->layer_begin; l < m->layer_end; l++) {
@@ -208,6 +226,32 @@ static int arch_f32(const gguf_file *f, const char *arch, const char *key, float
     return gguf_get_f32(f, full, out, &found);
 }
 
+int model_check_layer_count(int declared, int present, const char *key) {
+    if (declared == present) return OKV_OK;
+    return okv_fail(OKV_ERR_INPUT, "%s = %d, but the file holds tensors for %d layers; the "
+                    "metadata or the file is wrong", key, declared, present);
+}
+
+int model_layer_index(const char *name, size_t len, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (len <= n || memcmp(name, prefix, n)) return -1;
+    long v = 0;
+    size_t i = n;
+    for (; i < len && name[i] >= '0' && name[i] <= '9' && v < (1L << 30); i++)
+        v = v * 10 + (name[i] - '0');
+    return i > n && i < len && name[i] == '.' && v < (1L << 30) ? (int)v : -1;
+}
+
+/* One past the highest "blk.N." among the file's tensors: the layers it holds. */
+static int gguf_layers_present(const gguf_file *f) {
+    int n = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        int l = model_layer_index(f->tensors[i].name.ptr, f->tensors[i].name.len, "blk.");
+        if (l >= n) n = l + 1;
+    }
+    return n;
+}
+
 static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
     int st = gguf_open(&m->gguf, path);
     if (st) return st;
@@ -228,6 +272,11 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
         (st = arch_int(f, a, "feed_forward_length", &c->ffn_dim, true)) ||
         (st = arch_int(f, a, "attention.head_count", &c->n_heads, true)))
         return st;
+    /* Checked before any per-layer table is sized or walked. */
+    if ((st = model_check_layer_count(c->n_layers, gguf_layers_present(f), "block_count"))) {
+        okv_error_prefix("%s", path);
+        return st;
+    }
     c->n_kv_heads = c->n_heads;
     c->ctx_train = 4096;
     if ((st = arch_int(f, a, "attention.head_count_kv", &c->n_kv_heads, false)) ||
@@ -307,7 +356,12 @@ int model_load(okv_model *m, const char *path, const model_load_opts *o) {
     memset(m, 0, sizeof *m);
     struct stat sb;
     if (stat(path, &sb) != 0)
-        return okv_fail(OKV_ERR_INPUT, "cannot open model '%s': no such file or directory", path);
+        return okv_fail(OKV_ERR_INPUT, "cannot open model '%s': %s", path,
+                        errno == ELOOP ? "a loop of symbolic links" : strerror(errno));
+    /* Before any open: opening a FIFO would wait for a writer. */
+    if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode))
+        return okv_fail(OKV_ERR_INPUT, "model '%s' is neither a file nor a directory (a FIFO, "
+                        "device or socket); give a .gguf file or a checkpoint directory", path);
     int st = S_ISDIR(sb.st_mode) ? hf_load(m, path, o) : load_gguf(m, path, o);
     if (st) return st;
     if ((st = model_validate(m))) {

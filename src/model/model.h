@@ -83,6 +83,11 @@ void model_free(okv_model *m); /* safe on a zeroed or half-loaded model */
 
 /* Shape checks shared by both loaders once cfg and tensors are filled. */
 int model_validate(const okv_model *m);
+/* The layer N of a tensor name "<prefix>N.<rest>" (name[0..len), not NUL-terminated), or -1. */
+int model_layer_index(const char *name, size_t len, const char *prefix);
+/* OKV_ERR_INPUT naming key when the metadata's layer count is not the layers the tensors hold
+ * (counted from the tensor names before any per-layer work). */
+int model_check_layer_count(int declared, int present, const char *key);
 /* inv_freq[i] for i < rope_dim/2 with the config's scaling; returns the YaRN mscale (else 1). */
 float model_rope_freqs(const okv_model_config *c, int max_context_len, float *inv_freq);
 /* Bytes of weights of layers [b, e) (for planners and bench). */

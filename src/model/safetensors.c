@@ -233,7 +233,8 @@ int st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
     OKV_ASSERT(f->path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not wait for a writer; it is refused below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return okv_fail(OKV_ERR_INPUT, "cannot open safetensors file '%s': %s", path, strerror(errno));
     struct stat sb;
@@ -286,8 +287,15 @@ static char *path_join(const char *dir, const char *name) {
 }
 
 int st_read_text(const char *path, char **out) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return okv_fail(OKV_ERR_INPUT, "cannot open '%s': %s", path, strerror(errno));
+    /* Checked as a regular file before reading: a FIFO in a checkpoint would block. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return okv_fail(OKV_ERR_INPUT, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    FILE *fp = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || !(fp = fdopen(fd, "rb"))) {
+        close(fd);
+        return okv_fail(OKV_ERR_INPUT, "'%s' is not a regular file; a checkpoint holds files", path);
+    }
     char *buf = NULL;
     size_t len = 0, cap = 0;
     for (;;) {

@@ -43,7 +43,8 @@ int policy_plan_init(okv_layer_plan *p, const okv_run_config *c, int n_layers) {
         p->role[f] = ROLE_FILTER;
         p->group[f] = i;
         for (int l = f + 1; l < end; l++) {
-            p->role[l] = l <= f + c->num_wait_load_layers ? ROLE_WAIT : ROLE_SPARSE;
+            /* l - f, not f + W: W may be as large as INT_MAX (every layer waits). */
+            p->role[l] = l - f <= c->num_wait_load_layers ? ROLE_WAIT : ROLE_SPARSE;
             p->group[l] = i;
         }
     }

@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -353,6 +354,24 @@ static void print_summary(FILE *f, const eval_opts *o, const char *name, const s
     fflush(f);
 }
 
+/* A record that could not be used, as one line (no score, so --resume retries it). */
+static void write_error(FILE *f, const char *task, const task_sample *s) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "task", task);
+    cJSON_AddStringToObject(j, "dataset", s->dataset);
+    char *id = utf8_valid(s->id), *msg = utf8_valid(s->error);
+    cJSON_AddStringToObject(j, "id", id);
+    cJSON_AddStringToObject(j, "error", msg);
+    free(id);
+    free(msg);
+    char *line = cJSON_PrintUnformatted(j);
+    OKV_ASSERT(line);
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    free(line);
+    cJSON_Delete(j);
+}
+
 static int open_source(const okv_model *m, const eval_opts *o, bool chat, sample_source *src) {
     memset(src, 0, sizeof *src);
     const char *path;
@@ -459,13 +478,24 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     g.n = calloc((size_t)o->n_ctx * g.n_slots * o->n_variant, sizeof(int));
     bool *done = calloc((size_t)o->n_ctx * n_depth * count, sizeof(bool));
     decode_out out = {0};
+    int n_err = 0; /* file records written as error records */
     OKV_ASSERT(first && ids && g.sum && g.n && done);
     if (!st && o->resume && samples) st = resume_read(samples, o, n_depth, count, &g, done);
+    if (!st && !o->resume && samples && ftruncate(fileno(samples), 0) != 0)
+        st = okv_fail(OKV_ERR_INPUT, "eval: cannot empty the output file: %s", strerror(errno));
     for (int c = 0; c < o->n_ctx && !st; c++) {
         double t_ctx = okv_now_s();
         for (int d = 0; d < n_depth && !st; d++) {
             for (int i = 0; i < count && !st; i++) {
                 if (done[(c * n_depth + d) * count + i]) continue;
+                if (is_file && src.file.rec[i].error) {
+                    if (c == 0) {
+                        OKV_WARN("eval: %s", src.file.rec[i].error);
+                        n_err++;
+                        if (samples) write_error(samples, o->task, &src.file.rec[i]);
+                    }
+                    continue;
+                }
                 uint64_t seed = o->seed + (uint64_t)o->ctx[c] * 1000003 + (uint64_t)d * 10007 + (uint64_t)i;
                 double depth = !is_file && o->n_depth ? o->depth[d] : -1.0;
                 task_sample s;
@@ -525,5 +555,5 @@ int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, F
     sampler_free(&smp);
     engine_free(&e);
     task_file_free(&src.file);
-    return st;
+    return st ? st : n_err ? OKV_ERR_REQUEST : OKV_OK;
 }

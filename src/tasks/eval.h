@@ -54,7 +54,8 @@ bool eval_chat_default(const char *task);
  * and engine settings. A sample's seed depends on (seed, ctx, depth slot, index) alone, so any
  * subset of the grid makes the same samples. With resume, the samples whose every variant is
  * already in the file are kept (the file is rewritten with them alone), counted in the tables and
- * not run again. */
+ * not run again; without resume, samples (opened for appending) is emptied once the grid is
+ * validated, so a refused grid leaves the file as it was. */
 int eval_run(const okv_model *m, const okv_run_config *rc, const eval_opts *o, FILE *samples,
              FILE *summary);
 

@@ -95,33 +95,54 @@ int task_file_load(task_file *f, task_suite suite, const char *path, bool chat, 
     size_t cap = 0;
     ssize_t len;
     int line_no = 0, st = OKV_OK, rec_cap = 0;
+    int *lines = NULL; /* [n] the file line of each record */
     while (!st && (max_records <= 0 || f->n < max_records) && (len = getline(&line, &cap, in)) >= 0) {
         line_no++;
         size_t k = 0;
         while (k < (size_t)len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\n' || line[k] == '\r')) k++;
         if (k == (size_t)len) continue;
-        cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
-        if (!cJSON_IsObject(j)) {
-            cJSON_Delete(j);
-            st = okv_fail(OKV_ERR_INPUT, "%s line %d is not a JSON object", path, line_no);
-            break;
-        }
         if (f->n == rec_cap) {
             rec_cap = rec_cap ? 2 * rec_cap : 16;
             f->rec = realloc(f->rec, sizeof *f->rec * (size_t)rec_cap);
-            OKV_ASSERT(f->rec);
+            lines = realloc(lines, sizeof *lines * (size_t)rec_cap);
+            OKV_ASSERT(f->rec && lines);
         }
         task_sample *s = &f->rec[f->n];
-        st = suite == TASK_SUITE_LONGBENCH ? longbench_record(j, ds, s) : infinitebench_record(j, ds, chat, s);
+        lines[f->n++] = line_no;
+        cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
+        int rst = !cJSON_IsObject(j) ? (int)okv_fail(OKV_ERR_INPUT, "it is not a JSON object")
+                  : suite == TASK_SUITE_LONGBENCH ? longbench_record(j, ds, s)
+                                                 : infinitebench_record(j, ds, chat, s);
+        if (rst) {
+            /* Kept as an error record: one bad record does not end the file. */
+            okv_error_prefix("%s line %d", path, line_no);
+            memset(s, 0, sizeof *s);
+            char *id = cJSON_IsObject(j) ? loader_text(cJSON_GetObjectItemCaseSensitive(j, "_id")) : NULL;
+            if (!id) OKV_ASSERT(asprintf(&id, "line-%d", line_no) >= 0);
+            s->id = id;
+            s->dataset = strdup(ds ? ds : "?");
+            s->error = strdup(okv_last_error());
+            s->needle_at = -1;
+            OKV_ASSERT(s->dataset && s->error);
+        }
         cJSON_Delete(j);
-        if (st) okv_error_prefix("%s line %d", path, line_no);
-        else f->n++;
     }
     free(line);
     fclose(in);
+    const task_sample *first = NULL;
+    for (int i = 0; i < f->n && !st; i++) {
+        if (f->rec[i].error) continue;
+        if (!first) first = &f->rec[i];
+        else if (strcmp(first->dataset, f->rec[i].dataset))
+            st = okv_fail(OKV_ERR_INPUT, "%s mixes datasets: line %d is %s, line %d is %s; give "
+                          "one dataset per file (as the suite's files are) so each is scored and "
+                          "summarised by its own metric", path, lines[first - f->rec],
+                          first->dataset, lines[i], f->rec[i].dataset);
+    }
+    free(lines);
     if (!st && f->n == 0) st = okv_fail(OKV_ERR_INPUT, "%s holds no records", path);
     if (!st) {
-        f->dataset = strdup(f->rec[0].dataset);
+        f->dataset = strdup(first ? first->dataset : f->rec[0].dataset);
         OKV_ASSERT(f->dataset);
     }
     if (st) task_file_free(f);
@@ -160,6 +181,7 @@ int task_file_sample(const task_file *f, int i, const okv_tokenizer *tok, int ma
                      task_sample *out) {
     OKV_ASSERT(i >= 0 && i < f->n);
     const task_sample *r = &f->rec[i];
+    OKV_ASSERT(!r->error); /* error records are written as such, never sampled */
     *out = *r;
     out->id = strdup(r->id);
     out->dataset = strdup(r->dataset);

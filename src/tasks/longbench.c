@@ -144,7 +144,9 @@ int longbench_record(const cJSON *rec, const char *dataset, task_sample *out) {
     if (cJSON_IsString(dj)) d = lb_find(dj->valuestring);
     if (!d && cJSON_IsString(dj) && longbench_dataset(dj->valuestring))
         d = lb_find(longbench_dataset(dj->valuestring));
-    if (!d && dataset) d = lb_find(dataset);
+    /* The file name stands in only for records that name no dataset: a name omnikv does not
+     * know must not be scored as the file's. */
+    if (!d && dataset && !dj) d = lb_find(dataset);
     if (!d)
         return okv_fail(OKV_ERR_INPUT, "the record names no LongBench dataset omnikv knows (\"dataset\" "
                         "is %s; known: %s)", cJSON_IsString(dj) ? dj->valuestring : "absent",

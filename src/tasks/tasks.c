@@ -40,5 +40,6 @@ void task_sample_free(task_sample *s) {
     free(s->prompt);
     free_strs(s->answers, s->n_answers);
     free_strs(s->classes, s->n_classes);
+    free(s->error);
     memset(s, 0, sizeof *s);
 }

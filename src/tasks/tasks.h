@@ -51,6 +51,8 @@ typedef struct task_sample {
     bool stop_newline;    /* generation ends at the first newline (LongBench samsum) */
     bool sample;          /* sampled decoding (T 0.8, top-p 0.95) instead of greedy: summaries */
     bool chat_exempt;     /* keep plain even when the chat template is on (LongBench few-shot, code) */
+    char *error;          /* malloc'd: a file record that cannot be used (the sentence naming its
+                             line); eval writes it as an error record and goes on */
 } task_sample;
 
 void task_sample_free(task_sample *s);
@@ -110,7 +112,10 @@ typedef struct task_file {
 /* Reads up to max_records lines (0: all) of a LongBench or InfiniteBench JSONL file. chat picks
  * InfiniteBench's chat-model templates instead of its completion-style ones. The dataset comes
  * from each LongBench record's "dataset" field, else from the longest known name the file name
- * starts with. OKV_ERR_INPUT names the file, line and field that could not be used. */
+ * starts with. A record that cannot be used (not an object, a missing field, an unknown
+ * dataset) becomes a sample with .error naming the file, line and field; the rest load. Fails
+ * (OKV_ERR_INPUT) when the file cannot be read, holds no records, or mixes datasets (its
+ * summary would average different metrics): the message names the first line that differs. */
 int task_file_load(task_file *f, task_suite suite, const char *path, bool chat, int max_records);
 void task_file_free(task_file *f);
 /* Record i as a sample whose prompt keeps the first and last max_tokens/2 tokens when it is

@@ -155,7 +155,8 @@ expect_exit 2 "omnikv variants without filter layers" "$BIN" eval -m "$TINY" --t
 grep -q "do_select_layers" "$T/err" || fail "the missing filter layers message should name do_select_layers"
 expect_exit 2 "context too short for the task" "$BIN" eval -m "$TINY" --task needle-multiquery --ctx 40 --variants dense
 expect_exit 3 "missing benchmark file" "$BIN" eval -m "$TINY" --task longbench:$T/none.jsonl --variants dense
-expect_exit 3 "bad benchmark record" "$BIN" eval -m "$TINY" \
+# A bad record gets an error record and the rest are scored, as `run` does: exit 1.
+expect_exit 1 "bad benchmark record" "$BIN" eval -m "$TINY" \
     --task "longbench:$SRC/tests/data/longbench/bad_missing_answers.jsonl" --variants dense
 grep -q "line 2" "$T/err" || fail "a bad record's message should give its line: $(cat "$T/err")"
 expect_exit 2 "unnamed InfiniteBench file" "$BIN" eval -m "$TINY" \

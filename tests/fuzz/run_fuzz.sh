@@ -41,6 +41,11 @@ printf '%s' '{"id":"a","prompt":"hi","max_new_tokens":3,"stop":["x"],"top_p":0.5
   >"$corpus/fuzz_requests/prompt.json"
 printf '%s' '{"id":7,"messages":[{"role":"user","content":"hi"}],"seed":"123","ignore_eos":true,"stop":"y"}' \
   >"$corpus/fuzz_requests/chat.json"
+# Lines each rule refuses: two objects, a misspelt field, a NUL escape, an id that is not UTF-8.
+printf '%s' '{"id":"b","prompt":"x"}{"id":"b2","prompt":"y"}' >"$corpus/fuzz_requests/two.json"
+printf '%s' '{"id":"c","prompt":"x","temprature":0.5}' >"$corpus/fuzz_requests/unknown.json"
+printf '%s' '{"id":"d","prompt":"a\u0000b"}' >"$corpus/fuzz_requests/nul.json"
+printf '{"id":"e\xff\xc0","prompt":"x"}' >"$corpus/fuzz_requests/badid.json"
 head -c 3000 "$src/README.md" >"$corpus/fuzz_tokenizer/readme.md"
 printf 'naïve café, 日本語のテスト 🙂\n\tif (x == 1) { return "ok"; }  \r\n' >"$corpus/fuzz_tokenizer/mixed.txt"
 

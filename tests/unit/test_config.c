@@ -126,6 +126,18 @@ static void test_bad_values(void) {
         {"top_k", "-1", ">= 0"},
         {"top_p", "0", "0 < top_p <= 1"},
         {"top_p", "1.5", "0 < top_p <= 1"},
+        /* Sizes whose larger values only exhaust memory have a stated limit (usage errors, not
+         * a failed allocation); suffixed counts that overflow are refused, not wrapped. */
+        {"threads", "1000000", "at most 1024"},
+        {"max_batch", "100000000", "at most 4096"},
+        {"micro_batches", "5000", "at most 4096"},
+        {"prefill_chunk", "65537", "at most 65536"},
+        {"max_context_len", "2G", "at most 1073741824"},
+        {"max_context_len", "9999999999999999999K", "at most"},
+        {"window_size", "257", "at most 256"},
+        {"keep_last", "3X", ">= 0"},
+        {"max_new_tokens", "16KK", ">= 0"},
+        {"num_of_selected_tokens", "3G", "whole token count"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         okv_run_config c, before;
@@ -154,6 +166,63 @@ static void test_bad_values(void) {
     TEST_OK(config_set(&c, "model_name", "../models/x"));
     TEST_OK(config_set(&c, "use_flash_attn", "true"));
     TEST_CHECK(!memcmp(&c, &before, sizeof c), "ignored keys change nothing");
+}
+
+/* Token counts take K/M/G suffixes (powers of 1024) wherever a count is read. */
+static void test_suffixes(void) {
+    okv_run_config c;
+    config_defaults(&c);
+    TEST_OK(config_set(&c, "max_context_len", "128K"));
+    TEST_OK(config_set(&c, "expected_context", "1M"));
+    TEST_OK(config_set(&c, "num_of_selected_tokens", "2k"));
+    TEST_OK(config_set(&c, "keep_last", "16K"));
+    TEST_OK(config_set(&c, "prefill_chunk", "1K"));
+    TEST_CHECK(c.max_context_len == 131072 && c.expected_context == 1048576 &&
+                   c.num_selected == 2048.0 && c.keep_last == 16384 && c.prefill_chunk == 1024,
+               "suffixed counts: %d %d %g %d %d", c.max_context_len, c.expected_context,
+               c.num_selected, c.keep_last, c.prefill_chunk);
+    const char *path = write_tmp("suffix.json", "{\"max_context_len\": \"16K\"}");
+    TEST_OK(config_load_json(&c, path));
+    TEST_CHECK(c.max_context_len == 16384, "a JSON string count with a suffix: %d", c.max_context_len);
+    static const struct { const char *s; int64_t lo, hi; bool ok; int64_t want; } cases[] = {
+        {"0", 0, 10, true, 0},         {"1K", 0, 1 << 30, true, 1024},
+        {"3m", 0, 1 << 30, true, 3145728}, {"1G", 0, 1 << 30, true, 1 << 30},
+        {"2G", 0, 1 << 30, false, 0},  {"8589934591G", 0, INT64_MAX, true, 8589934591LL << 30},
+        {"8589934592G", 0, INT64_MAX, false, 0}, {"-1", -5, 5, false, 0},
+        {"+1", 0, 5, false, 0},        {"1.5K", 0, 1 << 30, false, 0},
+        {"K", 0, 5, false, 0},         {"", 0, 5, false, 0},
+        {"1 K", 0, 1 << 30, false, 0}, {"18446744073709551616", 0, INT64_MAX, false, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t got = -7;
+        bool ok = okv_parse_count(cases[i].s, cases[i].lo, cases[i].hi, &got);
+        TEST_CHECK(ok == cases[i].ok && (!ok || got == cases[i].want),
+                   "okv_parse_count('%s') = %d, %lld; want %d, %lld", cases[i].s, ok,
+                   (long long)got, cases[i].ok, (long long)cases[i].want);
+    }
+}
+
+/* A config file is one JSON object: text after it, or a key given twice, is refused. */
+static void test_file_shape(void) {
+    static const struct { const char *text, *expect; } bad[] = {
+        {"{\"window_size\": 4}x", "more than one JSON value"},
+        {"{\"window_size\": 4}\n{\"window_size\": 8}\n", "line 2"},
+        {"{\"window_size\": 4, \"window_size\": 8}", "sets key window_size twice"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        okv_run_config c;
+        config_defaults(&c);
+        const char *path = write_tmp("shape.json", bad[i].text);
+        okv_clear_error();
+        int st = config_load_json(&c, path);
+        TEST_CHECK(st == OKV_ERR_USAGE && has(okv_last_error(), bad[i].expect),
+                   "config file %zu: status %d, message '%s' lacks '%s'", i, st, okv_last_error(),
+                   bad[i].expect);
+    }
+    okv_run_config c;
+    config_defaults(&c);
+    TEST_OK(config_load_json(&c, write_tmp("ws.json", "  {\"window_size\": 4}\n\n  ")));
+    TEST_CHECK(c.window_size == 4, "white space around the object is fine");
 }
 
 static void test_fraction_and_budget(void) {
@@ -315,6 +384,8 @@ int main(int argc, char **argv) {
     test_defaults();
     test_layering();
     test_bad_values();
+    test_suffixes();
+    test_file_shape();
     test_fraction_and_budget();
     test_layers_and_policy();
     test_reference_preset();

@@ -6,6 +6,7 @@
 #include "../../src/common.h"
 #include "../../src/model/genmodel.h"
 #include "../../src/model/gguf.h"
+#include "../../src/model/model.h"
 #include "../test_util.h"
 
 #include <inttypes.h>
@@ -729,6 +730,74 @@ static void test_real_model(void) {
     gguf_close(&f);
 }
 
+/* Overwrites the 4-byte value of metadata key `key` in a GGUF file (u32, i32 or f32 keys). */
+static void patch_kv(const char *path, const char *key, const void *value4) {
+    FILE *fp = fopen(path, "r+b");
+    OKV_ASSERT(fp);
+    OKV_ASSERT(fseek(fp, 0, SEEK_END) == 0);
+    long n = ftell(fp);
+    char *buf = malloc((size_t)n);
+    OKV_ASSERT(buf);
+    rewind(fp);
+    OKV_ASSERT(fread(buf, 1, (size_t)n, fp) == (size_t)n);
+    size_t klen = strlen(key);
+    long at = -1;
+    for (long i = 8; i + (long)klen + 8 <= n && at < 0; i++) {
+        uint64_t len;
+        memcpy(&len, buf + i - 8, 8);
+        if (len == klen && !memcmp(buf + i, key, klen)) at = i + (long)klen + 4; /* after the type */
+    }
+    OKV_ASSERT(at > 0);
+    OKV_ASSERT(fseek(fp, at, SEEK_SET) == 0 && fwrite(value4, 1, 4, fp) == 4);
+    fclose(fp);
+    free(buf);
+}
+
+/* Metadata that disagrees with the tensors or holds non-finite or out-of-range hyperparameters is
+ * a file error naming the key, found before any per-layer work (a block_count of 2^30 used to
+ * abort on an allocation, 2^24 to stall, and one less than the layers present to run on). */
+static void test_bad_metadata(void) {
+    char good[300], bad[300];
+    snprintf(good, sizeof good, "%s", tmp_path("meta-good.gguf"));
+    snprintf(bad, sizeof bad, "%s", tmp_path("meta-bad.gguf"));
+    TEST_CHECK(genmodel_write(good, "tiny", 4, OKV_TYPE_F32, 5) == OKV_OK, "%s", okv_last_error());
+    const uint32_t u32s[] = {3, 5, 1u << 24, 1u << 30};
+    const float nan_f = NAN, inf_f = INFINITY, neg_eps = -1e-5f, big_eps = 2.0f, one = 1.0f;
+    struct { const char *key; const void *val; const char *want; } cases[] = {
+        {"llama.block_count", &u32s[0], "block_count = 3, but the file holds tensors for 4 layers"},
+        {"llama.block_count", &u32s[1], "block_count = 5, but the file holds tensors for 4 layers"},
+        {"llama.block_count", &u32s[2], "block_count = 16777216"},
+        {"llama.block_count", &u32s[3], "block_count = 1073741824"},
+        {"llama.rope.freq_base", &nan_f, "rope base"},
+        {"llama.rope.freq_base", &inf_f, "rope base"},
+        {"llama.rope.freq_base", &one, "rope base"},
+        {"llama.attention.layer_norm_rms_epsilon", &neg_eps, "norm epsilon"},
+        {"llama.attention.layer_norm_rms_epsilon", &big_eps, "norm epsilon"},
+        {"llama.attention.key_length", &u32s[2], "head dimension"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);
+        OKV_ASSERT(system(cmd) == 0);
+        patch_kv(bad, cases[i].key, cases[i].val);
+        okv_model m;
+        model_load_opts o = {.layer_end = -1, .need_embed = true, .need_head = true};
+        okv_clear_error();
+        int st = model_load(&m, bad, &o);
+        TEST_CHECK(st == OKV_ERR_INPUT, "%s patched: status %d, want %d", cases[i].key, st,
+                   OKV_ERR_INPUT);
+        TEST_CHECK(strstr(okv_last_error(), cases[i].want), "%s: message '%s' lacks '%s'",
+                   cases[i].key, okv_last_error(), cases[i].want);
+        model_free(&m);
+    }
+    okv_model m;
+    model_load_opts o = {.layer_end = -1, .need_embed = true, .need_head = true};
+    TEST_CHECK(model_load(&m, good, &o) == OKV_OK, "the unpatched file loads: %s", okv_last_error());
+    model_free(&m);
+    printf("bad metadata: %zu patched files refused with the key named\n",
+           sizeof cases / sizeof *cases);
+}
+
 int main(void) {
     const char *t = getenv("TMPDIR");
     snprintf(tmp_dir, sizeof tmp_dir, "%s/test_gguf.XXXXXX", t ? t : "/tmp");
@@ -736,6 +805,7 @@ int main(void) {
     test_round_trip();
     test_genmodel();
     test_corruptions();
+    test_bad_metadata();
     test_real_model();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);

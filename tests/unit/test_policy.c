@@ -7,6 +7,7 @@
 #include "policy/policy.h"
 #include "test_util.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -93,6 +94,13 @@ int main(void) {
     TEST_CHECK(p.role[5] == ROLE_WAIT && p.role[6] == ROLE_FILTER && p.role[9] == ROLE_WAIT,
                "W=5 roles wrong");
     policy_plan_free(&p);
+    /* The largest W the config takes (INT_MAX) means every layer waits; f + W must not wrap. */
+    c.num_wait_load_layers = INT_MAX;
+    TEST_OK(policy_plan_init(&p, &c, 10));
+    for (int l = 3; l < 10; l++)
+        TEST_CHECK(l == 6 ? p.role[l] == ROLE_FILTER : p.role[l] == ROLE_WAIT,
+                   "W=INT_MAX: layer %d is %s", l, policy_role_name(p.role[l]));
+    policy_plan_free(&p);
     c.num_wait_load_layers = 1;
     /* Out-of-range filter layer is rejected naming the value. */
     c.filter_layers[1] = 12;
@@ -151,6 +159,17 @@ int main(void) {
     kept.k = 3;
     n = selector_pick(&kept, &ss, score, 6, out);
     TEST_CHECK(n == 3 && same(out, (int32_t[]){0, 2, 5}, 3), "keep_first/last: %d %d %d", out[0], out[1], out[2]);
+    /* keep_first / keep_last beyond the prompt mean all of it: the lowest positions win. */
+    kept.keep_first = 0;
+    kept.keep_last = INT_MAX;
+    n = selector_pick(&kept, &ss, score, 6, out);
+    TEST_CHECK(n == 3 && same(out, (int32_t[]){0, 1, 2}, 3), "keep_last=INT_MAX: %d %d %d", out[0],
+               out[1], out[2]);
+    kept.keep_first = INT_MAX;
+    kept.keep_last = 0;
+    n = selector_pick(&kept, &ss, score, 6, out);
+    TEST_CHECK(n == 3 && same(out, (int32_t[]){0, 1, 2}, 3), "keep_first=INT_MAX: %d %d %d", out[0],
+               out[1], out[2]);
     c.keep_first = c.keep_last = 0;
     c.selector = SELECTOR_LAST;
 

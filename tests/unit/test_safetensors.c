@@ -455,6 +455,20 @@ static void test_tiny_qwen2(const char *base) {
     printf("tiny qwen2: single file, q/k/v biases permuted to f32, untied head, yarn\n");
 }
 
+/* The tiny llama config with key's value replaced by value (key must be in it). */
+static const char *config_with(const char *key, const char *value) {
+    static char out[2048];
+    const char *cfg = tiny_config("llama", "");
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *at = strstr(cfg, pat);
+    OKV_ASSERT(at);
+    at += strlen(pat);
+    const char *end = at + strcspn(at, ",}");
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - cfg), cfg, value, end);
+    return out;
+}
+
 static void expect_config_error(const char *base, const char *type, const char *extra,
                                 const char *want, int line) {
     static tiny t;
@@ -463,7 +477,8 @@ static void expect_config_error(const char *base, const char *type, const char *
     int n = tiny_tensors(&t, ts, false, false, 1);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tiny-bad", base);
-    write_checkpoint(dir, ts, n, 1, tiny_config(type, extra));
+    /* type NULL: extra is the whole config text. */
+    write_checkpoint(dir, ts, n, 1, type ? tiny_config(type, extra) : extra);
     okv_model m;
     model_load_opts o = {.layer_begin = 0, .layer_end = -1, .need_embed = true, .need_head = true};
     okv_clear_error();
@@ -472,7 +487,7 @@ static void expect_config_error(const char *base, const char *type, const char *
     if (want ? (st != OKV_ERR_INPUT || !strstr(okv_last_error(), want)) : st != OKV_OK) {
         test_failures++;
         fprintf(stderr, "FAIL line %d: model_type %s%s: status %d, message '%s', wanted '%s'\n",
-                line, type, extra, st, okv_last_error(), want ? want : "success");
+                line, type ? type : "", extra, st, okv_last_error(), want ? want : "success");
     }
     model_free(&m);
 }
@@ -503,6 +518,20 @@ static void test_config_errors(const char *base) {
                  NULL);
     CONFIG_ERROR("llama", ",\"head_dim\":0", "head_dim = 0 is not a positive "
                  "integer");
+    /* Layer counts are checked against the tensors before any per-layer work (1e9 used to abort
+     * on an allocation); out-of-range hyperparameters are file errors naming the key. */
+    char want[160];
+    snprintf(want, sizeof want, "num_hidden_layers = 1000000000, but the file holds tensors for %d "
+             "layers", NL);
+    CONFIG_ERROR(NULL, config_with("num_hidden_layers", "1000000000"), want);
+    char fewer[16];
+    snprintf(fewer, sizeof fewer, "%d", NL - 1);
+    snprintf(want, sizeof want, "num_hidden_layers = %d, but the file holds tensors for %d layers",
+             NL - 1, NL);
+    CONFIG_ERROR(NULL, config_with("num_hidden_layers", fewer), want);
+    CONFIG_ERROR(NULL, config_with("rms_norm_eps", "2.0"), "norm epsilon");
+    CONFIG_ERROR(NULL, config_with("rope_theta", "1e999"), "rope_theta");
+    CONFIG_ERROR(NULL, config_with("rope_theta", "0.5"), "rope base");
     char dir[512], path[600], text[2048];
     snprintf(dir, sizeof dir, "%s/tiny-bad", base);
     snprintf(path, sizeof path, "%s/config.json", dir);

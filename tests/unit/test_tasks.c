@@ -218,12 +218,31 @@ static void check_loaders(const okv_tokenizer *tok) {
                "passage_retrieval_en");
     task_file_free(&f);
 
+    /* A bad record becomes an error record naming its line; the others load. */
     snprintf(path, sizeof path, "%s/tests/data/longbench/bad_missing_answers.jsonl", src);
-    int st = task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 0);
-    TEST_CHECK(st == OKV_ERR_INPUT && strstr(okv_last_error(), "line 2") && strstr(okv_last_error(), "answers"),
-               "a record without answers: %d %s", st, okv_last_error());
-    TEST_OK(task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 1)); /* the first record alone is fine */
+    TEST_OK(task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 0));
+    TEST_CHECK(f.n == 2 && !f.rec[0].error && f.rec[1].error && strstr(f.rec[1].error, "line 2") &&
+                   strstr(f.rec[1].error, "answers") && !strcmp(f.rec[1].id, "bad"),
+               "a record without answers: %d records, error '%s'", f.n,
+               f.n == 2 && f.rec[1].error ? f.rec[1].error : "none");
     task_file_free(&f);
+    /* An unknown "dataset" is an error, not the file name's dataset; a line that is not JSON is
+     * an error record with a line id; a record without "dataset" takes the file name's. */
+    snprintf(path, sizeof path, "%s/tests/data/longbench/hotpotqa_bad_records.jsonl", src);
+    TEST_OK(task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 0));
+    TEST_CHECK(f.n == 4 && !f.rec[0].error && f.rec[1].error && strstr(f.rec[1].error, "wikiqa") &&
+                   f.rec[2].error && strstr(f.rec[2].error, "line 3") && !strcmp(f.rec[2].id, "line-3") &&
+                   !f.rec[3].error && !strcmp(f.rec[3].dataset, "hotpotqa") && !strcmp(f.dataset, "hotpotqa"),
+               "bad records kept as error records (%d records): %s | %s | %s", f.n,
+               f.n > 1 && f.rec[1].error ? f.rec[1].error : "-", f.n > 2 && f.rec[2].error ? f.rec[2].error : "-",
+               f.n > 3 ? f.rec[3].dataset : "-");
+    task_file_free(&f);
+    /* A file mixing datasets would be summarised under the first one's name: refused. */
+    snprintf(path, sizeof path, "%s/tests/data/longbench/hotpotqa_mixed.jsonl", src);
+    int st = task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 0);
+    TEST_CHECK(st == OKV_ERR_INPUT && strstr(okv_last_error(), "line 2 is qasper") &&
+                   strstr(okv_last_error(), "line 1 is hotpotqa"),
+               "a mixed file: %d %s", st, okv_last_error());
     snprintf(path, sizeof path, "%s/tests/data/longbench/missing.jsonl", src);
     TEST_CHECK(task_file_load(&f, TASK_SUITE_LONGBENCH, path, false, 0) == OKV_ERR_INPUT, "missing file");
 
