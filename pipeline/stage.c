@@ -99,8 +99,7 @@ static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
         if (pc->size > 1 && rc->plan_measured) {
             /* rank 0 stands for every rank: the same cores per rank are assumed */
             pipe_rates r;
-            const int threads = rc->threads > 0 ? rc->threads : pc->place.n_cores;
-            st = pipe_rates_measure(&meta, OKV_TYPE_F32, rc->kv_type, cm.step_batch, threads, &r);
+            st = pipe_rates_measure(&meta, OKV_TYPE_F32, rc->kv_type, cm.step_batch, rc->threads, &r);
             if (!st) {
                 ms = calloc((size_t)L, sizeof *ms);
                 OKV_ASSERT(ms);
@@ -280,6 +279,8 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     pc->rc = *rc;
     pc->ret_repost = -1;
     pipe_place_init(&pc->place, pc->comm);
+    /* After binding, so the count is the cores this rank was given. */
+    pc->rc.threads = okv_threads_resolve(pc->rc.threads, pc->rc.threads_from);
 
     setup_msg sm;
     memset(&sm, 0, sizeof sm);
@@ -290,8 +291,6 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     pc->n_mb = sm.n_mb;
     pc->plan.n_stages = sm.n_stages;
     memcpy(pc->plan.first, sm.first, sizeof sm.first);
-    /* The kernels' results do not depend on the thread count, so each rank uses its own cores. */
-    if (pc->rc.threads == 0) pc->rc.threads = pc->place.n_cores;
 
     int st = load_stage(pc, model_path);
     pipe_transport_caps caps;

@@ -65,6 +65,14 @@ _Noreturn void okv_die_mpi(const char *file, int line, const char *what, int mpi
 void *okv_alloc(size_t bytes);
 void okv_free_mem(void *p);
 
+/* Learns how many ranks of MPI_COMM_WORLD share this node (collective; main calls it once). */
+void okv_node_init(void);
+/* The compute threads of this rank: `given` when > 0 (set by `given_by`, such as "-t"), else
+ * OMP_NUM_THREADS, else the cores this process may run on (its affinity mask, which a Slurm or
+ * mpirun binding narrows), divided among the node's ranks when no binding narrowed the mask.
+ * Logs the choice and its source once; the result is >= 1. */
+int okv_threads_resolve(int given, const char *given_by);
+
 double okv_now_s(void); /* monotonic clock in seconds */
 /* A /proc/meminfo field in bytes ("MemTotal", "MemAvailable"); 0 when unknown. */
 uint64_t okv_meminfo_bytes(const char *field);

@@ -82,6 +82,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     okv_log_init(rank);
+    okv_node_init();
     int st = dispatch(argc, argv, rank);
     /* Error records (1) are a served batch; anything above is a failure of the run. */
     if (st > OKV_ERR_REQUEST && rank == 0) {

@@ -40,6 +40,8 @@ int cli_set_kv(const args *a, cli_sets *s, const char *kv);
 void cli_sets_free(cli_sets *s);
 /* Defaults, then the file, the environment and the command line (DESIGN §8 order). */
 int load_config(okv_run_config *rc, const char *path, const cli_sets *s);
+/* Fixes rc->threads (> 0 afterwards) for this rank and logs the count with its source. */
+void resolve_threads(okv_run_config *rc);
 /* Rank 0 decides; the others learn the outcome and the config. share_config also says that rank
  * 0 runs the command alone; run, which pipelines, uses share_config_quiet. */
 int share_config(okv_run_config *rc, int st);

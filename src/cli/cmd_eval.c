@@ -48,6 +48,7 @@ void help_eval(FILE *f) {
         "  -o, --output FILE   per-sample JSON lines (default: none); the summary table goes to\n"
         "                      stdout\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
+        "  -t, --threads N     compute threads (default: OMP_NUM_THREADS, else the cores granted)\n"
         "  -h, --help          this text\n"
         "\n"
         "generated tasks (prompts are at most --ctx tokens, and within 2%% of it from 1K up):\n");
@@ -92,6 +93,7 @@ int cmd_eval(args *a, int rank) {
         else if (opt(a, NULL, "--resume", NULL)) o.resume = true;
         else if (opt(a, NULL, "--max-new", &v)) st = v ? parse_int(a, "--max-new", v, 1, &o.max_new) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
         else st = unknown_arg(a);
         if (a->missing) st = OKV_ERR_USAGE;
     }
@@ -106,6 +108,7 @@ int cmd_eval(args *a, int rank) {
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
     log_config(&rc);
+    resolve_threads(&rc);
     okv_model m;
     FILE *out = NULL;
     if ((st = load_model(&m, model_path, &rc))) return st;
@@ -150,6 +153,7 @@ void help_calibrate(FILE *f) {
         "                     retrieval that long-context tasks need); mass: all attention mass,\n"
         "                     every sparse layer alike\n"
         "      --set KEY=VALUE run-config key for the engine (threads, kv_type...)\n"
+        "  -t, --threads N    compute threads (default: OMP_NUM_THREADS, else the cores granted)\n"
         "  -h, --help         this text\n");
 }
 
@@ -194,6 +198,7 @@ int cmd_calibrate(args *a, int rank) {
             if (v && (*end || !(o.budget > 0)))
                 st = okv_fail(OKV_ERR_USAGE, "calibrate: --budget takes a count or a fraction > 0, not '%s'", v);
         } else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
         else st = unknown_arg(a);
         if (a->missing) st = OKV_ERR_USAGE;
     }
@@ -202,6 +207,7 @@ int cmd_calibrate(args *a, int rank) {
     cli_sets_free(&sets);
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
+    resolve_threads(&rc);
     o.threads = rc.threads;
     o.min_selected = rc.min_selected;
     okv_model m;

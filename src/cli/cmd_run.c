@@ -21,11 +21,11 @@ void help_run(FILE *f) {
     fprintf(f,
         "usage: omnikv run -m MODEL [-c CONFIG.json] (-p PROMPT | -f REQUESTS.jsonl)\n"
         "                  [-o RESULTS.jsonl] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]\n"
-        "                  [--seed S] [--chat] [--json] [--resume] [--set KEY=VALUE ...]\n"
+        "                  [--seed S] [-t N] [--chat] [--json] [--resume] [--set KEY=VALUE ...]\n"
         "\n"
         "  -m, --model MODEL     a .gguf file or a Hugging Face checkpoint directory (required)\n"
         "  -c, --config FILE     run config as a JSON object (default: none)\n"
-        "  -p, --prompt TEXT     one prompt; prints the completion text on stdout\n"
+        "  -p, --prompt TEXT     one prompt; prints the completion on stdout as it is generated\n"
         "  -f, --file FILE       JSONL requests, one object per line (\"-\": stdin); one JSON\n"
         "                        result per request to -o or stdout\n"
         "  -o, --output FILE     results file for -f (default: stdout)\n"
@@ -34,6 +34,8 @@ void help_run(FILE *f) {
         "      --top-k K         same as --set top_k=K (default 0: off)\n"
         "      --top-p P         same as --set top_p=P (default 1: off)\n"
         "      --seed S          same as --set seed=S (default 0)\n"
+        "  -t, --threads N       same as --set threads=N: compute threads per rank (default:\n"
+        "                        OMP_NUM_THREADS, else the cores granted to the rank)\n"
         "      --chat            apply the model's chat template to plain prompts (default off;\n"
         "                        requests with \"messages\" always use it)\n"
         "      --json            with -p: print the result object instead of the text\n"
@@ -71,9 +73,16 @@ static int sink_prompt(void *ctx, const okv_result *r) {
     } else if (r->error) {
         fprintf(stderr, "omnikv: %s\n", r->error);
     } else {
-        fwrite(r->text, 1, r->text_len, stdout);
-        fputc('\n', stdout);
+        fputc('\n', stdout); /* the text itself went out through stream_prompt */
     }
+    return fflush(stdout) == 0 ? OKV_OK : okv_fail(OKV_ERR_INPUT, "cannot write to stdout");
+}
+
+/* -p without --json: each piece of text goes to stdout as soon as the runner has it. */
+static int stream_prompt(void *ctx, const okv_request *req, const char *text, size_t n) {
+    (void)ctx;
+    (void)req;
+    fwrite(text, 1, n, stdout);
     return fflush(stdout) == 0 ? OKV_OK : okv_fail(OKV_ERR_INPUT, "cannot write to stdout");
 }
 
@@ -99,6 +108,7 @@ static int parse_run(args *a, run_args *ra) {
         else if (opt(a, NULL, "--top-k", &v)) st = v ? cli_set(a, &ra->sets, "top_k", v) : 0;
         else if (opt(a, NULL, "--top-p", &v)) st = v ? cli_set(a, &ra->sets, "top_p", v) : 0;
         else if (opt(a, NULL, "--seed", &v)) st = v ? cli_set(a, &ra->sets, "seed", v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &ra->sets, "threads", v) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &ra->sets, v) : 0;
         else if (opt(a, NULL, "--stages", &v)) st = v ? cli_set(a, &ra->sets, "stages", v) : 0;
         else if (opt(a, NULL, "--micro-batches", &v)) st = v ? cli_set(a, &ra->sets, "micro_batches", v) : 0;
@@ -136,7 +146,8 @@ static int open_results(const run_args *ra, okv_request_list *reqs, okv_results 
 static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
                       const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
                       int *n_errors) {
-    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0};
+    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0,
+                          .stream = ra->prompt && !ra->json ? stream_prompt : NULL};
     prompt_out po = {.json = ra->json};
     return ra->file ? runner_serve(fw, tok, rc, &ro, reqs, sink_file, out, n_errors)
                     : runner_serve(fw, tok, rc, &ro, reqs, sink_prompt, &po, n_errors);
@@ -222,6 +233,7 @@ int cmd_run(args *a, int rank) {
         cli_sets_free(&ra.sets);
         return st;
     }
+    if (size == 1) resolve_threads(&rc); /* a pipeline's ranks each resolve their own */
     if (rank != 0) {
         st = serve_pipeline(&ra, &rc, &reqs, rank, OKV_OK);
         cli_sets_free(&ra.sets);

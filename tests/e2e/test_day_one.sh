@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# test_day_one.sh — what a new user meets first, on SmolLM2 and generated models: `run -p` streams
+# its text, per-request prefill figures and metrics.steps, the thread count and where it came
+# from, --trace checks and names requests, plan's presets, device table and fit verdict, and the
+# small commands (--version, inspect -m, eval --task lists, gen-model's BOS/EOS). Needs OMNIKV_BIN,
+# OMNIKV_SRC, python3 and the model in OMNIKV_CACHE.
+set -u
+
+BIN=${OMNIKV_BIN:?OMNIKV_BIN must name the omnikv binary}
+SRC=${OMNIKV_SRC:?OMNIKV_SRC must name the omnikv checkout}
+CACHE=${OMNIKV_CACHE:-$HOME/.cache/omnikv}
+SMOL=$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$SMOL" ] || { echo "FAIL: no model at $SMOL; run scripts/setup.sh"; exit 1; }
+T=$(mktemp -d /tmp/okv_e2e_day1.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+export OMNIKV_LOG=warn
+FAILS=0
+CHECKS=0
+fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
+ok() { CHECKS=$((CHECKS + 1)); echo "ok: $*"; }
+# expect_exit CODE DESCRIPTION COMMAND...: stdout and stderr in $T/out, $T/err.
+expect_exit() {
+    local want=$1 what=$2
+    shift 2
+    CHECKS=$((CHECKS + 1))
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        fail "$what: exit $got, want $want; stderr: $(tail -c 600 "$T/err")"
+        return 1
+    fi
+    return 0
+}
+
+# ---- run -p streams: stdout receives the text in several writes while the model generates, and
+# the bytes are the --json result's text and a newline. Before streaming the text went out in one
+# write at the end, so the first read held all of it.
+STREAM_ARGS=(run -m "$SMOL" -p "Write a long story about a dragon." -n 48 --set ignore_eos=true
+             --set threads=1)
+if expect_exit 0 "run -p --json" "$BIN" "${STREAM_ARGS[@]}" --json; then
+    cp "$T/out" "$T/json"
+    python3 - "$BIN" "$T/json" "${STREAM_ARGS[@]}" <<'PY' && ok "run -p streams" || fail "run -p streams"
+import json, os, subprocess, sys
+bin_, ref = sys.argv[1], json.load(open(sys.argv[2]))
+p = subprocess.Popen([bin_] + sys.argv[3:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+reads = []
+while True:
+    b = os.read(p.stdout.fileno(), 1 << 16)
+    if not b:
+        break
+    reads.append(b)
+rc = p.wait()
+out = b"".join(reads)
+want = ref["text"].encode() + b"\n"
+print(f"stream: {len(reads)} reads, first {len(reads[0]) if reads else 0} of {len(out)} bytes, exit {rc}")
+assert rc == 0
+assert out == want, (out, want)
+assert len(reads[0]) < len(out), "the first read already held the whole text: nothing was streamed"
+PY
+fi
+
+# ---- prefill figures: three requests admitted together prefill one after another on one rank,
+# so their own prefill times add up to no more than the batch's wall time; before, a request's
+# time also held the prefills queued after its own. metrics.steps counts the decode steps the
+# request took part in: a whole number, its tokens less the one the prefill gave.
+python3 - "$T/req.jsonl" <<'PY'
+import json, sys
+words = " ".join(f"item{i} is the colour {i % 7}." for i in range(70))
+with open(sys.argv[1], "w") as f:
+    for i, n in enumerate([4, 7, 9]):
+        f.write(json.dumps({"id": f"r{i}", "prompt": words, "max_new_tokens": n, "ignore_eos": True}) + "\n")
+PY
+if expect_exit 0 "run -f three requests" env OMNIKV_LOG=info "$BIN" run -m "$SMOL" -f "$T/req.jsonl" \
+    -o "$T/res.jsonl" --set max_batch=3 --set threads=1; then
+    python3 - "$T/res.jsonl" "$T/err" <<'PY' && ok "prefill times and steps" || fail "prefill times and steps"
+import json, re, sys
+res = [json.loads(l) for l in open(sys.argv[1])]
+log = open(sys.argv[2]).read()
+pre = {m.group(1): float(m.group(2)) for m in re.finditer(r"request (\S+): \d+ prompt tokens, prefill [0-9.]+ tok/s \(([0-9.]+) ms\)", log)}
+wall = float(re.search(r"served 3 requests .* in ([0-9.]+) s", log).group(1)) * 1e3
+print(f"prefill ms {pre}, sum {sum(pre.values()):.0f}, wall {wall:.0f} ms")
+assert len(pre) == 3, log
+assert sum(pre.values()) <= wall + 100, "prefill times overlap: one request's holds another's"
+for r in res:
+    st = r["metrics"]["steps"]
+    print(r["id"], "tokens", len(r["tokens"]), "steps", st)
+    assert isinstance(st, int) and st == len(r["tokens"]) - 1, r["metrics"]
+PY
+fi
+
+# ---- threads: -t, then the run config, then OMP_NUM_THREADS, then the cores granted to the
+# process (taskset narrows them as a Slurm or mpirun binding does); one info line says which.
+threads_line() { # threads_line WANT DESCRIPTION ENV... -- ARGS...
+    local want=$1 what=$2
+    shift 2
+    local envs=()
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    if expect_exit 0 "$what" env -u OMP_NUM_THREADS OMNIKV_LOG=info "${envs[@]}" "$@"; then
+        if grep -q "threads $want" "$T/err"; then ok "$what: $(grep -o "threads $want.*" "$T/err")"
+        else fail "$what: no 'threads $want' line in: $(grep -i thread "$T/err")"; fi
+    fi
+}
+TINY_RUN=(run -m "$SMOL" -p "Hi" -n 2)
+threads_line "1 (from OMP_NUM_THREADS)" "OMP_NUM_THREADS" OMP_NUM_THREADS=1 -- "$BIN" "${TINY_RUN[@]}"
+threads_line "2 (from -t" "-t over OMP_NUM_THREADS" OMP_NUM_THREADS=1 -- "$BIN" "${TINY_RUN[@]}" -t 2
+threads_line "1 (from -t" "--threads" -- "$BIN" "${TINY_RUN[@]}" --threads 1
+threads_line "1 (from OMNIKV_THREADS)" "run-config key over OMP_NUM_THREADS" OMP_NUM_THREADS=2 OMNIKV_THREADS=1 -- "$BIN" "${TINY_RUN[@]}"
+if command -v taskset >/dev/null; then
+    threads_line "1 (the 1 core" "affinity mask" -- taskset -c 0 "$BIN" "${TINY_RUN[@]}"
+fi
+threads_line "1 (from OMP_NUM_THREADS)" "bench honours OMP_NUM_THREADS" OMP_NUM_THREADS=1 -- \
+    "$BIN" bench -m "$SMOL" --ctx 64 --gen 2 --runs 1 --warmup 0 --variants dense --json
+if [ -f "$T/out" ] && python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["threads"] == 1' "$T/out"; then
+    ok "bench reports the threads it used"
+else fail "bench's JSON does not report 1 thread"; fi
+
+# ---- the whole run config is a debug line, not an info one.
+if expect_exit 0 "run at info" env OMNIKV_LOG=info "$BIN" "${TINY_RUN[@]}"; then
+    if grep -q "run config:" "$T/err"; then fail "the run config is logged at info level"
+    else ok "no run-config JSON at info level"; fi
+fi
+if expect_exit 0 "run at debug" env OMNIKV_LOG=debug "$BIN" "${TINY_RUN[@]}"; then
+    grep -q "run config: {" "$T/err" && ok "run config at debug level" || fail "no run config at debug"
+fi
+
+echo "$CHECKS checks, $FAILS failed"
+[ "$FAILS" -eq 0 ]
