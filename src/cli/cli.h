@@ -50,6 +50,9 @@ void log_config(const okv_run_config *rc);
 /* The whole model with its tokenizer (run, bench, eval, calibrate on one rank). */
 int load_model(okv_model *m, const char *path, const okv_run_config *rc);
 bool want_help(int argc, char **argv);
+/* The preset in configs/ (or $OMNIKV_CONFIGS) for a model: with shape non-NULL the preset whose
+ * model_shape is that name, else one whose shape has cfg's dimensions. Writes its path. */
+bool preset_find(const okv_model_config *cfg, const char *shape, char *path, size_t cap);
 
 /* The subcommands: each returns an okv_status (the exit code). */
 int cmd_run(args *a, int rank);

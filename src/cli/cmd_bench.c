@@ -1,5 +1,5 @@
 /* cmd_bench.c — `omnikv bench`: throughput per context and variant, on one rank or a pipeline, with
- * BENCHMARKS.md's latency protocol, the per-step time split, bytes per token and memory held.
+ * docs/BENCHMARKS.md's latency protocol, the per-step time split, bytes per token and memory held.
  * Tested by tests/e2e/test_run_batch.sh and tests/e2e/test_plots.sh. */
 #include "cli.h"
 

@@ -14,7 +14,7 @@ void help_eval(FILE *f) {
     int n;
     const task_def *t = task_list(&n);
     fprintf(f,
-        "usage: omnikv eval -m MODEL [-c CONFIG.json] --task NAME [--ctx 2048,4096] [--count N]\n"
+        "usage: omnikv eval -m MODEL [-c CONFIG.json] --task LIST [--ctx 2048,4096] [--count N]\n"
         "                   [--depth D,...] [--variants dense,2048,0.067] [--seed S] [-o OUT.jsonl]\n"
         "                   [--chat | --no-chat] [--max-new N] [--resume] [--set KEY=VALUE ...]\n"
         "\n"
@@ -27,10 +27,12 @@ void help_eval(FILE *f) {
         "T 0.8, top-p 0.95 from a per-sample seed shared by all variants).\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
-        "  -c, --config FILE   run config (filter layers, W, selector, threads...)\n"
-        "      --task NAME     a generated task (below), longbench:FILE.jsonl or\n"
-        "                      infinitebench:FILE.jsonl (InfiniteBench files keep their names,\n"
-        "                      e.g. kv_retrieval.jsonl) (required)\n"
+        "  -c, --config FILE   run config (filter layers, W, selector, threads...); without it the\n"
+        "                      model's preset in configs/ when one matches its shape, else the\n"
+        "                      dense variant only\n"
+        "      --task LIST     comma-separated tasks, each a generated task (below),\n"
+        "                      longbench:FILE.jsonl or infinitebench:FILE.jsonl (InfiniteBench\n"
+        "                      files keep their names, e.g. kv_retrieval.jsonl) (required)\n"
         "      --ctx LIST      prompt lengths in tokens (default 4096); for files, the length\n"
         "                      longer prompts are cut to (the first and last halves are kept)\n"
         "      --count N       samples per context and depth (default 10); for files, the first N\n"
@@ -70,6 +72,29 @@ static int parse_depths(const args *a, const char *v, eval_opts *o) {
     return OKV_OK;
 }
 
+/* OmniKV variants without filter layers: the model's preset when configs/ has one (its keys
+ * under the environment and --set, as a -c file would be), else the dense variants alone. */
+static int filter_layers_or_dense(okv_run_config *rc, eval_opts *o, const okv_model *m,
+                                  const char *model_path, const char *config, const cli_sets *sets) {
+    bool sparse = false;
+    for (int v = 0; v < o->n_variant; v++) sparse |= !o->variant[v].dense;
+    if (!sparse) return OKV_OK;
+    char preset[4096];
+    if (!config && preset_find(&m->cfg, NULL, preset, sizeof preset)) {
+        OKV_INFO("eval: no -c; using %s, the preset of %s's shape", preset, model_path);
+        int st = load_config(rc, preset, sets);
+        if (st || rc->n_filter_layers) return st;
+    }
+    int n = 0;
+    for (int v = 0; v < o->n_variant; v++)
+        if (o->variant[v].dense) o->variant[n++] = o->variant[v];
+    o->n_variant = n;
+    OKV_WARN("eval: no filter layers (%s, and no preset in configs/ matches %s): running the "
+             "dense variant only; give -c or --set do_select_layers=... for OmniKV",
+             config ? "the config sets none" : "no -c", model_path);
+    return n ? OKV_OK : eval_parse_variants(o, "dense");
+}
+
 int cmd_eval(args *a, int rank) {
     const char *model_path = NULL, *config = NULL, *out_path = NULL, *variants = "dense,2048,0.067";
     eval_opts o = {.task = NULL, .n_ctx = 1, .count = 0, .seed = 1, .chat = -1};
@@ -104,18 +129,31 @@ int cmd_eval(args *a, int rank) {
     if (!st && o.resume && (!out_path || !strcmp(out_path, "-")))
         st = okv_fail(OKV_ERR_USAGE, "eval: --resume needs -o RESULTS.jsonl (a file)");
     if (!st) st = load_config(&rc, config, &sets);
-    cli_sets_free(&sets);
     st = share_config(&rc, st);
-    if (rank != 0 || st) return st;
-    log_config(&rc);
-    resolve_threads(&rc);
+    if (rank != 0 || st) {
+        cli_sets_free(&sets);
+        return st;
+    }
     okv_model m;
     FILE *out = NULL;
-    if ((st = load_model(&m, model_path, &rc))) return st;
-    if (!(st = config_validate(&rc, m.cfg.n_layers))) {
+    if ((st = load_model(&m, model_path, &rc))) {
+        cli_sets_free(&sets);
+        return st;
+    }
+    if (!rc.n_filter_layers) st = filter_layers_or_dense(&rc, &o, &m, model_path, config, &sets);
+    cli_sets_free(&sets);
+    log_config(&rc);
+    resolve_threads(&rc);
+    if (!st && !(st = config_validate(&rc, m.cfg.n_layers))) {
         if (out_path && !(out = fopen(out_path, o.resume ? "a+" : "w")))
             st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s", out_path);
-        if (!st) st = eval_run(&m, &rc, &o, out, stdout);
+        /* --task a,b: each task in turn, into the same results file. */
+        char tasks[4096];
+        snprintf(tasks, sizeof tasks, "%s", o.task);
+        for (char *save = NULL, *t = strtok_r(tasks, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+            o.task = t;
+            st = eval_run(&m, &rc, &o, out, stdout);
+        }
     }
     if (out) fclose(out);
     model_free(&m);

@@ -124,5 +124,58 @@ if expect_exit 0 "run at debug" env OMNIKV_LOG=debug "$BIN" "${TINY_RUN[@]}"; th
     grep -q "run config: {" "$T/err" && ok "run config at debug level" || fail "no run config at debug"
 fi
 
+# ---- --version names the version and the commit (the checkout's, when it is a git checkout).
+if expect_exit 0 "--version" "$BIN" --version; then
+    want=$(git -C "$SRC" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    if grep -Eq "^omnikv [0-9]+\.[0-9]+\.[0-9]+ \(commit ${want}" "$T/out"; then ok "--version: $(cat "$T/out")"
+    else fail "--version printed '$(cat "$T/out")', want the version and commit $want"; fi
+fi
+
+# ---- inspect takes -m as every other command does, and says the same as without it.
+if expect_exit 0 "inspect -m" "$BIN" inspect -m "$SMOL"; then
+    cp "$T/out" "$T/inspect_m"
+    expect_exit 0 "inspect MODEL" "$BIN" inspect "$SMOL" && cmp -s "$T/out" "$T/inspect_m" \
+        && ok "inspect -m" || fail "inspect -m differs from inspect MODEL"
+fi
+
+# ---- eval without -c: the model's preset (SmolLM2's configs/smollm2-135m.json) gives the filter
+# layers; with no preset to find, the dense variant runs alone and a line says so. --task takes a
+# list, each task scored in turn into one results file.
+EVAL=(eval -m "$SMOL" --ctx 256 --count 1 --variants dense,0.2 --max-new 8 -t 1)
+if expect_exit 0 "eval --task a,b without -c" env OMNIKV_LOG=info "$BIN" "${EVAL[@]}" \
+    --task passkey,needle-single -o "$T/eval.jsonl"; then
+    grep -q "smollm2-135m.json" "$T/err" && ok "eval uses the model's preset" \
+        || fail "eval without -c did not name the preset: $(grep eval "$T/err" | head -3)"
+    python3 - "$T/eval.jsonl" <<'PY' && ok "eval --task list" || fail "eval --task list"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+got = sorted({(r["task"], r["variant"]) for r in recs})
+print("eval records:", got)
+assert got == [("needle-single", "dense"), ("needle-single", "k=0.2"), ("passkey", "dense"), ("passkey", "k=0.2")], got
+PY
+fi
+if expect_exit 0 "eval without a preset" env OMNIKV_CONFIGS="$T" "$BIN" "${EVAL[@]}" --task passkey \
+    -o "$T/eval_dense.jsonl"; then
+    grep -q "dense variant only" "$T/err" && ok "eval says it runs dense only" || fail "no dense-only line"
+    python3 -c 'import json,sys; v={json.loads(l)["variant"] for l in open(sys.argv[1])}; assert v=={"dense"}, v' \
+        "$T/eval_dense.jsonl" && ok "eval without filter layers ran dense" || fail "eval without a preset ran $(cat "$T/eval_dense.jsonl" | head -c 300)"
+fi
+
+# ---- gen-model: the BOS and EOS ids are tokens of the vocabulary, and the model generates text.
+if expect_exit 0 "gen-model tiny" "$BIN" gen-model --shape tiny -o "$T/tiny.gguf"; then
+    if expect_exit 0 "inspect tiny" "$BIN" inspect "$T/tiny.gguf"; then
+        python3 - "$T/out" <<'PY' && ok "gen-model BOS/EOS in the vocabulary" || fail "gen-model BOS/EOS"
+import re, sys
+t = open(sys.argv[1]).read()
+n, bos, eos = map(int, re.search(r"tokenizer\s+(\d+) tokens, bos (-?\d+), eos (-?\d+)", t).groups())
+print(f"vocabulary {n}, bos {bos}, eos {eos}")
+assert 0 <= bos < n and 0 <= eos < n
+PY
+    fi
+    expect_exit 0 "run on gen-model" "$BIN" run -m "$T/tiny.gguf" -p "hello" -n 8 --json && python3 -c '
+import json, sys; r = json.load(open(sys.argv[1])); assert r["text"] and len(r["tokens"]) == 8, r' "$T/out" \
+        && ok "gen-model's model generates text" || fail "gen-model's model generated no text"
+fi
+
 echo "$CHECKS checks, $FAILS failed"
 [ "$FAILS" -eq 0 ]
