@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 enum { TAG_FWD = 100, TAG_RET = 110 };
-#define TRACE_CAP (1 << 18)
 
 /* acc += this stage's counters of one step; the step itself was counted by stage 0. */
 static void metrics_accumulate(okv_metrics *acc, const okv_metrics *a, const okv_metrics *b) {
@@ -298,7 +297,7 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     }
     if ((st = agree(pc, st))) return st;
     report_stages(pc, kind);
-    st = pipe_trace_init(&pc->trace, pc->rc.trace, TRACE_CAP, pc->comm);
+    st = pipe_trace_init(&pc->trace, pc->rc.trace, PIPE_TRACE_CAP, pc->comm);
     return agree(pc, st);
 }
 

@@ -9,6 +9,7 @@
 #include "../io/requests.h"
 #include "../policy/policy.h"
 #include "../../pipeline/stage.h"
+#include "../../pipeline/trace.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -533,6 +534,7 @@ int cmd_bench(args *a, int rank) {
         }
         if (!st && !model_path) st = okv_fail(OKV_ERR_USAGE, "bench: -m MODEL is required");
         if (!st) st = load_config(&rc, config, &sets);
+        if (!st) st = pipe_trace_check(rc.trace);
         if (!st && variants) st = parse_variants(variants, var, &n_var);
         int max_ctx = 0;
         for (int i = 0; i < n_ctx; i++) max_ctx = OKV_MAX(max_ctx, ctx[i]);

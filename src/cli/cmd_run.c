@@ -10,6 +10,7 @@
 #include "../model/genmodel.h"
 #include "../model/gguf.h"
 #include "../../pipeline/stage.h"
+#include "../../pipeline/trace.h"
 
 #include <errno.h>
 #include <mpi.h>
@@ -49,6 +50,8 @@ void help_run(FILE *f) {
         "      --micro-batches M same as --set micro_batches=M (default: P, at most max_batch)\n"
         "      --transport T     same as --set transport=T: auto | mpi | mpi-cuda | nccl\n"
         "      --trace FILE      same as --set trace=FILE: a Chrome/Perfetto trace of every rank\n"
+        "                        (one rank too), each request's span named by its id; the file\n"
+        "                        is checked at start-up\n"
         "  -h, --help            this text\n"
         "\n"
         "Request lines: {\"id\", \"prompt\" | \"messages\": [{\"role\", \"content\"}],\n"
@@ -87,6 +90,21 @@ static int stream_prompt(void *ctx, const okv_request *req, const char *text, si
 }
 
 static int sink_file(void *ctx, const okv_result *r) { return results_write(ctx, r); }
+
+/* With --trace every result passes through here first: its request's span goes to the trace. */
+typedef struct traced_sink {
+    pipe_trace *trace;
+    okv_result_sink sink;
+    void *ctx;
+} traced_sink;
+
+static int sink_traced(void *ctx, const okv_result *r) {
+    const traced_sink *ts = ctx;
+    if (!r->error && r->n_tokens > 0)
+        pipe_trace_request(ts->trace, r->req->id, r->t_prefill_s, r->token_times[r->n_tokens - 1],
+                           r->prompt_tokens, r->n_tokens);
+    return ts->sink(ts->ctx, r);
+}
 
 typedef struct run_args {
     const char *model, *config, *prompt, *file, *output;
@@ -145,12 +163,14 @@ static int open_results(const run_args *ra, okv_request_list *reqs, okv_results 
 
 static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
                       const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
-                      int *n_errors) {
+                      pipe_trace *trace, int *n_errors) {
     okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0,
                           .stream = ra->prompt && !ra->json ? stream_prompt : NULL};
     prompt_out po = {.json = ra->json};
-    return ra->file ? runner_serve(fw, tok, rc, &ro, reqs, sink_file, out, n_errors)
-                    : runner_serve(fw, tok, rc, &ro, reqs, sink_prompt, &po, n_errors);
+    traced_sink ts = {.trace = trace, .sink = ra->file ? sink_file : sink_prompt,
+                      .ctx = ra->file ? (void *)out : (void *)&po};
+    return trace->on ? runner_serve(fw, tok, rc, &ro, reqs, sink_traced, &ts, n_errors)
+                     : runner_serve(fw, tok, rc, &ro, reqs, ts.sink, ts.ctx, n_errors);
 }
 
 /* Serves the requests on this rank alone. Returns 0, 1 (error records) or a failure status. */
@@ -159,19 +179,30 @@ static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list 
     okv_engine eng;
     okv_forward fw;
     okv_results out;
+    pipe_trace trace;
+    okv_forward traced;
     memset(&eng, 0, sizeof eng);
     memset(&fw, 0, sizeof fw);
     memset(&out, 0, sizeof out);
-    if (rc->trace[0])
-        OKV_WARN("trace records pipeline stages; a single rank writes none (%s)", rc->trace);
+    memset(&trace, 0, sizeof trace);
+    memset(&traced, 0, sizeof traced);
     int st = load_model(&model, ra->model, rc);
     if (!st) st = config_validate(rc, model.cfg.n_layers);
     if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
     if (!st) st = forward_local_init(&fw, &eng);
+    if (!st) st = pipe_trace_init(&trace, rc->trace, PIPE_TRACE_CAP, MPI_COMM_SELF);
+    if (!st) pipe_trace_forward_init(&traced, &fw, &trace);
     if (!st) st = open_results(ra, reqs, &out);
     int n_errors = 0;
-    if (!st) st = serve_with(&fw, model.tok, ra, rc, reqs, &out, &n_errors);
+    if (!st) st = serve_with(&traced, model.tok, ra, rc, reqs, &out, &trace, &n_errors);
     results_close(&out);
+    if (!st && trace.on) {
+        char name[1][96];
+        snprintf(name[0], sizeof name[0], "rank 0: layers 0-%d", model.cfg.n_layers - 1);
+        st = pipe_trace_write(&trace, rc->trace, MPI_COMM_SELF, name);
+    }
+    if (traced.ctx) pipe_trace_forward_free(&traced);
+    pipe_trace_free(&trace);
     forward_local_free(&fw);
     engine_free(&eng);
     model_free(&model);
@@ -197,7 +228,7 @@ static int serve_pipeline(const run_args *ra, const okv_run_config *rc, okv_requ
         if (rank == 0) {
             okv_forward fw;
             pipe_forward(&pc, &fw);
-            st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, &out, &n_errors);
+            st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, &out, &pc.trace, &n_errors);
         } else {
             pipe_stage_run(&pc);
         }
@@ -224,6 +255,7 @@ int cmd_run(args *a, int rank) {
     if (rank == 0) {
         st = parse_run(a, &ra);
         if (!st) st = load_config(&rc, ra.config, &ra.sets);
+        if (!st) st = pipe_trace_check(rc.trace);
         if (!st) log_config(&rc);
     }
     st = share_config_quiet(&rc, st);

@@ -211,5 +211,42 @@ if expect_exit 1 "plan that does not fit" "$BIN" plan --model llama3-8b --set po
     fi
 fi
 
+# ---- --trace: an unwritable path fails at start-up, before any result is written (it failed a
+# finished run at the end); one rank writes a trace too; request spans carry the ids (a quote in
+# one) and each prompt's events name their request, on every rank of a pipeline.
+printf '%s\n' '{"id":"a","prompt":"Hello there","max_new_tokens":3}' \
+    '{"id":"b\"q","prompt":"Once upon a time","max_new_tokens":5}' >"$T/tr_req.jsonl"
+if expect_exit 3 "--trace to a missing folder" "$BIN" run -m "$SMOL" -f "$T/tr_req.jsonl" -o "$T/tr_res.jsonl" \
+    --trace "$T/no/such/dir/t.json" -t 1; then
+    if grep -q "trace" "$T/err" && [ ! -e "$T/tr_res.jsonl" ]; then ok "an unwritable --trace fails before serving"
+    else fail "unwritable --trace: results written or no sentence: $(tail -2 "$T/err")"; fi
+fi
+check_trace() { # check_trace FILE RANKS DESCRIPTION
+    python3 - "$1" "$2" <<'PY' && ok "$3" || fail "$3"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ranks = int(sys.argv[2])
+ev = d["traceEvents"]
+reqs = {e["name"]: e for e in ev if e.get("cat") == "request"}
+assert set(reqs) == {"a", 'b"q'}, reqs
+pids = {e["pid"] for e in ev if e.get("ph") == "X"}
+assert pids == set(range(ranks)), pids
+for r in range(ranks):
+    named = {e["args"].get("request") for e in ev if e.get("pid") == r and e.get("name") == "prefill"}
+    assert named == {"a", 'b"q'}, (r, named)
+print(f"{ranks} rank(s): requests {sorted(reqs)}, prefill events named on every rank")
+PY
+}
+if expect_exit 0 "--trace on one rank" "$BIN" run -m "$SMOL" -f "$T/tr_req.jsonl" -o "$T/tr_res.jsonl" \
+    --set max_batch=2 --trace "$T/trace1.json" -t 1; then
+    check_trace "$T/trace1.json" 1 "one rank writes a trace naming its requests"
+fi
+if command -v mpirun >/dev/null; then
+    if expect_exit 0 "--trace on two ranks" mpirun -np 2 --oversubscribe "$BIN" run -m "$SMOL" -f "$T/tr_req.jsonl" \
+        -o "$T/tr_res2.jsonl" --set max_batch=2 --trace "$T/trace2.json" -t 1; then
+        check_trace "$T/trace2.json" 2 "a pipeline's trace names requests on every rank"
+    fi
+fi
+
 echo "$CHECKS checks, $FAILS failed"
 [ "$FAILS" -eq 0 ]
