@@ -172,7 +172,8 @@ void help_calibrate(FILE *f) {
         "sparse layer) minimising the lost mass of the sparse layers plus --dense-cost for each\n"
         "dense layer before the first filter are written as a run-config fragment, with the\n"
         "matrix (and a last row of layer weights) as FRAGMENT.csv and a heat map FRAGMENT.png\n"
-        "beside it.\n"
+        "beside it: bare cells; `jobs/plot.py FRAGMENT.csv` draws it labelled (axes, layer\n"
+        "numbers, colour bar, the chosen filter layers marked).\n"
         "\n"
         "  -m, --model MODEL  a .gguf file or a Hugging Face directory (required)\n"
         "      --filters N    filter layers to propose (default 3)\n"
@@ -261,8 +262,9 @@ int cmd_calibrate(args *a, int rank) {
     if (!st) {
         printf("filter layers:");
         for (int i = 0; i < r.n_filters; i++) printf(" %d", r.filters[i]);
-        printf("  (loss %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n", r.loss,
-               r.n_layers, r.samples, out_path, csv, png);
+        printf("  (loss %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n"
+               "jobs/plot.py %s draws the labelled heat map (the PNG is bare cells)\n", r.loss,
+               r.n_layers, r.samples, out_path, csv, png, csv);
     }
     calib_result_free(&r);
     model_free(&m);
