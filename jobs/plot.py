@@ -157,6 +157,7 @@ def plot_accuracy(ev, path, model=""):
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         ax.set_xlabel("share of the prompt selected (k / N; dense = 1)")
         ax.set_ylabel("mean score (0-100)")
+        ax.set_xlim(right=1.6)  # room for the label of the dense point at 1
         ax.set_ylim(0, 105)
         ax.set_title(task)
         ax.grid(True, which="both", alpha=0.3)
