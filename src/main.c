@@ -26,8 +26,9 @@ static void help_top(FILE *f) {
         "\n"
         "`omnikv COMMAND --help` documents each command's options; `omnikv --version` prints the\n"
         "version and the commit the build was configured from.\n"
-        "Exit codes: 0 all served; 1 some requests got error records; 2 usage or config error;\n"
-        "3 model or input file error; other non-zero: internal failure.\n"
+        "Exit codes: 0 all served; 1 some requests got error records (plan: the job does not\n"
+        "fit); 2 usage or config error; 3 model or input file error; other non-zero: internal\n"
+        "failure.\n"
         "Logs go to stderr; OMNIKV_LOG=debug|info|warn|error sets their level (default info).\n");
 }
 
