@@ -573,6 +573,9 @@ int cmd_bench(args *a, int rank) {
         else snprintf(var[0].name, sizeof var[0].name, "k=%g", rc.num_selected);
     }
     if (ranks == 1) resolve_threads(&rc); /* a pipeline's ranks each resolve their own */
+    if (ranks == 1 && rank == 0 && rc.trace[0])
+        OKV_WARN("bench writes a trace under mpirun only; `omnikv run --trace` traces one rank (%s)",
+                 rc.trace);
 
     char name[128] = "";
     bench_cell *cells = calloc((size_t)n_var * n_ctx, sizeof *cells);
