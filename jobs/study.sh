@@ -120,8 +120,6 @@ if [ "$tasks" != none ]; then
 fi
 
 if [ "$plot" = 1 ]; then
-    py=python3
-    [ -x "$cache/venv/bin/python" ] && py=$cache/venv/bin/python
-    "$py" "$here/jobs/plot.py" "$out"
+    "$here/jobs/plot.py" "$out" # it finds matplotlib itself (python3's, or the omnikv venv's)
 fi
 echo "[study] results in $out" >&2

@@ -200,6 +200,64 @@ void pipe_costs_apply(const pipe_rates *r, const okv_model *m, okv_type wtype, d
     cm->row_s = r->s_per_row;
 }
 
+/* Layer, embedding and head bytes of a shape in a weight type (norms f32), as genmodel_write
+ * lays them out. */
+static void shape_bytes(const okv_model_config *c, okv_type t, uint64_t *layer, uint64_t *embed,
+                        uint64_t *head) {
+    const int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    const uint64_t rows_dim = (uint64_t)(q + 2 * kv + 2 * c->ffn_dim); /* inputs of length dim */
+    *layer = okv_type_row_bytes(t, c->dim) * rows_dim + okv_type_row_bytes(t, q) * (uint64_t)c->dim +
+             okv_type_row_bytes(t, c->ffn_dim) * (uint64_t)c->dim + 2 * sizeof(float) * (uint64_t)c->dim;
+    *embed = okv_type_row_bytes(t, c->dim) * (uint64_t)c->n_vocab;
+    *head = (c->tied_embeddings ? *embed : okv_type_row_bytes(t, c->dim) * (uint64_t)c->n_vocab) +
+            sizeof(float) * (uint64_t)c->dim;
+}
+
+int pipe_costs_init(pipe_costs *c, const okv_model *m, okv_type wtype, const okv_run_config *rc,
+                    int batch, int n_mb, int64_t ctx, int64_t gen, const pipe_rates *rates) {
+    memset(c, 0, sizeof *c);
+    const okv_model_config *mc = &m->cfg;
+    const int L = mc->n_layers;
+    int st = policy_plan_init(&c->lp, rc, L);
+    if (st) return st;
+    c->weight_bytes = calloc((size_t)L, sizeof *c->weight_bytes);
+    OKV_ASSERT(c->weight_bytes);
+    uint64_t embed, head;
+    if (m->layers) {
+        for (int l = 0; l < L; l++) c->weight_bytes[l] = model_layer_bytes(m, l, l + 1);
+        embed = model_tensor_bytes(&m->tok_embd);
+        head = model_tensor_bytes(&m->output) + model_tensor_bytes(&m->output_norm);
+    } else {
+        uint64_t layer;
+        shape_bytes(mc, wtype, &layer, &embed, &head);
+        for (int l = 0; l < L; l++) c->weight_bytes[l] = layer;
+    }
+    /* The budget of a prompt longer than an int can count is the count's (a fraction saturates). */
+    const int64_t k = rc->policy == POLICY_OMNIKV
+                          ? OKV_MIN((int64_t)config_budget(rc, (int)OKV_MIN(ctx, (int64_t)INT32_MAX)), ctx)
+                          : ctx;
+    c->cm = (pipe_cost_model){
+        .n_layers = L, .role = c->lp.role, .group = c->lp.group, .weight_bytes = c->weight_bytes,
+        .embed_bytes = embed, .head_bytes = head, .kv_dim = mc->n_kv_heads * mc->head_dim,
+        .dim = mc->dim, .kv_type = rc->kv_type, .batch = batch,
+        .step_batch = (batch + n_mb - 1) / n_mb, .ctx = ctx, .gen = gen, .k = k,
+        .real_offload = rc->real_offload,
+    };
+    if (rates) {
+        c->layer_s = calloc((size_t)L, sizeof *c->layer_s);
+        OKV_ASSERT(c->layer_s);
+        pipe_costs_apply(rates, m, wtype, c->layer_s, &c->cm);
+    }
+    return OKV_OK;
+}
+
+void pipe_costs_free(pipe_costs *c) {
+    free(c->weight_bytes);
+    free(c->layer_s);
+    policy_plan_free(&c->lp);
+    memset(c, 0, sizeof *c);
+}
+
 void pipe_rates_describe(const pipe_rates *r, char *buf, size_t cap) {
     size_t n = (size_t)snprintf(buf, cap, "matmul");
     for (int t = 0; t < OKV_TYPE_COUNT && n < cap; t++)

@@ -32,4 +32,22 @@ void pipe_costs_apply(const pipe_rates *r, const okv_model *m, okv_type wtype, d
 /* "matmul q4_1 7.4 GB/s q8_0 11.0 GB/s, attention 104.1 ns per KV row" */
 void pipe_rates_describe(const pipe_rates *r, char *buf, size_t cap);
 
+/* A cost model with the arrays it points into: the one builder behind a pipeline's start-up
+ * (pipeline/stage.c) and `omnikv plan`, so both cost a model alike. */
+typedef struct pipe_costs {
+    pipe_cost_model cm;
+    okv_layer_plan lp;      /* roles and groups; lp.filters points into the run config */
+    uint64_t *weight_bytes; /* [n_layers] */
+    double *layer_s;        /* [n_layers] matmul seconds per step; NULL when costed in bytes */
+} pipe_costs;
+
+/* The cost of decoding `batch` sequences of ctx prompt and gen generated tokens in n_mb
+ * micro-batches under rc's policy, budget and kv_type, for m: a loaded model (m->layers set: its
+ * tensors' bytes) or a shape (m->layers NULL: m->cfg with every weight in wtype, laid out as
+ * genmodel_write does). With rates non-NULL stages cost the seconds the rates give, else the
+ * bytes they read. rc must outlive c. Returns OKV_OK or the policy's OKV_ERR_USAGE. */
+int pipe_costs_init(pipe_costs *c, const okv_model *m, okv_type wtype, const okv_run_config *rc,
+                    int batch, int n_mb, int64_t ctx, int64_t gen, const pipe_rates *rates);
+void pipe_costs_free(pipe_costs *c);
+
 #endif

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 enum { TAG_FWD = 100, TAG_RET = 110 };
-#define TRACE_CAP (1 << 18)
 
 /* acc += this stage's counters of one step; the step itself was counted by stage 0. */
 static void metrics_accumulate(okv_metrics *acc, const okv_metrics *a, const okv_metrics *b) {
@@ -59,72 +58,53 @@ static int plan_rank0(pipe_ctx *pc, const char *path, setup_msg *sm) {
         return st == OKV_ERR_USAGE ? st : OKV_ERR_INPUT;
     }
     const okv_model_config *c = &meta.cfg;
-    const int L = c->n_layers;
-    okv_layer_plan lp;
-    memset(&lp, 0, sizeof lp);
-    uint64_t *wb = calloc((size_t)L, sizeof *wb);
-    OKV_ASSERT(wb);
-    if (!st) st = config_validate(rc, L);
-    if (!st) st = policy_plan_init(&lp, rc, L);
+    pipe_costs costs;
+    memset(&costs, 0, sizeof costs);
+    st = config_validate(rc, c->n_layers);
     int n_mb = rc->micro_batches > 0 ? rc->micro_batches : OKV_MIN(pc->size, rc->max_batch);
     if (!st && rc->micro_batches > rc->max_batch)
         st = okv_fail(OKV_ERR_USAGE, "micro_batches=%d exceeds max_batch=%d: every micro-batch "
                       "needs at least one sequence; raise max_batch or lower micro_batches",
                       rc->micro_batches, rc->max_batch);
     if (!st) {
-        for (int l = 0; l < L; l++) wb[l] = model_layer_bytes(&meta, l, l + 1);
         const int64_t max_ctx = rc->max_context_len > 0 ? rc->max_context_len : c->ctx_train;
         const int64_t expect = rc->expected_context > 0 ? OKV_MIN((int64_t)rc->expected_context, max_ctx)
                                                         : max_ctx;
         const int64_t gen = OKV_MIN((int64_t)rc->max_new_tokens, expect / 2);
-        pipe_cost_model cm = {
-            .n_layers = L, .role = lp.role, .group = lp.group, .weight_bytes = wb,
-            .embed_bytes = model_tensor_bytes(&meta.tok_embd),
-            .head_bytes = model_tensor_bytes(&meta.output) + model_tensor_bytes(&meta.output_norm),
-            .kv_dim = c->n_kv_heads * c->head_dim, .kv_type = rc->kv_type,
-            .batch = rc->max_batch, .step_batch = (rc->max_batch + n_mb - 1) / n_mb,
-            .ctx = expect - gen, .gen = gen,
-            .k = rc->policy == POLICY_OMNIKV ? config_budget(rc, (int)(expect - gen)) : expect - gen,
-            .real_offload = rc->real_offload,
-        };
-        double *ms = NULL;
-        if (pc->size > 1 && rc->plan_measured) {
-            /* rank 0 stands for every rank: the same cores per rank are assumed */
-            pipe_rates r;
-            const int threads = rc->threads > 0 ? rc->threads : pc->place.n_cores;
-            st = pipe_rates_measure(&meta, OKV_TYPE_F32, rc->kv_type, cm.step_batch, threads, &r);
-            if (!st) {
-                ms = calloc((size_t)L, sizeof *ms);
-                OKV_ASSERT(ms);
-                pipe_costs_apply(&r, &meta, OKV_TYPE_F32, ms, &cm);
-                char text[400];
-                pipe_rates_describe(&r, text, sizeof text);
-                OKV_INFO("planner cost measured with %d thread(s), %d sequence(s) per step: %s",
-                         r.n_threads, r.step_batch, text);
-            }
+        pipe_rates r;
+        const bool measure = pc->size > 1 && rc->plan_measured;
+        /* rank 0 stands for every rank: the same cores per rank are assumed */
+        if (measure)
+            st = pipe_rates_measure(&meta, OKV_TYPE_F32, rc->kv_type,
+                                    (rc->max_batch + n_mb - 1) / n_mb, rc->threads, &r);
+        if (!st) st = pipe_costs_init(&costs, &meta, OKV_TYPE_F32, rc, rc->max_batch, n_mb,
+                                      expect - gen, gen, measure ? &r : NULL);
+        if (!st && measure) {
+            char text[400];
+            pipe_rates_describe(&r, text, sizeof text);
+            OKV_INFO("planner cost measured with %d thread(s), %d sequence(s) per step: %s",
+                     r.n_threads, r.step_batch, text);
         }
         if (!st)
-            st = rc->stages[0] ? planner_hand(&cm, rc->stages, pc->size, &pc->plan)
-                               : planner_plan(&cm, pc->size, PLANNER_ALIGN_SLACK, &pc->plan);
+            st = rc->stages[0] ? planner_hand(&costs.cm, rc->stages, pc->size, &pc->plan)
+                               : planner_plan(&costs.cm, pc->size, PLANNER_ALIGN_SLACK, &pc->plan);
         if (!st) {
             char *text = NULL;
             size_t len = 0;
             FILE *f = open_memstream(&text, &len);
             OKV_ASSERT(f);
-            planner_print(&pc->plan, &cm, f);
+            planner_print(&pc->plan, &costs.cm, f);
             fclose(f);
             log_block(text);
             free(text);
         }
-        free(ms);
     }
     if (!st) {
         sm->n_mb = n_mb;
         sm->n_stages = pc->plan.n_stages;
         memcpy(sm->first, pc->plan.first, sizeof sm->first);
     }
-    free(wb);
-    policy_plan_free(&lp);
+    pipe_costs_free(&costs);
     model_free(&meta);
     return st;
 }
@@ -293,6 +273,8 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     pc->rc = *rc;
     pc->ret_repost = -1;
     pipe_place_init(&pc->place, pc->comm);
+    /* After binding, so the count is the cores this rank was given. */
+    pc->rc.threads = okv_threads_resolve(pc->rc.threads, pc->rc.threads_from);
 
     setup_msg sm;
     memset(&sm, 0, sizeof sm);
@@ -305,8 +287,6 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     pc->n_mb = sm.n_mb;
     pc->plan.n_stages = sm.n_stages;
     memcpy(pc->plan.first, sm.first, sizeof sm.first);
-    /* The kernels' results do not depend on the thread count, so each rank uses its own cores. */
-    if (pc->rc.threads == 0) pc->rc.threads = pc->place.n_cores;
 
     int st = load_stage(pc, model_path);
     pipe_transport_caps caps;
@@ -335,7 +315,7 @@ int pipe_setup(pipe_ctx *pc, const char *model_path, const okv_run_config *rc, i
     }
     if ((st = agree(pc, st))) return st;
     report_stages(pc, kind);
-    st = pipe_trace_init(&pc->trace, pc->rc.trace, TRACE_CAP, pc->comm);
+    st = pipe_trace_init(&pc->trace, pc->rc.trace, PIPE_TRACE_CAP, pc->comm);
     return agree(pc, st);
 }
 

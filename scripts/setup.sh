@@ -19,8 +19,10 @@ say() { echo "[setup] $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # ---- system packages ---------------------------------------------------------------------------
+# python3-matplotlib lets jobs/plot.py draw with the system python3 (it falls back to the venv of
+# --test when python3 lacks it).
 pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc libcjson-dev
-      libpcre2-dev libpng-dev python3 python3-venv)
+      libpcre2-dev libpng-dev python3 python3-venv python3-matplotlib)
 [ $want_test = 1 ] && pkgs+=(clang libclang-rt-14-dev slurm-wlm munge gnuplot)
 missing=()
 for p in "${pkgs[@]}"; do

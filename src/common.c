@@ -1,12 +1,14 @@
 /* common.c — error message, rank-tagged logging, fatal exit through MPI_Abort, aligned memory,
- * token counts with suffixes and the checks on output paths. Exercised by every test; okv_die's
- * MPI path by the multi-rank fault test, counts by test_config, outputs by test_trust_inputs.sh. */
+ * token counts with suffixes, the checks on output paths, and the rank's thread count. Exercised
+ * by every test; okv_die's MPI path by the multi-rank fault test, counts by test_config, outputs
+ * by test_trust_inputs.sh, the thread count by tests/e2e/test_day_one.sh. */
 #include "common.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mpi.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 
 static _Thread_local char err_buf[1024];
 static int log_rank = 0;
+static int node_ranks = 1;
 static okv_log_level log_level = OKV_LOG_INFO;
 
 okv_status okv_fail(okv_status st, const char *fmt, ...) {
@@ -104,6 +107,49 @@ void *okv_alloc(size_t bytes) {
 }
 
 void okv_free_mem(void *p) { free(p); }
+
+void okv_node_init(void) {
+    MPI_Comm node;
+    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    CHECK_MPI(MPI_Comm_size(node, &node_ranks));
+    CHECK_MPI(MPI_Comm_free(&node));
+}
+
+int okv_threads_resolve(int given, const char *given_by) {
+    int n = given;
+    char why[160];
+    snprintf(why, sizeof why, "from %s", given_by && *given_by ? given_by : "the run config");
+    const char *omp = getenv("OMP_NUM_THREADS");
+    if (n <= 0 && omp && *omp) {
+        /* A nested list ("4,2") gives the outer level's count. */
+        char *end;
+        errno = 0;
+        long x = strtol(omp, &end, 10);
+        if (!errno && x >= 1 && x <= 1 << 16 && (*end == 0 || *end == ',')) {
+            n = (int)x;
+            snprintf(why, sizeof why, "from OMP_NUM_THREADS");
+        } else {
+            OKV_WARN("OMP_NUM_THREADS='%s' is not a thread count; using the cores instead", omp);
+        }
+    }
+    if (n <= 0) {
+        cpu_set_t set;
+        const long online = sysconf(_SC_NPROCESSORS_ONLN);
+        const int granted = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                                        : (int)OKV_MAX(online, 1);
+        if (granted < online || node_ranks == 1) {
+            n = granted;
+            snprintf(why, sizeof why, "the %d core(s) this process may run on", granted);
+        } else {
+            /* Unbound ranks on one node would otherwise each start a thread per core. */
+            n = OKV_MAX(1, granted / node_ranks);
+            snprintf(why, sizeof why, "the node's %d cores shared by its %d ranks", granted,
+                     node_ranks);
+        }
+    }
+    OKV_INFO("threads %d (%s)", n, why);
+    return n;
+}
 
 double okv_now_s(void) {
     struct timespec ts;

@@ -86,6 +86,14 @@ bool okv_link_target(const char *path, char *out, size_t cap);
 void *okv_alloc(size_t bytes);
 void okv_free_mem(void *p);
 
+/* Learns how many ranks of MPI_COMM_WORLD share this node (collective; main calls it once). */
+void okv_node_init(void);
+/* The compute threads of this rank: `given` when > 0 (set by `given_by`, such as "-t"), else
+ * OMP_NUM_THREADS, else the cores this process may run on (its affinity mask, which a Slurm or
+ * mpirun binding narrows), divided among the node's ranks when no binding narrowed the mask.
+ * Logs the choice and its source once; the result is >= 1. */
+int okv_threads_resolve(int given, const char *given_by);
+
 double okv_now_s(void); /* monotonic clock in seconds */
 
 /* A token count as people write it: decimal digits, optionally followed by K, M or G (powers of

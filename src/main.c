@@ -24,9 +24,11 @@ static void help_top(FILE *f) {
         "  calibrate  choose filter layers for a model from its attention\n"
         "  plan       pipeline stage plan, memory per rank and predicted decode speed\n"
         "\n"
-        "`omnikv COMMAND --help` documents each command's options.\n"
-        "Exit codes: 0 all served; 1 some requests got error records; 2 usage or config error;\n"
-        "3 model or input file error; other non-zero: internal failure.\n"
+        "`omnikv COMMAND --help` documents each command's options; `omnikv --version` prints the\n"
+        "version and the commit the build was configured from.\n"
+        "Exit codes: 0 all served; 1 some requests got error records (plan: the job does not\n"
+        "fit); 2 usage or config error; 3 model or input file error; other non-zero: internal\n"
+        "failure.\n"
         "Logs go to stderr; OMNIKV_LOG=debug|info|warn|error sets their level (default info).\n");
 }
 
@@ -52,6 +54,10 @@ static int dispatch(int argc, char **argv, int rank) {
     }
     const char *cmd = argv[1];
     args a = {.argc = argc, .argv = argv, .i = 2, .cmd = cmd};
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        if (rank == 0) printf("omnikv %s (commit %s)\n", OMNIKV_VERSION, OMNIKV_COMMIT);
+        return OKV_OK;
+    }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         if (rank == 0) help_top(stdout);
         return OKV_OK;
@@ -82,6 +88,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     okv_log_init(rank);
+    okv_node_init();
     int st = dispatch(argc, argv, rank);
     /* Error records (1) are a served batch; anything above is a failure of the run. */
     if (st > OKV_ERR_REQUEST && rank == 0) {

@@ -80,15 +80,28 @@ void cli_sets_free(cli_sets *s) {
     s->n = 0;
 }
 
-/* Defaults, then the file, the environment and the command line (DESIGN §8 order). */
+/* Defaults, then the file, the environment and the command line (DESIGN §8 order); each layer
+ * that sets threads is remembered for the log line that reports the count. */
 int load_config(okv_run_config *rc, const char *path, const cli_sets *s) {
     config_defaults(rc);
     int st;
     if (path && (st = config_load_json(rc, path))) return st;
+    if (rc->threads) snprintf(rc->threads_from, sizeof rc->threads_from, "%s", "the config file");
+    int before = rc->threads;
     if ((st = config_load_env(rc))) return st;
+    if (rc->threads != before)
+        snprintf(rc->threads_from, sizeof rc->threads_from, "%s", "OMNIKV_THREADS");
+    before = rc->threads;
     for (int i = 0; i < s->n; i++)
         if ((st = config_set(rc, s->key[i], s->val[i]))) return st;
+    if (rc->threads != before)
+        snprintf(rc->threads_from, sizeof rc->threads_from, "%s", "-t or --set threads");
+    if (!rc->threads) rc->threads_from[0] = 0;
     return OKV_OK;
+}
+
+void resolve_threads(okv_run_config *rc) {
+    rc->threads = okv_threads_resolve(rc->threads, rc->threads_from);
 }
 
 /* Rank 0 decides; the others learn the outcome and the config. */
@@ -110,9 +123,10 @@ int share_config_quiet(okv_run_config *rc, int st) {
     return st;
 }
 
+/* The whole configuration only at debug level: it is long, and results carry what matters. */
 void log_config(const okv_run_config *rc) {
     char *js = config_to_json(rc);
-    OKV_INFO("run config: %s", js);
+    OKV_DEBUG("run config: %s", js);
     free(js);
 }
 

@@ -41,6 +41,8 @@ int cli_set_kv(const args *a, cli_sets *s, const char *kv);
 void cli_sets_free(cli_sets *s);
 /* Defaults, then the file, the environment and the command line (DESIGN §8 order). */
 int load_config(okv_run_config *rc, const char *path, const cli_sets *s);
+/* Fixes rc->threads (> 0 afterwards) for this rank and logs the count with its source. */
+void resolve_threads(okv_run_config *rc);
 /* Rank 0 decides; the others learn the outcome and the config. share_config also says that rank
  * 0 runs the command alone; run, which pipelines, uses share_config_quiet. */
 int share_config(okv_run_config *rc, int st);
@@ -49,6 +51,9 @@ void log_config(const okv_run_config *rc);
 /* The whole model with its tokenizer (run, bench, eval, calibrate on one rank). */
 int load_model(okv_model *m, const char *path, const okv_run_config *rc);
 bool want_help(int argc, char **argv);
+/* The preset in configs/ (or $OMNIKV_CONFIGS) for a model: with shape non-NULL the preset whose
+ * model_shape is that name, else one whose shape has cfg's dimensions. Writes its path. */
+bool preset_find(const okv_model_config *cfg, const char *shape, char *path, size_t cap);
 
 /* The subcommands: each returns an okv_status (the exit code). */
 int cmd_run(args *a, int rank);

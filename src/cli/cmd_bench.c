@@ -1,5 +1,5 @@
 /* cmd_bench.c — `omnikv bench`: throughput per context and variant, on one rank or a pipeline, with
- * BENCHMARKS.md's latency protocol, the per-step time split, bytes per token and memory held.
+ * docs/BENCHMARKS.md's latency protocol, the per-step time split, bytes per token and memory held.
  * Tested by tests/e2e/test_run_batch.sh and tests/e2e/test_plots.sh. */
 #include "cli.h"
 
@@ -9,11 +9,11 @@
 #include "../io/requests.h"
 #include "../policy/policy.h"
 #include "../../pipeline/stage.h"
+#include "../../pipeline/trace.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <mpi.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +48,8 @@ void help_bench(FILE *f) {
         "      --json          print one JSON object instead of the tables\n"
         "  -o, --output FILE   also write the JSON object to FILE\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
+        "  -t, --threads N     compute threads per rank (default: OMP_NUM_THREADS, else the\n"
+        "                      cores granted to the rank)\n"
         "  -h, --help          this text\n"
         "\n"
         "Per-token time is split as the engines count it, summed over the stages: dense attention\n"
@@ -525,6 +527,7 @@ int cmd_bench(args *a, int rank) {
             else if (opt(a, NULL, "--variants", &v)) variants = v;
             else if (opt(a, "-o", "--output", &v)) out_path = v;
             else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+            else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
             else if (opt(a, NULL, "--json", NULL)) json = true;
             else st = unknown_arg(a);
             if (a->missing) st = OKV_ERR_USAGE;
@@ -536,6 +539,7 @@ int cmd_bench(args *a, int rank) {
         if (!st && out_path && (st = okv_output_check(out_path, "bench output", false)))
             okv_error_prefix("bench");
         if (!st) st = load_config(&rc, config, &sets);
+        if (!st) st = pipe_trace_check(rc.trace);
         if (!st && variants) st = parse_variants(variants, var, &n_var);
         int max_ctx = 0;
         for (int i = 0; i < n_ctx; i++) max_ctx = OKV_MAX(max_ctx, ctx[i]);
@@ -576,7 +580,10 @@ int cmd_bench(args *a, int rank) {
         if (rc.policy == POLICY_DENSE) snprintf(var[0].name, sizeof var[0].name, "dense");
         else snprintf(var[0].name, sizeof var[0].name, "k=%g", rc.num_selected);
     }
-    if (rc.threads <= 0 && ranks == 1) rc.threads = omp_get_num_procs(); /* what the engine uses */
+    if (ranks == 1) resolve_threads(&rc); /* a pipeline's ranks each resolve their own */
+    if (ranks == 1 && rank == 0 && rc.trace[0])
+        OKV_WARN("bench writes a trace under mpirun only; `omnikv run --trace` traces one rank (%s)",
+                 rc.trace);
 
     char name[128] = "";
     bench_cell *cells = calloc((size_t)n_var * n_ctx, sizeof *cells);

@@ -15,7 +15,7 @@ void help_eval(FILE *f) {
     int n;
     const task_def *t = task_list(&n);
     fprintf(f,
-        "usage: omnikv eval -m MODEL [-c CONFIG.json] --task NAME [--ctx 2048,4096] [--count N]\n"
+        "usage: omnikv eval -m MODEL [-c CONFIG.json] --task LIST [--ctx 2048,4096] [--count N]\n"
         "                   [--depth D,...] [--variants dense,2048,0.067] [--seed S] [-o OUT.jsonl]\n"
         "                   [--chat | --no-chat] [--max-new N] [--resume] [--set KEY=VALUE ...]\n"
         "\n"
@@ -28,10 +28,12 @@ void help_eval(FILE *f) {
         "T 0.8, top-p 0.95 from a per-sample seed shared by all variants).\n"
         "\n"
         "  -m, --model MODEL   a .gguf file or a Hugging Face directory (required)\n"
-        "  -c, --config FILE   run config (filter layers, W, selector, threads...)\n"
-        "      --task NAME     a generated task (below), longbench:FILE.jsonl or\n"
-        "                      infinitebench:FILE.jsonl (InfiniteBench files keep their names,\n"
-        "                      e.g. kv_retrieval.jsonl) (required)\n"
+        "  -c, --config FILE   run config (filter layers, W, selector, threads...); without it the\n"
+        "                      model's preset in configs/ when one matches its shape, else the\n"
+        "                      dense variant only\n"
+        "      --task LIST     comma-separated tasks, each a generated task (below),\n"
+        "                      longbench:FILE.jsonl or infinitebench:FILE.jsonl (InfiniteBench\n"
+        "                      files keep their names, e.g. kv_retrieval.jsonl) (required)\n"
         "      --ctx LIST      prompt lengths in tokens (default 4096); for files, the length\n"
         "                      longer prompts are cut to (the first and last halves are kept)\n"
         "      --count N       samples per context and depth (default 10); for files, the first N\n"
@@ -49,6 +51,7 @@ void help_eval(FILE *f) {
         "  -o, --output FILE   per-sample JSON lines (default: none); the summary table goes to\n"
         "                      stdout\n"
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
+        "  -t, --threads N     compute threads (default: OMP_NUM_THREADS, else the cores granted)\n"
         "  -h, --help          this text\n"
         "\n"
         "generated tasks (prompts are at most --ctx tokens, and within 2%% of it from 1K up):\n");
@@ -69,6 +72,29 @@ static int parse_depths(const args *a, const char *v, eval_opts *o) {
         o->depth[o->n_depth++] = d;
     }
     return OKV_OK;
+}
+
+/* OmniKV variants without filter layers: the model's preset when configs/ has one (its keys
+ * under the environment and --set, as a -c file would be), else the dense variants alone. */
+static int filter_layers_or_dense(okv_run_config *rc, eval_opts *o, const okv_model *m,
+                                  const char *model_path, const char *config, const cli_sets *sets) {
+    bool sparse = false;
+    for (int v = 0; v < o->n_variant; v++) sparse |= !o->variant[v].dense;
+    if (!sparse) return OKV_OK;
+    char preset[4096];
+    if (!config && preset_find(&m->cfg, NULL, preset, sizeof preset)) {
+        OKV_INFO("eval: no -c; using %s, the preset of %s's shape", preset, model_path);
+        int st = load_config(rc, preset, sets);
+        if (st || rc->n_filter_layers) return st;
+    }
+    int n = 0;
+    for (int v = 0; v < o->n_variant; v++)
+        if (o->variant[v].dense) o->variant[n++] = o->variant[v];
+    o->n_variant = n;
+    OKV_WARN("eval: no filter layers (%s, and no preset in configs/ matches %s): running the "
+             "dense variant only; give -c or --set do_select_layers=... for OmniKV",
+             config ? "the config sets none" : "no -c", model_path);
+    return n ? OKV_OK : eval_parse_variants(o, "dense");
 }
 
 int cmd_eval(args *a, int rank) {
@@ -94,6 +120,7 @@ int cmd_eval(args *a, int rank) {
         else if (opt(a, NULL, "--resume", NULL)) o.resume = true;
         else if (opt(a, NULL, "--max-new", &v)) st = v ? parse_int(a, "--max-new", v, 1, &o.max_new) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
         else st = unknown_arg(a);
         if (a->missing) st = OKV_ERR_USAGE;
     }
@@ -111,18 +138,34 @@ int cmd_eval(args *a, int rank) {
     /* Checked before the model loads; opened (and truncated) only once it has. */
     if (!st && out_path && (st = okv_output_check(out_path, "eval output", false)))
         okv_error_prefix("eval");
-    cli_sets_free(&sets);
     st = share_config(&rc, st);
-    if (rank != 0 || st) return st;
-    log_config(&rc);
+    if (rank != 0 || st) {
+        cli_sets_free(&sets);
+        return st;
+    }
     okv_model m;
     FILE *out = NULL;
-    if ((st = load_model(&m, model_path, &rc))) return st;
-    if (!(st = config_validate(&rc, m.cfg.n_layers))) {
-        /* Opened without truncation: eval_run empties it once the grid is validated. */
+    if ((st = load_model(&m, model_path, &rc))) {
+        cli_sets_free(&sets);
+        return st;
+    }
+    if (!rc.n_filter_layers) st = filter_layers_or_dense(&rc, &o, &m, model_path, config, &sets);
+    cli_sets_free(&sets);
+    log_config(&rc);
+    resolve_threads(&rc);
+    if (!st && !(st = config_validate(&rc, m.cfg.n_layers))) {
+        /* Opened without truncation: eval_run empties it once the first grid is validated. */
         if (out_path && !(out = fopen(out_path, "a+")))
             st = okv_fail(OKV_ERR_INPUT, "eval: cannot write %s: %s", out_path, strerror(errno));
-        if (!st) st = eval_run(&m, &rc, &o, out, stdout);
+        /* --task a,b: each task in turn, into the same results file; the later ones append to
+         * what the first started, as a resume keeps other tasks' records. */
+        char tasks[4096];
+        snprintf(tasks, sizeof tasks, "%s", o.task);
+        for (char *save = NULL, *t = strtok_r(tasks, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+            o.task = t;
+            st = eval_run(&m, &rc, &o, out, stdout);
+            o.resume = true;
+        }
     }
     if (out) {
         bool bad = ferror(out) != 0;
@@ -146,7 +189,8 @@ void help_calibrate(FILE *f) {
         "sparse layer) minimising the lost mass of the sparse layers plus --dense-cost for each\n"
         "dense layer before the first filter are written as a run-config fragment, with the\n"
         "matrix (and a last row of layer weights) as FRAGMENT.csv and a heat map FRAGMENT.png\n"
-        "beside it.\n"
+        "beside it: bare cells; `jobs/plot.py FRAGMENT.csv` draws it labelled (axes, layer\n"
+        "numbers, colour bar, the chosen filter layers marked).\n"
         "\n"
         "  -m, --model MODEL  a .gguf file or a Hugging Face directory (required)\n"
         "      --filters N    filter layers to propose (default 3)\n"
@@ -165,6 +209,7 @@ void help_calibrate(FILE *f) {
         "                     retrieval that long-context tasks need); mass: all attention mass,\n"
         "                     every sparse layer alike\n"
         "      --set KEY=VALUE run-config key for the engine (threads, kv_type...)\n"
+        "  -t, --threads N    compute threads (default: OMP_NUM_THREADS, else the cores granted)\n"
         "  -h, --help         this text\n");
 }
 
@@ -209,6 +254,7 @@ int cmd_calibrate(args *a, int rank) {
             if (v && (*end || !(o.budget > 0)))
                 st = okv_fail(OKV_ERR_USAGE, "calibrate: --budget takes a count or a fraction > 0, not '%s'", v);
         } else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
         else st = unknown_arg(a);
         if (a->missing) st = OKV_ERR_USAGE;
     }
@@ -220,6 +266,7 @@ int cmd_calibrate(args *a, int rank) {
     cli_sets_free(&sets);
     st = share_config(&rc, st);
     if (rank != 0 || st) return st;
+    resolve_threads(&rc);
     o.threads = rc.threads;
     o.min_selected = rc.min_selected;
     okv_model m;
@@ -235,8 +282,9 @@ int cmd_calibrate(args *a, int rank) {
     if (!st) {
         printf("filter layers:");
         for (int i = 0; i < r.n_filters; i++) printf(" %d", r.filters[i]);
-        printf("  (loss %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n", r.loss,
-               r.n_layers, r.samples, out_path, csv, png);
+        printf("  (loss %.3f over %d layers, %d samples)\nwrote %s, %s, %s\n"
+               "jobs/plot.py %s draws the labelled heat map (the PNG is bare cells)\n", r.loss,
+               r.n_layers, r.samples, out_path, csv, png, csv);
     }
     calib_result_free(&r);
     model_free(&m);

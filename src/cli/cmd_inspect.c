@@ -18,7 +18,7 @@
 
 void help_inspect(FILE *f) {
     fprintf(f,
-        "usage: omnikv inspect MODEL\n"
+        "usage: omnikv inspect MODEL   (or -m MODEL, as the other commands take it)\n"
         "\n"
         "  MODEL        a .gguf file (prints its header, metadata and tensors, then the derived\n"
         "               model configuration) or a Hugging Face directory (the configuration)\n"
@@ -74,6 +74,13 @@ static void print_model_config(const okv_model *m, FILE *f) {
 int cmd_inspect(args *a) {
     const char *path = NULL;
     for (a->i = 2; a->i < a->argc; a->i++) {
+        const char *v = NULL;
+        if (opt(a, "-m", "--model", &v)) {
+            if (a->missing) return OKV_ERR_USAGE;
+            if (path) return unknown_arg(a);
+            path = v;
+            continue;
+        }
         if (a->argv[a->i][0] == '-' || path) return unknown_arg(a);
         path = a->argv[a->i];
     }

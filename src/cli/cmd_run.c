@@ -11,6 +11,7 @@
 #include "../model/gguf.h"
 #include "../../pipeline/planner.h"
 #include "../../pipeline/stage.h"
+#include "../../pipeline/trace.h"
 
 #include <errno.h>
 #include <mpi.h>
@@ -22,11 +23,11 @@ void help_run(FILE *f) {
     fprintf(f,
         "usage: omnikv run -m MODEL [-c CONFIG.json] (-p PROMPT | -f REQUESTS.jsonl)\n"
         "                  [-o RESULTS.jsonl] [-n MAX_NEW] [--temp T] [--top-k K] [--top-p P]\n"
-        "                  [--seed S] [--chat] [--json] [--resume] [--set KEY=VALUE ...]\n"
+        "                  [--seed S] [-t N] [--chat] [--json] [--resume] [--set KEY=VALUE ...]\n"
         "\n"
         "  -m, --model MODEL     a .gguf file or a Hugging Face checkpoint directory (required)\n"
         "  -c, --config FILE     run config as a JSON object (default: none)\n"
-        "  -p, --prompt TEXT     one prompt; prints the completion text on stdout\n"
+        "  -p, --prompt TEXT     one prompt; prints the completion on stdout as it is generated\n"
         "  -f, --file FILE       JSONL requests, one object per line (\"-\": stdin); one JSON\n"
         "                        result per request to -o or stdout\n"
         "  -o, --output FILE     results file for -f (default: stdout)\n"
@@ -35,6 +36,8 @@ void help_run(FILE *f) {
         "      --top-k K         same as --set top_k=K (default 0: off)\n"
         "      --top-p P         same as --set top_p=P (default 1: off)\n"
         "      --seed S          same as --set seed=S (default 0)\n"
+        "  -t, --threads N       same as --set threads=N: compute threads per rank (default:\n"
+        "                        OMP_NUM_THREADS, else the cores granted to the rank)\n"
         "      --chat            apply the model's chat template to plain prompts (default off;\n"
         "                        requests with \"messages\" always use it)\n"
         "      --json            with -p: print the result object instead of the text\n"
@@ -50,6 +53,8 @@ void help_run(FILE *f) {
         "      --micro-batches M same as --set micro_batches=M (default: P, at most max_batch)\n"
         "      --transport T     same as --set transport=T: auto | mpi | mpi-cuda | nccl\n"
         "      --trace FILE      same as --set trace=FILE: a Chrome/Perfetto trace of every rank\n"
+        "                        (one rank too), each request's span named by its id; the file\n"
+        "                        is checked at start-up\n"
         "  -h, --help            this text\n"
         "\n"
         "Request lines: {\"id\", \"prompt\" | \"messages\": [{\"role\", \"content\"}],\n"
@@ -80,13 +85,35 @@ static int sink_prompt(void *ctx, const okv_result *r) {
     } else if (r->error) {
         fprintf(stderr, "omnikv: %s\n", r->error);
     } else {
-        fwrite(r->text, 1, r->text_len, stdout);
-        fputc('\n', stdout);
+        fputc('\n', stdout); /* the text itself went out through stream_prompt */
     }
     return fflush(stdout) == 0 ? OKV_OK : okv_fail(OKV_ERR_INPUT, "cannot write to stdout");
 }
 
+/* -p without --json: each piece of text goes to stdout as soon as the runner has it. */
+static int stream_prompt(void *ctx, const okv_request *req, const char *text, size_t n) {
+    (void)ctx;
+    (void)req;
+    fwrite(text, 1, n, stdout);
+    return fflush(stdout) == 0 ? OKV_OK : okv_fail(OKV_ERR_INPUT, "cannot write to stdout");
+}
+
 static int sink_file(void *ctx, const okv_result *r) { return results_write(ctx, r); }
+
+/* With --trace every result passes through here first: its request's span goes to the trace. */
+typedef struct traced_sink {
+    pipe_trace *trace;
+    okv_result_sink sink;
+    void *ctx;
+} traced_sink;
+
+static int sink_traced(void *ctx, const okv_result *r) {
+    const traced_sink *ts = ctx;
+    if (!r->error && r->n_tokens > 0)
+        pipe_trace_request(ts->trace, r->req->id, r->t_prefill_s, r->token_times[r->n_tokens - 1],
+                           r->prompt_tokens, r->n_tokens);
+    return ts->sink(ts->ctx, r);
+}
 
 typedef struct run_args {
     const char *model, *config, *prompt, *file, *output;
@@ -108,6 +135,7 @@ static int parse_run(args *a, run_args *ra) {
         else if (opt(a, NULL, "--top-k", &v)) st = v ? cli_set(a, &ra->sets, "top_k", v) : 0;
         else if (opt(a, NULL, "--top-p", &v)) st = v ? cli_set(a, &ra->sets, "top_p", v) : 0;
         else if (opt(a, NULL, "--seed", &v)) st = v ? cli_set(a, &ra->sets, "seed", v) : 0;
+        else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &ra->sets, "threads", v) : 0;
         else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &ra->sets, v) : 0;
         else if (opt(a, NULL, "--stages", &v)) st = v ? cli_set(a, &ra->sets, "stages", v) : 0;
         else if (opt(a, NULL, "--micro-batches", &v)) st = v ? cli_set(a, &ra->sets, "micro_batches", v) : 0;
@@ -134,11 +162,14 @@ static int parse_run(args *a, run_args *ra) {
 
 static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
                       const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
-                      int *n_errors) {
-    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0};
+                      pipe_trace *trace, int *n_errors) {
+    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0,
+                          .stream = ra->prompt && !ra->json ? stream_prompt : NULL};
     prompt_out po = {.json = ra->json};
-    return ra->file ? runner_serve(fw, tok, rc, &ro, reqs, sink_file, out, n_errors)
-                    : runner_serve(fw, tok, rc, &ro, reqs, sink_prompt, &po, n_errors);
+    traced_sink ts = {.trace = trace, .sink = ra->file ? sink_file : sink_prompt,
+                      .ctx = ra->file ? (void *)out : (void *)&po};
+    return trace->on ? runner_serve(fw, tok, rc, &ro, reqs, sink_traced, &ts, n_errors)
+                     : runner_serve(fw, tok, rc, &ro, reqs, ts.sink, ts.ctx, n_errors);
 }
 
 /* Serves the requests on this rank alone into out (prepared, not yet started). Returns 0, 1
@@ -148,19 +179,30 @@ static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list 
     okv_model model;
     okv_engine eng;
     okv_forward fw;
+    pipe_trace trace;
+    okv_forward traced;
     memset(&eng, 0, sizeof eng);
     memset(&fw, 0, sizeof fw);
-    if (rc->trace[0])
-        OKV_WARN("trace records pipeline stages; a single rank writes none (%s)", rc->trace);
+    memset(&trace, 0, sizeof trace);
+    memset(&traced, 0, sizeof traced);
     int st = load_model(&model, ra->model, rc);
     if (!st) st = config_validate(rc, model.cfg.n_layers);
     if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
     if (!st) st = forward_local_init(&fw, &eng);
+    if (!st) st = pipe_trace_init(&trace, rc->trace, PIPE_TRACE_CAP, MPI_COMM_SELF);
+    if (!st) pipe_trace_forward_init(&traced, &fw, &trace);
     if (!st && ra->file) st = results_start(out);
     int n_errors = 0;
-    if (!st) st = serve_with(&fw, model.tok, ra, rc, reqs, out, &n_errors);
+    if (!st) st = serve_with(&traced, model.tok, ra, rc, reqs, out, &trace, &n_errors);
     int st_close = results_close(out);
     if (!st) st = st_close;
+    if (!st && trace.on) {
+        char name[1][96];
+        snprintf(name[0], sizeof name[0], "rank 0: layers 0-%d", model.cfg.n_layers - 1);
+        st = pipe_trace_write(&trace, rc->trace, MPI_COMM_SELF, name);
+    }
+    if (traced.ctx) pipe_trace_forward_free(&traced);
+    pipe_trace_free(&trace);
     forward_local_free(&fw);
     engine_free(&eng);
     model_free(&model);
@@ -186,7 +228,7 @@ static int serve_pipeline(const run_args *ra, const okv_run_config *rc, okv_requ
             okv_forward fw;
             pipe_forward(&pc, &fw);
             if (ra->file) st = results_start(out);
-            if (!st) st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, out, &n_errors);
+            if (!st) st = serve_with(&fw, pc.model.tok, ra, &pc.rc, reqs, out, &pc.trace, &n_errors);
             int st_close = results_close(out);
             if (!st) st = st_close;
         } else {
@@ -224,6 +266,7 @@ int cmd_run(args *a, int rank) {
     if (rank == 0) {
         st = parse_run(a, &ra);
         if (!st) st = load_config(&rc, ra.config, &ra.sets);
+        if (!st) st = pipe_trace_check(rc.trace);
         if (!st) log_config(&rc);
     }
     st = share_config_quiet(&rc, st);
@@ -233,6 +276,7 @@ int cmd_run(args *a, int rank) {
         cli_sets_free(&ra.sets);
         return st;
     }
+    if (size == 1) resolve_threads(&rc); /* a pipeline's ranks each resolve their own */
     if (rank != 0) {
         st = serve_pipeline(&ra, &rc, &reqs, NULL, rank, OKV_OK);
         cli_sets_free(&ra.sets);

@@ -195,6 +195,8 @@ typedef struct run_slot {
     okv_finish finish;
     uint64_t digest;
     double t_admit, t_prefill;
+    double prefill_busy0; /* R->prefill_busy when its own prompt chunks were queued */
+    size_t streamed;      /* text bytes passed to the stream callback */
     double *t_tok;      /* [max_new] okv_now_s() at which each generated token arrived: the
                            first token's ends the prefill, the last one's the decode */
     okv_result_metrics m;
@@ -216,6 +218,7 @@ typedef struct runner {
     int n_errors, n_done, n_todo;
     int n_prefill, n_busy;      /* slots in SLOT_PREFILL, micro-batches in flight */
     int decoded;                /* tokens since the last progress line */
+    double prefill_busy;        /* seconds spent queueing prompt chunks (prefill on this rank) */
 } runner;
 
 static int emit(runner *R, const okv_result *res) {
@@ -240,11 +243,32 @@ static void slot_release(runner *R, int s) {
     memset(sl, 0, sizeof *sl);
 }
 
+/* Seconds from the request's first prompt chunk to its first token, less the prefill of other
+ * requests that ran on this rank in between (their chunks were queued after its own). */
+static double prefill_seconds(const runner *R, const run_slot *sl) {
+    return OKV_MAX(0.0, sl->t_tok[0] - sl->t_prefill - (R->prefill_busy - sl->prefill_busy0));
+}
+
+/* Passes the text no stop string can cut any more to the stream callback (all of it when the
+ * request has finished). */
+static int stream_text(const runner *R, run_slot *sl, bool finished) {
+    if (!R->o->stream) return OKV_OK;
+    const size_t hold = finished || !sl->max_stop ? 0 : sl->max_stop - 1;
+    const size_t end = sl->text_len > hold ? sl->text_len - hold : 0;
+    if (end <= sl->streamed) return OKV_OK;
+    int st = R->o->stream(R->o->stream_ctx, sl->req, sl->text + sl->streamed, end - sl->streamed);
+    sl->streamed = end;
+    return st;
+}
+
 static int slot_finish(runner *R, int s) {
     run_slot *sl = &R->slots[s];
     R->fw->seq_end(R->fw->ctx, s);
     OKV_ASSERT(sl->n_gen >= 1); /* a sequence finishes on an accepted token */
     const double t_first = sl->t_tok[0], dec_s = sl->t_tok[sl->n_gen - 1] - t_first;
+    const double prefill_s = prefill_seconds(R, sl);
+    int st = stream_text(R, sl, true);
+    if (st) return st;
     okv_result res = {
         .req = sl->req,
         .text = sl->text,
@@ -254,7 +278,7 @@ static int slot_finish(runner *R, int s) {
         .prompt_tokens = sl->n_prompt,
         .finish = sl->finish,
         .ttft_ms = (t_first - sl->t_admit) * 1e3,
-        .prefill_tok_s = t_first > sl->t_prefill ? sl->n_prompt / (t_first - sl->t_prefill) : 0.0,
+        .prefill_tok_s = prefill_s > 0 ? sl->n_prompt / prefill_s : 0.0,
         .decode_tok_s = sl->n_gen > 1 && dec_s > 0 ? (sl->n_gen - 1) / dec_s : 0.0,
         .t_prefill_s = sl->t_prefill,
         .token_times = sl->t_tok,
@@ -264,7 +288,7 @@ static int slot_finish(runner *R, int s) {
         .has_digest = R->rc->logits_digest,
         .logits_digest = sl->digest,
     };
-    int st = emit(R, &res);
+    st = emit(R, &res);
     slot_release(R, s);
     return st;
 }
@@ -401,6 +425,7 @@ static int admit(runner *R, okv_request *req, int s) {
     const int chunk = OKV_MIN(rc->prefill_chunk, fw->max_tok);
     const okv_sample_req first = sample_req(sl, s);
     sl->t_prefill = okv_now_s();
+    sl->prefill_busy0 = R->prefill_busy;
     for (int p = 0; p < n; p += chunk) {
         int m = OKV_MIN(chunk, n - p);
         st = fw->prefill(fw->ctx, mb, s, R->prompt + p, p, m, p + m == n ? &first : NULL);
@@ -411,13 +436,21 @@ static int admit(runner *R, okv_request *req, int s) {
             return st == OKV_ERR_REQUEST ? emit_error(R, req, okv_last_error()) : st;
         }
     }
+    /* This request's own chunks are not another request's prefill. */
+    const double own = okv_now_s() - sl->t_prefill;
+    R->prefill_busy += own;
+    sl->prefill_busy0 += own;
     return OKV_OK;
 }
 
+/* A request's share of a decode step's counters; the step itself counts whole for each request
+ * it advanced, so steps is the number of steps the request took part in. */
 static void metrics_share(okv_result_metrics *m, const okv_metrics *d, double share) {
+    const double steps = m->steps; /* a request takes part in whole steps */
 #define METRICS_SHARE(name, type, what) m->name += (double)d->name * share;
     OKV_METRICS_FIELDS(METRICS_SHARE)
 #undef METRICS_SHARE
+    m->steps = steps + (double)d->steps;
 }
 
 /* Queues the next decode step of micro-batch mb over its ready sequences. */
@@ -463,11 +496,11 @@ static int on_done(runner *R, const okv_done *d) {
         OKV_ASSERT(sl->state == SLOT_PREFILL);
         R->n_prefill--;
         bool done = accept_token(R, sl, &d->out[0]);
-        double prefill_s = sl->t_tok[0] - sl->t_prefill;
+        double prefill_s = prefill_seconds(R, sl);
         OKV_INFO("request %s: %d prompt tokens, prefill %.1f tok/s (%.0f ms)", sl->req->id,
                  sl->n_prompt, prefill_s > 0 ? sl->n_prompt / prefill_s : 0.0, prefill_s * 1e3);
         sl->state = SLOT_READY;
-        return done ? slot_finish(R, s) : OKV_OK;
+        return done ? slot_finish(R, s) : stream_text(R, sl, false);
     }
     OKV_ASSERT(R->mb_busy[d->mb]);
     R->mb_busy[d->mb] = false;
@@ -479,7 +512,7 @@ static int on_done(runner *R, const okv_done *d) {
         OKV_ASSERT(sl->state == SLOT_RUNNING && s % R->fw->n_mb == d->mb);
         metrics_share(&sl->m, &d->delta, 1.0 / d->n);
         sl->state = SLOT_READY;
-        if (accept_token(R, sl, &d->out[i])) st = slot_finish(R, s);
+        st = accept_token(R, sl, &d->out[i]) ? slot_finish(R, s) : stream_text(R, sl, false);
     }
     return st;
 }
@@ -520,7 +553,7 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
     int st = runner_init(&R);
     for (int i = 0; i < reqs->n; i++) R.n_todo += !reqs->items[i].skip;
     int next = 0;
-    double t_log = okv_now_s(), t_start = t_log;
+    double t_log = okv_now_s(), t_start = t_log, busy_log = 0.0;
     while (!st) {
         for (int s = 0; s < fw->max_slots && !st; s++) {
             while (R.slots[s].state == SLOT_FREE && !st) {
@@ -545,10 +578,14 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
         if (now - t_log >= opts->progress_s && R.decoded) {
             int active = 0;
             for (int s = 0; s < fw->max_slots; s++) active += R.slots[s].state != SLOT_FREE;
-            OKV_INFO("decode: %d tokens in %.1f s (%.1f tok/s), %d active, %d of %d requests done",
-                     R.decoded, now - t_log, R.decoded / (now - t_log), active, R.n_done, R.n_todo);
+            /* The rate leaves out the seconds this rank spent on prompts in the interval. */
+            const double dec_s = now - t_log - (R.prefill_busy - busy_log);
+            OKV_INFO("decode: %d tokens in %.1f s of decoding (%.1f tok/s), %d active, %d of %d "
+                     "requests done", R.decoded, dec_s, dec_s > 0 ? R.decoded / dec_s : 0.0, active,
+                     R.n_done, R.n_todo);
             R.decoded = 0;
             t_log = now;
+            busy_log = R.prefill_busy;
         }
     }
     if (!st)

@@ -77,9 +77,15 @@ uint64_t okv_fnv1a32(uint64_t h, const void *words, size_t n_words);
 int forward_local_init(okv_forward *f, okv_engine *e);
 void forward_local_free(okv_forward *f);
 
+/* Receives a request's text as it is generated: each call passes the next bytes that no stop
+ * string can cut any more; the request's last bytes come before its result reaches the sink. */
+typedef int (*okv_text_stream)(void *ctx, const okv_request *req, const char *text, size_t n);
+
 typedef struct okv_runner_opts {
     bool chat;         /* apply the chat template to plain prompts too */
     double progress_s; /* seconds between decode progress lines */
+    okv_text_stream stream; /* NULL: text only in the results */
+    void *stream_ctx;
 } okv_runner_opts;
 
 typedef int (*okv_result_sink)(void *ctx, const okv_result *r);

@@ -364,6 +364,18 @@ int calib_write_png(const calib_result *r, const char *path) {
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)size, (png_uint_32)size, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    /* These are bare cells; the text says how to read them and where the labelled figure is. */
+    png_text text[2] = {
+        {.compression = PNG_TEXT_COMPRESSION_NONE, .key = "Title",
+         .text = "omnikv calibrate: layer-pair coverage, unlabelled"},
+        {.compression = PNG_TEXT_COMPRESSION_NONE, .key = "Description",
+         .text = "Row l1 (the selecting layer), column l2: the share of l2's attention mass in "
+                 "l1's top-k, dark blue 0 to yellow 1; grey below the diagonal; a white tick on "
+                 "the left edge marks a chosen filter layer. `jobs/plot.py FRAGMENT.csv` draws "
+                 "the labelled heat map (axes, layer numbers, colour bar) from the CSV beside "
+                 "this file."},
+    };
+    png_set_text(png, info, text, 2);
     png_write_info(png, info);
     /* Row = l1 (the selecting layer), column = l2; cells below the diagonal are drawn grey, and
      * the chosen filter layers get a white tick on the left edge. */

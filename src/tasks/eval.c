@@ -278,7 +278,9 @@ static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, scor
         const cJSON *vn = cJSON_GetObjectItemCaseSensitive(j, "variant");
         const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "score");
         int c = -1, v = -1;
-        if (cJSON_IsString(t) && !strcmp(t->valuestring, o->task) && cJSON_IsNumber(cx) &&
+        /* Another task's records (eval --task a,b into one file) stay as they are. */
+        const bool other = cJSON_IsString(t) && strcmp(t->valuestring, o->task);
+        if (!other && cJSON_IsString(t) && cJSON_IsNumber(cx) &&
             cJSON_IsNumber(di) && cJSON_IsNumber(si) && cJSON_IsString(vn) && cJSON_IsNumber(sc)) {
             for (int k = 0; k < o->n_ctx; k++)
                 if (o->ctx[k] == cx->valueint) c = k;
@@ -286,7 +288,7 @@ static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, scor
                 if (!strcmp(o->variant[k].name, vn->valuestring)) v = k;
         }
         int d = cJSON_IsNumber(di) ? di->valueint : -1, i = cJSON_IsNumber(si) ? si->valueint : -1;
-        if (c < 0 || v < 0 || d < 0 || d >= n_depth || i < 0 || i >= count) {
+        if (!other && (c < 0 || v < 0 || d < 0 || d >= n_depth || i < 0 || i >= count)) {
             dropped++;
         } else {
             if (n == cap) {
@@ -294,9 +296,9 @@ static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, scor
                 rec = realloc(rec, sizeof *rec * (size_t)cap);
                 OKV_ASSERT(rec);
             }
-            int key = (c * n_depth + d) * count + i;
-            rec[n++] = (old_rec){strdup(line), key, c, d, v, sc->valuedouble};
-            have[key] |= 1u << v;
+            int key = other ? -1 : (c * n_depth + d) * count + i;
+            rec[n++] = (old_rec){strdup(line), key, c, d, v, other ? 0.0 : sc->valuedouble};
+            if (!other) have[key] |= 1u << v;
         }
         cJSON_Delete(j);
     }
@@ -307,7 +309,9 @@ static int resume_read(FILE *f, const eval_opts *o, int n_depth, int count, scor
         st = okv_fail(OKV_ERR_INPUT, "eval: cannot rewrite the results file to resume");
     for (int r = 0; r < n; r++) {
         const old_rec *x = &rec[r];
-        if (!st && have[x->key] == all && !(kept[x->key] & (1u << x->v))) {
+        if (!st && x->key < 0) {
+            fputs(x->line, f);
+        } else if (!st && have[x->key] == all && !(kept[x->key] & (1u << x->v))) {
             kept[x->key] |= 1u << x->v;
             fputs(x->line, f);
             grid_add(g, x->c, x->d, x->v, x->score);

@@ -1,6 +1,7 @@
 /* needle.c — RULER-style needle-in-a-haystack variants (single, multi-key, multi-value,
- * multi-query) and variable tracking, in RULER's wording, scored by substring-all.
- * Tested by tests/unit/test_tasks.c (needle depth, length within 2%, answers in the prompt). */
+ * multi-query) and variable tracking, in RULER's wording, scored by substring-all (defined in
+ * docs/BENCHMARKS.md). Tested by tests/unit/test_tasks.c (needle depth, length within 2%,
+ * answers in the prompt). */
 #include "synth.h"
 
 #include "../common.h"

@@ -1,5 +1,5 @@
-/* passkey.c — the passkey retrieval task (Landmark-attention / InfiniteBench style, BENCHMARKS.md).
- * Tested by tests/unit/test_tasks.c (needle depth, length within 2%). */
+/* passkey.c — the passkey retrieval task (Landmark-attention / InfiniteBench style, defined in
+ * docs/BENCHMARKS.md). Tested by tests/unit/test_tasks.c (needle depth, length within 2%). */
 #include "synth.h"
 
 #include "../common.h"

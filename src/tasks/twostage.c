@@ -1,5 +1,5 @@
 /* twostage.c — 2StageRetr, the OmniKV paper's multi-step retrieval: add two numbers, then look
- * the sum up in a long integer-to-colour dictionary (BENCHMARKS.md). The dictionary grows with
+ * the sum up in a long integer-to-colour dictionary (docs/BENCHMARKS.md). The dictionary grows with
  * the requested length. Tested by tests/unit/test_tasks.c (target depth, length within 2%). */
 #include "synth.h"
 

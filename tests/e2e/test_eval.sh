@@ -151,8 +151,11 @@ assert len(rows) == 1 and rows[0]["answers"] == ["31e0"] and rows[0]["new_tokens
 expect_exit 2 "unknown task" "$BIN" eval -m "$TINY" --task nosuch && grep -q "needle-multikey" "$T/err" ||
     fail "unknown task: the message should list the tasks"
 expect_exit 2 "bad variant" "$BIN" eval -m "$TINY" --task passkey --variants dense,abc
-expect_exit 2 "omnikv variants without filter layers" "$BIN" eval -m "$TINY" --task passkey --ctx 1024 --variants 0.5
-grep -q "do_select_layers" "$T/err" || fail "the missing filter layers message should name do_select_layers"
+# No filter layers and no preset for the tiny shape: the dense variant runs alone, and a line says
+# so and names do_select_layers.
+expect_exit 0 "omnikv variants without filter layers" "$BIN" eval -m "$TINY" --task passkey --ctx 1024 --variants 0.5
+grep -q "dense variant only.*do_select_layers" "$T/err" || fail "no filter layers: the line should say dense only and name do_select_layers"
+grep -Eq "ctx +dense +\(mean" "$T/out" || fail "no filter layers: the summary should hold the dense column alone"
 expect_exit 2 "context too short for the task" "$BIN" eval -m "$TINY" --task needle-multiquery --ctx 40 --variants dense
 expect_exit 3 "missing benchmark file" "$BIN" eval -m "$TINY" --task longbench:$T/none.jsonl --variants dense
 # A bad record gets an error record and the rest are scored, as `run` does: exit 1.

@@ -291,7 +291,7 @@ expect_exit 0 "plan for a preset" "$BIN" plan -c "${OMNIKV_SRC:-.}/configs/llama
 check "plan lists rank 3" grep -Eq "^  3 +>?[0-9]+-31 " "$T/out"
 check "plan predicts a step time" grep -q "^predicted decode: " "$T/out"
 check "a 128K Llama-3-8B context fits 4 x 80G" grep -q "^fits: yes" "$T/out"
-expect_exit 0 "plan that does not fit" "$BIN" plan --model llama3-8b --set policy=dense --ctx 1000000 \
+expect_exit 1 "plan that does not fit" "$BIN" plan --model llama3-8b --set policy=dense --ctx 1000000 \
     --ranks 2 --gpu-mem 40G --bw 2T
 check "a dense 1M context does not fit 2 x 40G" grep -q "^fits: no" "$T/out"
 expect_exit 0 "plan for a model file" "$BIN" plan --model "$TINY" --ctx 64 --ranks 2 --stages 0-0,1-3 --bw 10G

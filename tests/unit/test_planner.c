@@ -1,11 +1,13 @@
 /* test_planner.c — the stage planner: hand-partition parsing and its errors, rank-count errors,
  * which boundaries carry an index set, alignment to groups (and when balance overrides it),
  * balance against a brute-force search over every split (bytes and measured seconds), the memory
- * estimate and step time, the transport choice, and nccl's check for two ranks of a node on one
- * GPU. */
+ * estimate and step time, the cost model builder that start-up and `plan` share (hand-computed
+ * bytes of a shape), the transport choice, and nccl's check for two ranks of a node on one GPU. */
 #include "common.h"
+#include "pipeline/costs.h"
 #include "pipeline/planner.h"
 #include "pipeline/transport.h"
+#include "model/genmodel.h"
 #include "policy/policy.h"
 #include "test_util.h"
 
@@ -340,6 +342,46 @@ static void test_transport_choice(void) {
                "mpi is always available");
 }
 
+/* pipe_costs_init on the tiny shape in f16 (dim 64, ffn 128, 4 heads and 2 KV heads of 16, vocab
+ * 512, untied): per layer 2 bytes x (64x64 q + 32x64 k + 32x64 v + 64x64 o + 3 x 128x64 FFN) + two
+ * f32 norms of 64 = 74240 bytes; embedding 2 x 512 x 64 = 65536; head 65536 + 256 (its norm). */
+static void test_costs_builder(void) {
+    okv_model m;
+    memset(&m, 0, sizeof m);
+    TEST_OK(genmodel_shape("tiny", &m.cfg));
+    okv_run_config rc;
+    config_defaults(&rc);
+    TEST_OK(config_set(&rc, "do_select_layers", "1"));
+    TEST_OK(config_set(&rc, "num_of_selected_tokens", "0.25"));
+    pipe_costs c;
+    TEST_OK(pipe_costs_init(&c, &m, OKV_TYPE_F16, &rc, 5, 2, 1000, 16, NULL));
+    bool same = true;
+    for (int l = 0; l < 4; l++) same &= c.weight_bytes[l] == 74240;
+    TEST_CHECK(same && c.cm.embed_bytes == 65536 && c.cm.head_bytes == 65792,
+               "tiny f16: layer %llu (want 74240), embed %llu (65536), head %llu (65792)",
+               (unsigned long long)c.weight_bytes[0], (unsigned long long)c.cm.embed_bytes,
+               (unsigned long long)c.cm.head_bytes);
+    TEST_CHECK(c.cm.k == 250 && c.cm.step_batch == 3 && c.cm.kv_dim == 32 && c.cm.dim == 64 &&
+               c.cm.role[1] == ROLE_FILTER && !c.cm.matmul_s,
+               "k %lld (want 250 of 1000), step batch %d (want 3 of 5 in 2), kv_dim %d, dim %d",
+               (long long)c.cm.k, c.cm.step_batch, c.cm.kv_dim, c.cm.dim);
+    pipe_costs_free(&c);
+    /* A budget larger than the prompt selects the prompt; a prompt past 2^31 tokens keeps a
+     * count budget as it is. With rates, a layer costs its bytes at its type's rate. */
+    TEST_OK(config_set(&rc, "num_of_selected_tokens", "2048"));
+    pipe_rates r = {.s_per_row = 1e-8};
+    r.s_per_byte[OKV_TYPE_F16] = 1e-9;
+    TEST_OK(pipe_costs_init(&c, &m, OKV_TYPE_F16, &rc, 1, 1, 100, 0, &r));
+    TEST_CHECK(c.cm.k == 100 && c.cm.matmul_s && fabs(c.cm.matmul_s[0] - 74240e-9) < 1e-15 &&
+               fabs(c.cm.head_s - 65792e-9) < 1e-15 && c.cm.row_s == 1e-8,
+               "k %lld (want 100), layer %.3g s (want 7.424e-05), head %.4g s (want 6.579e-05)",
+               (long long)c.cm.k, c.cm.matmul_s ? c.cm.matmul_s[0] : -1.0, c.cm.head_s);
+    pipe_costs_free(&c);
+    TEST_OK(pipe_costs_init(&c, &m, OKV_TYPE_F16, &rc, 1, 1, (int64_t)1 << 33, 0, NULL));
+    TEST_CHECK(c.cm.k == 2048, "a 2^33-token prompt keeps k = 2048, not %lld", (long long)c.cm.k);
+    pipe_costs_free(&c);
+}
+
 int main(void) {
     okv_log_init(0);
     test_parse();
@@ -349,6 +391,7 @@ int main(void) {
     test_balance();
     test_estimate();
     test_measured();
+    test_costs_builder();
     test_transport_choice();
     test_gpu_shared();
     return test_summary();
