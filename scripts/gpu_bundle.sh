@@ -57,11 +57,19 @@ cp $BUILD/omnikv "$DEST/bin/"
 for t in "${TESTS[@]}"; do
     if [ -x "$BUILD/$t" ]; then cp "$BUILD/$t" "$DEST/bin/"; else echo "missing $BUILD/$t" >&2; exit 1; fi
 done
+strip "$DEST"/bin/*
 {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
     echo "built $(date -u +%FT%TZ) on $(hostname), C flags: $CFLAGS"
     grep -E '^(CMAKE_CUDA_ARCHITECTURES|CMAKE_CUDA_COMPILER|OMNIKV_CUDA):' $BUILD/CMakeCache.txt
 } >"$DEST/bin/BUILD_INFO"
+
+# Each test executable holds its own copy of the CUDA kernels' machine code, which xz shrinks
+# several times; device_check.sh unpacks .gpu/bin.tar.xz when there is one.
+if [ "$(du -sm "$DEST/bin" | cut -f1)" -gt 16 ]; then
+    tar -C "$DEST" -cJf "$DEST/bin.tar.xz" bin
+    echo "packed .gpu/bin ($(du -sh "$DEST/bin" | cut -f1)) into .gpu/bin.tar.xz ($(du -sh "$DEST/bin.tar.xz" | cut -f1))"
+fi
 
 # ---- 2. the package closure -------------------------------------------------------------------
 # OWNER[path]: the package that installed each shared library (dpkg's file lists, read once).
@@ -140,11 +148,13 @@ for p in $PKGS; do
 done
 echo "$PKGS" >"$DEST/debs/PACKAGES"
 
+[ ! -f "$DEST/bin.tar.xz" ] || rm -rf "${DEST:?}/bin"
+
 # ---- 3. the size of what travels ---------------------------------------------------------------
 tree_b=$(git ls-files -z -co --exclude-standard | xargs -0 stat -c %s -- 2>/dev/null | awk '{s += $1} END {print s + 0}')
 gpu_b=$(du -sb "$DEST" | cut -f1)
 debs_b=$(du -sb "$DEST/debs" | cut -f1)
-bin_b=$(du -sb "$DEST/bin" | cut -f1)
+bin_b=$(du -scb "$DEST"/bin* | tail -n 1 | cut -f1)
 total_mib=$(( (tree_b + gpu_b + 1048575) / 1048576 ))
 printf 'size: tree %.1f MiB + .gpu %.1f MiB (bin %.1f, debs %.1f in %d files) = %d MiB of 64\n' \
     "$(echo "$tree_b / 1048576" | bc -l)" "$(echo "$gpu_b / 1048576" | bc -l)" \

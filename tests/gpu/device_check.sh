@@ -13,7 +13,8 @@ set -u
 BUDGET=${1:-480}
 case $BUDGET in '' | *[!0-9]*) echo "device_check.sh: the budget must be whole seconds, got '$BUDGET'" >&2; exit 2 ;; esac
 ROOT=$(pwd)
-[ -x "$ROOT/.gpu/bin/omnikv" ] || [ -f "$ROOT/.gpu/bin/omnikv" ] ||
+[ ! -f "$ROOT/.gpu/bin.tar.xz" ] || [ -d "$ROOT/.gpu/bin" ] || tar -C "$ROOT/.gpu" -xJf "$ROOT/.gpu/bin.tar.xz"
+[ -f "$ROOT/.gpu/bin/omnikv" ] ||
     { echo "device_check.sh: no .gpu/bin/omnikv here; run scripts/gpu_bundle.sh and carry .gpu" >&2; exit 2; }
 OUT=${OUT:-$ROOT/out-device}
 mkdir -p "$OUT"
@@ -115,7 +116,7 @@ find_lib() {
         /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/$A; do
         [ -e "$d/$lib" ] && { echo "$d"; return 0; }
     done
-    f=$(find /opt /usr/local -path '*nvidia*' -name "$lib" 2>/dev/null | head -n 1)
+    f=$(find /opt /usr/local -maxdepth 9 -path '*nvidia*' -name "$lib" 2>/dev/null | head -n 1)
     [ -n "$f" ] && dirname "$f"
 }
 write_env() {
@@ -137,7 +138,7 @@ printf '#!/bin/sh\n. %s/env.sh\nexec %s/usr/bin/orterun "$@"\n' "$P" "$P" >"$P/w
 printf '#!/bin/sh\n. %s/env.sh\nexec "$@"\n' "$P" >"$P/wrap/run"
 cp "$P/wrap/mpirun" "$P/wrap/mpiexec"
 chmod +x "$P"/wrap/*
-missing=$("$P/wrap/run" ldd "$ROOT"/.gpu/bin/omnikv | awk '/not found/ {print $1}' | sort -u)
+missing=$("$P/wrap/run" ldd "$ROOT"/.gpu/bin/* 2>/dev/null | awk '/not found/ {print $1}' | sort -u)
 for lib in $missing; do
     d=$(find_lib "$lib") && CUDA_DIRS="$CUDA_DIRS:$d" && log "found $lib in $d"
 done
@@ -262,3 +263,4 @@ fi
 
 log "device_check: done in $(($(date +%s) - START))s of ${BUDGET}s; results in $OUT/results.json"
 write_results
+cat "$OUT/results.json"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_gpu_e2e.sh — the CUDA backend end to end on a generated SmolLM2-shaped model (f16, random
 # weights; OMNIKV_GPU_SMOL names one already made): greedy tokens with backend=cuda against
-# backend=cpu on the same machine, dense and OmniKV (k = 64 of prompts up to ~1500 tokens, so
+# backend=cpu on the same machine, dense and OmniKV (k = 64 of prompts up to ~1000 tokens, so
 # selection matters); OmniKV with k >= N against dense on the GPU, bitwise (tokens and
 # logits_fnv); `mpirun -np 2` on one GPU (host-staged MPI transport) against one rank, bitwise.
 # The CLI exposes no logits, so the near-tie rule is on tokens: a sequence may leave the CPU's
@@ -29,7 +29,8 @@ if [ ! -s "$MODEL" ] && ! "$BIN" gen-model --shape smollm2-135m -o "$MODEL" 2>"$
     exit 1
 fi
 # A build without CUDA refuses backend=cuda as a configuration error (exit 2): skip, and say why.
-"$BIN" run -m "$MODEL" -p "Hello" --set max_new_tokens=1 --set backend=cuda -o "$T/probe.jsonl" \
+echo '{"id":"probe","prompt":"Hello","max_new_tokens":1}' >"$T/probe_req.jsonl"
+"$BIN" run -m "$MODEL" -f "$T/probe_req.jsonl" --set backend=cuda -o "$T/probe.jsonl" \
     >/dev/null 2>"$T/probe.err"
 rc=$?
 if [ $rc -eq 2 ]; then
@@ -44,7 +45,7 @@ LONG=$(python3 -c "
 import random
 r = random.Random(7)
 words = 'the river town spring water summer children bridge family stories old valley first people'.split()
-print(' '.join(r.choice(words) for _ in range(1400)))")
+print(' '.join(r.choice(words) for _ in range(350)))")
 cat >"$T/req.jsonl" <<EOF
 {"id":"short","prompt":"The capital of France is","max_new_tokens":24}
 {"id":"code","prompt":"def add(a, b):\n    return","max_new_tokens":24}
