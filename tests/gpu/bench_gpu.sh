@@ -104,7 +104,7 @@ for c in ${CASES//,/ }; do
         --set real_offload=false --set backend=cuda --ctx "$ctx" --gen "$GEN" --variants dense,2048 \
         --batch "$b" --runs 1 --warmup 0 --json -o "$T/b.json" >/dev/null 2>"$T/b.err"
     rc=$?
-    secs=$(echo "$(date +%s.%N) - $t0" | bc)
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
     tail -n 15 "$T/b.err"
     line=$(summarize "$case" "$ctx" "$b" "$rc" "$secs" "$T/b.json")
     echo "$line" | tee -a "$OJ"
