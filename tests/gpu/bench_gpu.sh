@@ -7,7 +7,8 @@
 # case. Run by tests/gpu/device_check.sh; numbers, not assertions, so it is no CTest test.
 #
 # usage: bench_gpu.sh --model FILE.gguf [--out DIR] [--budget S] [--cases CTXxB,...] [--gen N]
-# Needs OMNIKV_BIN (default: omnikv on PATH) and OMNIKV_SRC (default: the checkout holding this).
+# Needs OMNIKV_BIN (default: omnikv on PATH) and OMNIKV_SRC (default: the checkout holding this);
+# OKV_GPU_LLAMA_LAYERS gives the model's layer count when it is not Llama-3-8B's 32.
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,9 +41,9 @@ T=$(mktemp -d /tmp/okv_bench_gpu.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
-# Hugging Face needs about a minute for its imports, the model and its first case; keep that for
-# it unless omnikv's cases leave more.
-HF_RESERVE=${HF_RESERVE:-120}
+# Hugging Face needs about a minute for its imports, the model and its first case; keep that
+# (2/5 of a short budget) for it unless omnikv's cases leave more.
+HF_RESERVE=${HF_RESERVE:-$((BUDGET * 2 / 5 < 120 ? BUDGET * 2 / 5 : 120))}
 
 # summarize CASE CTX B RC SECONDS FILE: one JSON line from bench's JSON object (or the failure).
 summarize() {
@@ -128,6 +129,6 @@ if [ "$hf_left" -lt 40 ]; then
 else
     echo "== Hugging Face transformers (limit ${hf_left}s)"
     PYTHONUNBUFFERED=1 timeout -k 5 "$hf_left" python3 "$HERE/hf_decode_bench.py" --cases "$HF_CASES" \
-        --gen "$GEN" --budget $((hf_left - 10)) | tee -a "$HJ"
+        --gen "$GEN" --budget $((hf_left - 10)) --layers "${OKV_GPU_LLAMA_LAYERS:-32}" | tee -a "$HJ"
     echo "Hugging Face: exit ${PIPESTATUS[0]}"
 fi

@@ -198,16 +198,19 @@ export W
 run_step mpi_smoke 20 60 bash -c mpi_smoke
 
 # ---- 3. the GPU test executables (ctest -L gpu, with CTest's environment) ------------------------
-# Together at most OKV_GPU_TESTS_S seconds (default 150), so that the end-to-end test and the
-# benchmark keep their share of the budget.
-TESTS_END=$(($(date +%s) + ${OKV_GPU_TESTS_S:-150}))
+# share BUDGET/4, clamped to [LO, HI]: the cap of a step, so that the end-to-end test and the
+# benchmark keep their part of a short budget.
+share() { local s=$((BUDGET / 4)); [ $s -ge "$1" ] || s=$1; [ $s -le "$2" ] || s=$2; echo $s; }
+# The test executables together get OKV_GPU_TESTS_S seconds (default: a quarter of the budget).
+TESTS_S=${OKV_GPU_TESTS_S:-$(share 30 150)}
+TESTS_END=$(($(date +%s) + TESTS_S))
 for t in "$ROOT"/.gpu/bin/test_*; do
     [ -f "$t" ] || continue
     name=test:$(basename "$t")
     lim=$((TESTS_END - $(date +%s)))
     [ "$lim" -le 120 ] || lim=120
     if [ "$lim" -lt 15 ]; then
-        log "== $name: skipped, the tests' ${OKV_GPU_TESTS_S:-150}s are spent"
+        log "== $name: skipped, the tests' ${TESTS_S}s are spent"
         record "$name" skipped-budget -1 0
         continue
     fi
@@ -237,7 +240,7 @@ print(f"{{\"gb\": {b:.2f}, \"s_per_gb\": {s / b:.2f}, \"layers\": \"{sys.argv[3]
 fi
 
 # ---- 5. the GPU end-to-end test ------------------------------------------------------------------
-step e2e 30 120 env OMNIKV_GPU_SMOL="$SMOL" bash "$ROOT/tests/gpu/test_gpu_e2e.sh"
+step e2e 30 "$(share 45 120)" env OMNIKV_GPU_SMOL="$SMOL" bash "$ROOT/tests/gpu/test_gpu_e2e.sh"
 if [ "$STATES_PENDING" = skipped-budget ]; then record e2e skipped-budget -1 0
 else
     fig=$(figures 'import json, re, sys

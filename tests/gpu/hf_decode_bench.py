@@ -29,10 +29,10 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-def llama3_8b_config(max_pos):
+def llama3_8b_config(max_pos, layers):
     # The keys of Llama-3-8B's own config.json, which every transformers release loads.
     return LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
         num_attention_heads=32, num_key_value_heads=8, head_dim=128, hidden_act="silu",
         max_position_embeddings=max_pos, rms_norm_eps=1e-5, rope_theta=500000.0,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -116,6 +116,7 @@ def main():
     ap.add_argument("--gen", type=int, default=16, help="timed decode steps per case")
     ap.add_argument("--warmup", type=int, default=2, help="untimed decode steps first")
     ap.add_argument("--budget", type=float, default=300, help="seconds for the whole script")
+    ap.add_argument("--layers", type=int, default=32, help="decoder layers (Llama-3-8B has 32)")
     args = ap.parse_args()
     try:
         cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
@@ -137,13 +138,14 @@ def main():
     # Made in bf16 on the GPU: no 32 GB float32 copy, and the random init runs there in seconds.
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(llama3_8b_config(max_pos))
+        model = LlamaForCausalLM(llama3_8b_config(max_pos, args.layers))
     torch.set_default_dtype(torch.float32)
     model = model.to(torch.bfloat16).eval()
     torch.cuda.synchronize()
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model of {n_params / 1e9:.2f} B parameters built in {time.monotonic() - t:.1f} s")
     base["params"] = n_params
+    base["layers"] = args.layers
     # cuBLAS handles, attention kernel choice and the allocator's first blocks, outside the timings.
     with torch.inference_mode():
         run_case(model, 512, 1, 2, 1)
