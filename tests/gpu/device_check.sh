@@ -16,7 +16,7 @@ ROOT=$(pwd)
 [ ! -f "$ROOT/.gpu/bin.tar.xz" ] || [ -d "$ROOT/.gpu/bin" ] || tar -C "$ROOT/.gpu" -xJf "$ROOT/.gpu/bin.tar.xz"
 [ -f "$ROOT/.gpu/bin/omnikv" ] ||
     { echo "device_check.sh: no .gpu/bin/omnikv here; run scripts/gpu_bundle.sh and carry .gpu" >&2; exit 2; }
-OUT=${OUT:-$ROOT/out-device}
+OUT=${OUT:-/tmp/okv-device-out}
 mkdir -p "$OUT"
 LOG=$OUT/device_check.log
 : >"$LOG"
