@@ -48,8 +48,9 @@ fi
 rm -rf "$DEST"
 mkdir -p "$DEST/bin" "$DEST/debs"
 grep -qx '/.gpu/' .gitignore || echo '/.gpu/' >>.gitignore
-# test_kernels loops over every backend the build has, so it checks each CUDA op on the device.
-TESTS=(test_kernels)
+# test_backend_ops loops over every backend the build has, so it checks each CUDA op on the device
+# through the table, as the engine calls it.
+TESTS=(test_backend_ops)
 for src in tests/gpu/test_*.c; do
     [ -e "$src" ] && TESTS+=("$(basename "$src" .c)")
 done

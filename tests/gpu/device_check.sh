@@ -195,52 +195,17 @@ EOF
 }
 export -f mpi_smoke
 export W
-run_step mpi_smoke 20 60 bash -c mpi_smoke
+if [ "${OKV_GPU_SMOKE:-1}" = 1 ]; then run_step mpi_smoke 20 60 bash -c mpi_smoke
+else record mpi_smoke skipped -1 0 '{"reason": "OKV_GPU_SMOKE=0"}'; fi
 
-# ---- 3. the GPU test executables (ctest -L gpu, with CTest's environment) ------------------------
 # share BUDGET/4, clamped to [LO, HI]: the cap of a step, so that the end-to-end test and the
 # benchmark keep their part of a short budget.
 share() { local s=$((BUDGET / 4)); [ $s -ge "$1" ] || s=$1; [ $s -le "$2" ] || s=$2; echo $s; }
-# The test executables together get OKV_GPU_TESTS_S seconds (default: a quarter of the budget).
-TESTS_S=${OKV_GPU_TESTS_S:-$(share 30 150)}
-TESTS_END=$(($(date +%s) + TESTS_S))
-for t in "$ROOT"/.gpu/bin/test_*; do
-    [ -f "$t" ] || continue
-    name=test:$(basename "$t")
-    lim=$((TESTS_END - $(date +%s)))
-    [ "$lim" -le 120 ] || lim=120
-    if [ "$lim" -lt 15 ]; then
-        log "== $name: skipped, the tests' ${TESTS_S}s are spent"
-        record "$name" skipped-budget -1 0
-        continue
-    fi
-    step "$name" 15 "$lim" env OMP_NUM_THREADS=16 "$P/wrap/run" "$t"
-    if [ "$STATES_PENDING" = skipped-budget ]; then record "$name" skipped-budget -1 0; continue; fi
-    record "$name" "$STATES_PENDING" "$STEP_RC" "$STEP_S" "$(figures 'import json, sys
-print(json.dumps({"tail": open(sys.argv[1], errors="replace").read().splitlines()[-3:]}))' "$STEP_OUT")"
-done
 
-# ---- 4. models ----------------------------------------------------------------------------------
+# ---- 3. the SmolLM2-shaped model and the GPU end-to-end test: the engine on the GPU ----------------
 SMOL=$W/models/smollm2-135m.gguf
 run_step gen_smollm2 10 60 omnikv gen-model --shape smollm2-135m -o "$SMOL"
-# Llama-3-8B in bf16 is 16 GB. Here at 2 threads gen-model wrote 3.9 s per GB, so 16 threads
-# should take 10-20 s; OKV_GPU_LLAMA_LAYERS bounds it (the benchmark's filter layers need 19).
-LLAMA=$W/models/llama3-8b-bf16.gguf
-LAYERS=${OKV_GPU_LLAMA_LAYERS:-}
-if [ "$N_GPU" -eq 0 ]; then
-    record gen_llama3_8b skipped -1 0 '{"reason": "no GPU"}'
-else
-    free_gb=$(df -BG --output=avail /tmp | tail -n 1 | tr -dc 0-9)
-    [ "${free_gb:-0}" -ge 24 ] || { LLAMA=/dev/shm/llama3-8b-bf16.gguf; log "/tmp has ${free_gb} GB free; the model goes to /dev/shm"; }
-    step gen_llama3_8b 40 150 omnikv gen-model --shape llama3-8b --type bf16 ${LAYERS:+--layers $LAYERS} -o "$LLAMA"
-    fig=$(figures 'import os, sys; b = os.path.getsize(sys.argv[1]) / 1e9; s = float(sys.argv[2])
-print(f"{{\"gb\": {b:.2f}, \"s_per_gb\": {s / b:.2f}, \"layers\": \"{sys.argv[3] or 32}\"}}")' "$LLAMA" "$STEP_S" "$LAYERS")
-    if [ "$STATES_PENDING" = skipped-budget ]; then record gen_llama3_8b skipped-budget -1 0
-    else record gen_llama3_8b "$STATES_PENDING" "$STEP_RC" "$STEP_S" "$fig"; fi
-fi
-
-# ---- 5. the GPU end-to-end test ------------------------------------------------------------------
-step e2e 30 "$(share 45 120)" env OMNIKV_GPU_SMOL="$SMOL" bash "$ROOT/tests/gpu/test_gpu_e2e.sh"
+step e2e 30 "${OKV_GPU_E2E_S:-$(share 45 120)}" env OMNIKV_GPU_SMOL="$SMOL" bash "$ROOT/tests/gpu/test_gpu_e2e.sh"
 if [ "$STATES_PENDING" = skipped-budget ]; then record e2e skipped-budget -1 0
 else
     fig=$(figures 'import json, re, sys
@@ -253,9 +218,54 @@ print(json.dumps({"checks": int(m[-1][0]) if m else None, "failed": int(m[-1][1]
     record e2e "$STATES_PENDING" "$STEP_RC" "$STEP_S" "$fig"
 fi
 
+# ---- 4. the GPU test executables (ctest -L gpu, with CTest's environment) ------------------------
+# The test executables together get OKV_GPU_TESTS_S seconds (default: a quarter of the budget).
+TESTS_S=${OKV_GPU_TESTS_S:-$(share 30 150)}
+[ -z "${OKV_GPU_TESTS:-}" ] || TESTS_S=$(left)
+TESTS_END=$(($(date +%s) + TESTS_S))
+# OKV_GPU_TESTS="name:limit ..." runs those, in that order, with those caps (a short call puts
+# the tests that never ran on a GPU first).
+PLAN=${OKV_GPU_TESTS:-}
+if [ -z "$PLAN" ]; then
+    for t in "$ROOT"/.gpu/bin/test_*; do [ -f "$t" ] && PLAN="$PLAN $(basename "$t"):120"; done
+fi
+for item in $PLAN; do
+    t=$ROOT/.gpu/bin/${item%%:*}
+    [ -f "$t" ] || { log "== ${item%%:*}: not in .gpu/bin"; continue; }
+    name=test:$(basename "$t")
+    lim=$((TESTS_END - $(date +%s)))
+    [ "$lim" -le "${item##*:}" ] || lim=${item##*:}
+    if [ "$lim" -lt 15 ]; then
+        log "== $name: skipped, the tests' ${TESTS_S}s are spent"
+        record "$name" skipped-budget -1 0
+        continue
+    fi
+    step "$name" 15 "$lim" env OMP_NUM_THREADS=16 "$P/wrap/run" "$t"
+    if [ "$STATES_PENDING" = skipped-budget ]; then record "$name" skipped-budget -1 0; continue; fi
+    record "$name" "$STATES_PENDING" "$STEP_RC" "$STEP_S" "$(figures 'import json, sys
+print(json.dumps({"tail": open(sys.argv[1], errors="replace").read().splitlines()[-3:]}))' "$STEP_OUT")"
+done
+
+# ---- 5. the Llama-3-8B-shaped model ------------------------------------------------------------
+# Llama-3-8B in bf16 is 16 GB. Here at 2 threads gen-model wrote 3.9 s per GB, so 16 threads
+# should take 10-20 s; OKV_GPU_LLAMA_LAYERS bounds it (the benchmark's filter layers need 19).
+LLAMA=$W/models/llama3-8b-bf16.gguf
+LAYERS=${OKV_GPU_LLAMA_LAYERS:-}
+if [ "$N_GPU" -eq 0 ] || [ "${OKV_GPU_BENCH:-1}" = 0 ]; then
+    record gen_llama3_8b skipped -1 0 '{"reason": "no GPU, or OKV_GPU_BENCH=0"}'
+else
+    free_gb=$(df -BG --output=avail /tmp | tail -n 1 | tr -dc 0-9)
+    [ "${free_gb:-0}" -ge 24 ] || { LLAMA=/dev/shm/llama3-8b-bf16.gguf; log "/tmp has ${free_gb} GB free; the model goes to /dev/shm"; }
+    step gen_llama3_8b 40 150 omnikv gen-model --shape llama3-8b --type bf16 ${LAYERS:+--layers $LAYERS} -o "$LLAMA"
+    fig=$(figures 'import os, sys; b = os.path.getsize(sys.argv[1]) / 1e9; s = float(sys.argv[2])
+print(f"{{\"gb\": {b:.2f}, \"s_per_gb\": {s / b:.2f}, \"layers\": \"{sys.argv[3] or 32}\"}}")' "$LLAMA" "$STEP_S" "$LAYERS")
+    if [ "$STATES_PENDING" = skipped-budget ]; then record gen_llama3_8b skipped-budget -1 0
+    else record gen_llama3_8b "$STATES_PENDING" "$STEP_RC" "$STEP_S" "$fig"; fi
+fi
+
 # ---- 6. the benchmark: omnikv, then Hugging Face transformers, in what is left -------------------
-if [ "$N_GPU" -eq 0 ]; then
-    record bench skipped -1 0 '{"reason": "no GPU"}'
+if [ "$N_GPU" -eq 0 ] || [ "${OKV_GPU_BENCH:-1}" = 0 ]; then
+    record bench skipped -1 0 '{"reason": "no GPU, or OKV_GPU_BENCH=0"}'
 elif [ ! -s "$LLAMA" ]; then
     record bench skipped -1 0 '{"reason": "no Llama-3-8B-shaped model"}'
 else
