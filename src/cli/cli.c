@@ -89,6 +89,7 @@ int load_config(okv_run_config *rc, const char *path, const cli_sets *s) {
     if ((st = config_load_env(rc))) return st;
     for (int i = 0; i < s->n; i++)
         if ((st = config_set(rc, s->key[i], s->val[i]))) return st;
+    okv_cpu_isa_request(rc->cpu_isa);
     return OKV_OK;
 }
 
@@ -108,6 +109,8 @@ int share_config_quiet(okv_run_config *rc, int st) {
     if (MPI_Bcast(&st, 1, MPI_INT, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
         okv_die(__FILE__, __LINE__, "MPI_Bcast of the start-up status");
     if (!st) config_bcast(rc);
+    /* each rank resolves cpu_isa=auto against its own CPU when it builds its backend */
+    if (!st) okv_cpu_isa_request(rc->cpu_isa);
     return st;
 }
 
