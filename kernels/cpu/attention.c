@@ -322,7 +322,7 @@ int CPU_FN(cpu_attn_reserve)(okv_backend *be, okv_attn_shape s, int max_ctx) {
 /* Each chunk is reduced against its own max; the chunks are then combined in order, rescaled to
  * the global max (as in split-key "flash decoding"). One barrier per call. */
 void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
-                     int n_views, okv_attn_shape s, float *logits) {
+                             int n_views, okv_attn_shape s, float *logits) {
     cpu_state *st = be->state;
     const int hd = s.head_dim, H = s.n_heads;
     OKV_ASSERT(s.n_kv_heads > 0 && H % s.n_kv_heads == 0 && hd <= CPU_PF_MAX_HD);
@@ -372,7 +372,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
 }
 
 void CPU_FN(cpu_attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
-                     okv_attn_shape s) {
+                             okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.head_dim <= CPU_PF_MAX_HD);
@@ -644,7 +644,7 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
 }
 
 void CPU_FN(cpu_attn_prefill)(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
-                      okv_kv_view kv, okv_attn_shape s) {
+                              okv_kv_view kv, okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.idx == NULL && kv.n >= q_pos0 + n_q);
     OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);

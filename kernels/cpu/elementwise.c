@@ -48,7 +48,7 @@ static void rmsnorm_row(float *y, const float *x, const float *w, int dim, float
 }
 
 void CPU_FN(cpu_rmsnorm)(okv_backend *be, float *y, const float *x, const float *w, int n_tok, int dim,
-                 float eps) {
+                         float eps) {
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * dim)) schedule(static)
     for (int t = 0; t < n_tok; t++)
         rmsnorm_row(y + (int64_t)t * dim, x + (int64_t)t * dim, w, dim, eps);
@@ -56,8 +56,8 @@ void CPU_FN(cpu_rmsnorm)(okv_backend *be, float *y, const float *x, const float 
 
 /* cos/sin once per (token, frequency), shared by all heads; otherwise the reference's f32
  * expressions, in the same order. */
-void CPU_FN(cpu_rope)(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
-              const float *inv_freq, int n_freq) {
+void CPU_FN(cpu_rope)(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,
+                      int head_dim, const float *inv_freq, int n_freq) {
     OKV_ASSERT(2 * n_freq <= head_dim && n_freq <= 512);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * n_heads * head_dim)) schedule(static)
     for (int t = 0; t < n_tok; t++) {
@@ -106,8 +106,8 @@ void CPU_FN(cpu_add)(okv_backend *be, float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void CPU_FN(cpu_embed)(okv_backend *be, float *out, const void *table, okv_type type, const int32_t *ids,
-               int n_tok, int dim) {
+void CPU_FN(cpu_embed)(okv_backend *be, float *out, const void *table, okv_type type,
+                       const int32_t *ids, int n_tok, int dim) {
     const size_t row = okv_type_row_bytes(type, dim);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * dim)) schedule(static)
     for (int t = 0; t < n_tok; t++)
@@ -126,7 +126,7 @@ static void store_row_f16(uint16_t *d, const float *s, int n) {
 }
 
 void CPU_FN(cpu_kv_store)(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
-                  const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
+                          const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
     OKV_ASSERT(dst_type == OKV_TYPE_F16 || dst_type == OKV_TYPE_F32);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * row_elems)) schedule(static)
     for (int t = 0; t < n_tok; t++) {

@@ -443,7 +443,7 @@ typedef void (*mm_fn)(float *, const uint8_t *, size_t, const float *, const uin
                       int, int, int, int);
 
 void CPU_FN(cpu_matmul)(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
-                int n_tok, int n_in, int n_out) {
+                        int n_tok, int n_in, int n_out) {
     cpu_state *st = be->state;
     mm_fn fn;
     switch (wtype) {
