@@ -9,8 +9,8 @@
 # usage: scripts/gpu_bundle.sh [--no-build] [--max-mib N]
 #   --no-build   reuse build-gpu/ as it is
 #   --max-mib N  fail when .gpu/ plus the tree that travels exceeds N MiB (default 56 of 64)
-# OKV_GPU_CFLAGS overrides the host code's target (default: AVX-512 with VNNI, which every
-# current GPU server's processor has, without the rest of -march=native).
+# OKV_GPU_CFLAGS adds host-code flags (default none: the CPU kernels choose their vector path at
+# run time, so the binaries run on any x86-64 host).
 set -euo pipefail
 
 ROOT=$(git rev-parse --show-toplevel)
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-CFLAGS=${OKV_GPU_CFLAGS:--march=x86-64-v4 -mavx512vnni}
+CFLAGS=${OKV_GPU_CFLAGS:-}
 
 # Packages never carried: the C and C++ runtimes the image's own programs are built on (a
 # Debian copy first on the library path would shadow newer ones), and packaging or login tools
@@ -42,7 +42,7 @@ EXCLUDE=" libc6 libgcc-s1 libstdc++6 gcc-12-base libcrypt1 debconf cdebconf dpkg
 # ---- 1. the binaries --------------------------------------------------------------------------
 if [ $DO_BUILD = 1 ]; then
     cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-        -DOMNIKV_CUDA=ON -DOMNIKV_NATIVE=OFF "-DCMAKE_C_FLAGS=$CFLAGS" >/dev/null
+        -DOMNIKV_CUDA=ON "-DCMAKE_C_FLAGS=$CFLAGS" >/dev/null
     cmake --build $BUILD -j "$(nproc)"
 fi
 rm -rf "$DEST"

@@ -23,7 +23,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # --test when python3 lacks it).
 pkgs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc libcjson-dev
       libpcre2-dev libpng-dev python3 python3-venv python3-matplotlib)
-[ $want_test = 1 ] && pkgs+=(clang libclang-rt-14-dev slurm-wlm munge gnuplot)
+[ $want_test = 1 ] && pkgs+=(clang libclang-rt-14-dev slurm-wlm munge gnuplot qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

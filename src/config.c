@@ -23,7 +23,7 @@
 typedef enum key_id {
     KEY_POLICY, KEY_DO_SELECT_LAYERS, KEY_NUM_WAIT_LOAD_LAYERS, KEY_NUM_SELECTED, KEY_MIN_SELECTED, KEY_SELECTOR,
     KEY_WINDOW_SIZE, KEY_REAL_OFFLOAD, KEY_DENSE_MORE, KEY_KEEP_FIRST, KEY_KEEP_LAST, KEY_THREADS,
-    KEY_KV_TYPE, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
+    KEY_KV_TYPE, KEY_CPU_ISA, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
     KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
     KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT,
@@ -62,6 +62,8 @@ static const config_key keys[] = {
      "compute threads per rank (also -t), 0..1024; 0 = OMP_NUM_THREADS, else the rank's granted cores"},
     {"cpu_num_threads", KEY_THREADS, "0", "alias of threads"},
     {"kv_type", KEY_KV_TYPE, "f16", "KV cache and bank element type: f16 | f32"},
+    {"cpu_isa", KEY_CPU_ISA, "auto",
+     "CPU kernel path: auto (the fastest this CPU supports) | avx512 | avx2 | generic"},
     {"prefill_chunk", KEY_PREFILL_CHUNK, "512", "prompt tokens per prefill chunk, 1..65536"},
     {"max_context_len", KEY_MAX_CONTEXT_LEN, "0",
      "prompt + generated tokens per sequence, up to 1G (128K = 131072); 0 = the model's training context"},
@@ -127,6 +129,7 @@ void config_defaults(okv_run_config *c) {
     c->keep_last = 0;
     c->threads = 0;
     c->kv_type = OKV_TYPE_F16;
+    c->cpu_isa = OKV_CPU_ISA_AUTO;
     c->prefill_chunk = 512;
     c->max_context_len = 0;
     c->max_batch = 1;
@@ -343,6 +346,12 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         else if (!strcmp(v, "nccl")) c->transport = TRANSPORT_NCCL;
         else return bad_value(key, v, "one of auto, mpi, mpi-cuda, nccl");
         return OKV_OK;
+    case KEY_CPU_ISA: {
+        const int isa = okv_cpu_isa_from_name(v);
+        if (isa < 0) return bad_value(key, v, "one of auto, avx512, avx2, generic");
+        c->cpu_isa = (okv_cpu_isa)isa;
+        return OKV_OK;
+    }
     case KEY_TRACE:
         if (strlen(v) >= sizeof c->trace) return bad_value(key, v, "a path shorter than 512 bytes");
         snprintf(c->trace, sizeof c->trace, "%s", v);
@@ -610,6 +619,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddNumberToObject(o, "keep_last", c->keep_last);
     cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddStringToObject(o, "kv_type", c->kv_type == OKV_TYPE_F32 ? "f32" : "f16");
+    cJSON_AddStringToObject(o, "cpu_isa", okv_cpu_isa_name(c->cpu_isa));
     cJSON_AddNumberToObject(o, "prefill_chunk", c->prefill_chunk);
     cJSON_AddNumberToObject(o, "max_context_len", c->max_context_len);
     cJSON_AddNumberToObject(o, "max_batch", c->max_batch);

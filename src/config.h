@@ -5,6 +5,7 @@
 #ifndef OKV_CONFIG_H
 #define OKV_CONFIG_H
 
+#include "../kernels/cpu_isa.h"
 #include "../kernels/types.h"
 
 #include <stdbool.h>
@@ -62,6 +63,7 @@ typedef struct okv_run_config {
     int threads;                   /* threads / cpu_num_threads; 0 = the rank's cores */
     char threads_from[40];         /* where threads was set, for the start-up log ("" = not) */
     okv_type kv_type;              /* kv_type: f16 | f32 */
+    okv_cpu_isa cpu_isa;           /* cpu_isa: auto | avx512 | avx2 | generic */
     int prefill_chunk;             /* tokens per prefill chunk, default 512 */
     int max_context_len;           /* prompt + generated capacity per sequence; 0 = model's */
     int max_batch;                 /* sequences decoded together, default 1 */

@@ -313,7 +313,7 @@ static size_t dec_floats(const cpu_state *st, okv_attn_shape s, int n) {
     return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim);
 }
 
-int cpu_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
+int CPU_FN(cpu_attn_reserve)(okv_backend *be, okv_attn_shape s, int max_ctx) {
     cpu_state *st = be->state;
     /* the scratch grows with the context through the chunk count; the thread term saturates */
     return dec_reserve(st, dec_floats(st, s, OKV_MAX(max_ctx, CPU_ATTN_CHUNK * 2 * st->n_threads)));
@@ -321,8 +321,8 @@ int cpu_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
 
 /* Each chunk is reduced against its own max; the chunks are then combined in order, rescaled to
  * the global max (as in split-key "flash decoding"). One barrier per call. */
-void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
-                     int n_views, okv_attn_shape s, float *logits) {
+void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
+                             int n_views, okv_attn_shape s, float *logits) {
     cpu_state *st = be->state;
     const int hd = s.head_dim, H = s.n_heads;
     OKV_ASSERT(s.n_kv_heads > 0 && H % s.n_kv_heads == 0 && hd <= CPU_PF_MAX_HD);
@@ -371,8 +371,8 @@ void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_v
     }
 }
 
-void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
-                     okv_attn_shape s) {
+void CPU_FN(cpu_attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
+                             okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.head_dim <= CPU_PF_MAX_HD);
@@ -396,7 +396,7 @@ void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view
  * converted to f32 once and used by every row of the unit. */
 
 /* Per-thread scratch: qt, the K and V tiles as f32, the scores st and the output accumulators. */
-size_t cpu_pf_floats(void) {
+size_t CPU_FN(cpu_pf_floats)(void) {
     return (size_t)CPU_PF_MAX_HD * CPU_PF_ROWS + (size_t)2 * CPU_PF_KEYS * CPU_PF_MAX_HD +
            (size_t)CPU_PF_KEYS * CPU_PF_ROWS + (size_t)CPU_PF_ROWS * CPU_PF_MAX_HD;
 }
@@ -643,8 +643,8 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
     }
 }
 
-void cpu_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
-                      okv_kv_view kv, okv_attn_shape s) {
+void CPU_FN(cpu_attn_prefill)(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
+                              okv_kv_view kv, okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.idx == NULL && kv.n >= q_pos0 + n_q);
     OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
@@ -654,7 +654,7 @@ void cpu_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int 
     const int qt = CPU_PF_ROWS / g;
     const int n_qt = (n_q + qt - 1) / qt;
     const int units = n_qt * s.n_kv_heads;
-    const size_t per = cpu_pf_floats();
+    const size_t per = CPU_FN(cpu_pf_floats)();
     /* Later query tiles see more keys; handing them out first evens the threads' loads. */
 #pragma omp parallel for num_threads(OKV_MAX(1, OKV_MIN(st->n_threads, units))) schedule(dynamic, 1)
     for (int u = 0; u < units; u++) {

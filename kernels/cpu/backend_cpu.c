@@ -18,31 +18,24 @@ static void cpu_free(okv_backend *be) {
 }
 
 static int cpu_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
-    int st = cpu_attn_reserve(be, s, max_ctx);
+    cpu_state *cs = be->state;
+    int st = cs->path->attn_reserve(be, s, max_ctx);
     return st ? st : cpu_select_reserve(be, max_ctx);
 }
 
+/* The ops of the vector path isa.c chooses, then this file's and select.c's. */
 int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in) {
-    *be = (okv_backend){
-        .name = "cpu",
-        .matmul = cpu_matmul,
-        .rmsnorm = cpu_rmsnorm,
-        .rope = cpu_rope,
-        .swiglu = cpu_swiglu,
-        .add = cpu_add,
-        .embed = cpu_embed,
-        .kv_store = cpu_kv_store,
-        .attn_prefill = cpu_attn_prefill,
-        .attn_decode = cpu_attn_decode,
-        .attn_logits = cpu_attn_logits,
-        .bias_add = cpu_bias_add,
-        .select = cpu_select,
-        .argmax = cpu_argmax,
-        .gather_rows = cpu_gather_rows,
-        .reserve = cpu_reserve,
-        .free = cpu_free,
-    };
+    const cpu_path *path = cpu_path_choose();
+    *be = path ? path->ops : (okv_backend){0};
+    be->name = "cpu";
+    be->bias_add = cpu_bias_add;
+    be->select = cpu_select;
+    be->argmax = cpu_argmax;
+    be->gather_rows = cpu_gather_rows;
+    be->reserve = cpu_reserve;
+    be->free = cpu_free;
     okv_host_mem_ops(be);
+    if (!path) return OKV_ERR_USAGE;
     if (n_threads < 1 || max_tok < 1 || max_in < 1)
         return okv_fail(OKV_ERR_USAGE,
                         "CPU backend needs threads, max tokens and max row length >= 1 (got %d, %d, %d)",
@@ -50,11 +43,12 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
     cpu_state *st = calloc(1, sizeof *st);
     if (!st) return okv_fail(OKV_ERR_NOMEM, "out of memory for the CPU backend state");
     be->state = st;
+    st->path = path;
     st->n_threads = n_threads;
     st->max_tok = max_tok;
     st->max_in = max_in;
-    const size_t act_bytes = (size_t)max_tok * cpu_act_row_bytes(max_in);
-    const size_t pf_bytes = (size_t)n_threads * cpu_pf_floats() * sizeof(float);
+    const size_t act_bytes = (size_t)max_tok * path->act_row_bytes(max_in);
+    const size_t pf_bytes = (size_t)n_threads * path->pf_floats() * sizeof(float);
     st->act = okv_alloc(act_bytes);
     st->pf = okv_alloc(pf_bytes);
     if (!st->act || !st->pf) {

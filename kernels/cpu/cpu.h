@@ -5,16 +5,29 @@
 #define OKV_CPU_H
 
 #include "../backend.h"
+#include "../cpu_isa.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512VNNI__) && defined(__F16C__)
+/* matmul.c, elementwise.c and attention.c are compiled once per vector path (CMakeLists.txt
+ * passes OKV_CPU_PATH=avx512|avx2|generic and that path's flags); their entry points carry the
+ * path as a suffix, cpu_matmul_avx2, so one binary holds all three and isa.c picks at run time. */
+#if defined(OKV_CPU_PATH_AVX512)
+#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+      defined(__AVX512VNNI__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "the avx512 path is compiled without the AVX-512 flags CMakeLists.txt gives it"
+#endif
 #define OKV_CPU_AVX512 1
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#elif defined(OKV_CPU_PATH_AVX2)
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "the avx2 path is compiled without the AVX2 flags CMakeLists.txt gives it"
+#endif
 #define OKV_CPU_AVX2 1
 #endif
+#define CPU_FN_CAT2(f, path) f##_##path
+#define CPU_FN_CAT(f, path) CPU_FN_CAT2(f, path)
+#define CPU_FN(f) CPU_FN_CAT(f, OKV_CPU_PATH)
 
 /* Fully unrolls the short loops over a tile of tokens or heads so their accumulators live in
  * registers (GCC at -O2 otherwise keeps them in memory). */
@@ -42,34 +55,53 @@ typedef struct cpu_state {
     float *sel_score, *sel_f; /* [sel_cap] selection scores and quickselect keys */
     int32_t *sel_i;           /* [sel_cap] quickselect positions */
     int sel_cap;
+    const struct cpu_path *path; /* the vector path the ops come from */
 } cpu_state;
 
-/* ---- matmul.c ---- */
-size_t cpu_act_row_bytes(int64_t n_in);
-void cpu_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
-                int n_tok, int n_in, int n_out);
+/* ---- matmul.c, elementwise.c, attention.c: one set per path ---- */
+#define CPU_PATH_DECLARE(path)                                                                     \
+    size_t cpu_act_row_bytes_##path(int64_t n_in);                                                 \
+    void cpu_matmul_##path(okv_backend *be, float *y, const void *w, okv_type wtype,               \
+                           const float *x, int n_tok, int n_in, int n_out);                        \
+    void cpu_rmsnorm_##path(okv_backend *be, float *y, const float *x, const float *w, int n_tok,  \
+                            int dim, float eps);                                                   \
+    void cpu_rope_##path(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,    \
+                         int head_dim, const float *inv_freq, int n_freq);                         \
+    void cpu_swiglu_##path(okv_backend *be, float *out, const float *gate, const float *up,        \
+                           int64_t n);                                                             \
+    void cpu_add_##path(okv_backend *be, float *y, const float *x, int64_t n);                     \
+    void cpu_embed_##path(okv_backend *be, float *out, const void *table, okv_type type,           \
+                          const int32_t *ids, int n_tok, int dim);                                 \
+    void cpu_kv_store_##path(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,    \
+                             const int32_t *dst_rows, const float *src, int n_tok, int row_elems); \
+    size_t cpu_pf_floats_##path(void);                                                             \
+    void cpu_attn_prefill_##path(okv_backend *be, float *out, const float *q, int n_q, int q_pos0, \
+                                 okv_kv_view kv, okv_attn_shape s);                                \
+    int cpu_attn_reserve_##path(okv_backend *be, okv_attn_shape s, int max_ctx);                   \
+    void cpu_attn_decode_##path(okv_backend *be, float *out, const float *q,                       \
+                                const okv_kv_view *views, int n_views, okv_attn_shape s,           \
+                                float *logits);                                                    \
+    void cpu_attn_logits_##path(okv_backend *be, float *logits, const float *q, okv_kv_view kv,    \
+                                okv_attn_shape s);
+CPU_PATH_DECLARE(avx512)
+CPU_PATH_DECLARE(avx2)
+CPU_PATH_DECLARE(generic)
+#undef CPU_PATH_DECLARE
 
-/* ---- elementwise.c ---- */
-void cpu_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int n_tok, int dim,
-                 float eps);
-void cpu_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
-              const float *inv_freq, int n_freq);
-void cpu_swiglu(okv_backend *be, float *out, const float *gate, const float *up, int64_t n);
-void cpu_add(okv_backend *be, float *y, const float *x, int64_t n);
-void cpu_embed(okv_backend *be, float *out, const void *table, okv_type type, const int32_t *ids,
-               int n_tok, int dim);
-void cpu_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
-                  const int32_t *dst_rows, const float *src, int n_tok, int row_elems);
+/* One path's entry points: the ops it puts in the table and the sizes and reservation the
+ * backend's scratch follows. */
+typedef struct cpu_path {
+    okv_cpu_isa isa;
+    size_t (*act_row_bytes)(int64_t n_in);
+    size_t (*pf_floats)(void);
+    int (*attn_reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
+    okv_backend ops; /* the per-path op entries; the rest stay NULL */
+} cpu_path;
 
-/* ---- attention.c ---- */
-size_t cpu_pf_floats(void);
-void cpu_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
-                      okv_kv_view kv, okv_attn_shape s);
-int cpu_attn_reserve(okv_backend *be, okv_attn_shape s, int max_ctx);
-void cpu_attn_decode(okv_backend *be, float *out, const float *q, const okv_kv_view *views,
-                     int n_views, okv_attn_shape s, float *logits);
-void cpu_attn_logits(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
-                     okv_attn_shape s);
+/* ---- isa.c ---- */
+/* The path the request (okv_cpu_isa_request) and this CPU give, logged when it changes; NULL
+ * with okv_fail(OKV_ERR_USAGE) set when the requested path needs features the CPU lacks. */
+const cpu_path *cpu_path_choose(void);
 
 /* ---- select.c ---- */
 void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim);

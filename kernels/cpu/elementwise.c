@@ -47,8 +47,8 @@ static void rmsnorm_row(float *y, const float *x, const float *w, int dim, float
     for (; i < dim; i++) y[i] = (x[i] * scale) * w[i];
 }
 
-void cpu_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int n_tok, int dim,
-                 float eps) {
+void CPU_FN(cpu_rmsnorm)(okv_backend *be, float *y, const float *x, const float *w, int n_tok, int dim,
+                         float eps) {
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * dim)) schedule(static)
     for (int t = 0; t < n_tok; t++)
         rmsnorm_row(y + (int64_t)t * dim, x + (int64_t)t * dim, w, dim, eps);
@@ -56,8 +56,8 @@ void cpu_rmsnorm(okv_backend *be, float *y, const float *x, const float *w, int 
 
 /* cos/sin once per (token, frequency), shared by all heads; otherwise the reference's f32
  * expressions, in the same order. */
-void cpu_rope(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
-              const float *inv_freq, int n_freq) {
+void CPU_FN(cpu_rope)(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,
+                      int head_dim, const float *inv_freq, int n_freq) {
     OKV_ASSERT(2 * n_freq <= head_dim && n_freq <= 512);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * n_heads * head_dim)) schedule(static)
     for (int t = 0; t < n_tok; t++) {
@@ -94,20 +94,20 @@ static void swiglu_range(float *out, const float *gate, const float *up, int64_t
     }
 }
 
-void cpu_swiglu(okv_backend *be, float *out, const float *gate, const float *up, int64_t n) {
+void CPU_FN(cpu_swiglu)(okv_backend *be, float *out, const float *gate, const float *up, int64_t n) {
     const int nth = ew_threads(be, n);
     const int64_t per = ((n + nth - 1) / nth + 15) & ~(int64_t)15;
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int k = 0; k < nth; k++) swiglu_range(out, gate, up, OKV_MIN(n, k * per), OKV_MIN(n, (k + 1) * per));
 }
 
-void cpu_add(okv_backend *be, float *y, const float *x, int64_t n) {
+void CPU_FN(cpu_add)(okv_backend *be, float *y, const float *x, int64_t n) {
 #pragma omp parallel for simd num_threads(ew_threads(be, n)) schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void cpu_embed(okv_backend *be, float *out, const void *table, okv_type type, const int32_t *ids,
-               int n_tok, int dim) {
+void CPU_FN(cpu_embed)(okv_backend *be, float *out, const void *table, okv_type type,
+                       const int32_t *ids, int n_tok, int dim) {
     const size_t row = okv_type_row_bytes(type, dim);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * dim)) schedule(static)
     for (int t = 0; t < n_tok; t++)
@@ -125,8 +125,8 @@ static void store_row_f16(uint16_t *d, const float *s, int n) {
     for (; i < n; i++) d[i] = okv_f32_to_fp16(s[i]);
 }
 
-void cpu_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
-                  const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
+void CPU_FN(cpu_kv_store)(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
+                          const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
     OKV_ASSERT(dst_type == OKV_TYPE_F16 || dst_type == OKV_TYPE_F32);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * row_elems)) schedule(static)
     for (int t = 0; t < n_tok; t++) {

@@ -27,7 +27,7 @@ static size_t act_qs_off(int nb) { return 0; }
 static size_t act_bias_off(int nb) { return (size_t)nb * 32; }
 static size_t act_ds_off(int nb) { return (size_t)nb * 64; }
 
-size_t cpu_act_row_bytes(int64_t n_in) {
+size_t CPU_FN(cpu_act_row_bytes)(int64_t n_in) {
     const size_t q = (size_t)((n_in + OKV_QK - 1) / OKV_QK) * 72;
     const size_t f = (size_t)n_in * sizeof(float);
     return ((q > f ? q : f) + 63) & ~(size_t)63;
@@ -442,8 +442,8 @@ MM_TYPED(mm_f32, OKV_TYPE_F32)
 typedef void (*mm_fn)(float *, const uint8_t *, size_t, const float *, const uint8_t *, size_t, int,
                       int, int, int, int);
 
-void cpu_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
-                int n_tok, int n_in, int n_out) {
+void CPU_FN(cpu_matmul)(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
+                        int n_tok, int n_in, int n_out) {
     cpu_state *st = be->state;
     mm_fn fn;
     switch (wtype) {
@@ -458,7 +458,7 @@ void cpu_matmul(okv_backend *be, float *y, const void *w, okv_type wtype, const 
     OKV_ASSERT(okv_type_block_elems(wtype) == 1 || n_in % OKV_QK == 0);
     const int needs_act = wtype != OKV_TYPE_F32;
     OKV_ASSERT(!needs_act || (n_tok <= st->max_tok && n_in <= st->max_in));
-    const size_t astride = cpu_act_row_bytes(n_in);
+    const size_t astride = CPU_FN(cpu_act_row_bytes)(n_in);
     const size_t wrow = okv_type_row_bytes(wtype, n_in);
     const int n_blocks = (n_out + MM_ROW_BLOCK - 1) / MM_ROW_BLOCK;
     uint8_t *act = st->act;

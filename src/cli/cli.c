@@ -97,6 +97,7 @@ int load_config(okv_run_config *rc, const char *path, const cli_sets *s) {
     if (rc->threads != before)
         snprintf(rc->threads_from, sizeof rc->threads_from, "%s", "-t or --set threads");
     if (!rc->threads) rc->threads_from[0] = 0;
+    okv_cpu_isa_request(rc->cpu_isa);
     return OKV_OK;
 }
 
@@ -120,6 +121,8 @@ int share_config_quiet(okv_run_config *rc, int st) {
     if (MPI_Bcast(&st, 1, MPI_INT, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
         okv_die(__FILE__, __LINE__, "MPI_Bcast of the start-up status");
     if (!st) config_bcast(rc);
+    /* each rank resolves cpu_isa=auto against its own CPU when it builds its backend */
+    if (!st) okv_cpu_isa_request(rc->cpu_isa);
     return st;
 }
 

@@ -1,6 +1,7 @@
 /* bench_kernels.c — throughput of the CPU backend's hot ops; a benchmark, not a test (CMake skips
- * it). Build from the repository root with mpicc -std=c11 -O2 -march=native -fopenmp -D_GNU_SOURCE
- * -I. -Isrc, this file, src/common.c and the .c files of kernels and kernels/cpu.
+ * it). After the CMake build, from the repository root: mpicc -std=c11 -O2 -fopenmp -D_GNU_SOURCE
+ * -I. -Isrc this file build/libomnikv_core.a $(pkg-config --libs hwloc libcjson libpcre2-8 libpng)
+ * -lm (the kernels take the fastest vector path the CPU has, as omnikv does).
  * Usage: [min max threads] [prefill] (the last runs only the prefill cases). */
 #include "kernels/backend.h"
 #include "common.h"

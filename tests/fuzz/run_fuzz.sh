@@ -13,7 +13,7 @@ build=${1:?usage: run_fuzz.sh BUILD_DIR [SECONDS]}
 secs=${2:-30}
 seed=${FUZZ_SEED:-1}
 
-CC=${CC:-clang} cmake -S "$src" -B "$build" -DOMNIKV_FUZZ=ON -DOMNIKV_CUDA=OFF -DOMNIKV_NATIVE=ON >/dev/null
+CC=${CC:-clang} cmake -S "$src" -B "$build" -DOMNIKV_FUZZ=ON -DOMNIKV_CUDA=OFF >/dev/null
 targets=()
 for f in "$src"/tests/fuzz/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null

@@ -46,6 +46,7 @@ static void test_defaults(void) {
     TEST_CHECK(c.min_selected == 0, "min_selected_tokens default 0 (the reference's plain k)");
     TEST_CHECK(c.threads == 0, "threads default 0");
     TEST_CHECK(c.kv_type == OKV_TYPE_F16, "kv_type default f16");
+    TEST_CHECK(c.cpu_isa == OKV_CPU_ISA_AUTO, "cpu_isa default auto");
     TEST_CHECK(c.prefill_chunk == 512, "prefill_chunk default 512, got %d", c.prefill_chunk);
     TEST_CHECK(c.max_context_len == 0, "max_context_len default 0");
     TEST_CHECK(c.max_batch == 1, "max_batch default 1");
@@ -88,6 +89,11 @@ static void test_layering(void) {
     TEST_OK(config_load_env(&c));
     TEST_CHECK(c.threads == 6, "OMNIKV_CPU_NUM_THREADS sets threads, got %d", c.threads);
     unsetenv("OMNIKV_CPU_NUM_THREADS");
+    setenv("OMNIKV_CPU_ISA", "avx2", 1);
+    config_defaults(&c);
+    TEST_OK(config_load_env(&c));
+    TEST_CHECK(c.cpu_isa == OKV_CPU_ISA_AVX2, "OMNIKV_CPU_ISA=avx2 sets cpu_isa, got %d", (int)c.cpu_isa);
+    unsetenv("OMNIKV_CPU_ISA");
 }
 
 static void test_bad_values(void) {
@@ -114,6 +120,7 @@ static void test_bad_values(void) {
         {"threads", "-2", ">= 0"},
         {"cpu_num_threads", "-1", ">= 0"},
         {"kv_type", "bf16", "f16 or f32"},
+        {"cpu_isa", "avx3", "auto, avx512, avx2, generic"},
         {"prefill_chunk", "0", ">= 1"},
         {"max_context_len", "-5", ">= 0"},
         {"max_batch", "0", ">= 1"},

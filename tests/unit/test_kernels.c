@@ -1,7 +1,9 @@
-/* test_kernels.c — every CPU op against its kernels/ref.c reference over ragged shapes with stated
- * tolerances; type helpers, converters, quantizers and top-k against hand values; decode attention
- * bitwise independent of view splits. Prints each check and its worst error; non-zero on failure. */
+/* test_kernels.c — every CPU op, on every vector path this CPU supports (kernels/cpu_isa.h),
+ * against its kernels/ref.c reference over ragged shapes with stated tolerances; type helpers,
+ * converters, quantizers and top-k against hand values; decode attention bitwise independent of
+ * view splits. Prints each check and its worst error; non-zero on failure. */
 #include "kernels/backend.h"
+#include "kernels/cpu_isa.h"
 #include "common.h"
 
 #include <math.h>
@@ -10,11 +12,12 @@
 #include <string.h>
 
 static int n_fail, n_checks;
+static char path_tag[16]; /* "[avx2] " while one vector path's ops are under test */
 
 static void report(int ok, const char *what, const char *detail) {
     n_checks++;
     if (!ok) n_fail++;
-    printf("%s  %-58s %s\n", ok ? "ok  " : "FAIL", what, detail);
+    printf("%s  %s%-58s %s\n", ok ? "ok  " : "FAIL", path_tag, what, detail);
 }
 
 /* ---- data -------------------------------------------------------------------------------------- */
@@ -730,13 +733,56 @@ static void test_topk(void) {
     report(bad == 0, "topk vs full-sort ref: n 1..5000, ties, sorted/reversed/constant", det);
 }
 
-int main(void) {
-    okv_log_init(0);
+/* The backends under test take the vector path isa; returns non-zero when they cannot be built. */
+static int cpu_backends_init(okv_cpu_isa isa) {
+    okv_cpu_isa_request(isa);
     if (okv_backend_cpu_init(&cpu1, 1, 64, 4096) || okv_backend_cpu_init(&cpu2, 2, 64, 4096) ||
         okv_backend_cpu_init(&cpu3, 3, 64, 4096)) {
         fprintf(stderr, "test_kernels: %s\n", okv_last_error());
         return 1;
     }
+    return 0;
+}
+
+static void cpu_backends_free(void) {
+    cpu1.free(&cpu1);
+    cpu2.free(&cpu2);
+    cpu3.free(&cpu3);
+}
+
+/* Names round-trip; the generic path is always there; a forced path the CPU lacks is a usage
+ * error naming it; each path fills the table with its own ops. */
+static void test_isa_choice(void) {
+    int ok = okv_cpu_isa_supported(OKV_CPU_ISA_GENERIC) && okv_cpu_isa_from_name("avx3") == -1;
+    for (int i = OKV_CPU_ISA_AUTO; i <= OKV_CPU_ISA_GENERIC; i++)
+        ok &= okv_cpu_isa_from_name(okv_cpu_isa_name((okv_cpu_isa)i)) == i;
+    report(ok, "cpu_isa names round-trip; generic always supported", "");
+    void (*seen[4])(okv_backend *, float *, const void *, okv_type, const float *, int, int, int) = {0};
+    int n_seen = 0, distinct = 1;
+    char det[160] = "";
+    for (int i = OKV_CPU_ISA_AVX512; i <= OKV_CPU_ISA_GENERIC; i++) {
+        okv_backend be;
+        okv_cpu_isa_request((okv_cpu_isa)i);
+        const int st = okv_backend_cpu_init(&be, 1, 1, 64);
+        if (okv_cpu_isa_supported((okv_cpu_isa)i)) {
+            distinct &= st == OKV_OK;
+            for (int j = 0; j < n_seen; j++) distinct &= be.matmul != seen[j];
+            seen[n_seen++] = be.matmul;
+        } else {
+            const int named = strstr(okv_last_error(), okv_cpu_isa_name((okv_cpu_isa)i)) != NULL;
+            snprintf(det, sizeof det, "%s refused: %s", okv_cpu_isa_name((okv_cpu_isa)i), okv_last_error());
+            report(st == OKV_ERR_USAGE && named && be.state == NULL,
+                   "a forced path this CPU lacks is a usage error naming it", det);
+        }
+        be.free(&be);
+    }
+    okv_cpu_isa_request(OKV_CPU_ISA_AUTO);
+    snprintf(det, sizeof det, "%d paths", n_seen);
+    report(distinct, "each supported path builds a backend with its own matmul", det);
+}
+
+int main(void) {
+    okv_log_init(0);
     okv_backend bad;
     report(okv_backend_cpu_init(&bad, 0, 1, 1) == OKV_ERR_USAGE && bad.state == NULL,
            "cpu init rejects 0 threads and leaves no state", "");
@@ -750,18 +796,28 @@ int main(void) {
     test_converters();
     test_quant_ref();
     test_vec_dot_ref();
-    test_matmul();
-    test_elementwise();
-    test_embed_kv_store();
-    test_attn_decode();
-    test_attn_decode_invariance();
-    test_attn_logits();
-    test_attn_prefill();
     test_topk();
+    test_isa_choice();
 
-    cpu1.free(&cpu1);
-    cpu2.free(&cpu2);
-    cpu3.free(&cpu3);
+    for (int i = OKV_CPU_ISA_AVX512; i <= OKV_CPU_ISA_GENERIC; i++) {
+        const okv_cpu_isa isa = (okv_cpu_isa)i;
+        if (!okv_cpu_isa_supported(isa)) {
+            printf("skip  [%s] this CPU lacks the path's instructions: its ops are not tested here\n",
+                   okv_cpu_isa_name(isa));
+            continue;
+        }
+        snprintf(path_tag, sizeof path_tag, "[%s] ", okv_cpu_isa_name(isa));
+        if (cpu_backends_init(isa)) return 1;
+        test_matmul();
+        test_elementwise();
+        test_embed_kv_store();
+        test_attn_decode();
+        test_attn_decode_invariance();
+        test_attn_logits();
+        test_attn_prefill();
+        cpu_backends_free();
+        path_tag[0] = 0;
+    }
     printf("%d checks, %d failed\n", n_checks, n_fail);
     return n_fail ? 1 : 0;
 }
