@@ -109,11 +109,9 @@ static int sink_bench(void *ctx, const okv_result *r) {
 }
 
 static void metrics_add(okv_result_metrics *a, const okv_result_metrics *b) {
-    a->steps += b->steps, a->rows_dense += b->rows_dense, a->rows_filter += b->rows_filter;
-    a->rows_sparse += b->rows_sparse, a->bytes_kv += b->bytes_kv;
-    a->bytes_weights += b->bytes_weights, a->t_select += b->t_select;
-    a->t_attn_dense += b->t_attn_dense, a->t_attn_sparse += b->t_attn_sparse;
-    a->t_matmul += b->t_matmul, a->t_other += b->t_other;
+#define METRICS_ADD(name, type, what) a->name += b->name;
+    OKV_METRICS_FIELDS(METRICS_ADD)
+#undef METRICS_ADD
 }
 
 /* The figures of n sequences served together, as one run. Decode tok/s is the batch at full

@@ -14,24 +14,12 @@
 #include "../config.h"
 #include "../model/model.h"
 #include "../policy/policy.h"
+#include "metrics.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Counters accumulated over decode steps (reset by engine_metrics_reset): X(name, type, what). */
-#define OKV_METRICS_FIELDS(X) \
-    X(steps, uint64_t, "decode steps (one token for every active slot)") \
-    X(rows_dense, uint64_t, "KV rows read by dense and wait layers") \
-    X(rows_filter, uint64_t, "KV rows read by filter layers") \
-    X(rows_sparse, uint64_t, "KV rows read by sparse layers (selected + tail)") \
-    X(bytes_kv, uint64_t, "KV bytes read by attention") \
-    X(bytes_weights, uint64_t, "weight bytes read (once per step)") \
-    X(t_select, double, "seconds in score + top-k") \
-    X(t_attn_dense, double, "dense / wait / filter attention") \
-    X(t_attn_sparse, double, "sparse attention (and waiting for its gather)") \
-    X(t_matmul, double, "projections, MLP, head") \
-    X(t_other, double, "norms, rope, kv stores")
-
+/* Counters accumulated over decode steps (reset by engine_metrics_reset). */
 typedef struct okv_metrics {
 #define OKV_METRICS_DECLARE(name, type, what) type name;
     OKV_METRICS_FIELDS(OKV_METRICS_DECLARE)

@@ -22,6 +22,7 @@
 #ifndef OKV_REQUESTS_H
 #define OKV_REQUESTS_H
 
+#include "../engine/metrics.h"
 #include "../model/tokenizer.h"
 
 #include <stdbool.h>
@@ -71,8 +72,9 @@ const char *finish_name(okv_finish f);
 /* A request's share of the engine's decode counters (okv_metrics): a batched step's counters are
  * split evenly among the sequences it advanced. Times in seconds. */
 typedef struct okv_result_metrics {
-    double steps, rows_dense, rows_filter, rows_sparse, bytes_kv, bytes_weights;
-    double t_select, t_attn_dense, t_attn_sparse, t_matmul, t_other;
+#define OKV_RESULT_METRICS_DECLARE(name, type, what) double name;
+    OKV_METRICS_FIELDS(OKV_RESULT_METRICS_DECLARE)
+#undef OKV_RESULT_METRICS_DECLARE
 } okv_result_metrics;
 
 typedef struct okv_result {
