@@ -6,6 +6,7 @@
  * error; non-zero on failure. On a GPU machine this is the CUDA backend's op test too. */
 #include "kernels/backend.h"
 #include "common.h"
+#include "test_rand.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,18 +19,6 @@ static void report(int ok, const char *be, const char *what, const char *detail)
     n_checks++;
     if (!ok) n_fail++;
     printf("%s  %-10s %-46s %s\n", ok ? "ok  " : "FAIL", be, what, detail);
-}
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint32_t rng_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
-static void fill(float *x, int64_t n, float scale) {
-    for (int64_t i = 0; i < n; i++) x[i] = rng_uniform(-scale, scale) * (rng_u32() % 50 == 0 ? 8.0f : 1.0f);
 }
 
 static void *xmalloc(size_t n) {
@@ -416,6 +405,7 @@ static void run_backend(okv_backend *be) {
 
 int main(void) {
     okv_log_init(0);
+    rng_state = 0x2545f4914f6cdd1dull; /* its own stream, not test_kernels' */
     const okv_backend_kind kinds[] = {OKV_BACKEND_CPU, OKV_BACKEND_CPU_STRICT, OKV_BACKEND_CUDA};
     const okv_backend_params p = {.n_threads = 2, .max_tok = 64, .max_in = 4096, .device = -1,
                                   .arena_bytes = (size_t)256 << 20};

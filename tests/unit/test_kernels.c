@@ -5,6 +5,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu_isa.h"
 #include "common.h"
+#include "test_rand.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,19 +22,6 @@ static void report(int ok, const char *what, const char *detail) {
 }
 
 /* ---- data -------------------------------------------------------------------------------------- */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rng_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
-/* Mostly small values with the odd outlier, as activations look. */
-static void fill(float *x, int64_t n, float scale) {
-    for (int64_t i = 0; i < n; i++) x[i] = rng_uniform(-scale, scale) * (rng_u32() % 50 == 0 ? 8.0f : 1.0f);
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
