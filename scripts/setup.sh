@@ -30,7 +30,9 @@ for p in "${pkgs[@]}"; do
 done
 # python3 may come from elsewhere than Debian (e.g. pyenv): accept any working python3 with venv.
 if python3 -c 'import venv' 2>/dev/null; then
-  missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3}")
+  kept=()
+  for p in "${missing[@]}"; do [ "$p" = python3 ] || [ "$p" = python3-venv ] || kept+=("$p"); done
+  missing=("${kept[@]}")
 fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if [ ${#missing[@]} -gt 0 ]; then
