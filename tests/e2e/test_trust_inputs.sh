@@ -204,8 +204,9 @@ expect_exit 2 "a config file with two objects" "${RUN[@]}" -p hi -c "$T/two.json
 
 # ---- eval ----------------------------------------------------------------------------------------
 echo "earlier samples" >"$T/ev.jsonl"
+# A filter layer past the model's is found only once the model is loaded.
 expect_exit 2 "eval refused after the model loads" "$BIN" eval -m "$TINY" --task passkey --ctx 256 \
-    --variants 0.5 -o "$T/ev.jsonl" && one_sentence "do_select_layers"
+    --variants 0.5 --set do_select_layers=99 -o "$T/ev.jsonl" && one_sentence "do_select_layers"
 check "a refused eval leaves its output file as it was" grep -qx "earlier samples" "$T/ev.jsonl"
 expect_exit 2 "eval --depth nan" "$BIN" eval -m "$TINY" --task passkey --depth nan && one_sentence "--depth" "nan"
 expect_exit 1 "a LongBench file with a bad record goes on" "$BIN" eval -m "$TINY" \
