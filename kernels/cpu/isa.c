@@ -5,6 +5,9 @@
 #include "common.h"
 
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #define CPU_PATH_ENTRY(ISA, path)                                                                  \
     {                                                                                              \
@@ -52,13 +55,21 @@ static const cpu_path *path_of(okv_cpu_isa isa) {
     return NULL;
 }
 
+#if defined(__x86_64__)
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 /* __builtin_cpu_supports also checks that the OS saves the AVX and AVX-512 registers. */
 bool okv_cpu_isa_supported(okv_cpu_isa isa) {
     if (!path_of(isa)) return false;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+                      cpu_has_f16c();
     if (isa == OKV_CPU_ISA_AVX2) return avx2;
     if (isa == OKV_CPU_ISA_AVX512)
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

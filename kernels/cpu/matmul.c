@@ -124,7 +124,9 @@ static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
  * once for its T tokens, and the R*T horizontal sums at the end are done four at a time. */
 #define MM_ACC 8
 
-/* One block of any quantized weight type against one token's activations, plain C. */
+/* One block of any quantized weight type against one token's activations, plain C (the AVX-512
+ * tail rows and the generic path; the AVX2 path has its own). */
+#if defined(OKV_CPU_AVX512) || !defined(OKV_CPU_AVX2)
 static inline float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
     int isum = 0;
     float d, m = 0.0f;
@@ -142,6 +144,7 @@ static inline float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t 
     }
     return d * ds[0] * (float)isum + m * ds[1];
 }
+#endif
 
 static inline size_t q_block_bytes(okv_type wt) {
     return wt == OKV_TYPE_Q8_0 ? sizeof(okv_block_q8_0)
