@@ -164,7 +164,8 @@ static int load_stage(pipe_ctx *pc, const char *path) {
     pc->seqbuf = calloc((size_t)en->max_slots, sizeof *pc->seqbuf);
     pc->outbuf = calloc((size_t)en->max_slots, sizeof *pc->outbuf);
     OKV_ASSERT(pc->slots && pc->seqbuf && pc->outbuf);
-    /* The stage's hidden states (pc->x, the received payloads) are host memory today. */
+    /* Received payloads land in host memory; sends go straight from the engine's hidden states
+     * in its backend's memory (the transport stages them when they are device memory). */
     pc->act_kind = OKV_MEM_HOST;
     const size_t n_counts = (size_t)en->max_slots * OKV_MAX_FILTERS;
     pipe_msg *ms[3] = {&pc->in, &pc->out, &pc->ret_in};
@@ -181,9 +182,8 @@ static int load_stage(pipe_ctx *pc, const char *path) {
                             "entries", (long long)pc->max_idx);
     }
     if (s == 0) {
-        pc->x = okv_alloc(sizeof(float) * (size_t)en->max_tok * pc->dim);
         pc->n_prompt = calloc((size_t)en->max_slots, sizeof *pc->n_prompt);
-        if (!pc->x || !pc->n_prompt) return okv_fail(OKV_ERR_NOMEM, "cannot allocate stage buffers");
+        if (!pc->n_prompt) return okv_fail(OKV_ERR_NOMEM, "cannot allocate stage buffers");
     }
     return OKV_OK;
 }
@@ -340,7 +340,7 @@ static void send_forward(pipe_ctx *pc, const void *x, int n_tok) {
                            "boundary message");
     pc->out.hdr.seqno = pc->send_seqno++;
     size_t n = pipe_msg_write(b->wire, b->ctrl_cap, &pc->out);
-    pc->tr.send(&pc->tr, b, n, x, pc->act_kind, sizeof(float) * (size_t)n_tok * pc->dim,
+    pc->tr.send(&pc->tr, b, n, x, pc->eng.be.mem, sizeof(float) * (size_t)n_tok * pc->dim,
                 pc->rank + 1, TAG_FWD);
 }
 
@@ -421,11 +421,10 @@ static int fwd_prefill(void *ctx, int mb, int slot, const int32_t *ids, int pos0
     engine_embed(e, ids, n);
     int st = engine_prefill(e, slot, pos0, n);
     if (st) return st;
-    engine_x_store(e, pc->x, n);
     pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), mb, n, slot, 0.0);
     okv_sample_req none = {.slot = slot};
     pipe_seq seq = seq_of(last ? last : &none, pos0, pc->n_prompt[slot], last ? PIPE_SEQ_SAMPLE : 0);
-    send_prefill(pc, mb, &seq, n, pc->x);
+    send_prefill(pc, mb, &seq, n, engine_x(e));
     return OKV_OK;
 }
 
@@ -443,11 +442,10 @@ static int fwd_decode(void *ctx, int mb, const okv_sample_req *seqs, const int32
     engine_embed(e, ids, n);
     int st = engine_decode(e, pc->slots, n);
     if (st) return st;
-    engine_x_store(e, pc->x, n);
     pipe_trace_add(&pc->trace, TRACE_DECODE, t0, okv_now_s(), mb, n, -1,
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
     engine_metrics_diff(&delta, &before, &e->metrics);
-    send_decode(pc, mb, sq, n, pc->x, &delta);
+    send_decode(pc, mb, sq, n, engine_x(e), &delta);
     return OKV_OK;
 }
 
@@ -530,8 +528,7 @@ static void stage_prefill(pipe_ctx *pc, const pipe_msg *m, float *x) {
         stage_fail(__LINE__, "prefill failed: %s", okv_last_error());
     pipe_trace_add(&pc->trace, TRACE_PREFILL, t0, okv_now_s(), m->hdr.mb, n_tok, sq->slot, 0.0);
     if (!pc->last) {
-        engine_x_store(e, x, n_tok);
-        send_prefill(pc, m->hdr.mb, sq, n_tok, x);
+        send_prefill(pc, m->hdr.mb, sq, n_tok, engine_x(e));
         return;
     }
     if (!(sq->flags & PIPE_SEQ_SAMPLE)) return;
@@ -582,8 +579,7 @@ static void stage_decode(pipe_ctx *pc, pipe_msg *m, float *x) {
                    e->metrics.t_attn_sparse - before.t_attn_sparse);
     if (!pc->last) {
         metrics_accumulate(&m->metrics, &before, &e->metrics);
-        engine_x_store(e, x, n);
-        send_decode(pc, m->hdr.mb, m->seqs, n, x, &m->metrics);
+        send_decode(pc, m->hdr.mb, m->seqs, n, engine_x(e), &m->metrics);
         return;
     }
     const int nv = pc->model.cfg.n_vocab;
@@ -672,7 +668,6 @@ void pipe_free(pipe_ctx *pc) {
     pipe_transport_free(&pc->ret);
     pipe_trace_free(&pc->trace);
     sampler_free(&pc->sampler);
-    okv_free_mem(pc->x);
     free(pc->slots);
     free(pc->seqbuf);
     free(pc->outbuf);

@@ -57,7 +57,6 @@ typedef struct pipe_ctx {
     pipe_msg out;       /* the message being sent (counts and idx are scratch) */
     pipe_msg ret_in;    /* rank 0: the token return being read (out [max_slots]) */
 
-    float *x;           /* [max_tok][dim] stage-0 hidden states */
     okv_sampler sampler;
     int *slots;         /* [max_slots] */
     pipe_seq *seqbuf;   /* [max_slots] stage 0's step descriptions */

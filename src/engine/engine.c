@@ -397,12 +397,6 @@ void engine_x_load(okv_engine *e, const float *x, int n) {
                OKV_STREAM_SYNC);
 }
 
-void engine_x_store(okv_engine *e, float *x, int n) {
-    OKV_ASSERT(n <= e->max_tok);
-    e->be.copy(&e->be, x, e->x, sizeof(float) * (size_t)n * e->model->cfg.dim, OKV_COPY_D2H,
-               OKV_STREAM_SYNC);
-}
-
 void engine_embed(okv_engine *e, const int32_t *ids, int n) {
     const okv_tensor *t = &e->w.tok_embd;
     OKV_ASSERT(t->data && n <= e->max_tok);

@@ -126,9 +126,9 @@ void engine_seq_rewind(okv_engine *e, int slot, int n_pos);
 
 /* The engine's hidden states, [max_tok][dim] in backend memory (be.mem says where). */
 float *engine_x(okv_engine *e);
-/* Hidden states from / to host memory (pipeline boundaries on host transports): rows [0, n). */
+/* Hidden states from host memory (a received boundary payload): rows [0, n). A stage sends
+ * engine_x itself, with be.mem telling the transport where it lives. */
 void engine_x_load(okv_engine *e, const float *x, int n);
-void engine_x_store(okv_engine *e, float *x, int n);
 /* Token embedding (first stage) of host ids into the hidden states. */
 void engine_embed(okv_engine *e, const int32_t *ids, int n);
 /* Runs this range's layers over n_tok prompt tokens of one slot at positions pos0.. (chunked

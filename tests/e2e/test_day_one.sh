@@ -14,23 +14,8 @@ SMOL=$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
 T=$(mktemp -d /tmp/okv_e2e_day1.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export OMNIKV_LOG=warn
-FAILS=0
-CHECKS=0
-fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
+. "$(dirname "$0")/checks.sh"
 ok() { CHECKS=$((CHECKS + 1)); echo "ok: $*"; }
-# expect_exit CODE DESCRIPTION COMMAND...: stdout and stderr in $T/out, $T/err.
-expect_exit() {
-    local want=$1 what=$2
-    shift 2
-    CHECKS=$((CHECKS + 1))
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        fail "$what: exit $got, want $want; stderr: $(tail -c 600 "$T/err")"
-        return 1
-    fi
-    return 0
-}
 
 # ---- run -p streams: stdout receives the text in several writes while the model generates, and
 # the bytes are the --json result's text and a newline. Before streaming the text went out in one

@@ -13,50 +13,7 @@ SRC=${OMNIKV_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d /tmp/okv_e2e_trust.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export OMNIKV_LOG=warn
-FAILS=0
-CHECKS=0
-
-fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    CHECKS=$((CHECKS + 1))
-    "$@" || fail "$what"
-}
-# expect_exit CODE DESCRIPTION COMMAND...: runs COMMAND (at most 120 s) with stdout/stderr in
-# $T/out, $T/err; a hang shows as exit 124.
-expect_exit() {
-    local want=$1 what=$2
-    shift 2
-    CHECKS=$((CHECKS + 1))
-    timeout 120 "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        fail "$what: exit $got, want $want; stderr: $(tail -c 600 "$T/err")"
-        return 1
-    fi
-    return 0
-}
-# The failure sentence: the last stderr line starts "omnikv: " and mentions each given word.
-one_sentence() {
-    local last
-    last=$(tail -n 1 "$T/err")
-    CHECKS=$((CHECKS + 1))
-    case "$last" in
-    "omnikv: "*) ;;
-    *) fail "expected an 'omnikv: ...' line on stderr, got: $last"; return ;;
-    esac
-    for w in "$@"; do
-        case "$last" in
-        *"$w"*) ;;
-        *) fail "error line lacks '$w': $last" ;;
-        esac
-    done
-}
-py() {
-    CHECKS=$((CHECKS + 1))
-    python3 -c "$@" || fail "python check failed (see above)"
-}
+. "$(dirname "$0")/checks.sh"
 
 TINY=$T/tiny.gguf
 expect_exit 0 "gen-model tiny" "$BIN" gen-model --shape tiny -o "$TINY"
