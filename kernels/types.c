@@ -19,6 +19,17 @@ static const type_info *type_get(okv_type t) {
     static const type_info q4_1 = {"q4_1", OKV_QK, sizeof(okv_block_q4_1), 1};
     static const type_info q8_0 = {"q8_0", OKV_QK, sizeof(okv_block_q8_0), 1};
     static const type_info q8_1 = {"q8_1", OKV_QK, sizeof(okv_block_q8_1), 0};
+    /* Read and sized, but not yet weight types of the engine: is_weight turns on with each
+     * type's kernels. */
+    static const type_info q5_0 = {"q5_0", OKV_QK, sizeof(okv_block_q5_0), 0};
+    static const type_info q5_1 = {"q5_1", OKV_QK, sizeof(okv_block_q5_1), 0};
+    static const type_info iq4_nl = {"iq4_nl", OKV_QK, sizeof(okv_block_iq4_nl), 0};
+    static const type_info q2_k = {"q2_k", OKV_QK_K, sizeof(okv_block_q2_k), 0};
+    static const type_info q3_k = {"q3_k", OKV_QK_K, sizeof(okv_block_q3_k), 0};
+    static const type_info q4_k = {"q4_k", OKV_QK_K, sizeof(okv_block_q4_k), 0};
+    static const type_info q5_k = {"q5_k", OKV_QK_K, sizeof(okv_block_q5_k), 0};
+    static const type_info q6_k = {"q6_k", OKV_QK_K, sizeof(okv_block_q6_k), 0};
+    static const type_info q8_k = {"q8_k", OKV_QK_K, sizeof(okv_block_q8_k), 0};
     switch (t) {
     case OKV_TYPE_F32: return &f32;
     case OKV_TYPE_F16: return &f16;
@@ -27,6 +38,15 @@ static const type_info *type_get(okv_type t) {
     case OKV_TYPE_Q4_1: return &q4_1;
     case OKV_TYPE_Q8_0: return &q8_0;
     case OKV_TYPE_Q8_1: return &q8_1;
+    case OKV_TYPE_Q5_0: return &q5_0;
+    case OKV_TYPE_Q5_1: return &q5_1;
+    case OKV_TYPE_IQ4_NL: return &iq4_nl;
+    case OKV_TYPE_Q2_K: return &q2_k;
+    case OKV_TYPE_Q3_K: return &q3_k;
+    case OKV_TYPE_Q4_K: return &q4_k;
+    case OKV_TYPE_Q5_K: return &q5_k;
+    case OKV_TYPE_Q6_K: return &q6_k;
+    case OKV_TYPE_Q8_K: return &q8_k;
     default: return NULL;
     }
 }
@@ -53,13 +73,18 @@ const char *okv_type_name(okv_type t) {
 }
 
 int okv_type_from_name(const char *name) {
-    static const okv_type all[] = {OKV_TYPE_F32,  OKV_TYPE_F16,  OKV_TYPE_BF16, OKV_TYPE_Q4_0,
-                                   OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q8_1};
+    static const okv_type all[] = {OKV_TYPE_F32,  OKV_TYPE_F16,  OKV_TYPE_BF16,  OKV_TYPE_Q4_0,
+                                   OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q8_1,  OKV_TYPE_Q5_0,
+                                   OKV_TYPE_Q5_1, OKV_TYPE_Q2_K, OKV_TYPE_Q3_K,  OKV_TYPE_Q4_K,
+                                   OKV_TYPE_Q5_K, OKV_TYPE_Q6_K, OKV_TYPE_Q8_K, OKV_TYPE_IQ4_NL};
     if (!name) return -1;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(name, type_get(all[i])->name)) return (int)all[i];
     return -1;
 }
+
+const int8_t okv_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
 
 int okv_type_is_weight(okv_type t) {
     const type_info *ti = type_get(t);

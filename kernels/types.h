@@ -15,13 +15,24 @@ typedef enum okv_type {
     OKV_TYPE_F16 = 1,
     OKV_TYPE_Q4_0 = 2,
     OKV_TYPE_Q4_1 = 3,
+    OKV_TYPE_Q5_0 = 6,
+    OKV_TYPE_Q5_1 = 7,
     OKV_TYPE_Q8_0 = 8,
-    OKV_TYPE_Q8_1 = 9, /* activations only: the partner of Q4_1 weights */
+    OKV_TYPE_Q8_1 = 9, /* activations only: the partner of Q4_1 and Q5_1 weights */
+    OKV_TYPE_Q2_K = 10,
+    OKV_TYPE_Q3_K = 11,
+    OKV_TYPE_Q4_K = 12,
+    OKV_TYPE_Q5_K = 13,
+    OKV_TYPE_Q6_K = 14,
+    OKV_TYPE_Q8_K = 15, /* activations only: the partner of the K-quant weights */
+    OKV_TYPE_IQ4_NL = 20,
     OKV_TYPE_BF16 = 30,
     OKV_TYPE_COUNT = 31,
 } okv_type;
 
-#define OKV_QK 32 /* elements per block of every quantized type here */
+#define OKV_QK 32   /* elements per block of the legacy quantized types and IQ4_NL */
+#define OKV_QK_K 256 /* elements per super-block of the K-quants */
+#define OKV_K_SCALE_SIZE 12
 
 /* Block layouts (little-endian, packed, as stored in GGUF):
  *   Q4_0: f16 d;           uint8 qs[16]  x = d * (q - 8), q in 0..15
@@ -33,6 +44,33 @@ typedef struct { uint16_t d; uint8_t qs[16]; } okv_block_q4_0;
 typedef struct { uint16_t d, m; uint8_t qs[16]; } okv_block_q4_1;
 typedef struct { uint16_t d; int8_t qs[32]; } okv_block_q8_0;
 typedef struct { uint16_t d, s; int8_t qs[32]; } okv_block_q8_1;
+
+/*   Q5_0: f16 d;           uint8 qh[4]; uint8 qs[16]  x = d * (q - 16), q in 0..31
+ *   Q5_1: f16 d; f16 m;    uint8 qh[4]; uint8 qs[16]  x = d * q + m
+ * The low four bits of q are packed as in Q4_0; bit j of the little-endian u32 qh is bit 4 of
+ * element j.
+ *   IQ4_NL: f16 d;         uint8 qs[16]  x = d * okv_iq4nl_values[q], nibbles as in Q4_0. */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } okv_block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } okv_block_q5_1;
+typedef struct { uint16_t d; uint8_t qs[16]; } okv_block_iq4_nl;
+extern const int8_t okv_iq4nl_values[16];
+
+/* K-quants: 256-element super-blocks of 16 sub-blocks (Q2_K, Q3_K, Q6_K) or 8 (Q4_K, Q5_K), each
+ * sub-block with its own quantized scale (and min); the exact bit layouts are specified beside
+ * their dequantizers in kernels/ref.c.
+ *   Q2_K: uint8 scales[16] (4-bit scale | 4-bit min << 4); uint8 qs[64] (2-bit q); f16 d, dmin
+ *   Q3_K: uint8 hmask[32] (bit 2 of q); uint8 qs[64] (low 2 bits); uint8 scales[12] (16 6-bit
+ *         scales); f16 d
+ *   Q4_K: f16 d, dmin; uint8 scales[12] (8 6-bit scales, 8 6-bit mins); uint8 qs[128]
+ *   Q5_K: f16 d, dmin; uint8 scales[12]; uint8 qh[32] (bit 4 of q); uint8 qs[128]
+ *   Q6_K: uint8 ql[128] (low 4 bits); uint8 qh[64] (high 2 bits); int8 scales[16]; f16 d
+ *   Q8_K: f32 d; int8 qs[256]; int16 bsums[16] (sums of each 16 qs) */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } okv_block_q2_k;
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } okv_block_q3_k;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } okv_block_q4_k;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } okv_block_q5_k;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } okv_block_q6_k;
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } okv_block_q8_k;
 
 /* Elements per block (1 for plain types) and bytes per block; 0 for an unknown type. */
 int okv_type_block_elems(okv_type t);

@@ -627,7 +627,7 @@ static void test_corruptions(void) {
     REJECT("ne product overflow", 0, "overflows", P8(tensor_ndims_at(2) + 4, 1ull << 40),
            P8(tensor_ndims_at(2) + 12, 1ull << 40));
     REJECT("row not whole blocks", 0, "block size", P8(tensor_ndims_at(2) + 4, 48));
-    REJECT("unknown tensor type", 0, "type 12", P4(tensor_type_at(2), 12));
+    REJECT("unknown tensor type", 0, "type 16", P4(tensor_type_at(2), 16));
     REJECT("offset past end of file", 0, "data ends at byte",
            P8(tensor_offset_at(2), (uint64_t)good_size / 32 * 32));
     REJECT("offset far past the end", 0, "far past", P8(tensor_offset_at(2), UINT64_MAX - 31));

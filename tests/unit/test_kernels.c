@@ -52,10 +52,16 @@ static int bits_equal(const void *a, const void *b, size_t bytes) { return memcm
 static void test_types(void) {
     int ok = sizeof(okv_block_q4_0) == 18 && sizeof(okv_block_q4_1) == 20 && sizeof(okv_block_q8_0) == 34 &&
              sizeof(okv_block_q8_1) == 36;
+    /* the GGUF block sizes of the other types, from the format's own table */
+    ok &= okv_type_block_bytes(OKV_TYPE_Q5_0) == 22 && okv_type_block_bytes(OKV_TYPE_Q5_1) == 24 &&
+          okv_type_block_bytes(OKV_TYPE_IQ4_NL) == 18 && okv_type_block_bytes(OKV_TYPE_Q2_K) == 84 &&
+          okv_type_block_bytes(OKV_TYPE_Q3_K) == 110 && okv_type_block_bytes(OKV_TYPE_Q4_K) == 144 &&
+          okv_type_block_bytes(OKV_TYPE_Q5_K) == 176 && okv_type_block_bytes(OKV_TYPE_Q6_K) == 210 &&
+          okv_type_block_bytes(OKV_TYPE_Q8_K) == 292 && okv_type_block_elems(OKV_TYPE_Q4_K) == 256;
     ok &= okv_type_block_bytes(OKV_TYPE_Q4_0) == 18 && okv_type_block_bytes(OKV_TYPE_Q4_1) == 20 &&
           okv_type_block_bytes(OKV_TYPE_Q8_0) == 34 && okv_type_block_bytes(OKV_TYPE_Q8_1) == 36 &&
           okv_type_block_bytes(OKV_TYPE_F32) == 4 && okv_type_block_bytes(OKV_TYPE_F16) == 2 &&
-          okv_type_block_bytes(OKV_TYPE_BF16) == 2 && okv_type_block_bytes((okv_type)7) == 0;
+          okv_type_block_bytes(OKV_TYPE_BF16) == 2 && okv_type_block_bytes((okv_type)4) == 0;
     ok &= okv_type_block_elems(OKV_TYPE_Q4_1) == 32 && okv_type_block_elems(OKV_TYPE_F16) == 1 &&
           okv_type_block_elems((okv_type)5) == 0;
     ok &= okv_type_row_bytes(OKV_TYPE_Q4_1, 576) == 360 && okv_type_row_bytes(OKV_TYPE_Q8_0, 576) == 612 &&
@@ -64,10 +70,10 @@ static void test_types(void) {
                             OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q8_1};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ok &= okv_type_from_name(okv_type_name(all[i])) == (int)all[i];
-    ok &= okv_type_from_name("q4_1") == OKV_TYPE_Q4_1 && okv_type_from_name("q5_0") == -1 &&
-          okv_type_from_name(NULL) == -1 && okv_type_name((okv_type)12) == NULL;
+    ok &= okv_type_from_name("q4_1") == OKV_TYPE_Q4_1 && okv_type_from_name("iq4_xs") == -1 &&
+          okv_type_from_name(NULL) == -1 && okv_type_name((okv_type)23) == NULL;
     ok &= okv_type_is_weight(OKV_TYPE_Q4_1) && !okv_type_is_weight(OKV_TYPE_Q8_1) &&
-          okv_type_is_weight(OKV_TYPE_BF16) && !okv_type_is_weight((okv_type)6);
+          okv_type_is_weight(OKV_TYPE_BF16) && !okv_type_is_weight((okv_type)5);
     ok &= okv_act_type_for(OKV_TYPE_Q4_1) == OKV_TYPE_Q8_1 && okv_act_type_for(OKV_TYPE_Q4_0) == OKV_TYPE_Q8_0 &&
           okv_act_type_for(OKV_TYPE_Q8_0) == OKV_TYPE_Q8_0 && okv_act_type_for(OKV_TYPE_F16) == OKV_TYPE_F16;
     report(ok, "type sizes, names, weight flags, activation partners", "");
