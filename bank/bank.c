@@ -180,11 +180,11 @@ okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const i
 
 void bank_describe(const okv_bank *b, char *buf, size_t cap) {
     if (!b->bytes) {
-        snprintf(buf, cap, "Context Bank: empty (no sparse layers here)");
+        snprintf(buf, cap, "no sparse layers here");
         return;
     }
-    snprintf(buf, cap, "Context Bank: %.1f MiB in %d group(s), %s", b->bytes / 1048576.0,
-             b->n_groups, b->bound ? "bound to NUMA node" : "not NUMA-bound (binding unsupported)");
+    snprintf(buf, cap, "%d group(s), %s", b->n_groups,
+             b->bound ? "bound to NUMA node" : "not NUMA-bound (binding unsupported)");
     if (b->bound) {
         size_t len = strlen(buf);
         snprintf(buf + len, cap - len, " %d", b->numa_node);

@@ -57,7 +57,8 @@ uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot);
  * of bank_group_row_bytes in backend memory, and counts them as read. */
 void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx, int n,
                  void *dst, int stream);
-/* One line: bytes, node, binding, for the start-up log. */
+/* Where the bank lives, for the start-up log: groups, NUMA node, binding (the bytes a run holds
+ * are engine_memory's, counted as the planner counts them). */
 void bank_describe(const okv_bank *b, char *buf, size_t cap);
 
 #endif

@@ -238,7 +238,8 @@ int pipe_costs_init(pipe_costs *c, const okv_model *m, okv_type wtype, const okv
                           : ctx;
     c->cm = (pipe_cost_model){
         .n_layers = L, .role = c->lp.role, .group = c->lp.group, .weight_bytes = c->weight_bytes,
-        .embed_bytes = embed, .head_bytes = head, .kv_dim = mc->n_kv_heads * mc->head_dim,
+        .embed_bytes = embed, .head_bytes = head, .head_shared_bytes = mc->tied_embeddings ? embed : 0,
+        .kv_dim = mc->n_kv_heads * mc->head_dim,
         .dim = mc->dim, .kv_type = rc->kv_type, .batch = batch,
         .step_batch = (batch + n_mb - 1) / n_mb, .ctx = ctx, .gen = gen, .k = k,
         .real_offload = rc->real_offload,

@@ -74,7 +74,7 @@ int planner_boundary_groups(int n_layers, const okv_role *role, const int *group
 }
 
 static size_t kv_row_bytes(const pipe_cost_model *cm) {
-    return okv_type_row_bytes(cm->kv_type, 1) * 2 * (size_t)cm->kv_dim;
+    return okv_type_row_bytes(cm->kv_type, cm->kv_dim) * 2;
 }
 
 /* KV rows layer l reads per sequence in one decode step. */
@@ -161,7 +161,6 @@ static bool split(const pipe_cost_model *cm, const double *prefix, const bool *o
 
 void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
     const size_t row = kv_row_bytes(cm);
-    const uint64_t per_seq_ctx = (uint64_t)(cm->ctx + cm->gen);
     out->n_layers = cm->n_layers;
     out->aligned = true;
     out->bottleneck = 0.0;
@@ -173,13 +172,10 @@ void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
             okv_role r = cm->role[l];
             e->n_role[r]++;
             e->weight_bytes += cm->weight_bytes[l];
-            if (r == ROLE_SPARSE && cm->real_offload) {
-                e->bank_bytes += (uint64_t)cm->batch * (uint64_t)cm->ctx * row;
-                e->kv_bytes += (uint64_t)cm->batch * (uint64_t)cm->gen * row;
+            policy_kv_bytes(r, cm->real_offload, (uint64_t)cm->batch, (uint64_t)cm->ctx,
+                            (uint64_t)cm->gen, row, &e->kv_bytes, &e->bank_bytes);
+            if (r == ROLE_SPARSE && cm->real_offload)
                 e->gather_bytes += (uint64_t)cm->step_batch * (uint64_t)OKV_MIN(cm->k, cm->ctx) * row;
-            } else {
-                e->kv_bytes += (uint64_t)cm->batch * per_seq_ctx * row;
-            }
             e->read_bytes += (uint64_t)layer_read(cm, l);
             if (cm->matmul_s) e->step_s += layer_cost(cm, l);
         }
@@ -187,7 +183,7 @@ void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
             e->weight_bytes += cm->embed_bytes;
         }
         if (s == out->n_stages - 1) {
-            e->weight_bytes += cm->head_bytes;
+            e->weight_bytes += cm->head_bytes - (s == 0 ? cm->head_shared_bytes : 0);
             e->read_bytes += cm->head_bytes;
             if (cm->matmul_s) e->step_s += cm->head_s;
         }

@@ -21,9 +21,11 @@ typedef struct pipe_cost_model {
     const uint64_t *weight_bytes; /* [n_layers] stored weight bytes, read once per step */
     uint64_t embed_bytes;         /* token embedding table (stage 0; one row read per token) */
     uint64_t head_bytes;          /* output norm + head (last stage; read once per step) */
+    uint64_t head_shared_bytes;   /* of head_bytes, the tied embedding: held once by a stage that
+                                     is both first and last */
     int kv_dim;                   /* n_kv_heads * head_dim */
     int dim;                      /* hidden size: a boundary carries step_batch rows of it */
-    okv_type kv_type;             /* f16 or f32 */
+    okv_type kv_type;             /* the KV cache and bank element type */
     int batch;                    /* sequences held per rank */
     int step_batch;               /* sequences in one decode step (a micro-batch) */
     int64_t ctx;                  /* prompt tokens per sequence */

@@ -227,7 +227,8 @@ typedef struct stage_info {
 static void report_stages(pipe_ctx *pc, okv_transport_kind kind) {
     stage_info me;
     memset(&me, 0, sizeof me);
-    engine_memory(&pc->eng, &me.weights, &me.kv, &me.bank);
+    const int gen = OKV_MIN(pc->rc.max_new_tokens, pc->eng.max_ctx);
+    engine_memory(&pc->eng, pc->eng.max_ctx - gen, gen, &me.weights, &me.kv, &me.bank);
     me.pid = (int)getpid();
     me.n_cores = pc->place.n_cores;
     me.gpu = pc->place.gpu;
@@ -246,17 +247,19 @@ static void report_stages(pipe_ctx *pc, okv_transport_kind kind) {
     pipe_wait_coll(pc->comm, &rq, pc->rc.peer_timeout_s, "start-up (what every rank holds)");
     if (pc->rank == 0) {
         OKV_INFO("pipeline: %d stages, %d micro-batch(es) for max_batch %d, transport %s, %d "
-                 "thread(s) per rank", pc->size, pc->n_mb, pc->rc.max_batch,
-                 config_transport_name(kind), pc->rc.threads);
+                 "thread(s) per rank; memory for %d sequence(s) of %d prompt + %d generated tokens",
+                 pc->size, pc->n_mb, pc->rc.max_batch, config_transport_name(kind), pc->rc.threads,
+                 pc->eng.max_slots, pc->eng.max_ctx - gen, gen);
         for (int r = 0; r < pc->size; r++) {
-            char w[32], kv[32];
+            char w[32], kv[32], bank[32];
             planner_fmt_bytes((double)all[r].weights, w, sizeof w);
             planner_fmt_bytes((double)all[r].kv, kv, sizeof kv);
+            planner_fmt_bytes((double)all[r].bank, bank, sizeof bank);
             char gpu[16] = "none";
             if (all[r].gpu >= 0) snprintf(gpu, sizeof gpu, "%d", all[r].gpu);
-            OKV_INFO("rank %d: layers %d-%d, weights %s, KV cache %s, %s; cores %s%s, GPU %s, "
-                     "pid %d on %s", r, pc->plan.first[r], pc->plan.first[r + 1] - 1, w, kv,
-                     all[r].bank_desc, all[r].cores, all[r].bound ? " (bound)" : "", gpu,
+            OKV_INFO("rank %d: layers %d-%d, weights %s, KV cache %s, Context Bank %s (%s); cores "
+                     "%s%s, GPU %s, pid %d on %s", r, pc->plan.first[r], pc->plan.first[r + 1] - 1,
+                     w, kv, bank, all[r].bank_desc, all[r].cores, all[r].bound ? " (bound)" : "", gpu,
                      all[r].pid, all[r].host);
         }
     }

@@ -26,7 +26,7 @@ typedef enum key_id {
     KEY_KV_TYPE, KEY_CPU_ISA, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
     KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
-    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT,
+    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT, KEY_PROGRESS,
 } key_id;
 
 typedef struct config_key {
@@ -92,6 +92,8 @@ static const config_key keys[] = {
      "seconds a rank waits on another (a boundary message, a token return, a start-up step) "
      "before it says which peer fell silent and aborts the job; 0 = wait forever. Raise it when "
      "one pipeline step or one stage's start-up can take longer"},
+    {"progress_s", KEY_PROGRESS, "5",
+     "seconds between the decode progress lines of run and bench (rates leave out prefill); 0 = none"},
     {"logits_digest", KEY_LOGITS_DIGEST, "false",
      "results carry logits_fnv, a hash of every logits row sampled from"},
     {"backend", KEY_BACKEND, "auto",
@@ -143,6 +145,7 @@ void config_defaults(okv_run_config *c) {
     c->plan_measured = true;
     c->transport = TRANSPORT_AUTO;
     c->peer_timeout_s = 60.0;
+    c->progress_s = 5.0;
     c->logits_digest = false;
 }
 
@@ -420,6 +423,13 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         c->peer_timeout_s = x;
         return OKV_OK;
     }
+    case KEY_PROGRESS: {
+        double x;
+        if (!parse_double(v, &x) || !(x >= 0.0 && x <= 1e9))
+            return bad_value(key, v, "a number of seconds >= 0 (0: no progress lines)");
+        c->progress_s = x;
+        return OKV_OK;
+    }
     case KEY_TOP_P: {
         double x;
         if (!parse_double(v, &x) || !(x > 0.0 && x <= 1.0))
@@ -643,6 +653,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddStringToObject(o, "transport", config_transport_name(c->transport));
     cJSON_AddStringToObject(o, "trace", c->trace);
     cJSON_AddNumberToObject(o, "peer_timeout_s", c->peer_timeout_s);
+    cJSON_AddNumberToObject(o, "progress_s", c->progress_s);
     cJSON_AddBoolToObject(o, "logits_digest", c->logits_digest);
     cJSON_AddStringToObject(o, "backend", okv_backend_kind_name(c->backend));
     static const char *const gathers[] = {"auto", "inplace", "staged"};

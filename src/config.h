@@ -84,6 +84,7 @@ typedef struct okv_run_config {
     okv_transport_kind transport;  /* transport: auto | mpi | mpi-cuda | nccl */
     char trace[512];               /* Chrome/Perfetto trace file; "" = none */
     double peer_timeout_s;         /* deadline of every wait on another rank; 0 = none */
+    double progress_s;             /* seconds between decode progress lines; 0 = none */
     bool logits_digest;            /* results carry logits_fnv (equivalence tests) */
     /* backend (kernels/backend.h) */
     int backend;                   /* okv_backend_kind: auto | cpu | cpu-strict | cuda */

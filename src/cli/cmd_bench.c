@@ -387,7 +387,7 @@ static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_
     bench_run *per_run = calloc((size_t)n_run, sizeof *per_run);
     bench_sink bs = {.runs = calloc((size_t)batch, sizeof(bench_run)), .cap = batch};
     OKV_ASSERT(per_run && bs.runs);
-    okv_runner_opts ro = {.chat = false, .progress_s = 5.0};
+    okv_runner_opts ro = {.chat = false, .progress_s = rc->progress_s};
     int st = OKV_OK;
     for (int r = 0; r < n_run && !st; r++) {
         const int c = r < warmup ? longest : (r - warmup) / runs;
@@ -426,9 +426,15 @@ static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_
     return st;
 }
 
-static void set_memory(bench_cell *cells, int n, const uint64_t mem[3]) {
+/* What e holds at each context of cells (and gen generated tokens), in mem[3 * n]: weights, KV
+ * cache, bank per cell, as the planner and the start-up line count them. */
+static void cell_memory(const okv_engine *e, const int *ctx, int n, int gen, uint64_t *mem) {
+    for (int c = 0; c < n; c++) engine_memory(e, ctx[c], gen, &mem[3 * c], &mem[3 * c + 1], &mem[3 * c + 2]);
+}
+
+static void set_memory(bench_cell *cells, int n, const uint64_t *mem) {
     for (int c = 0; c < n; c++)
-        cells[c].mem_weights = mem[0], cells[c].mem_kv = mem[1], cells[c].mem_bank = mem[2];
+        cells[c].mem_weights = mem[3 * c], cells[c].mem_kv = mem[3 * c + 1], cells[c].mem_bank = mem[3 * c + 2];
 }
 
 /* One rank: the whole model on this rank's engine. */
@@ -453,8 +459,8 @@ static int bench_local(const char *model_path, const okv_run_config *base, const
         if (!st) st = forward_local_init(&fw, &eng);
         if (!st) st = serve_cells(&fw, model, &rc, &var[v], ctx, n_ctx, runs, warmup, vc);
         if (!st) {
-            uint64_t mem[3];
-            engine_memory(&eng, &mem[0], &mem[1], &mem[2]);
+            uint64_t mem[3 * BENCH_MAX_CTX];
+            cell_memory(&eng, ctx, n_ctx, rc.max_new_tokens, mem);
             set_memory(vc, n_ctx, mem);
         }
         forward_local_free(&fw);
@@ -490,9 +496,9 @@ static int bench_pipeline(const char *model_path, const okv_run_config *base,
                 pipe_stage_run(&pc);
             }
             st = pipe_finish(&pc);
-            uint64_t mine[3], all[3];
-            engine_memory(&pc.eng, &mine[0], &mine[1], &mine[2]);
-            CHECK_MPI(MPI_Reduce(mine, all, 3, MPI_UINT64_T, MPI_SUM, 0, pc.comm));
+            uint64_t mine[3 * BENCH_MAX_CTX], all[3 * BENCH_MAX_CTX];
+            cell_memory(&pc.eng, ctx, n_ctx, pc.rc.max_new_tokens, mine);
+            CHECK_MPI(MPI_Reduce(mine, all, 3 * n_ctx, MPI_UINT64_T, MPI_SUM, 0, pc.comm));
             if (rank == 0) set_memory(vc, n_ctx, all);
         }
         pipe_free(&pc);

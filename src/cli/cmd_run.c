@@ -163,7 +163,7 @@ static int parse_run(args *a, run_args *ra) {
 static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run_args *ra,
                       const okv_run_config *rc, okv_request_list *reqs, okv_results *out,
                       pipe_trace *trace, int *n_errors) {
-    okv_runner_opts ro = {.chat = ra->chat, .progress_s = 5.0,
+    okv_runner_opts ro = {.chat = ra->chat, .progress_s = rc->progress_s,
                           .stream = ra->prompt && !ra->json ? stream_prompt : NULL};
     prompt_out po = {.json = ra->json};
     traced_sink ts = {.trace = trace, .sink = ra->file ? sink_file : sink_prompt,
@@ -174,6 +174,20 @@ static int serve_with(const okv_forward *fw, const okv_tokenizer *tok, const run
 
 /* Serves the requests on this rank alone into out (prepared, not yet started). Returns 0, 1
  * (error records) or a failure status. */
+/* One rank's start-up line of what it holds, counted as `plan` and `bench` count it (and as the
+ * pipeline's per-rank lines do): sequences of max_context_len with max_new_tokens generated. */
+static void log_memory(const okv_engine *e, const okv_run_config *rc) {
+    const int gen = OKV_MIN(rc->max_new_tokens, e->max_ctx);
+    uint64_t wb, kb, bb;
+    engine_memory(e, e->max_ctx - gen, gen, &wb, &kb, &bb);
+    char w[32], kv[32], bank[32];
+    planner_fmt_bytes((double)wb, w, sizeof w);
+    planner_fmt_bytes((double)kb, kv, sizeof kv);
+    planner_fmt_bytes((double)bb, bank, sizeof bank);
+    OKV_INFO("memory for %d sequence(s) of %d prompt + %d generated tokens: weights %s, KV cache "
+             "%s, Context Bank %s", e->max_slots, e->max_ctx - gen, gen, w, kv, bank);
+}
+
 static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs,
                  okv_results *out) {
     okv_model model;
@@ -188,6 +202,7 @@ static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list 
     int st = load_model(&model, ra->model, rc);
     if (!st) st = config_validate(rc, model.cfg.n_layers);
     if (!st) st = engine_init(&eng, &model, rc, 0, model.cfg.n_layers, rc->max_batch);
+    if (!st) log_memory(&eng, rc);
     if (!st) st = forward_local_init(&fw, &eng);
     if (!st) st = pipe_trace_init(&trace, rc->trace, PIPE_TRACE_CAP, MPI_COMM_SELF);
     if (!st) pipe_trace_forward_init(&traced, &fw, &trace);

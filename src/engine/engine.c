@@ -467,11 +467,16 @@ void engine_metrics_add(okv_metrics *a, const okv_metrics *b) {
 
 void engine_metrics_reset(okv_engine *e) { memset(&e->metrics, 0, sizeof e->metrics); }
 
-void engine_memory(const okv_engine *e, uint64_t *weights, uint64_t *kv_cache, uint64_t *bank) {
-    *weights = e->weight_bytes;
-    uint64_t per_layer = (uint64_t)e->max_slots * e->max_ctx * e->kv_dim * kv_esz(e) * 2;
-    *kv_cache = per_layer * (uint64_t)(e->layer_end - e->layer_begin);
-    *bank = e->bank.bytes;
+void engine_memory(const okv_engine *e, int64_t ctx, int64_t gen, uint64_t *weights,
+                   uint64_t *kv_cache, uint64_t *bank) {
+    const okv_model *m = e->model;
+    *weights = e->weight_bytes + model_tensor_bytes(&m->tok_embd) + model_tensor_bytes(&m->output_norm);
+    if (m->output.data != m->tok_embd.data) *weights += model_tensor_bytes(&m->output);
+    const uint64_t row = okv_type_row_bytes(e->rc->kv_type, e->kv_dim) * 2;
+    *kv_cache = *bank = 0;
+    for (int l = e->layer_begin; l < e->layer_end; l++)
+        policy_kv_bytes(e->plan.role[l], e->rc->real_offload, (uint64_t)e->max_slots, (uint64_t)ctx,
+                        (uint64_t)gen, row, kv_cache, bank);
 }
 
 /* ---- the layers ------------------------------------------------------------------------------- */

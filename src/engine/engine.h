@@ -154,7 +154,11 @@ void engine_metrics_reset(okv_engine *e);
 void engine_metrics_diff(okv_metrics *d, const okv_metrics *a, const okv_metrics *b);
 /* a += b, counter by counter. */
 void engine_metrics_add(okv_metrics *a, const okv_metrics *b);
-/* Resident bytes: weights of the range, KV cache, bank. */
-void engine_memory(const okv_engine *e, uint64_t *weights, uint64_t *kv_cache, uint64_t *bank);
+/* Bytes held for max_slots sequences of ctx prompt + gen generated tokens, counted as the
+ * planner counts them (policy_kv_bytes): the range's weights (with the embedding and the head
+ * where the range holds them, a tied head once), the KV cache (sparse layers' tails only, under
+ * real_offload) and the bank. */
+void engine_memory(const okv_engine *e, int64_t ctx, int64_t gen, uint64_t *weights,
+                   uint64_t *kv_cache, uint64_t *bank);
 
 #endif

@@ -575,7 +575,7 @@ int runner_serve(const okv_forward *fw, const okv_tokenizer *tok, const okv_run_
             wait = false;
         }
         double now = okv_now_s();
-        if (now - t_log >= opts->progress_s && R.decoded) {
+        if (opts->progress_s > 0 && now - t_log >= opts->progress_s && R.decoded) {
             int active = 0;
             for (int s = 0; s < fw->max_slots; s++) active += R.slots[s].state != SLOT_FREE;
             /* The rate leaves out the seconds this rank spent on prompts in the interval. */

@@ -19,6 +19,16 @@ const char *policy_role_name(okv_role r) {
     return "?";
 }
 
+void policy_kv_bytes(okv_role r, int real_offload, uint64_t batch, uint64_t ctx, uint64_t gen,
+                     uint64_t row, uint64_t *kv, uint64_t *bank) {
+    if (r == ROLE_SPARSE && real_offload) {
+        *bank += batch * ctx * row;
+        *kv += batch * gen * row;
+    } else {
+        *kv += batch * (ctx + gen) * row;
+    }
+}
+
 int policy_plan_init(okv_layer_plan *p, const okv_run_config *c, int n_layers) {
     memset(p, 0, sizeof *p);
     p->n_layers = n_layers;

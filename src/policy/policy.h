@@ -28,6 +28,16 @@ int policy_plan_init(okv_layer_plan *p, const okv_run_config *c, int n_layers);
 void policy_plan_free(okv_layer_plan *p);
 const char *policy_role_name(okv_role r);
 
+/* Adds to *kv and *bank the bytes a layer of role r holds for `batch` sequences of ctx prompt
+ * and gen generated tokens (row: bytes of one token's K and V). Under real_offload a sparse
+ * layer keeps its prompt in the host Context Bank and only its generated tail in the KV tier;
+ * every other layer keeps all ctx + gen rows. Buffers are reserved for the run's capacity, but
+ * host memory is committed as rows are written and device memory is sized by the same rows, so
+ * this is what a run of that shape holds: the one accounting behind plan's table, the start-up
+ * line and bench's memory columns. */
+void policy_kv_bytes(okv_role r, int real_offload, uint64_t batch, uint64_t ctx, uint64_t gen,
+                     uint64_t row, uint64_t *kv, uint64_t *bank);
+
 /* Scratch for one selection over up to max_n candidates; sized once at start-up. */
 typedef struct okv_selector_scratch {
     float *score;  /* [max_n] */

@@ -4,7 +4,12 @@
 # step (kernels timed here, costs.h) must lie within a factor PLAN_FACTOR (2) of the step bench
 # measures, and must order the three variants as bench does when bench sees them > 15% apart.
 # The factor covers what plan leaves out (norms, RoPE, KV stores, selection, sampling) and a
-# shared machine's noise. Needs OMNIKV_BIN, OMNIKV_SRC, the model in OMNIKV_CACHE and python3.
+# shared machine's noise. Then the memory each reports for that shape (k=1024): plan's table,
+# the start-up line of `run` and bench's memory columns must agree on the weights and equal the
+# KV cache and bank bytes computed here by hand from SmolLM2's shape and the config (4 full-attention layers of 30, f16 KV rows of
+# 2 x 192 elements; the 26 sparse layers keep the prompt in the bank and only the generated
+# tail in the KV cache), within the 0.05 MiB of the tables' rounding. Needs OMNIKV_BIN,
+# OMNIKV_SRC, the model in OMNIKV_CACHE and python3.
 set -u
 
 BIN=${OMNIKV_BIN:?OMNIKV_BIN must name the omnikv binary}
@@ -36,6 +41,14 @@ for k in dense 1024 0.125; do
     fi
 done
 
+if ! OMNIKV_LOG=info "$BIN" run -m "$MODEL" "${CFG[@]}" --set num_of_selected_tokens=1024 \
+    --set max_context_len=$((CTX + GEN)) --set max_new_tokens=$GEN -p "hello" \
+    >/dev/null 2>"$T/run.err"; then
+    tail -n 20 "$T/run.err" >&2
+    echo "FAIL: run failed"
+    exit 1
+fi
+
 python3 - "$T" "$FACTOR" <<'PY'
 import json, re, sys
 d, factor = sys.argv[1], float(sys.argv[2])
@@ -59,5 +72,30 @@ for a in vs:
         if bench[a] > 1.15 * bench[b] and not plan[a] > plan[b]:
             print(f"FAIL: bench has {a} slower than {b} by > 15%, plan does not")
             fails += 1
+
+# Memory: one accounting behind the three reports.
+MiB = 1048576.0
+row, ctx, gen, full, sparse = 2 * 192 * 2, 2048, 16, 4, 26
+want = {"KV cache": (full * (ctx + gen) + sparse * gen) * row, "bank": sparse * ctx * row}
+def mib(text):
+    v, unit = text.split()
+    return float(v) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+res = {r["variant"]: r for r in json.load(open(f"{d}/bench.json"))["results"]}["k=1024"]["memory_bytes"]
+bench = {"weights": res["weights"] / MiB, "KV cache": res["kv_cache"] / MiB, "bank": res["bank"] / MiB}
+row0 = re.search(r"\n\s*0\s+0-29\s+[A-Z0-9 ]+?\s+([0-9.]+ [KMG]iB)\s+([0-9.]+ [KMG]iB)\s+([0-9.]+ [KMG]iB)",
+                 open(f"{d}/plan_1024.txt").read())
+assert row0, "no rank 0 row in plan's table"
+plan = dict(zip(("weights", "KV cache", "bank"), (mib(g) for g in row0.groups())))
+line = re.search(r"weights ([0-9.]+ [KMG]iB), KV cache ([0-9.]+ [KMG]iB), Context Bank ([0-9.]+ [KMG]iB)",
+                 open(f"{d}/run.err").read())
+assert line, "no memory line in run's start-up log"
+run = dict(zip(("weights", "KV cache", "bank"), (mib(g) for g in line.groups())))
+for what in ("weights", "KV cache", "bank"):
+    ref = want[what] / MiB if what in want else bench[what]
+    got = {"plan": plan[what], "start-up": run[what], "bench": bench[what]}
+    ok = all(abs(v - ref) <= 0.05 for v in got.values())
+    print(f"memory {what:9s} by hand {ref:8.2f} MiB  " + "  ".join(f"{k} {v:8.2f}" for k, v in got.items())
+          + ("  ok" if ok else "  FAIL"))
+    fails += not ok
 sys.exit(1 if fails else 0)
 PY
