@@ -1,7 +1,7 @@
 """llama.cpp as the oracle for the engine: greedy continuations and last-prompt-position logits
 of a few prompts on the same GGUF file, written for tests/model/test_llamacpp.c.
 
-usage: llamacpp_oracle.py MODEL.gguf OUT_DIR [N_GEN]
+usage: llamacpp_oracle.py MODEL.gguf OUT_DIR [N_GEN [N_PROMPTS]]  (N_PROMPTS: the first ones only)
 writes OUT_DIR/oracle.json ({"prompts": [{"text", "tokens", "generated", "gaps"}]}) and
 OUT_DIR/logits_<i>.f32 (the n_vocab logits after the last prompt token, little-endian f32), and
 OUT_DIR/logits_fa_<i>.f32, the same logits from llama.cpp's flash-attention path: how far
@@ -31,13 +31,14 @@ PROMPTS = [
 def main():
     model, out = sys.argv[1], sys.argv[2]
     n_gen = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+    n_prompts = int(sys.argv[4]) if len(sys.argv) > 4 else len(PROMPTS)
     os.makedirs(out, exist_ok=True)
     llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,
                           logits_all=True, verbose=False, flash_attn=False)
     llm_fa = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,
                              logits_all=True, verbose=False, flash_attn=True)
     result = {"model": os.path.basename(model), "n_gen": n_gen, "prompts": []}
-    for i, text in enumerate(PROMPTS):
+    for i, text in enumerate(PROMPTS[:n_prompts]):
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
         llm.reset()
         llm.eval(tokens)

@@ -6,7 +6,9 @@
  * except at a near-tie, where llama.cpp's own top-2 gap is below that tolerance (the rest of
  * that continuation is then not compared). Prompts and oracle outputs come from
  * llamacpp_oracle.py, cached under $OMNIKV_CACHE/oracle. Also: the same prompts decoded as one
- * batch give the same tokens as one at a time, with chunked prefill (chunks of 64 and 48). */
+ * batch give the same tokens as one at a time, with chunked prefill (chunks of 64 and 48).
+ *   test_llamacpp [MODEL.gguf ORACLE_DIR [N_PROMPTS]]: another GGUF (the quantized files of
+ *   test_llamacpp_quants.sh) against its own oracle, made there on the first run. */
 #include "engine/engine.h"
 #include "common.h"
 #include "test_util.h"
@@ -46,15 +48,22 @@ static void prefill(okv_engine *e, int slot, const prompt *p, int chunk, float *
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     okv_log_init(0);
     char model_path[1024], dir[1024], cmd[4096];
-    test_model_path(model_path, sizeof model_path);
-    snprintf(dir, sizeof dir, "%s/oracle/llamacpp-smollm2-v2", test_cache());
+    const char *n_prompts = argc > 3 ? argv[3] : "";
+    if (argc > 2) {
+        snprintf(model_path, sizeof model_path, "%s", argv[1]);
+        snprintf(dir, sizeof dir, "%s", argv[2]);
+    } else {
+        test_model_path(model_path, sizeof model_path);
+        snprintf(dir, sizeof dir, "%s/oracle/llamacpp-smollm2-v2", test_cache());
+    }
+    printf("model %s\n", model_path);
     snprintf(cmd, sizeof cmd, "%s/oracle.json", dir);
     if (!test_file_exists(cmd)) {
-        snprintf(cmd, sizeof cmd, "%s/venv/bin/python %s/tests/model/llamacpp_oracle.py %s %s 32",
-                 test_cache(), test_src(), model_path, dir);
+        snprintf(cmd, sizeof cmd, "%s/venv/bin/python %s/tests/model/llamacpp_oracle.py %s %s 32 %s",
+                 test_cache(), test_src(), model_path, dir, n_prompts);
         TEST_CHECK(system(cmd) == 0, "llama.cpp oracle failed (run scripts/setup.sh --test): %s", cmd);
     }
     snprintf(cmd, sizeof cmd, "%s/oracle.json", dir);
