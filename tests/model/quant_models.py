@@ -3,7 +3,7 @@
 usage: quant_models.py quantize SRC.gguf OUT.gguf FTYPE   requantize with llama.cpp's own quantizer
                                                          (FTYPE: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M,
                                                          Q2_K, Q5_0, ... as llama.cpp names them)
-       quant_models.py stack VOCAB.gguf OUT.gguf         an 8B-shaped stack of two Llama layers
+       quant_models.py stack VOCAB.gguf OUT.gguf [N]     an 8B-shaped stack of N (2) Llama layers
                                                          in F16 (dim 4096, ffn 14336, 32/8 heads
                                                          of 128), so that every tensor's rows are
                                                          a multiple of 256 and llama.cpp's
@@ -31,13 +31,13 @@ def quantize(src, out, ftype):
         sys.exit(f"llama_model_quantize({src}, {ftype}) failed with {rc}")
 
 
-def stack(vocab_path, out):
+def stack(vocab_path, out, n_layers="2"):
     import gguf
-    dim, ffn, n_head, n_kv, hd, n_layers = 4096, 14336, 32, 8, 128, 2
+    dim, ffn, n_head, n_kv, hd, n_layers = 4096, 14336, 32, 8, 128, int(n_layers)
     reader = gguf.GGUFReader(vocab_path)
     n_vocab = int(reader.fields["llama.vocab_size"].parts[-1][0])
     w = gguf.GGUFWriter(out, "llama")
-    w.add_name("llama3-8b-shaped two-layer stack")
+    w.add_name(f"llama3-8b-shaped stack of {n_layers} layers")
     w.add_context_length(8192)
     w.add_embedding_length(dim)
     w.add_block_count(n_layers)
@@ -99,7 +99,7 @@ def stack(vocab_path, out):
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "quantize":
         quantize(*sys.argv[2:])
-    elif len(sys.argv) == 4 and sys.argv[1] == "stack":
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "stack":
         stack(*sys.argv[2:])
     else:
         sys.exit(__doc__)
