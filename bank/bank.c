@@ -153,6 +153,16 @@ void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_
     b->bytes_read += (uint64_t)n * row;
 }
 
+void bank_gather_cached(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx,
+                        int n, void *dst, const void *old, const int32_t *old_idx, int n_old,
+                        uint64_t *hits, int stream) {
+    const size_t row = bank_group_row_bytes(b, group);
+    be->gather_rows_cached(be, dst, bank_slot_rows(b, group, slot), row, row, idx, n, old, old_idx,
+                           n_old, hits, stream);
+    b->rows_read += (uint64_t)n * (uint64_t)b->groups[group].n_layers;
+    b->bytes_read += (uint64_t)n * row;
+}
+
 void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t *stride) {
     const okv_bank_group *G = &b->groups[group];
     OKV_ASSERT(layer >= G->first_layer && layer < G->first_layer + G->n_layers);

@@ -57,6 +57,11 @@ uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot);
  * of bank_group_row_bytes in backend memory, and counts them as read. */
 void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx, int n,
                  void *dst, int stream);
+/* As bank_gather, through the row cache: rows whose index is among old_idx[0..n_old) (the set the
+ * previous gather left in old) are copied from old, and *hits (backend memory) counts them. */
+void bank_gather_cached(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx,
+                        int n, void *dst, const void *old, const int32_t *old_idx, int n_old,
+                        uint64_t *hits, int stream);
 /* Where the bank lives, for the start-up log: groups, NUMA node, binding (the bytes a run holds
  * are engine_memory's, counted as the planner counts them). */
 void bank_describe(const okv_bank *b, char *buf, size_t cap);

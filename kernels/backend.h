@@ -204,6 +204,15 @@ struct okv_backend {
     void (*gather_rows)(okv_backend *be, void *dst, const void *src, size_t src_stride,
                         size_t row_bytes, const int32_t *idx, int n, int stream);
 
+    /* The row cache's gather (consecutive steps' index sets overlap heavily): as gather_rows,
+     * with idx ascending, but a row whose index is among old_idx[0..n_old) (ascending; the rows
+     * the previous gather left in old, row_bytes apart) is copied from old in backend memory
+     * instead of crossing from src. dst and old do not overlap; old_idx and *hits live in backend
+     * memory; *hits grows by the rows taken from old. Issued on stream. */
+    void (*gather_rows_cached)(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                               size_t row_bytes, const int32_t *idx, int n, const void *old,
+                               const int32_t *old_idx, int n_old, uint64_t *hits, int stream);
+
     /* Sizes the attention and selection scratch for contexts of up to max_ctx rows at
      * start-up, so no decode step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
     int (*reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
@@ -283,6 +292,10 @@ void okv_bias_add_ref(float *y, const float *b, int n_tok, int dim);
 void okv_argmax_ref(int32_t *out, const float *x, int n_rows, int n);
 void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
                          const int32_t *idx, int n);
+/* Merges idx with old_idx in one ascending walk (the fast ops search instead). */
+void okv_gather_rows_cached_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
+                                const int32_t *idx, int n, const void *old, const int32_t *old_idx,
+                                int n_old, uint64_t *hits);
 /* Selection scores of the c = n - n_tail candidates ([c] floats out; logit rows hold n) as
  * okv_select_args describe. */
 void okv_select_scores_ref(float *score, const float *logits, int n_heads, int n,

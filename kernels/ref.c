@@ -521,6 +521,20 @@ void okv_gather_rows_ref(void *dst, const void *src, size_t src_stride, size_t r
                (const uint8_t *)src + (size_t)idx[i] * src_stride, row_bytes);
 }
 
+void okv_gather_rows_cached_ref(void *dst, const void *src, size_t src_stride, size_t row_bytes,
+                                const int32_t *idx, int n, const void *old, const int32_t *old_idx,
+                                int n_old, uint64_t *hits) {
+    int j = 0;
+    for (int i = 0; i < n; i++) {
+        while (j < n_old && old_idx[j] < idx[i]) j++;
+        const bool hit = j < n_old && old_idx[j] == idx[i];
+        const uint8_t *from = hit ? (const uint8_t *)old + (size_t)j * row_bytes
+                                  : (const uint8_t *)src + (size_t)idx[i] * src_stride;
+        memcpy((uint8_t *)dst + (size_t)i * row_bytes, from, row_bytes);
+        *hits += hit;
+    }
+}
+
 /* Adds weight * max over heads of softmax_h(logits[h][0..c))[j] to score[j] (logit rows hold n).
  * The per-head softmax statistics come first so each candidate is then one pass over the heads. */
 static void add_softmax_max(const float *logits, int n_heads, int n, int c, float weight, float *score) {
@@ -653,6 +667,12 @@ static int ref_select(okv_backend *be, int32_t *out, const float *logits, int n_
 static void ref_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n) {
     okv_argmax_ref(out, x, n_rows, n);
 }
+static void ref_gather_rows_cached(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                                   size_t row_bytes, const int32_t *idx, int n, const void *old,
+                                   const int32_t *old_idx, int n_old, uint64_t *hits, int stream) {
+    okv_gather_rows_cached_ref(dst, src, src_stride, row_bytes, idx, n, old, old_idx, n_old, hits);
+}
+
 static void ref_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
                             size_t row_bytes, const int32_t *idx, int n, int stream) {
     okv_gather_rows_ref(dst, src, src_stride, row_bytes, idx, n);
@@ -677,6 +697,7 @@ int okv_backend_ref_init(okv_backend *be) {
         .select = ref_select,
         .argmax = ref_argmax,
         .gather_rows = ref_gather_rows,
+        .gather_rows_cached = ref_gather_rows_cached,
         .reserve = ref_reserve,
         .free = ref_free,
     };

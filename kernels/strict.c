@@ -26,6 +26,10 @@ typedef struct strict_op {
     size_t src_stride, row_bytes, bytes;
     const int32_t *idx;
     int n;
+    const void *old; /* a cached gather: the previous rows and their indices */
+    const int32_t *old_idx;
+    int n_old;
+    uint64_t *hits;
 } strict_op;
 
 struct okv_event {
@@ -114,7 +118,10 @@ static okv_backend *inner(okv_backend *be) { return &((strict_state *)be->state)
 /* ---- the deferred copy stream ----------------------------------------------------------------- */
 
 static void run_op(strict_state *s, const strict_op *op) {
-    if (op->gather)
+    if (op->gather && op->hits)
+        s->cpu.gather_rows_cached(&s->cpu, op->dst, op->src, op->src_stride, op->row_bytes, op->idx,
+                                  op->n, op->old, op->old_idx, op->n_old, op->hits, OKV_STREAM_COMPUTE);
+    else if (op->gather)
         s->cpu.gather_rows(&s->cpu, op->dst, op->src, op->src_stride, op->row_bytes, op->idx, op->n,
                            OKV_STREAM_COMPUTE);
     else if (op->bytes && op->dst != op->src)
@@ -394,6 +401,34 @@ static void st_gather_rows(okv_backend *be, void *dst, const void *src, size_t s
         inner(be)->gather_rows(inner(be), dst, src, src_stride, row_bytes, idx, n, stream);
 }
 
+static void st_gather_rows_cached(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                                  size_t row_bytes, const int32_t *idx, int n, const void *old,
+                                  const int32_t *old_idx, int n_old, uint64_t *hits, int stream) {
+    strict_state *s = be->state;
+    const char *op = "gather_rows_cached";
+    need_dev(be, op, "hits", hits, sizeof *hits);
+    if (n == 0) return;
+    need_dev(be, op, "dst", dst, row_bytes * (size_t)n);
+    need_dev(be, op, "idx", idx, i32s(n));
+    if (n_old > 0) {
+        need_dev(be, op, "old", old, row_bytes * (size_t)n_old);
+        need_dev(be, op, "old_idx", old_idx, i32s(n_old));
+        const uint8_t *d = dst, *o = old;
+        if (d < o + row_bytes * (size_t)n_old && o < d + row_bytes * (size_t)n)
+            strict_fail(op, "dst", dst, row_bytes * (size_t)n, "overlaps old, the rows it reads");
+    }
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = (const uint8_t *)src + (size_t)idx[i] * src_stride;
+        if (!in_region(s, row, row_bytes))
+            strict_fail(op, "src row", row, row_bytes, "is not registered host memory");
+    }
+    const strict_op o = {.gather = true, .dst = dst, .src = src, .src_stride = src_stride,
+                         .row_bytes = row_bytes, .idx = idx, .n = n, .old = old,
+                         .old_idx = old_idx, .n_old = n_old, .hits = hits};
+    if (stream == OKV_STREAM_COPY) defer(s, &o, row_bytes * (size_t)n);
+    else run_op(s, &o);
+}
+
 static int st_reserve(okv_backend *be, okv_attn_shape s, int max_ctx) {
     return inner(be)->reserve(inner(be), s, max_ctx);
 }
@@ -446,6 +481,7 @@ int okv_backend_strict_init(okv_backend *be, int n_threads, int max_tok, int max
     be->select = st_select;
     be->argmax = st_argmax;
     be->gather_rows = st_gather_rows;
+    be->gather_rows_cached = st_gather_rows_cached;
     be->reserve = st_reserve;
     be->free = st_free;
     s->arena_bytes = arena_bytes;

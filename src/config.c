@@ -26,7 +26,7 @@ typedef enum key_id {
     KEY_KV_TYPE, KEY_CPU_ISA, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
     KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
-    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT, KEY_PROGRESS,
+    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT, KEY_PROGRESS, KEY_ROW_CACHE,
 } key_id;
 
 typedef struct config_key {
@@ -102,6 +102,9 @@ static const config_key keys[] = {
     {"bank_gather", KEY_BANK_GATHER, "auto",
      "how sparse layers read selected bank rows: inplace (where they are) | staged (gathered "
      "into backend memory on the copy stream) | auto (inplace on the CPU, staged on a GPU)"},
+    {"row_cache", KEY_ROW_CACHE, "true",
+     "with staged gathers, keep each group's previous selected rows in backend memory and copy "
+     "only the rows new this step (twice the staging memory)"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -147,6 +150,7 @@ void config_defaults(okv_run_config *c) {
     c->peer_timeout_s = 60.0;
     c->progress_s = 5.0;
     c->logits_digest = false;
+    c->row_cache = true;
 }
 
 const char *config_transport_name(okv_transport_kind t) {
@@ -360,6 +364,7 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         snprintf(c->trace, sizeof c->trace, "%s", v);
         return OKV_OK;
     case KEY_LOGITS_DIGEST: return set_bool(key, v, &c->logits_digest);
+    case KEY_ROW_CACHE: return set_bool(key, v, &c->row_cache);
     case KEY_BACKEND: {
         int k = okv_backend_kind_from_name(v);
         if (k < 0) return bad_value(key, v, "one of auto, cpu, cpu-strict, cuda");
@@ -655,6 +660,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddNumberToObject(o, "peer_timeout_s", c->peer_timeout_s);
     cJSON_AddNumberToObject(o, "progress_s", c->progress_s);
     cJSON_AddBoolToObject(o, "logits_digest", c->logits_digest);
+    cJSON_AddBoolToObject(o, "row_cache", c->row_cache);
     cJSON_AddStringToObject(o, "backend", okv_backend_kind_name(c->backend));
     static const char *const gathers[] = {"auto", "inplace", "staged"};
     cJSON_AddStringToObject(o, "bank_gather", gathers[c->bank_gather]);

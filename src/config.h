@@ -89,6 +89,7 @@ typedef struct okv_run_config {
     /* backend (kernels/backend.h) */
     int backend;                   /* okv_backend_kind: auto | cpu | cpu-strict | cuda */
     okv_bank_gather bank_gather;   /* how sparse layers read selected bank rows */
+    bool row_cache;                /* staged gathers copy only rows new since the last step */
 } okv_run_config;
 
 void config_defaults(okv_run_config *c);

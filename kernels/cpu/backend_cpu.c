@@ -32,6 +32,7 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
     be->select = cpu_select;
     be->argmax = cpu_argmax;
     be->gather_rows = cpu_gather_rows;
+    be->gather_rows_cached = cpu_gather_rows_cached;
     be->reserve = cpu_reserve;
     be->free = cpu_free;
     okv_host_mem_ops(be);

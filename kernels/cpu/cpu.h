@@ -108,6 +108,9 @@ void cpu_bias_add(okv_backend *be, float *y, const float *b, int n_tok, int dim)
 int cpu_select(okv_backend *be, int32_t *out, const float *logits, int n_heads, int n,
                const okv_select_args *a);
 void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n);
+void cpu_gather_rows_cached(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                            size_t row_bytes, const int32_t *idx, int n, const void *old,
+                            const int32_t *old_idx, int n_old, uint64_t *hits, int stream);
 void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
                      size_t row_bytes, const int32_t *idx, int n, int stream);
 int cpu_select_reserve(okv_backend *be, int max_ctx);

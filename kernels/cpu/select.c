@@ -54,6 +54,34 @@ void cpu_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int n
     okv_argmax_ref(out, x, n_rows, n);
 }
 
+/* Position of v in the ascending a[0..n), or -1. */
+static int find_sorted(const int32_t *a, int n, int32_t v) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (a[mid] < v) lo = mid + 1;
+        else if (a[mid] > v) hi = mid - 1;
+        else return mid;
+    }
+    return -1;
+}
+
+void cpu_gather_rows_cached(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                            size_t row_bytes, const int32_t *idx, int n, const void *old,
+                            const int32_t *old_idx, int n_old, uint64_t *hits, int stream) {
+    cpu_state *st = be->state;
+    uint64_t found = 0;
+#pragma omp parallel for num_threads(st->n_threads) schedule(static) reduction(+ : found) if (n >= 64)
+    for (int i = 0; i < n; i++) {
+        const int j = find_sorted(old_idx, n_old, idx[i]);
+        const uint8_t *from = j >= 0 ? (const uint8_t *)old + (size_t)j * row_bytes
+                                     : (const uint8_t *)src + (size_t)idx[i] * src_stride;
+        memcpy((uint8_t *)dst + (size_t)i * row_bytes, from, row_bytes);
+        found += j >= 0;
+    }
+    *hits += found;
+}
+
 void cpu_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
                      size_t row_bytes, const int32_t *idx, int n, int stream) {
     cpu_state *st = be->state;

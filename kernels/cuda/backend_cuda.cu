@@ -232,6 +232,7 @@ int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in) 
     be->select = cuda_select;
     be->argmax = cuda_argmax;
     be->gather_rows = cuda_gather_rows;
+    be->gather_rows_cached = cuda_gather_rows_cached;
     be->reserve = cuda_reserve;
     be->free = cuda_free;
     if (max_tok < 1 || max_in < 1)

@@ -84,6 +84,9 @@ void cuda_argmax(okv_backend *be, int32_t *out, const float *x, int n_rows, int 
 /* ---- gather.cu ---- */
 void cuda_gather_rows(okv_backend *be, void *dst, const void *src, size_t src_stride,
                       size_t row_bytes, const int32_t *idx, int n, int stream);
+void cuda_gather_rows_cached(okv_backend *be, void *dst, const void *src, size_t src_stride,
+                             size_t row_bytes, const int32_t *idx, int n, const void *old,
+                             const int32_t *old_idx, int n_old, uint64_t *hits, int stream);
 /* ---- attention.cu ---- */
 void cuda_attn_prefill(okv_backend *be, float *out, const float *q, int n_q, int q_pos0,
                        okv_kv_view kv, okv_attn_shape s);

@@ -187,6 +187,8 @@ typedef struct bench_cell {
     double rows_dense, rows_filter, rows_sparse; /* per token */
     double gb_s;                                 /* bytes read per second of decode */
     uint64_t mem_weights, mem_kv, mem_bank;
+    /* the row cache over all of the variant's runs (staged gathers only; rows 0 otherwise) */
+    double cache_rows, cache_hit_rate, cache_saved_per_step; /* bytes per sequence step */
 } bench_cell;
 
 /* Latency spreads over the runs; the breakdown and bytes come from the run with the median
@@ -280,6 +282,11 @@ static char *bench_json(const char *model_name, const okv_run_config *rc, const 
         cJSON_AddNumberToObject(mem, "weights", (double)c->mem_weights);
         cJSON_AddNumberToObject(mem, "kv_cache", (double)c->mem_kv);
         cJSON_AddNumberToObject(mem, "bank", (double)c->mem_bank);
+        if (c->cache_rows > 0) {
+            cJSON *rcj = cJSON_AddObjectToObject(o, "row_cache");
+            cJSON_AddNumberToObject(rcj, "hit_rate", c->cache_hit_rate);
+            cJSON_AddNumberToObject(rcj, "bytes_saved_per_step", c->cache_saved_per_step);
+        }
         cJSON_AddItemToArray(res, o);
     }
     char *s = cJSON_PrintUnformatted(root);
@@ -318,6 +325,11 @@ static void bench_tables(const char *model_name, const okv_run_config *rc, const
                c->gb_s, c->mem_weights / MiB, c->mem_kv / MiB, c->mem_bank / MiB);
     }
     if (ranks > 1) printf("(MiB held: summed over the %d pipeline stages)\n", ranks);
+    for (int i = 0; i < n; i++) /* once per variant: the figures cover all its runs */
+        if (cells[i].cache_rows > 0 && (i == 0 || cells[i - 1].var != cells[i].var))
+            printf("row cache (%s): %.1f%% of the staged bank rows were already in backend "
+                   "memory; %.3f MiB per decode step not copied\n", cells[i].var->name,
+                   100.0 * cells[i].cache_hit_rate, cells[i].cache_saved_per_step / MiB);
 }
 
 static int parse_variants(const char *list, bench_variant *v, int *n) {
@@ -426,6 +438,19 @@ static int serve_cells(const okv_forward *fw, const okv_model *model, const okv_
     return st;
 }
 
+/* The row cache's figures of a variant's runs (counts summed over its ranks) into its cells:
+ * the share of staged rows already on the device, and the bytes per decode step of a sequence
+ * it kept off the bus (each run's sequences decode gen - 1 steps after the prefill's token). */
+static void set_row_cache(bench_cell *cells, int n, const uint64_t c[3], int n_run, int batch,
+                          int gen) {
+    const double steps = (double)n_run * batch * OKV_MAX(gen - 1, 1);
+    for (int i = 0; i < n; i++) {
+        cells[i].cache_rows = (double)c[0];
+        cells[i].cache_hit_rate = c[0] ? (double)c[1] / (double)c[0] : 0.0;
+        cells[i].cache_saved_per_step = (double)c[2] / steps;
+    }
+}
+
 /* What e holds at each context of cells (and gen generated tokens), in mem[3 * n]: weights, KV
  * cache, bank per cell, as the planner and the start-up line count them. */
 static void cell_memory(const okv_engine *e, const int *ctx, int n, int gen, uint64_t *mem) {
@@ -459,9 +484,11 @@ static int bench_local(const char *model_path, const okv_run_config *base, const
         if (!st) st = forward_local_init(&fw, &eng);
         if (!st) st = serve_cells(&fw, model, &rc, &var[v], ctx, n_ctx, runs, warmup, vc);
         if (!st) {
-            uint64_t mem[3 * BENCH_MAX_CTX];
+            uint64_t mem[3 * BENCH_MAX_CTX], rc_stats[3];
             cell_memory(&eng, ctx, n_ctx, rc.max_new_tokens, mem);
             set_memory(vc, n_ctx, mem);
+            engine_row_cache_stats(&eng, &rc_stats[0], &rc_stats[1], &rc_stats[2]);
+            set_row_cache(vc, n_ctx, rc_stats, warmup + runs * n_ctx, rc.max_batch, rc.max_new_tokens);
         }
         forward_local_free(&fw);
         engine_free(&eng);
@@ -496,10 +523,16 @@ static int bench_pipeline(const char *model_path, const okv_run_config *base,
                 pipe_stage_run(&pc);
             }
             st = pipe_finish(&pc);
-            uint64_t mine[3 * BENCH_MAX_CTX], all[3 * BENCH_MAX_CTX];
+            uint64_t mine[3 * BENCH_MAX_CTX + 3], all[3 * BENCH_MAX_CTX + 3];
             cell_memory(&pc.eng, ctx, n_ctx, pc.rc.max_new_tokens, mine);
-            CHECK_MPI(MPI_Reduce(mine, all, 3 * n_ctx, MPI_UINT64_T, MPI_SUM, 0, pc.comm));
-            if (rank == 0) set_memory(vc, n_ctx, all);
+            uint64_t *cs = mine + 3 * n_ctx;
+            engine_row_cache_stats(&pc.eng, &cs[0], &cs[1], &cs[2]);
+            CHECK_MPI(MPI_Reduce(mine, all, 3 * n_ctx + 3, MPI_UINT64_T, MPI_SUM, 0, pc.comm));
+            if (rank == 0) {
+                set_memory(vc, n_ctx, all);
+                set_row_cache(vc, n_ctx, all + 3 * n_ctx, warmup + runs * n_ctx, pc.rc.max_batch,
+                              pc.rc.max_new_tokens);
+            }
         }
         pipe_free(&pc);
     }

@@ -93,12 +93,26 @@ static void layout(okv_engine *e, carver *c) {
             e->logits_win = carve(c, F * e->window * m->n_heads * e->max_ctx);
         }
     }
+    const size_t halves = e->row_cache ? 2 : 1, per_half = (size_t)e->max_slots * e->stage_rows;
     for (int g = 0; g < e->n_groups; g++) {
         if (!group_in_bank(e, g)) continue;
         const size_t row = bank_group_row_bytes(&e->bank, g);
         e->chunk[g] = carve(c, row * T);
-        if (e->staged) e->stage[g] = carve(c, row * (size_t)e->max_slots * e->stage_rows);
+        if (e->staged) e->stage[g] = carve(c, row * halves * per_half);
+        if (e->row_cache) e->stage_idx[g] = carve(c, I * halves * per_half);
     }
+    if (e->row_cache) e->row_hits = carve(c, sizeof(uint64_t) * (size_t)e->n_groups);
+}
+
+/* Where a slot's rows of group g lie in staging half h (0 without the row cache), and the index
+ * set that half holds. */
+static uint8_t *stage_at(const okv_engine *e, int g, int slot, int h) {
+    const size_t row = bank_group_row_bytes(&e->bank, g);
+    return e->stage[g] + ((size_t)h * e->max_slots + slot) * e->stage_rows * row;
+}
+
+static int32_t *stage_idx_at(const okv_engine *e, int g, int slot, int h) {
+    return e->stage_idx[g] + ((size_t)h * e->max_slots + slot) * e->stage_rows;
 }
 
 /* Bytes of every tensor the range uses, for an upload. */
@@ -196,11 +210,15 @@ static int engine_init_inner(okv_engine *e) {
     e->ev_select = calloc((size_t)e->n_groups + 1, sizeof *e->ev_select);
     e->ev_gather = calloc((size_t)e->n_groups + 1, sizeof *e->ev_gather);
     e->sel_n = calloc((size_t)e->max_slots * e->n_groups + 1, sizeof *e->sel_n);
+    e->stage_idx = calloc((size_t)e->n_groups + 1, sizeof *e->stage_idx);
+    e->stage_half = calloc((size_t)e->max_slots * e->n_groups + 1, sizeof *e->stage_half);
+    e->stage_n = calloc(2 * (size_t)e->max_slots * e->n_groups + 1, sizeof *e->stage_n);
+    e->rows_staged = calloc((size_t)e->n_groups + 1, sizeof *e->rows_staged);
     e->pos_host = calloc((size_t)e->max_tok, sizeof(int32_t));
     e->rows_host = calloc((size_t)e->max_tok, sizeof(int32_t));
     OKV_ASSERT(e->cache_k && e->cache_v && e->tail_k && e->tail_v && e->w.layers && e->slots &&
                e->stage && e->chunk && e->ev_select && e->ev_gather && e->sel_n && e->pos_host &&
-               e->rows_host);
+               e->rows_host && e->stage_idx && e->stage_half && e->stage_n && e->rows_staged);
     if (e->n_groups > 0 && (st = init_groups(e))) return st;
 
     /* Staging holds the most rows a selection can take: the budget at the longest prompt, or a
@@ -223,13 +241,17 @@ static int engine_init_inner(okv_engine *e) {
     if ((st = okv_backend_init(&e->be, (okv_backend_kind)rc->backend, &bp))) return st;
     e->staged = rc->bank_gather == BANK_GATHER_STAGED ||
                 (rc->bank_gather == BANK_GATHER_AUTO && e->be.mem == OKV_MEM_DEVICE);
+    e->row_cache = e->staged && rc->row_cache;
     if (e->staged) { /* staging buffers change the layout */
         sizing = (carver){0};
         layout(e, &sizing);
         e->arena_bytes = sizing.off;
     }
     OKV_INFO("backend %s (asked for %s)%s", e->be.name, okv_backend_kind_name((okv_backend_kind)rc->backend),
-             e->n_groups > 0 && rc->real_offload ? (e->staged ? ", bank rows gathered (staged)" : ", bank rows read in place") : "");
+             e->n_groups > 0 && rc->real_offload
+                 ? (e->staged ? (e->row_cache ? ", bank rows gathered (staged, row cache)" : ", bank rows gathered (staged)")
+                              : ", bank rows read in place")
+                 : "");
     if ((st = e->be.reserve(&e->be, e->shape, e->max_ctx))) return st;
     if ((st = weights_upload(e))) return st;
 
@@ -243,6 +265,11 @@ static int engine_init_inner(okv_engine *e) {
     carver carving = {.base = e->arena};
     layout(e, &carving);
     OKV_ASSERT(carving.off == e->arena_bytes);
+    if (e->row_cache) {
+        uint64_t zero[OKV_MAX_FILTERS] = {0};
+        e->be.copy(&e->be, e->row_hits, zero, sizeof(uint64_t) * (size_t)e->n_groups, OKV_COPY_H2D,
+                   OKV_STREAM_SYNC);
+    }
 
     if (e->bank.bytes && (st = bank_register(&e->bank, &e->be))) return st;
     for (int g = 0; g < e->n_groups; g++) {
@@ -321,6 +348,10 @@ void engine_free(okv_engine *e) {
     policy_plan_free(&e->plan);
     free(e->slots);
     free(e->sel_n);
+    free(e->stage_idx);
+    free(e->stage_half);
+    free(e->stage_n);
+    free(e->rows_staged);
     free(e->sel_host);
     okv_free_mem(e->logits_host);
     okv_free_mem(e->probe_host);
@@ -353,7 +384,11 @@ int engine_seq_start(okv_engine *e, int slot, int n_prompt) {
     s->n_prompt = n_prompt;
     s->n_pos = 0;
     s->sel = policy_selection(e->rc, n_prompt);
-    for (int g = 0; g < e->n_groups; g++) e->sel_n[slot * e->n_groups + g] = 0;
+    for (int g = 0; g < e->n_groups; g++) {
+        e->sel_n[slot * e->n_groups + g] = 0;
+        /* a new prompt's bank rows: nothing staged for the slot is valid any more */
+        e->stage_n[2 * (slot * e->n_groups + g)] = e->stage_n[2 * (slot * e->n_groups + g) + 1] = 0;
+    }
     return check_stage_rows(e, &s->sel, n_prompt);
 }
 
@@ -643,13 +678,40 @@ static void gather_group(okv_engine *e, int g, const int *slots, int n) {
     okv_backend *be = &e->be;
     be->event_record(be, e->ev_select[g], OKV_STREAM_COMPUTE);
     be->event_wait(be, OKV_STREAM_COPY, e->ev_select[g]);
-    const size_t row = bank_group_row_bytes(&e->bank, g);
     for (int i = 0; i < n; i++) {
-        const int slot = slots[i];
-        bank_gather(&e->bank, be, g, slot, sel_of(e, slot, g), e->sel_n[slot * e->n_groups + g],
-                    e->stage[g] + (size_t)slot * e->stage_rows * row, OKV_STREAM_COPY);
+        const int slot = slots[i], sg = slot * e->n_groups + g, k = e->sel_n[sg];
+        const int32_t *idx = sel_of(e, slot, g);
+        e->rows_staged[g] += (uint64_t)k;
+        if (!e->row_cache) {
+            bank_gather(&e->bank, be, g, slot, idx, k, stage_at(e, g, slot, 0), OKV_STREAM_COPY);
+            continue;
+        }
+        /* Into the other half, taking what this half holds; then that half's index set. */
+        const int old = e->stage_half[sg], now = old ^ 1;
+        bank_gather_cached(&e->bank, be, g, slot, idx, k, stage_at(e, g, slot, now),
+                           stage_at(e, g, slot, old), stage_idx_at(e, g, slot, old),
+                           e->stage_n[2 * sg + old], &e->row_hits[g], OKV_STREAM_COPY);
+        be->copy(be, stage_idx_at(e, g, slot, now), idx, sizeof(int32_t) * (size_t)k, OKV_COPY_D2D,
+                 OKV_STREAM_COPY);
+        e->stage_n[2 * sg + now] = k;
+        e->stage_half[sg] = now;
     }
     be->event_record(be, e->ev_gather[g], OKV_STREAM_COPY);
+}
+
+void engine_row_cache_stats(okv_engine *e, uint64_t *rows, uint64_t *hits, uint64_t *bytes_saved) {
+    *rows = *hits = *bytes_saved = 0;
+    uint64_t h[OKV_MAX_FILTERS] = {0};
+    if (e->row_cache) {
+        e->be.sync(&e->be, OKV_STREAM_COPY);
+        e->be.copy(&e->be, h, e->row_hits, sizeof(uint64_t) * (size_t)e->n_groups, OKV_COPY_D2H,
+                   OKV_STREAM_SYNC);
+    }
+    for (int g = 0; g < e->n_groups; g++) {
+        *rows += e->rows_staged[g];
+        *hits += h[g];
+        if (group_in_bank(e, g)) *bytes_saved += h[g] * bank_group_row_bytes(&e->bank, g);
+    }
 }
 
 /* The view of sparse layer l's selected prompt rows for a slot: staged rows, bank rows in place,
@@ -659,8 +721,8 @@ static okv_kv_view sparse_view(okv_engine *e, int l, int slot, int k) {
     const int32_t *idx = sel_of(e, slot, g);
     if (!layer_in_bank(e, l)) return cache_view(e, e->cache_k, e->cache_v, l, slot, 0, k, idx);
     if (!e->staged) return bank_view(&e->bank, g, l, slot, idx, k);
-    const size_t esz = kv_esz(e), row = bank_group_row_bytes(&e->bank, g);
-    uint8_t *base = e->stage[g] + (size_t)slot * e->stage_rows * row +
+    const size_t esz = kv_esz(e);
+    uint8_t *base = stage_at(e, g, slot, e->stage_half[slot * e->n_groups + g]) +
                     (size_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim * esz;
     okv_kv_view v = {
         .type = e->rc->kv_type,

@@ -73,6 +73,16 @@ typedef struct okv_engine {
      * chunk[g] -> [max_tok][bank_row_bytes(g)] a prefill chunk's rows on their way to the bank */
     uint8_t **stage, **chunk;  /* host arrays [n_groups] of backend pointers */
     int stage_rows;            /* most rows a staged index set may hold */
+    /* the row cache (rc->row_cache with staged gathers): stage[g] holds two halves,
+     * [2][max_slots][stage_rows][row], and a step gathers into the half its slot did not use last
+     * time, taking the rows the other half already holds; stage_idx[g] -> [2][max_slots]
+     * [stage_rows] the index set each half holds (backend memory) */
+    bool row_cache;
+    int32_t **stage_idx;       /* host array [n_groups] of backend pointers */
+    int *stage_half;           /* [max_slots][n_groups] the half a slot's current rows are in */
+    int *stage_n;              /* [max_slots][n_groups][2] rows each half holds; 0 after a reset */
+    uint64_t *row_hits;        /* [n_groups] backend memory: rows the cache supplied */
+    uint64_t *rows_staged;     /* [n_groups] host: rows gathered through staging */
     okv_event **ev_select, **ev_gather, *ev_chunk; /* [n_groups] */
     /* window queries of filter layers (uniform / exp selectors):
      * win_q[(slot * n_groups + g) * window + i] -> [q_dim] f32, ring by position; win_prompt
@@ -154,6 +164,9 @@ void engine_metrics_reset(okv_engine *e);
 void engine_metrics_diff(okv_metrics *d, const okv_metrics *a, const okv_metrics *b);
 /* a += b, counter by counter. */
 void engine_metrics_add(okv_metrics *a, const okv_metrics *b);
+/* The row cache's counts so far, over every group of the range: rows gathered through staging
+ * and those the cache supplied, and the bytes it kept off the bus (waits for the copy stream). */
+void engine_row_cache_stats(okv_engine *e, uint64_t *rows, uint64_t *hits, uint64_t *bytes_saved);
 /* Bytes held for max_slots sequences of ctx prompt + gen generated tokens, counted as the
  * planner counts them (policy_kv_bytes): the range's weights (with the embedding and the head
  * where the range holds them, a tied head once), the KV cache (sparse layers' tails only, under

@@ -357,6 +357,61 @@ static void test_select(okv_backend *be) {
     report(bad == 0, be->name, what, d);
 }
 
+/* The row cache over a chain of decode steps: each step's ascending index set keeps some of the
+ * previous one and adds new rows (ragged counts, k = 0, k = every row). The cached gather must
+ * give the plain gather's rows bit for bit, and count as hits exactly the indices the two
+ * steps share (counted here with a mark array); the merge-walk reference must agree. */
+static void test_row_cache(okv_backend *be) {
+    const int rows = 700, row_bytes = 80, steps = 12;
+    uint8_t *bank = xmalloc((size_t)rows * row_bytes), *want = xmalloc((size_t)rows * row_bytes);
+    uint8_t *ref[2] = {xmalloc((size_t)rows * row_bytes), xmalloc((size_t)rows * row_bytes)};
+    for (int i = 0; i < rows * row_bytes; i++) bank[i] = (uint8_t)rng_u32();
+    OKV_ASSERT(be->host_register(be, bank, (size_t)rows * row_bytes) == OKV_OK);
+    int32_t *idx[2] = {xmalloc(sizeof(int32_t) * rows), xmalloc(sizeof(int32_t) * rows)};
+    int n[2] = {0, 0};
+    uint8_t *mark = xmalloc((size_t)rows);
+    uint8_t *buf[2] = {up(be, NULL, (size_t)rows * row_bytes), up(be, NULL, (size_t)rows * row_bytes)};
+    int32_t *didx[2] = {up(be, NULL, sizeof(int32_t) * rows), up(be, NULL, sizeof(int32_t) * rows)};
+    uint64_t *dhits = up(be, &(uint64_t){0}, sizeof(uint64_t));
+    uint64_t hits_want = 0, hits_ref = 0;
+    int bad = 0;
+    for (int t = 0; t < steps; t++) {
+        const int b = t & 1, p = b ^ 1;
+        /* keep about 3/4 of the previous set, add new rows; step 3 selects nothing, step 7 all */
+        memset(mark, 0, (size_t)rows);
+        for (int i = 0; i < n[p]; i++)
+            if (rng_u32() % 4) mark[idx[p][i]] = 1;
+        const int add = (int)(rng_u32() % 200);
+        for (int i = 0; i < add; i++) mark[rng_u32() % rows] = 1;
+        if (t == 3) memset(mark, 0, (size_t)rows);
+        if (t == 7) memset(mark, 1, (size_t)rows);
+        n[b] = 0;
+        for (int r = 0; r < rows; r++)
+            if (mark[r]) idx[b][n[b]++] = r;
+        for (int i = 0; i < n[p]; i++) hits_want += mark[idx[p][i]];
+        be->copy(be, didx[b], idx[b], sizeof(int32_t) * (size_t)n[b], OKV_COPY_H2D, OKV_STREAM_SYNC);
+        be->gather_rows_cached(be, buf[b], bank, row_bytes, row_bytes, didx[b], n[b], buf[p],
+                               didx[p], n[p], dhits, OKV_STREAM_COPY);
+        be->sync(be, OKV_STREAM_COPY);
+        okv_gather_rows_ref(want, bank, row_bytes, row_bytes, idx[b], n[b]);
+        okv_gather_rows_cached_ref(ref[b], bank, row_bytes, row_bytes, idx[b], n[b], ref[p], idx[p],
+                                   n[p], &hits_ref);
+        uint8_t *got = down(be, buf[b], n[b] ? (size_t)n[b] * row_bytes : 1);
+        bad += memcmp(got, want, (size_t)n[b] * row_bytes) != 0 || memcmp(ref[b], want, (size_t)n[b] * row_bytes) != 0;
+        free(got);
+    }
+    uint64_t hits_got;
+    be->copy(be, &hits_got, dhits, sizeof hits_got, OKV_COPY_D2H, OKV_STREAM_SYNC);
+    char d[96];
+    snprintf(d, sizeof d, "%d steps, %llu hits (want %llu)", steps, (unsigned long long)hits_got,
+             (unsigned long long)hits_want);
+    report(bad == 0 && hits_got == hits_want && hits_ref == hits_want, be->name, "gather_rows_cached (row cache chain)", d);
+    be->host_unregister(be, bank);
+    for (int k = 0; k < 2; k++) be->mem_free(be, buf[k]), be->mem_free(be, didx[k]), free(idx[k]);
+    be->mem_free(be, dhits);
+    free(bank), free(want), free(ref[0]), free(ref[1]), free(mark);
+}
+
 static void test_memory(okv_backend *be) {
     /* copies round-trip bit for bit; a strided copy moves exactly its rectangle */
     const size_t bytes = 100003;
@@ -396,6 +451,7 @@ static void test_memory(okv_backend *be) {
 static void run_backend(okv_backend *be) {
     OKV_ASSERT(be->reserve(be, (okv_attn_shape){9, 3, 64, 0.125f}, 8192) == OKV_OK);
     test_memory(be);
+    test_row_cache(be);
     test_matmul(be);
     test_elementwise(be);
     test_embed_store_argmax(be);

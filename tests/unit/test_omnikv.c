@@ -17,6 +17,7 @@ typedef struct run_out {
     float *logits;  /* [STEPS+1][n_seq][V] */
     int32_t *tokens;/* [STEPS+1][n_seq] */
     okv_metrics metrics;
+    uint64_t staged_rows, cached_rows, saved_bytes; /* engine_row_cache_stats */
 } run_out;
 
 static int argmax(const float *x, int n) {
@@ -73,6 +74,7 @@ static run_out run(const okv_model *m, const okv_run_config *rc, int n_seq, cons
         for (int s = 0; s < n_seq; s++) cur[s] = o.tokens[t * n_seq + s] = argmax(lg + (size_t)s * V, V);
     }
     o.metrics = e.metrics;
+    engine_row_cache_stats(&e, &o.staged_rows, &o.cached_rows, &o.saved_bytes);
     engine_free(&e);
     return o;
 }
@@ -139,10 +141,19 @@ static void check_same(const char *what, const okv_model *m, okv_run_config a_rc
     size_t n = (size_t)(STEPS + 1) * n_seq;
     bool tok_eq = !memcmp(a.tokens, b.tokens, n * sizeof(int32_t));
     bool log_eq = !memcmp(a.logits, b.logits, n * V * sizeof(float));
-    printf("%s over %d steps x %d seqs: tokens %s, logits %s; sparse rows %llu vs %llu\n", what,
-           STEPS, n_seq, tok_eq ? "equal" : "DIFFER", log_eq ? "bitwise equal" : "DIFFER",
-           (unsigned long long)a.metrics.rows_sparse, (unsigned long long)b.metrics.rows_sparse);
+    printf("%s over %d steps x %d seqs: tokens %s, logits %s; sparse rows %llu vs %llu; staged "
+           "rows %llu, from the row cache %llu\n", what, STEPS, n_seq, tok_eq ? "equal" : "DIFFER",
+           log_eq ? "bitwise equal" : "DIFFER", (unsigned long long)a.metrics.rows_sparse,
+           (unsigned long long)b.metrics.rows_sparse, (unsigned long long)b.staged_rows,
+           (unsigned long long)b.cached_rows);
     TEST_CHECK(tok_eq && log_eq && a.metrics.rows_sparse == b.metrics.rows_sparse, "%s differs", what);
+    /* With the row cache the steps after a sequence's first take the rows consecutive index sets
+     * share from the cache (the exact count is test_backend_ops's), a sequence's first step
+     * none; without it, none at all. */
+    const bool cache = b_rc.row_cache && b_rc.bank_gather != BANK_GATHER_INPLACE && b.staged_rows;
+    TEST_CHECK(cache ? b.cached_rows > 0 && b.cached_rows < b.staged_rows : b.cached_rows == 0,
+               "%s: %llu of %llu staged rows from the row cache", what,
+               (unsigned long long)b.cached_rows, (unsigned long long)b.staged_rows);
     free_out(&a);
     free_out(&b);
 }
@@ -158,6 +169,9 @@ static void check_backends(const char *name, const okv_model *m, okv_run_config 
     snprintf(what, sizeof what, "%s: cpu-strict (staged) vs cpu (in place)", name);
     check_same(what, m, base, strict, n_seq, lens);
     snprintf(what, sizeof what, "%s: cpu staged vs in place", name);
+    check_same(what, m, base, staged, n_seq, lens);
+    staged.row_cache = false;
+    snprintf(what, sizeof what, "%s: cpu staged without the row cache vs in place", name);
     check_same(what, m, base, staged, n_seq, lens);
     strict.bank_gather = BANK_GATHER_INPLACE;
     snprintf(what, sizeof what, "%s: cpu-strict in place vs cpu", name);
