@@ -21,29 +21,38 @@ import llama_cpp
 import numpy as np
 import safetensors
 
+import tokenizer_oracle
+
 CACHE = os.environ.get("OMNIKV_CACHE", os.path.expanduser("~/.cache/omnikv"))
 TOK_GGUF = os.path.join(CACHE, "hf", "SmolLM2-135M-Instruct.bf16.gguf")
 TOK_HF = os.path.join(CACHE, "hf", "SmolLM2-135M-Instruct")
 
-# Shapes of a small model of each family; the HF config keys are those of the real checkpoints.
+# A small model of each family: its HF config (the keys of the real checkpoints), its vocabulary
+# (SmolLM2's GPT-2 BPE, or a SentencePiece one made from it as Mistral and Llama 2 files carry)
+# and the seed of its weights (picked so few greedy steps are near-ties).
+MISTRAL = dict(architectures=["MistralForCausalLM"], model_type="mistral", hidden_size=256,
+               intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=128,
+               max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
+               tie_word_embeddings=False, sliding_window=None, hidden_act="silu",
+               bos_token_id=1, eos_token_id=2, torch_dtype="float32")
 MODELS = {
     # Qwen2/Qwen2.5 small models: q/k/v biases, rotate-half (NEOX) RoPE, tied head, theta 1e6,
     # a sliding window that use_sliding_window switches off.
-    "qwen2": dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=256,
-                  intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=49152, max_position_embeddings=32768,
-                  rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
-                  use_sliding_window=False, sliding_window=32768, max_window_layers=3,
-                  hidden_act="silu", bos_token_id=1, eos_token_id=2, torch_dtype="float32"),
-    # Mistral 7B v0.2/v0.3: GQA, no biases, theta 1e6, untied head, sliding_window null (no
-    # window; v0.1's 4096-token window is a different attention the engine rejects). llama.cpp's
+    "qwen2": dict(vocab="bpe", seed=1000, config=dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=256,
+        intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
+        max_window_layers=3, hidden_act="silu", bos_token_id=1, eos_token_id=2,
+        torch_dtype="float32")),
+    # Mistral 7B v0.2/v0.3 and Nemo: GQA, no biases, theta 1e6, untied head, a head_dim that is
+    # not hidden_size / heads (Nemo's 128 of 5120 / 32), sliding_window null (no window: v0.1's
+    # 4096-token window is a different attention, which the engine rejects). llama.cpp's
     # converter writes these as architecture `llama`.
-    "mistral": dict(architectures=["MistralForCausalLM"], model_type="mistral", hidden_size=256,
-                    intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=64, vocab_size=49152,
-                    max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
-                    tie_word_embeddings=False, sliding_window=None, hidden_act="silu",
-                    bos_token_id=1, eos_token_id=2, torch_dtype="float32"),
+    "mistral": dict(vocab="bpe", seed=1010, config=MISTRAL),
+    # The same with a SentencePiece vocabulary, BOS added (GGUF only: no HF tokenizer.json).
+    "mistral-spm": dict(vocab="spm", seed=1002, config=MISTRAL),
 }
 GGUF_ARCH = {"qwen2": "qwen2", "mistral": "llama"}
 PROMPTS = [
@@ -51,10 +60,11 @@ PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "<|im_start|>user\nList three facts about the planet Mars.<|im_end|>\n<|im_start|>assistant\n",
     "The Roman Empire was one of the largest empires in history. At its height, it",
-    # ~700 tokens: eleven prefill chunks of 64
-    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 20
+    # ~700 tokens: eleven prefill chunks of 64 (lengths picked so that no greedy step of either
+    # model is a near-tie)
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 16
     + "The pass key is 71432. Remember it. 71432 is the pass key. "
-    + "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 10
+    + "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 14
     + "What is the pass key? The pass key is",
 ]
 
@@ -128,15 +138,30 @@ def gguf_tensors(c, w, arch):
 
 
 @functools.cache
-def tokenizer_fields():
-    """SmolLM2's GPT-2 BPE vocabulary, merges and special ids as its GGUF carries them (read
-    once: parsing the file takes seconds)."""
-    r = gguf.GGUFReader(TOK_GGUF)
-    return {key: (f.contents(), f.types[0], f.types[1] if len(f.types) > 1 else None)
-            for key, f in r.fields.items() if key.startswith("tokenizer.")}
+def tokenizer_fields(vocab):
+    """The tokenizer.* metadata of a vocabulary, (value, type, array element type) by key:
+    "bpe" is SmolLM2's GPT-2 BPE vocabulary, merges and special ids as its GGUF carries them;
+    "spm" tokenizer_oracle.py's SentencePiece vocabulary made from it, with BOS added and a
+    space prefix as in Mistral's files. Made once: parsing the GGUF takes seconds."""
+    r = smollm2_reader()
+    if vocab == "bpe":
+        return {key: (f.contents(), f.types[0], f.types[1] if len(f.types) > 1 else None)
+                for key, f in r.fields.items() if key.startswith("tokenizer.")}
+    tokens, scores, types = tokenizer_oracle.spm_vocab(r)
+    V, K = gguf.GGUFValueType, gguf.Keys.Tokenizer
+    return {K.MODEL: ("llama", V.STRING, None), K.LIST: (tokens, V.ARRAY, V.STRING),
+            K.SCORES: (scores, V.ARRAY, V.FLOAT32), K.TOKEN_TYPE: (types, V.ARRAY, V.INT32),
+            K.BOS_ID: (1, V.UINT32, None), K.EOS_ID: (2, V.UINT32, None),
+            K.UNK_ID: (0, V.UINT32, None), K.ADD_BOS: (True, V.BOOL, None),
+            K.ADD_EOS: (False, V.BOOL, None), K.ADD_PREFIX: (True, V.BOOL, None)}
 
 
-def write_gguf(path, name, c, w):
+@functools.cache
+def smollm2_reader():
+    return gguf.GGUFReader(TOK_GGUF)
+
+
+def write_gguf(path, name, c, vocab, w):
     arch = GGUF_ARCH[c["model_type"]]
     hd = c.get("head_dim", c["hidden_size"] // c["num_attention_heads"])
     wr = gguf.GGUFWriter(path, arch)
@@ -157,7 +182,7 @@ def write_gguf(path, name, c, w):
         wr.add_key_length(hd)
         wr.add_value_length(hd)
     wr.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for key, (val, vtype, sub) in tokenizer_fields().items():
+    for key, (val, vtype, sub) in tokenizer_fields(vocab).items():
         wr.add_key_value(key, val, vtype, sub)
     for tname, a in gguf_tensors(c, w, arch).items():
         wr.add_tensor(tname, a)
@@ -197,7 +222,8 @@ def oracle(model, out, n_gen):
     llm_fa = llama_cpp.Llama(flash_attn=True, **kw)
     result = {"model": os.path.basename(model), "n_gen": n_gen, "prompts": []}
     for i, text in enumerate(PROMPTS):
-        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+        # BOS as the vocabulary asks (SentencePiece yes, SmolLM2's BPE no)
+        tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
         llm.reset()
         llm.eval(tokens)
         step = last_logits(llm)
@@ -220,15 +246,19 @@ def oracle(model, out, n_gen):
 
 def main():
     out = sys.argv[1]
-    for seed, (name, c) in enumerate(MODELS.items()):
+    for name, spec in MODELS.items():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
-        w = make_weights(c, np.random.default_rng(1000 + seed))
-        write_gguf(os.path.join(d, "model.gguf"), name, c, w)
-        write_hf(os.path.join(d, "hf"), c, w)
+        tokens = tokenizer_fields(spec["vocab"])[gguf.Keys.Tokenizer.LIST][0]
+        c = dict(spec["config"], vocab_size=len(tokens))
+        w = make_weights(c, np.random.default_rng(spec["seed"]))
+        write_gguf(os.path.join(d, "model.gguf"), name, c, spec["vocab"], w)
+        if spec["vocab"] == "bpe":
+            write_hf(os.path.join(d, "hf"), c, w)
         oracle(os.path.join(d, "model.gguf"), os.path.join(d, "oracle"), 32)
-        print(f"{name}: {d}/model.gguf ({GGUF_ARCH[c['model_type']]}), {d}/hf ({c['model_type']}), "
-              f"llama.cpp's outputs in {d}/oracle")
+        print(f"{name}: {d}/model.gguf ({GGUF_ARCH[c['model_type']]}, {spec['vocab']} vocabulary)"
+              + (f", {d}/hf ({c['model_type']})" if spec["vocab"] == "bpe" else "")
+              + f", llama.cpp's outputs in {d}/oracle")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 /* test_arch_llamacpp.c — the architectures GGUF files carry besides Llama, against llama.cpp:
  * make_arch_models.py writes tiny random-weight qwen2 (q/k/v biases, NEOX RoPE, tied head) and
- * Mistral-style (GQA, theta 1e6, untied head; `llama` in GGUF) models as GGUF files the way
- * llama.cpp's converter does and as HF directories with the same weights, and records llama.cpp's
- * outputs on the GGUF. omnikv on the GGUF and on the HF directory must each match them: the same
- * tokens for the prompts, logits within llamacpp_compare.h's tolerance and the same greedy tokens.
+ * Mistral-style (GQA, head_dim 128 of hidden 256, theta 1e6, untied head; `llama` in GGUF) models
+ * as GGUF files the way llama.cpp's converter does and as HF directories with the same weights
+ * (plus a GGUF-only Mistral with a SentencePiece vocabulary), and records llama.cpp's outputs on
+ * the GGUF. omnikv on the GGUF and on the HF directory must each match them: the same tokens for
+ * the prompts, logits within llamacpp_compare.h's tolerance and the same greedy tokens.
  * Skips (77) only where the test venv is missing. */
 #include "llamacpp_compare.h"
 
@@ -14,23 +15,25 @@
 
 typedef struct arch_case {
     const char *name; /* OUT_DIR/<name> of make_arch_models.py */
-    const char *gguf_arch, *hf_arch;
+    const char *gguf_arch, *hf_arch; /* hf_arch NULL: GGUF only */
     bool bias, tied;
-    int n_kv_heads;
+    int n_kv_heads, head_dim;
 } arch_case;
 
 static const arch_case k_cases[] = {
-    {"qwen2", "qwen2", "qwen2", true, true, 2},
-    {"mistral", "llama", "mistral", false, false, 2},
+    {"qwen2", "qwen2", "qwen2", true, true, 2, 64},
+    {"mistral", "llama", "mistral", false, false, 2, 128},
+    {"mistral-spm", "llama", NULL, false, false, 2, 128},
 };
 
-/* The tokenizer of the loaded model must give llama.cpp's tokens for each prompt. */
+/* The tokenizer of the loaded model must give llama.cpp's tokens for each prompt (BOS as the
+ * vocabulary asks, control tokens parsed). */
 static void check_tokens(const okv_model *m, const oracle_set *s, const char *what) {
     int equal = 0;
     for (int i = 0; i < s->n; i++) {
         const oracle_prompt *p = &s->p[i];
         int32_t *ids = malloc(sizeof(int32_t) * (size_t)(p->n_tokens + 8));
-        int n = tokenizer_encode(m->tok, p->text, strlen(p->text), false, true, ids, p->n_tokens + 8);
+        int n = tokenizer_encode(m->tok, p->text, strlen(p->text), true, true, ids, p->n_tokens + 8);
         bool same = n == p->n_tokens && !memcmp(ids, p->tokens, sizeof(int32_t) * (size_t)n);
         TEST_CHECK(same, "%s prompt %d: %d tokens from omnikv's tokenizer, %d from llama.cpp's%s",
                    what, i, n, p->n_tokens, n == p->n_tokens ? " (different ids)" : "");
@@ -67,7 +70,7 @@ int main(void) {
         snprintf(dir, sizeof dir, "%s/%s/oracle", tmp, k->name);
         oracle_set s;
         bool loaded = false;
-        for (int src = 0; src < 2; src++) {
+        for (int src = 0; src < (k->hf_arch ? 2 : 1); src++) {
             snprintf(path, sizeof path, "%s/%s/%s", tmp, k->name, src ? "hf" : "model.gguf");
             char what[64];
             snprintf(what, sizeof what, "%s %s", k->name, src ? "HF" : "GGUF");
@@ -78,9 +81,10 @@ int main(void) {
             const okv_model_config *mc = &m.cfg;
             TEST_CHECK(!strcmp(mc->arch, src ? k->hf_arch : k->gguf_arch) && mc->qkv_bias == k->bias &&
                        mc->tied_embeddings == k->tied && mc->n_kv_heads == k->n_kv_heads &&
-                       mc->rope_theta == 1e6f,
-                       "%s: read as %s, bias %d, tied %d, %d KV heads, theta %g", what, mc->arch,
-                       mc->qkv_bias, mc->tied_embeddings, mc->n_kv_heads, (double)mc->rope_theta);
+                       mc->head_dim == k->head_dim && mc->rope_theta == 1e6f,
+                       "%s: read as %s, bias %d, tied %d, %d KV heads of %d, theta %g", what,
+                       mc->arch, mc->qkv_bias, mc->tied_embeddings, mc->n_kv_heads, mc->head_dim,
+                       (double)mc->rope_theta);
             if (!loaded) {
                 oracle_load(&s, dir, mc->n_vocab);
                 loaded = true;
