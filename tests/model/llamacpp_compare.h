@@ -47,7 +47,7 @@ typedef struct oracle_stats {
 
 /* Reads dir's oracle outputs; a missing or malformed file stops the test. */
 static void oracle_load(oracle_set *s, const char *dir, int n_vocab) {
-    char path[1024];
+    char path[4096];
     memset(s, 0, sizeof *s);
     s->n_vocab = n_vocab;
     snprintf(path, sizeof path, "%s/oracle.json", dir);
@@ -117,6 +117,7 @@ static int oracle_argmax(const float *x, int n) {
 static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, int max_context,
                            const char *what, oracle_stats *out) {
     const int V = m->cfg.n_vocab;
+    memset(out, 0, sizeof *out);
     TEST_CHECK(V == s->n_vocab, "%s: vocabulary %d, the oracle's %d", what, V, s->n_vocab);
     if (V != s->n_vocab) return;
     okv_run_config rc;
@@ -128,7 +129,6 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
     okv_engine e;
     TEST_OK(engine_init(&e, m, &rc, 0, m->cfg.n_layers, 1));
     float *logits = calloc((size_t)V, sizeof(float));
-    memset(out, 0, sizeof *out);
     for (int i = 0; i < s->n; i++) {
         const oracle_prompt *p = &s->p[i];
         TEST_OK(engine_seq_start(&e, 0, p->n_tokens));

@@ -45,7 +45,7 @@ static void check_tokens(const okv_model *m, const oracle_set *s, const char *wh
 
 int main(void) {
     okv_log_init(0);
-    char py[1024], cmd[4096], dir[1200], path[1400];
+    char py[1200], cmd[4096], dir[1200], path[1400];
     snprintf(py, sizeof py, "%s/venv/bin/python", test_cache());
     if (!test_file_exists(py)) {
         printf("SKIP: %s is missing (scripts/setup.sh --test makes the venv with llama.cpp)\n", py);
