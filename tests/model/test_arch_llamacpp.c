@@ -43,6 +43,15 @@ static void check_tokens(const okv_model *m, const oracle_set *s, const char *wh
     printf("%s: tokenizer gives llama.cpp's tokens for %d/%d prompts\n", what, equal, s->n);
 }
 
+/* The generated models (~450 MB, under $TMPDIR) go whichever way the test ends (TEST_OK exits). */
+static char g_tmp[600];
+
+static void remove_tmp(void) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", g_tmp);
+}
+
 int main(void) {
     okv_log_init(0);
     char py[1200], cmd[4096], dir[1200], path[1400];
@@ -54,13 +63,16 @@ int main(void) {
     /* SmolLM2's tokenizer files, which the tiny models reuse. */
     snprintf(cmd, sizeof cmd, "%s %s/tests/fixtures/gguf_to_hf.py", py, test_src());
     TEST_CHECK(system(cmd) == 0, "%s failed", cmd);
-    char tmp[] = "/tmp/okv-arch-XXXXXX";
-    TEST_CHECK(mkdtemp(tmp) != NULL, "cannot make a temporary directory");
+    snprintf(g_tmp, sizeof g_tmp, "%s/okv-arch-XXXXXX", test_env("TMPDIR", "/tmp"));
+    if (!mkdtemp(g_tmp)) {
+        fprintf(stderr, "FAIL: cannot make a temporary directory %s\n", g_tmp);
+        return 1;
+    }
+    atexit(remove_tmp);
+    const char *tmp = g_tmp;
     snprintf(cmd, sizeof cmd, "%s %s/tests/model/make_arch_models.py %s", py, test_src(), tmp);
     if (system(cmd) != 0) {
         fprintf(stderr, "FAIL: %s failed\n", cmd);
-        snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-        (void)!system(cmd);
         return 1;
     }
 
@@ -103,7 +115,5 @@ int main(void) {
         oracle_free(&s);
     }
     printf("worst logit difference over all runs: %.2f of its tolerance\n", worst_rel);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    TEST_CHECK(system(cmd) == 0, "cannot remove %s", tmp);
     return test_summary();
 }
