@@ -259,7 +259,8 @@ static int gguf_layers_present(const gguf_file *f) {
  * type). A tensor that is absent or of the wrong shape or type is left for model_validate. */
 static int neox_to_pairs(okv_model *m, okv_tensor *t, int n_heads, int head_dim) {
     const int64_t n_rows = t->n_dims == 1 ? t->ne[0] : t->ne[1];
-    if (!t->data || n_rows != (int64_t)n_heads * head_dim || t->n_dims > 2) return OKV_OK;
+    if (!t->data || head_dim % 2 || n_rows != (int64_t)n_heads * head_dim || t->n_dims > 2)
+        return OKV_OK;
     if (t->n_dims == 1 ? t->type != OKV_TYPE_F32 : !okv_type_is_weight(t->type)) return OKV_OK;
     const size_t row = t->n_dims == 1 ? sizeof(float) : okv_type_row_bytes(t->type, t->ne[0]);
     void *buf = okv_alloc((size_t)n_rows * row);
@@ -310,6 +311,12 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
     if ((st = arch_int(f, a, "attention.key_length", &c->head_dim, false))) return st;
     c->rope_dim = c->head_dim;
     if ((st = arch_int(f, a, "rope.dimension_count", &c->rope_dim, false))) return st;
+    /* A NEOX rotation of fewer dimensions than the head would need the reordering confined to
+     * the first rope_dim rows of each head; no qwen2 model has one. */
+    if (neox && c->rope_dim < c->head_dim)
+        return okv_fail(OKV_ERR_INPUT, "%s: %s with rope.dimension_count %d below the head "
+                        "dimension %d (partial NEOX RoPE) is not supported", path, c->arch,
+                        c->rope_dim, c->head_dim);
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
     if ((st = arch_f32(f, a, "attention.layer_norm_rms_epsilon", &c->norm_eps)) ||
@@ -363,10 +370,6 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
         }
         if (neox) {
             okv_layer_weights *w = &m->layers[l];
-            if (c->rope_dim != c->head_dim)
-                return okv_fail(OKV_ERR_INPUT, "%s: %s with rope.dimension_count %d below the head "
-                                "dimension %d (partial NEOX RoPE) is not supported", path, c->arch,
-                                c->rope_dim, c->head_dim);
             if ((st = neox_to_pairs(m, &w->wq, c->n_heads, c->head_dim)) ||
                 (st = neox_to_pairs(m, &w->wk, c->n_kv_heads, c->head_dim)) ||
                 (st = neox_to_pairs(m, &w->bq, c->n_heads, c->head_dim)) ||
