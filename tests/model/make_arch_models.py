@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """make_arch_models.py - tiny random-weight models of the architectures GGUF files carry besides
-SmolLM2's Llama, each written twice with the same F32 weights: as a GGUF file the way llama.cpp's
+SmolLM2's Llama, each written with the same F32 weights as a GGUF file the way llama.cpp's
 convert_hf_to_gguf.py writes it (gguf.GGUFWriter, llama.cpp's tensor names and metadata keys,
-Q/K rows permuted for `llama`, not for `qwen2`) and as a Hugging Face directory (config.json,
-model.safetensors in HF's layout, SmolLM2's tokenizer files); then llama.cpp's logits and greedy
-tokens on the GGUF for a few prompts. tests/model/test_arch_llamacpp.c runs omnikv on both and
+Q/K rows permuted for `llama`, not for `qwen2`) and, where the vocabulary is SmolLM2's own, as a
+Hugging Face directory (config.json, model.safetensors in HF's layout, SmolLM2's tokenizer
+files); then llama.cpp's logits and greedy tokens on the GGUF for a few prompts. tests/model/test_arch_llamacpp.c runs omnikv on both and
 demands llama.cpp's logits and tokens.
 
 usage: make_arch_models.py OUT_DIR
 writes OUT_DIR/<name>/model.gguf, OUT_DIR/<name>/hf/ and OUT_DIR/<name>/oracle/ (the format of
-llamacpp_oracle.py) for each name in MODELS."""
+llamacpp_oracle.py) for each name in MODELS (~450 MB in all)."""
 import functools
 import json
 import os
@@ -32,10 +32,10 @@ TOK_HF = os.path.join(CACHE, "hf", "SmolLM2-135M-Instruct")
 # and the seed of its weights (picked so few greedy steps are near-ties).
 MISTRAL = dict(architectures=["MistralForCausalLM"], model_type="mistral", hidden_size=256,
                intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, head_dim=128,
-               max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
-               tie_word_embeddings=False, sliding_window=None, hidden_act="silu",
-               bos_token_id=1, eos_token_id=2, torch_dtype="float32")
+               num_key_value_heads=2, head_dim=128, max_position_embeddings=32768,
+               rms_norm_eps=1e-5, rope_theta=1000000.0, tie_word_embeddings=False,
+               sliding_window=None, hidden_act="silu", bos_token_id=1, eos_token_id=2,
+               torch_dtype="float32")
 MODELS = {
     # Qwen2/Qwen2.5 small models: q/k/v biases, rotate-half (NEOX) RoPE, tied head, theta 1e6,
     # a sliding window that use_sliding_window switches off.
@@ -60,8 +60,7 @@ PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "<|im_start|>user\nList three facts about the planet Mars.<|im_end|>\n<|im_start|>assistant\n",
     "The Roman Empire was one of the largest empires in history. At its height, it",
-    # ~700 tokens: eleven prefill chunks of 64 (lengths picked so that no greedy step of either
-    # model is a near-tie)
+    # ~750 tokens: twelve prefill chunks of 64 (repeat counts picked for clear top-1 gaps)
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 16
     + "The pass key is 71432. Remember it. 71432 is the pass key. "
     + "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 14
