@@ -1,4 +1,5 @@
-/* hf.h — the layout change hf.c applies to HF attention weights, exposed for its unit test
+/* hf.h — the layout change hf.c applies to HF attention weights (and model.c to the Q/K tensors
+ * of NEOX-RoPE GGUF files such as qwen2), exposed for its unit test
  * (tests/unit/test_safetensors.c compares it with a hand-computed example). */
 #ifndef OKV_HF_H
 #define OKV_HF_H

@@ -1,9 +1,11 @@
-/* model.c — model config and weights from a GGUF file (HF directories go to hf.c), RoPE
- * frequencies with scaling, shape and metadata validation. Tested by tests/model/ (vs llama.cpp),
+/* model.c — model config and weights from a GGUF file (llama, mistral, qwen2; HF directories go
+ * to hf.c), RoPE frequencies with scaling, shape and metadata validation. Tested by tests/model/
+ * (vs llama.cpp: test_llamacpp.c on SmolLM2, test_arch_llamacpp.c on qwen2 and Mistral-style),
  * tests/unit/test_safetensors.c (rope scaling formulas) and test_gguf.c (bad metadata). */
 #include "model.h"
 
 #include "../common.h"
+#include "hf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -252,6 +254,25 @@ static int gguf_layers_present(const gguf_file *f) {
     return n;
 }
 
+/* The engine rotates adjacent pairs (GGML's NORM RoPE); a NEOX-RoPE tensor pairs row i with
+ * i + hd/2 in each head, so its rows are reordered once into an owned copy (whole rows: any
+ * type). A tensor that is absent or of the wrong shape or type is left for model_validate. */
+static int neox_to_pairs(okv_model *m, okv_tensor *t, int n_heads, int head_dim) {
+    const int64_t n_rows = t->n_dims == 1 ? t->ne[0] : t->ne[1];
+    if (!t->data || head_dim % 2 || n_rows != (int64_t)n_heads * head_dim || t->n_dims > 2)
+        return OKV_OK;
+    if (t->n_dims == 1 ? t->type != OKV_TYPE_F32 : !okv_type_is_weight(t->type)) return OKV_OK;
+    const size_t row = t->n_dims == 1 ? sizeof(float) : okv_type_row_bytes(t->type, t->ne[0]);
+    void *buf = okv_alloc((size_t)n_rows * row);
+    if (!buf)
+        return okv_fail(OKV_ERR_NOMEM, "cannot allocate %zu bytes to reorder a NEOX-RoPE tensor",
+                        (size_t)n_rows * row);
+    model_own(m, buf);
+    hf_permute_rows(buf, t->data, n_rows, row, n_heads);
+    t->data = buf;
+    return OKV_OK;
+}
+
 static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
     int st = gguf_open(&m->gguf, path);
     if (st) return st;
@@ -262,8 +283,12 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
     if ((st = gguf_get_str(f, "general.architecture", &s, &found))) return st;
     if (!found) return okv_fail(OKV_ERR_INPUT, "%s has no general.architecture; it is not a model GGUF", path);
     snprintf(c->arch, sizeof c->arch, "%.*s", (int)OKV_MIN(s.len, 31), s.ptr);
-    if (strcmp(c->arch, "llama") && strcmp(c->arch, "mistral"))
-        return okv_fail(OKV_ERR_INPUT, "%s has architecture '%s'; omnikv runs llama-family GGUF files (llama, mistral)", path, c->arch);
+    /* qwen2 is llama plus q/k/v biases, with llama.cpp's NEOX RoPE (rotate-half) on Q/K rows
+     * that the converter leaves in HF's order. */
+    bool neox;
+    if (!strcmp(c->arch, "llama") || !strcmp(c->arch, "mistral")) neox = false;
+    else if (!strcmp(c->arch, "qwen2")) neox = true;
+    else return okv_fail(OKV_ERR_INPUT, "%s has architecture '%s'; omnikv runs llama-family GGUF files (llama, mistral, qwen2)", path, c->arch);
     if (!gguf_get_str(f, "general.name", &s, &found) && found)
         snprintf(c->name, sizeof c->name, "%.*s", (int)OKV_MIN(s.len, 127), s.ptr);
     const char *a = c->arch;
@@ -286,6 +311,12 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
     if ((st = arch_int(f, a, "attention.key_length", &c->head_dim, false))) return st;
     c->rope_dim = c->head_dim;
     if ((st = arch_int(f, a, "rope.dimension_count", &c->rope_dim, false))) return st;
+    /* A NEOX rotation of fewer dimensions than the head would need the reordering confined to
+     * the first rope_dim rows of each head; no qwen2 model has one. */
+    if (neox && c->rope_dim < c->head_dim)
+        return okv_fail(OKV_ERR_INPUT, "%s: %s with rope.dimension_count %d below the head "
+                        "dimension %d (partial NEOX RoPE) is not supported", path, c->arch,
+                        c->rope_dim, c->head_dim);
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
     if ((st = arch_f32(f, a, "attention.layer_norm_rms_epsilon", &c->norm_eps)) ||
@@ -336,6 +367,14 @@ static int load_gguf(okv_model *m, const char *path, const model_load_opts *o) {
             char n[96];
             snprintf(n, sizeof n, "blk.%d.%s.bias", l, bias[i]);
             if (gguf_tensor(f, n, &(&m->layers[l].bq)[i])) c->qkv_bias = true;
+        }
+        if (neox) {
+            okv_layer_weights *w = &m->layers[l];
+            if ((st = neox_to_pairs(m, &w->wq, c->n_heads, c->head_dim)) ||
+                (st = neox_to_pairs(m, &w->wk, c->n_kv_heads, c->head_dim)) ||
+                (st = neox_to_pairs(m, &w->bq, c->n_heads, c->head_dim)) ||
+                (st = neox_to_pairs(m, &w->bk, c->n_kv_heads, c->head_dim)))
+                return st;
         }
     }
     if (o->need_embed) gguf_tensor(f, "token_embd.weight", &m->tok_embd);

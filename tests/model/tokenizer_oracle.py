@@ -186,11 +186,11 @@ def byte_decoder():
     return {chr(c): b for b, c in zip(plain, cps)}
 
 
-def write_spm(src, dst):
-    """A SentencePiece vocabulary made from SmolLM2's: the byte-level tokens that are whole UTF-8
-    strings, spaces written as U+2581, scored by rank; <unk> <s> </s>, 256 <0xNN> byte tokens, the
-    ChatML control tokens and one user-defined token."""
-    r = gguf.GGUFReader(src)
+def spm_vocab(r):
+    """A SentencePiece vocabulary made from the SmolLM2 GGUF read by r: the byte-level tokens that
+    are whole UTF-8 strings, spaces written as U+2581, scored by rank; <unk> <s> </s>, 256 <0xNN>
+    byte tokens, the ChatML control tokens and one user-defined token. Returns (tokens, scores,
+    types); make_arch_models.py builds a model on it too."""
     f = r.fields["tokenizer.ggml.tokens"]
     dec = byte_decoder()
     tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
@@ -212,6 +212,13 @@ def write_spm(src, dst):
             tokens.append(text)
             types.append(1)
     scores = [0.0] * 262 + [-float(i) for i in range(len(tokens) - 262)]
+    return tokens, scores, types
+
+
+def write_spm(src, dst):
+    """A vocabulary-only GGUF of spm_vocab's SentencePiece tokens with src's other metadata."""
+    r = gguf.GGUFReader(src)
+    tokens, scores, types = spm_vocab(r)
     w = gguf.GGUFWriter(dst, arch=r.fields["general.architecture"].contents())
     for name, fld in r.fields.items():
         if name.startswith("GGUF.") or name.startswith("tokenizer.") or name == "general.architecture":

@@ -1,0 +1,178 @@
+/* llamacpp_compare.h — the engine against llama.cpp's outputs on the same model, in the format of
+ * llamacpp_oracle.py (oracle.json with prompts, their tokens, greedy continuations and top-2
+ * gaps; logits_<i>.f32 and the flash-attention twin logits_fa_<i>.f32 of the last prompt
+ * position). Per prompt the tolerance is 1.25x llama.cpp's own flash/non-flash spread + 0.1: ours
+ * must be no further from llama.cpp than llama.cpp is from itself. Greedy continuations must be
+ * equal token for token, except at a near-tie (both top-2 gaps within the tolerance), after which
+ * that continuation is not compared. Used by tests/model/test_arch_llamacpp.c. */
+#ifndef OKV_LLAMACPP_COMPARE_H
+#define OKV_LLAMACPP_COMPARE_H
+
+#include "common.h"
+#include "engine/engine.h"
+#include "test_util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ORACLE_MAX_GEN = 64, ORACLE_MAX_PROMPTS = 16 };
+
+typedef struct oracle_prompt {
+    char *text;
+    int32_t *tokens; /* [n_tokens], llama.cpp's tokenization of text */
+    int n_tokens;
+    int32_t gen[ORACLE_MAX_GEN];
+    float gap[ORACLE_MAX_GEN]; /* llama.cpp's top-2 logit gap before each generated token */
+    int n_gen;
+    float *logits; /* [n_vocab] after the last prompt token */
+    float tol;     /* 1.25 x |llama.cpp - llama.cpp with flash attention| + 0.1 */
+} oracle_prompt;
+
+typedef struct oracle_set {
+    oracle_prompt p[ORACLE_MAX_PROMPTS];
+    int n;
+    int n_vocab;
+} oracle_set;
+
+typedef struct oracle_stats {
+    float worst;      /* largest last-position logit difference over the prompts */
+    float worst_rel;  /* the largest ratio difference / tolerance */
+    int full;         /* prompts whose whole continuation equalled llama.cpp's */
+    int tokens_equal; /* greedy tokens compared and equal, over the prompts */
+    int near_ties;
+} oracle_stats;
+
+/* Reads dir's oracle outputs; a missing or malformed file stops the test. */
+static void oracle_load(oracle_set *s, const char *dir, int n_vocab) {
+    char path[4096];
+    memset(s, 0, sizeof *s);
+    s->n_vocab = n_vocab;
+    snprintf(path, sizeof path, "%s/oracle.json", dir);
+    char *json = test_read_file(path, NULL);
+    cJSON *root = cJSON_Parse(json);
+    if (!root) {
+        fprintf(stderr, "FAIL: cannot parse %s\n", path);
+        exit(1);
+    }
+    cJSON *arr = cJSON_GetObjectItem(root, "prompts");
+    s->n = cJSON_GetArraySize(arr);
+    if (s->n < 1 || s->n > ORACLE_MAX_PROMPTS) {
+        fprintf(stderr, "FAIL: %s holds %d prompts; expected 1..%d\n", path, s->n, ORACLE_MAX_PROMPTS);
+        exit(1);
+    }
+    for (int i = 0; i < s->n; i++) {
+        oracle_prompt *p = &s->p[i];
+        cJSON *pj = cJSON_GetArrayItem(arr, i);
+        cJSON *t = cJSON_GetObjectItem(pj, "tokens"), *g = cJSON_GetObjectItem(pj, "generated");
+        cJSON *gp = cJSON_GetObjectItem(pj, "gaps");
+        p->text = strdup(cJSON_GetStringValue(cJSON_GetObjectItem(pj, "text")));
+        p->n_tokens = cJSON_GetArraySize(t);
+        p->tokens = malloc(sizeof(int32_t) * (size_t)p->n_tokens);
+        for (int j = 0; j < p->n_tokens; j++) p->tokens[j] = cJSON_GetArrayItem(t, j)->valueint;
+        p->n_gen = OKV_MIN(cJSON_GetArraySize(g), ORACLE_MAX_GEN);
+        for (int j = 0; j < p->n_gen; j++) {
+            p->gen[j] = cJSON_GetArrayItem(g, j)->valueint;
+            p->gap[j] = (float)cJSON_GetArrayItem(gp, j)->valuedouble;
+        }
+        size_t nb;
+        snprintf(path, sizeof path, "%s/logits_%d.f32", dir, i);
+        p->logits = (float *)test_read_file(path, &nb);
+        TEST_CHECK(nb == sizeof(float) * (size_t)n_vocab, "%s has %zu bytes, expected %d floats",
+                   path, nb, n_vocab);
+        snprintf(path, sizeof path, "%s/logits_fa_%d.f32", dir, i);
+        float *fa = (float *)test_read_file(path, &nb);
+        TEST_CHECK(nb == sizeof(float) * (size_t)n_vocab, "%s has %zu bytes, expected %d floats",
+                   path, nb, n_vocab);
+        float self = 0;
+        for (int v = 0; v < n_vocab && nb == sizeof(float) * (size_t)n_vocab; v++)
+            self = fmaxf(self, fabsf(fa[v] - p->logits[v]));
+        p->tol = 1.25f * self + 0.1f;
+        free(fa);
+    }
+    cJSON_Delete(root);
+    free(json);
+}
+
+static void oracle_free(oracle_set *s) {
+    for (int i = 0; i < s->n; i++) {
+        free(s->p[i].text);
+        free(s->p[i].tokens);
+        free(s->p[i].logits);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+static int oracle_argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Dense engine on m, one prompt at a time (prefill in chunks of `chunk`), each prompt's last
+ * logits and greedy continuation checked against the oracle; `what` names the run in the log. */
+static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, int max_context,
+                           const char *what, oracle_stats *out) {
+    const int V = m->cfg.n_vocab;
+    memset(out, 0, sizeof *out);
+    TEST_CHECK(V == s->n_vocab, "%s: vocabulary %d, the oracle's %d", what, V, s->n_vocab);
+    if (V != s->n_vocab) return;
+    okv_run_config rc;
+    config_defaults(&rc);
+    rc.policy = POLICY_DENSE;
+    rc.max_context_len = max_context;
+    rc.prefill_chunk = chunk;
+    rc.max_batch = 1;
+    okv_engine e;
+    TEST_OK(engine_init(&e, m, &rc, 0, m->cfg.n_layers, 1));
+    float *logits = calloc((size_t)V, sizeof(float));
+    for (int i = 0; i < s->n; i++) {
+        const oracle_prompt *p = &s->p[i];
+        TEST_OK(engine_seq_start(&e, 0, p->n_tokens));
+        for (int pos = 0; pos < p->n_tokens; pos += chunk) {
+            int n = OKV_MIN(chunk, p->n_tokens - pos);
+            engine_embed(&e, p->tokens + pos, n);
+            TEST_OK(engine_prefill(&e, 0, pos, n));
+            if (pos + n == p->n_tokens) memcpy(logits, engine_head(&e, n - 1, 1), sizeof(float) * V);
+        }
+        float d = 0;
+        for (int v = 0; v < V; v++) d = fmaxf(d, fabsf(logits[v] - p->logits[v]));
+        out->worst = fmaxf(out->worst, d);
+        out->worst_rel = fmaxf(out->worst_rel, d / p->tol);
+        TEST_CHECK(d <= p->tol, "%s prompt %d: logits differ by %.4f > %.3f", what, i, d, p->tol);
+        int equal = p->n_gen;
+        for (int step = 0; step < p->n_gen; step++) {
+            int tok = oracle_argmax(logits, V);
+            if (tok != p->gen[step]) {
+                float our_gap = logits[tok] - logits[p->gen[step]];
+                TEST_CHECK(p->gap[step] < p->tol && our_gap < p->tol,
+                           "%s prompt %d step %d: ours %d, llama.cpp %d; top-2 gaps %.3f (llama.cpp) "
+                           "and %.3f (ours) are not near-ties (tolerance %.3f)", what, i, step, tok,
+                           p->gen[step], p->gap[step], our_gap, p->tol);
+                printf("%s prompt %d step %d: near-tie (top-2 gap %.3f in llama.cpp, %.3f in ours, "
+                       "tolerance %.3f), ours %d vs %d; continuation compared up to here\n", what, i,
+                       step, p->gap[step], our_gap, p->tol, tok, p->gen[step]);
+                out->near_ties++;
+                equal = step;
+                break;
+            }
+            int32_t id = tok;
+            engine_embed(&e, &id, 1);
+            TEST_OK(engine_decode(&e, (int[]){0}, 1));
+            memcpy(logits, engine_head(&e, 0, 1), sizeof(float) * (size_t)V);
+        }
+        engine_seq_end(&e, 0);
+        out->tokens_equal += equal;
+        out->full += equal == p->n_gen;
+        printf("%s prompt %d (%d tokens): last-position logits max |ours - llama.cpp| = %.4f "
+               "(tolerance %.3f); %d/%d greedy tokens equal\n", what, i, p->n_tokens, d, p->tol,
+               equal, p->n_gen);
+    }
+    free(logits);
+    engine_free(&e);
+}
+
+#endif
