@@ -40,8 +40,14 @@
 #include <math.h>
 #include <string.h>
 
-/* Round to nearest, ties to even: ggml's nearest_int (its float trick rounds the same way). */
-static inline int nearest_int(float f) { return (int)lrintf(f); }
+/* Round to nearest, ties to even, for |f| < 2^22 (ggml's nearest_int): adding 1.5 * 2^23 leaves
+ * the rounded integer in the low mantissa bits. */
+static inline int nearest_int(float f) {
+    const float v = f + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
 
 /* ---- dequantization ---------------------------------------------------------------------------- */
 
