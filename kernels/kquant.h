@@ -26,6 +26,9 @@ void okv_kquant_quant_row_ref(void *y, const float *x, okv_type t, int64_t n);
 /* Dot of one K-quant row with a Q8_K row: per super-block the integer sums of ggml's scalar
  * ggml_vec_dot_qN_K_q8_K, scaled in f32 as there; super-blocks summed in double. */
 float okv_kquant_vec_dot_ref(const void *w, okv_type t, const void *xq, int64_t n);
+/* The first of n_blocks super-blocks of type t at data whose f16 d (or dmin) is an infinity or a
+ * NaN, or -1 when every scale is finite: such a block makes every dot product with it NaN. */
+int64_t okv_kquant_find_bad_block(const void *data, okv_type t, int64_t n_blocks);
 /* 6-bit scale j (0..7) and min of a Q4_K/Q5_K super-block's packed scales[12]. */
 static inline void okv_kquant_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     if (j < 4) {

@@ -565,3 +565,34 @@ float okv_kquant_vec_dot_ref(const void *w, okv_type t, const void *xq, int64_t 
         sum += (double)dot_block((const uint8_t *)w + (size_t)i * bs, t, (const okv_block_q8_k *)xq + i);
     return (float)sum;
 }
+
+/* ---- block checks -------------------------------------------------------------------------------- */
+
+static inline bool f16_finite(uint16_t h) { return (h & 0x7c00) != 0x7c00; }
+
+int64_t okv_kquant_find_bad_block(const void *data, okv_type t, int64_t n_blocks) {
+    const size_t bs = okv_type_block_bytes(t);
+    for (int64_t i = 0; i < n_blocks; i++) {
+        const void *b = (const uint8_t *)data + (size_t)i * bs;
+        uint16_t d, dmin = 0;
+        switch (t) {
+        case OKV_TYPE_Q2_K:
+            d = ((const okv_block_q2_k *)b)->d;
+            dmin = ((const okv_block_q2_k *)b)->dmin;
+            break;
+        case OKV_TYPE_Q3_K: d = ((const okv_block_q3_k *)b)->d; break;
+        case OKV_TYPE_Q4_K:
+            d = ((const okv_block_q4_k *)b)->d;
+            dmin = ((const okv_block_q4_k *)b)->dmin;
+            break;
+        case OKV_TYPE_Q5_K:
+            d = ((const okv_block_q5_k *)b)->d;
+            dmin = ((const okv_block_q5_k *)b)->dmin;
+            break;
+        case OKV_TYPE_Q6_K: d = ((const okv_block_q6_k *)b)->d; break;
+        default: OKV_ASSERT(!"okv_kquant_find_bad_block: not a K-quant weight type"); return -1;
+        }
+        if (!f16_finite(d) || !f16_finite(dmin)) return i;
+    }
+    return -1;
+}
