@@ -125,9 +125,69 @@ static inline __attribute__((always_inline)) __m256i kq_codes32(const uint8_t *b
     }
 }
 
+static inline float kq_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* The scales of one super-block as 16 int16 per 16-element group (sc16, mn16) and d, dmin:
+ * Q4_K/Q5_K unpack their 6-bit pairs with four 32-bit shifts and masks (bytes 0-7 of u the
+ * scales, 8-15 the mins), the others widen their bytes. Same values as kq_get_scales. */
+static inline __attribute__((always_inline)) kq_scales kq_scales_vec(const uint8_t *blk, okv_type wt,
+                                                                     __m256i *sc16, __m256i *mn16) {
+    kq_scales s = {.z = 0, .has_min = 1};
+    switch (wt) {
+    case OKV_TYPE_Q4_K:
+    case OKV_TYPE_Q5_K: {
+        const okv_block_q4_k *b = (const okv_block_q4_k *)blk;
+        uint32_t u[4];
+        memcpy(u, b->scales, 12);
+        u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+        const uint32_t m = u[1] & 0x3f3f3f3fu;
+        u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+        u[2] = m;
+        u[0] &= 0x3f3f3f3fu;
+        const __m128i v = _mm_loadu_si128((const __m128i *)u);
+        *sc16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
+        *mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v));
+        s.d = kq_h2f(b->d);
+        s.dmin = kq_h2f(b->dmin);
+        break;
+    }
+    case OKV_TYPE_Q2_K: {
+        const okv_block_q2_k *b = (const okv_block_q2_k *)blk;
+        const __m128i v = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m128i m4 = _mm_set1_epi8(15);
+        *sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+        *mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+        s.d = kq_h2f(b->d);
+        s.dmin = kq_h2f(b->dmin);
+        break;
+    }
+    case OKV_TYPE_Q6_K: {
+        const okv_block_q6_k *b = (const okv_block_q6_k *)blk;
+        *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        *mn16 = _mm256_setzero_si256();
+        s.z = 32;
+        s.has_min = 0;
+        s.d = kq_h2f(b->d);
+        s.dmin = 0.0f;
+        break;
+    }
+    default:
+        kq_get_scales(&s, blk, wt);
+        *sc16 = _mm256_loadu_si256((const __m256i *)s.sc);
+        *mn16 = _mm256_loadu_si256((const __m256i *)s.mn);
+        break;
+    }
+    return s;
+}
+
 /* {sc[2c] x8 | sc[2c+1] x8}: the scales of the 16-bit pair sums of elements [32c, 32c+32). */
-static inline __m256i kq_scale_pairs(const int16_t *sc, int c) {
-    return _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+static inline __attribute__((always_inline)) __m256i kq_scale_pairs(__m256i sc16, int c) {
+    /* the 128-bit lane holding groups 2c and 2c+1, then each of the two words broadcast */
+    const __m128i lane = (2 * c) / 8 ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
+    const int w = (2 * c) % 8;
+    const __m128i lo = _mm_shuffle_epi8(lane, _mm_set1_epi16((short)(0x0100 + 0x0202 * w)));
+    const __m128i hi = _mm_shuffle_epi8(lane, _mm_set1_epi16((short)(0x0100 + 0x0202 * (w + 1))));
+    return _mm256_set_m128i(hi, lo);
 }
 
 static inline float kq_hsum256(__m256 v) {
@@ -183,14 +243,13 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
     CPU_UNROLL for (int t = 0; t < T; t++) accf[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = wr + (size_t)b * bsz;
-        kq_scales s;
-        kq_get_scales(&s, blk, wt);
+        __m256i sc16, mn16;
+        const kq_scales s = kq_scales_vec(blk, wt, &sc16, &mn16);
         const okv_block_q8_k *xb[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) xb[t] = (const okv_block_q8_k *)(act + (size_t)t * astride) + b;
 #if defined(OKV_CPU_AVX512)
         __m512i acc[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_si512();
-        const __m256i sc16 = _mm256_loadu_si256((const __m256i *)s.sc);
         CPU_UNROLL for (int c = 0; c < 8; c += 2) {
             const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(kq_codes32(blk, wt, c)), kq_codes32(blk, wt, c + 1), 1);
             /* scales of the four 16-element groups, each over its 8 pair sums */
@@ -207,17 +266,15 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
 #else
         __m256i acc[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_si256();
-        const __m256i sc16 = _mm256_loadu_si256((const __m256i *)s.sc);
         CPU_UNROLL for (int c = 0; c < 8; c++) {
             const __m256i u = kq_codes32(blk, wt, c);
-            const __m256i sv = kq_scale_pairs(s.sc, c);
+            const __m256i sv = kq_scale_pairs(sc16, c);
             CPU_UNROLL for (int t = 0; t < T; t++) {
                 const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * c)));
                 acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, sv));
             }
         }
 #endif
-        const __m256i mn16 = _mm256_loadu_si256((const __m256i *)s.mn);
         CPU_UNROLL for (int t = 0; t < T; t++) {
 #if defined(OKV_CPU_AVX512)
             __m256i isum = _mm256_add_epi32(_mm512_castsi512_si256(acc[t]), _mm512_extracti64x4_epi64(acc[t], 1));
