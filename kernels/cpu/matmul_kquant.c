@@ -13,6 +13,7 @@
 #include "../kquant.h"
 #include "common.h"
 
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -313,6 +314,67 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
 #endif
 }
 
+/* One token's activations as Q8_K blocks, exactly llama.cpp's quantize_row_q8_K (as
+ * okv_kquant_quant_row_ref): the scale comes from the first element of largest magnitude,
+ * q = round-half-even(x * -127/max), d = 1/iscale. The vector paths round with cvtps2dq in the
+ * default rounding mode, which is the same rounding. */
+static void kq_act_quant(okv_block_q8_k *y, const float *x, int nb) {
+#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
+    for (int b = 0; b < nb; b++, x += OKV_QK_K) {
+        okv_block_q8_k *yb = y + b;
+#if defined(OKV_CPU_AVX512)
+        __m512 m = _mm512_setzero_ps();
+        for (int e = 0; e < OKV_QK_K; e += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + e)));
+        const float amax = _mm512_reduce_max_ps(m);
+#else
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 m = _mm256_setzero_ps();
+        for (int e = 0; e < OKV_QK_K; e += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + e)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+#endif
+        if (amax == 0.0f) {
+            memset(yb, 0, sizeof *yb);
+            continue;
+        }
+        int first = 0;
+        while (fabsf(x[first]) != amax) first++;
+        const float iscale = -127.0f / x[first];
+#if defined(OKV_CPU_AVX512)
+        const __m512 is = _mm512_set1_ps(iscale);
+        for (int j = 0; j < 16; j++) {
+            const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * j), is)),
+                                               _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(yb->qs + 16 * j), _mm512_cvtsepi32_epi8(q));
+            yb->bsums[j] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+#else
+        const __m256 is = _mm256_set1_ps(iscale);
+        for (int j = 0; j < 16; j++) {
+            const __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * j), is)),
+                                                _mm256_set1_epi32(127));
+            const __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * j + 8), is)),
+                                                _mm256_set1_epi32(127));
+            /* 16 int32 -> 16 int8 in order: packs work per 128-bit lane, the permute restores it */
+            const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xd8);
+            const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            _mm_storeu_si128((__m128i *)(yb->qs + 16 * j), bytes);
+            __m256i s = _mm256_add_epi32(q0, q1);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+            yb->bsums[j] = (int16_t)_mm_cvtsi128_si32(s4);
+        }
+#endif
+        yb->d = 1.0f / iscale;
+    }
+#else
+    okv_kquant_quant_row_ref(y, x, OKV_TYPE_Q8_K, (int64_t)nb * OKV_QK_K);
+#endif
+}
+
 /* Rows [r0, r1) for all tokens, the row block staying in cache while the token tiles pass. */
 static inline __attribute__((always_inline)) void kq_block(float *y, const uint8_t *w, size_t wrow, okv_type wt,
                                                             const uint8_t *act, size_t astride, int n_tok,
@@ -370,10 +432,9 @@ void CPU_FN(cpu_matmul_kquant)(okv_backend *be, float *y, const void *w, okv_typ
     uint8_t *act = st->act;
 #pragma omp parallel num_threads(st->n_threads)
     {
-        /* llama.cpp's quantize_row_q8_K (the reference's, which its x86 backend also runs). */
 #pragma omp for schedule(static)
         for (int t = 0; t < n_tok; t++)
-            okv_kquant_quant_row_ref(act + (size_t)t * astride, x + (size_t)t * n_in, OKV_TYPE_Q8_K, n_in);
+            kq_act_quant((okv_block_q8_k *)(act + (size_t)t * astride), x + (size_t)t * n_in, nb);
 #pragma omp for schedule(static)
         for (int rb = 0; rb < n_blocks; rb++) {
             const int r0 = rb * KQ_ROW_BLOCK, r1 = OKV_MIN(n_out, r0 + KQ_ROW_BLOCK);
