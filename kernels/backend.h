@@ -268,7 +268,8 @@ int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
 /* ---- plain-C references (kernels/ref.c) ---- */
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n);
-void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n); /* q8_0, q8_1, q4_0, q4_1, f16, bf16 */
+void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n); /* q8_0, q8_1, q4_0, q4_1, f16, bf16,
+                                                                          * the K-quants and q8_k */
 float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n); /* xq in the partner type */
 okv_type okv_act_type_for(okv_type wtype); /* activation type paired with a weight type */
 

@@ -2,6 +2,7 @@
  * and top-k selection. Single-threaded and written to be obviously right; tests/unit/test_kernels.c
  * holds the CPU backend to these within stated tolerances. */
 #include "backend.h"
+#include "kquant.h"
 #include "common.h"
 
 #include <math.h>
@@ -66,6 +67,10 @@ static void quant_block_q4_1(okv_block_q4_1 *b, const float *x) {
 }
 
 void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n) {
+    if (okv_type_is_kquant(t) || t == OKV_TYPE_Q8_K) {
+        okv_kquant_quant_row_ref(y, x, t, n);
+        return;
+    }
     const int bs = okv_type_block_elems(t);
     OKV_ASSERT(bs > 0 && n % bs == 0);
     const int64_t nb = n / bs;
@@ -103,6 +108,10 @@ void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n) {
 }
 
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
+    if (okv_type_is_kquant(t) || t == OKV_TYPE_Q8_K) {
+        okv_kquant_dequant_row_ref(y, x, t, n);
+        return;
+    }
     const int bs = okv_type_block_elems(t);
     OKV_ASSERT(bs > 0 && n % bs == 0);
     const int64_t nb = n / bs;
@@ -154,6 +163,7 @@ void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
 }
 
 okv_type okv_act_type_for(okv_type wtype) {
+    if (okv_type_is_kquant(wtype)) return OKV_TYPE_Q8_K;
     switch (wtype) {
     case OKV_TYPE_Q4_1: return OKV_TYPE_Q8_1;
     case OKV_TYPE_Q4_0:
@@ -168,6 +178,7 @@ okv_type okv_act_type_for(okv_type wtype) {
 /* Per block the integer dot is exact; its scale d_w*d_x is formed in f32 from the f16 scales
  * (as ggml does) and the block terms are summed in double. */
 float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n) {
+    if (okv_type_is_kquant(wtype)) return okv_kquant_vec_dot_ref(w, wtype, xq, n);
     const int64_t nb = n / OKV_QK;
     const int h = OKV_QK / 2;
     double sum = 0.0;

@@ -19,16 +19,16 @@ static const type_info *type_get(okv_type t) {
     static const type_info q4_1 = {"q4_1", OKV_QK, sizeof(okv_block_q4_1), 1};
     static const type_info q8_0 = {"q8_0", OKV_QK, sizeof(okv_block_q8_0), 1};
     static const type_info q8_1 = {"q8_1", OKV_QK, sizeof(okv_block_q8_1), 0};
+    static const type_info q2_k = {"q2_k", OKV_QK_K, sizeof(okv_block_q2_k), 1};
+    static const type_info q3_k = {"q3_k", OKV_QK_K, sizeof(okv_block_q3_k), 1};
+    static const type_info q4_k = {"q4_k", OKV_QK_K, sizeof(okv_block_q4_k), 1};
+    static const type_info q5_k = {"q5_k", OKV_QK_K, sizeof(okv_block_q5_k), 1};
+    static const type_info q6_k = {"q6_k", OKV_QK_K, sizeof(okv_block_q6_k), 1};
     /* Read and sized, but not yet weight types of the engine: is_weight turns on with each
      * type's kernels. */
     static const type_info q5_0 = {"q5_0", OKV_QK, sizeof(okv_block_q5_0), 0};
     static const type_info q5_1 = {"q5_1", OKV_QK, sizeof(okv_block_q5_1), 0};
     static const type_info iq4_nl = {"iq4_nl", OKV_QK, sizeof(okv_block_iq4_nl), 0};
-    static const type_info q2_k = {"q2_k", OKV_QK_K, sizeof(okv_block_q2_k), 0};
-    static const type_info q3_k = {"q3_k", OKV_QK_K, sizeof(okv_block_q3_k), 0};
-    static const type_info q4_k = {"q4_k", OKV_QK_K, sizeof(okv_block_q4_k), 0};
-    static const type_info q5_k = {"q5_k", OKV_QK_K, sizeof(okv_block_q5_k), 0};
-    static const type_info q6_k = {"q6_k", OKV_QK_K, sizeof(okv_block_q6_k), 0};
     static const type_info q8_k = {"q8_k", OKV_QK_K, sizeof(okv_block_q8_k), 0};
     switch (t) {
     case OKV_TYPE_F32: return &f32;

@@ -57,7 +57,7 @@ extern const int8_t okv_iq4nl_values[16];
 
 /* K-quants: 256-element super-blocks of 16 sub-blocks (Q2_K, Q3_K, Q6_K) or 8 (Q4_K, Q5_K), each
  * sub-block with its own quantized scale (and min); the exact bit layouts are specified beside
- * their dequantizers in kernels/ref.c.
+ * their dequantizers in kernels/ref_kquant.c.
  *   Q2_K: uint8 scales[16] (4-bit scale | 4-bit min << 4); uint8 qs[64] (2-bit q); f16 d, dmin
  *   Q3_K: uint8 hmask[32] (bit 2 of q); uint8 qs[64] (low 2 bits); uint8 scales[12] (16 6-bit
  *         scales); f16 d
@@ -79,7 +79,8 @@ size_t okv_type_block_bytes(okv_type t);
 size_t okv_type_row_bytes(okv_type t, int64_t n);
 const char *okv_type_name(okv_type t); /* "f32", "q4_1", ...; NULL when unknown */
 int okv_type_from_name(const char *name); /* -1 when unknown */
-/* Whether t can be a weight type of the engine (f32/f16/bf16/q8_0/q4_0/q4_1). */
+/* Whether t can be a weight type of the engine (f32/f16/bf16/q8_0/q4_0/q4_1 and the K-quants
+ * q2_k..q6_k). */
 int okv_type_is_weight(okv_type t);
 
 #ifdef __cplusplus

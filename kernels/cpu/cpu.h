@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* matmul.c, elementwise.c and attention.c are compiled once per vector path (CMakeLists.txt
+/* matmul.c, matmul_kquant.c, elementwise.c and attention.c are compiled once per vector path (CMakeLists.txt
  * passes OKV_CPU_PATH=avx512|avx2|generic and that path's flags); their entry points carry the
  * path as a suffix, cpu_matmul_avx2, so one binary holds all three and isa.c picks at run time. */
 #if defined(OKV_CPU_PATH_AVX512)
@@ -58,11 +58,13 @@ typedef struct cpu_state {
     const struct cpu_path *path; /* the vector path the ops come from */
 } cpu_state;
 
-/* ---- matmul.c, elementwise.c, attention.c: one set per path ---- */
+/* ---- matmul.c, matmul_kquant.c, elementwise.c, attention.c: one set per path ---- */
 #define CPU_PATH_DECLARE(path)                                                                     \
     size_t cpu_act_row_bytes_##path(int64_t n_in);                                                 \
     void cpu_matmul_##path(okv_backend *be, float *y, const void *w, okv_type wtype,               \
                            const float *x, int n_tok, int n_in, int n_out);                        \
+    void cpu_matmul_kquant_##path(okv_backend *be, float *y, const void *w, okv_type wtype,        \
+                                  const float *x, int n_tok, int n_in, int n_out);                 \
     void cpu_rmsnorm_##path(okv_backend *be, float *y, const float *x, const float *w, int n_tok,  \
                             int dim, float eps);                                                   \
     void cpu_rope_##path(okv_backend *be, float *x, const int32_t *pos, int n_tok, int n_heads,    \

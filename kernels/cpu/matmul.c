@@ -2,6 +2,7 @@
  * and int8 dot products (AVX-512 VNNI, AVX2, scalar), several tokens per weight row load.
  * Tested against okv_matmul_ref and dequantize-then-f32 by tests/unit/test_kernels.c. */
 #include "cpu.h"
+#include "../kquant.h"
 #include "common.h"
 
 #include <math.h>
@@ -448,6 +449,10 @@ typedef void (*mm_fn)(float *, const uint8_t *, size_t, const float *, const uin
 void CPU_FN(cpu_matmul)(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
                         int n_tok, int n_in, int n_out) {
     cpu_state *st = be->state;
+    if (okv_type_is_kquant(wtype)) { /* matmul_kquant.c */
+        CPU_FN(cpu_matmul_kquant)(be, y, w, wtype, x, n_tok, n_in, n_out);
+        return;
+    }
     mm_fn fn;
     switch (wtype) {
     case OKV_TYPE_Q4_0: fn = mm_q4_0; break;

@@ -132,7 +132,9 @@ void help_gen(FILE *f) {
     fprintf(f,
         "\n"
         "  --layers N       layer count instead of the shape's (default: the shape's)\n"
-        "  --type T         weight type: f32, f16, bf16, q8_0, q4_0, q4_1 (default f16)\n"
+        "  --type T         weight type: f32, f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k,\n"
+        "                   q6_k (default f16); with a K-quant, tensors whose rows are not a\n"
+        "                   multiple of 256 are written as q8_0\n"
         "  --seed S         seed of the random weights (default 0)\n"
         "  -o, --output F   the GGUF file to write (required)\n"
         "  -h, --help       this text\n");
@@ -162,7 +164,7 @@ int cmd_gen_model(args *a) {
     int t = okv_type_from_name(type_name);
     if (t < 0 || !okv_type_is_weight((okv_type)t))
         return okv_fail(OKV_ERR_USAGE, "gen-model: --type '%s' is not a weight type; use f32, "
-                        "f16, bf16, q8_0, q4_0 or q4_1", type_name);
+                        "f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", type_name);
     double t0 = okv_now_s();
     int st = genmodel_write(out, shape, (int)layers, (okv_type)t, seed);
     if (!st) OKV_INFO("wrote %s (shape %s, %s) in %.1f s", out, shape, type_name, okv_now_s() - t0);

@@ -38,7 +38,8 @@ void help_plan(FILE *f) {
         "      --batch B       sequences held at once (default: max_batch, 1)\n"
         "      --micro-batches M  micro-batches the batch is split into (default: P, at most B)\n"
         "      --stages SPEC   a hand partition such as 0-7,8-17,18-29 instead of the planner's\n"
-        "      --type T        weight type of a shape: f32, f16, bf16, q8_0, q4_0, q4_1 (default f16)\n"
+        "      --type T        weight type of a shape: f32, f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k,\n"
+        "                      q4_k, q5_k, q6_k (default f16)\n"
         "      --gpu NAME      one GPU per rank, with its published figures: H100 (SXM: 80 GB,\n"
         "                      3.35 TB/s, PCIe Gen5 50 GB/s, NVLink 450 GB/s each way), H200\n"
         "                      (141 GB, 4.8 TB/s, Gen5, NVLink 450 GB/s) or A100 (80 GB, 2.0 TB/s,\n"
@@ -124,7 +125,7 @@ static int parse_plan(args *a, plan_args *pa) {
         else if (opt(a, NULL, "--type", &v)) {
             if (v && ((pa->type = okv_type_from_name(v)) < 0 || !okv_type_is_weight((okv_type)pa->type)))
                 st = okv_fail(OKV_ERR_USAGE, "plan: --type '%s' is not a weight type; use f32, f16, "
-                              "bf16, q8_0, q4_0 or q4_1", v);
+                              "bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", v);
         } else return unknown_arg(a);
         if (a->missing) return OKV_ERR_USAGE;
         if (st) return st;
@@ -251,6 +252,15 @@ static int plan_load(const plan_args *pa, okv_run_config *rc, plan_model *pm) {
         okv_error_prefix("plan: '%s' is neither a model file nor a shape", pm->name);
         return st;
     }
+    const okv_model_config *mc = &pm->m.cfg;
+    const okv_type wt = (okv_type)pa->type;
+    if (!pm->file && (genmodel_tensor_type(wt, mc->dim) != wt || genmodel_tensor_type(wt, mc->ffn_dim) != wt ||
+                      genmodel_tensor_type(wt, (int64_t)mc->n_heads * mc->head_dim) != wt))
+        return okv_fail(OKV_ERR_USAGE, "plan: --type %s needs rows that are whole %d-element blocks, but "
+                        "shape %s has rows of %d, %d and %d; a %s file of this shape stores some "
+                        "tensors in another type, so plan it from the file (--model FILE.gguf)",
+                        okv_type_name(wt), okv_type_block_elems(wt), pm->name, mc->dim, mc->ffn_dim,
+                        mc->n_heads * mc->head_dim, okv_type_name(wt));
     char preset[4096];
     if (pa->config) {
         snprintf(pm->policy_from, sizeof pm->policy_from, "run config from -c %s", pa->config);

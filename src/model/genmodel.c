@@ -27,6 +27,8 @@ typedef struct shape_def {
 
 static const shape_def shapes[] = {
     {"tiny", 4, 64, 128, 4, 2, 16, 512, 4096, 10000.0f, 1e-5f, false, 0, 0, 0, 0},
+    /* tiny with every row a multiple of 256, so K-quant files hold no fallback tensors */
+    {"tiny-k", 2, 256, 512, 4, 2, 64, 512, 4096, 10000.0f, 1e-5f, false, 0, 0, 0, 0},
     {"smollm2-135m", 30, 576, 1536, 9, 3, 64, 49152, 8192, 100000.0f, 1e-5f, true, 0, 0, 0, 0},
     {"llama3-8b", 32, 4096, 14336, 32, 8, 128, 128256, 262144, 500000.0f, 1e-5f, false, 0, 0, 0, 0},
     {"yi-9b", 48, 4096, 11008, 32, 4, 128, 64000, 200000, 10000000.0f, 1e-6f, false, 0, 0, 0, 0},
@@ -368,6 +370,12 @@ static uint32_t ggml_file_type(okv_type t) {
     case OKV_TYPE_Q4_1: return 3;
     case OKV_TYPE_Q8_0: return 7;
     case OKV_TYPE_BF16: return 32;
+    /* the K-quant file types llama.cpp names (MOSTLY_Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K) */
+    case OKV_TYPE_Q2_K: return 10;
+    case OKV_TYPE_Q3_K: return 12;
+    case OKV_TYPE_Q4_K: return 15;
+    case OKV_TYPE_Q5_K: return 17;
+    case OKV_TYPE_Q6_K: return 18;
     default: OKV_ASSERT(!"ggml_file_type: not a weight type"); return 0;
     }
 }
@@ -421,6 +429,11 @@ static void write_metadata(gguf_writer *w, const okv_model_config *c, okv_type t
     gguf_w_str(w, "tokenizer.chat_template", chatml_template);
 }
 
+okv_type genmodel_tensor_type(okv_type type, int64_t ne0) {
+    if (ne0 % okv_type_block_elems(type) == 0) return type;
+    return ne0 % OKV_QK == 0 ? OKV_TYPE_Q8_0 : OKV_TYPE_F16;
+}
+
 /* The tensor table in file order. Returns the count; t must hold 4 + 9 * n_layers entries. */
 static int tensor_table(const okv_model_config *c, okv_type type, gen_tensor *t) {
     int n = 0;
@@ -428,7 +441,7 @@ static int tensor_table(const okv_model_config *c, okv_type type, gen_tensor *t)
 #define ADD(ty, nd, a, b, ...) \
     do { \
         snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__); \
-        t[n].type = (ty); \
+        t[n].type = genmodel_tensor_type((ty), (a)); \
         t[n].n_dims = (nd); \
         t[n].ne[0] = (a); \
         t[n].ne[1] = (b); \
@@ -491,7 +504,7 @@ int genmodel_write(const char *path, const char *shape, int n_layers_override, o
     if (st) return st;
     if ((unsigned)type >= OKV_TYPE_COUNT || !okv_type_is_weight(type))
         return okv_fail(OKV_ERR_USAGE, "weight type %d ('%s') cannot be generated; use f32, f16, "
-                        "bf16, q8_0, q4_0 or q4_1", (int)type,
+                        "bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", (int)type,
                         (unsigned)type < OKV_TYPE_COUNT && okv_type_name(type) ? okv_type_name(type) : "?");
     if (n_layers_override > 0) c.n_layers = n_layers_override;
 

@@ -4,6 +4,7 @@
  * tests/unit/test_safetensors.c (rope scaling formulas) and test_gguf.c (bad metadata). */
 #include "model.h"
 
+#include "../../kernels/kquant.h"
 #include "../common.h"
 #include "hf.h"
 
@@ -129,6 +130,17 @@ static int check_tensor(const okv_tensor *t, const char *what, int layer, int64_
     if (!need_f32 && ne0 % okv_type_block_elems(t->type) != 0)
         return okv_fail(OKV_ERR_INPUT, "%s of layer %d has rows of %lld, not a multiple of the %s block",
                         what, layer, (long long)ne0, okv_type_name(t->type));
+    /* A non-finite super-block scale turns every logit NaN; K-quant files are checked block by
+     * block as their layers load. */
+    if (!need_f32 && okv_type_is_kquant(t->type)) {
+        const int64_t per_row = ne0 / OKV_QK_K;
+        const int64_t bad = okv_kquant_find_bad_block(t->data, t->type, per_row * ne1);
+        if (bad >= 0)
+            return okv_fail(OKV_ERR_INPUT, "%s of layer %d (%s): super-block %lld of row %lld has a "
+                            "non-finite scale (its f16 d or dmin is inf or NaN); the model file is corrupt",
+                            what, layer, okv_type_name(t->type), (long long)(bad % per_row),
+                            (long long)(bad / per_row));
+    }
     return OKV_OK;
 }
 

@@ -170,6 +170,14 @@ int main(int argc, char **argv) {
             bench_matmul(&be, OKV_TYPE_Q4_0, 1536, 576, 1, 200);
             bench_matmul(&be, OKV_TYPE_F16, 1536, 576, 1, 100);
             bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 64, 5);
+            /* the K-quants of Q4_K_M files at 8B widths: decode and a prefill tile */
+            bench_matmul(&be, OKV_TYPE_Q4_K, 4096, 4096, 1, 20);
+            bench_matmul(&be, OKV_TYPE_Q6_K, 4096, 4096, 1, 20);
+            bench_matmul(&be, OKV_TYPE_Q4_K, 14336, 4096, 1, 5);
+            bench_matmul(&be, OKV_TYPE_Q4_K, 4096, 4096, 64, 3);
+            bench_matmul(&be, OKV_TYPE_Q5_K, 4096, 4096, 1, 20);
+            bench_matmul(&be, OKV_TYPE_Q3_K, 4096, 4096, 1, 20);
+            bench_matmul(&be, OKV_TYPE_Q2_K, 4096, 4096, 1, 20);
             bench_attn(&be, 1024, 50);
             bench_attn(&be, 16384, 5);
         }

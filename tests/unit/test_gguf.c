@@ -282,6 +282,13 @@ static double block_step(okv_type t, const float *x, int n) {
     case OKV_TYPE_Q8_0: return amax / 127.0;
     case OKV_TYPE_Q4_0: return amax / 8.0 * (1.0 + 1.0 / 512);
     case OKV_TYPE_Q4_1: return (mx - mn) / 15.0 + fabs(mn) / 1024.0;
+    /* K-quants: the range over the level count, times 1.5 because each sub-block's scale (and
+     * min) is itself quantized to 4-8 bits relative to the super-block's */
+    case OKV_TYPE_Q2_K: return 1.5 * (mx - mn) / 3.0;
+    case OKV_TYPE_Q3_K: return 1.5 * 2 * amax / 7.0;
+    case OKV_TYPE_Q4_K: return 1.5 * (mx - mn) / 15.0;
+    case OKV_TYPE_Q5_K: return 1.5 * (mx - mn) / 31.0;
+    case OKV_TYPE_Q6_K: return 1.5 * 2 * amax / 63.0;
     default: return 0;
     }
 }
@@ -443,6 +450,54 @@ static void test_genmodel(void) {
         gguf_close(&f);
     }
 
+    /* K-quants on tiny-k, whose rows are all multiples of 256; on tiny every tensor falls back to
+     * q8_0. Values within one step of the generator, and each file loads. */
+    static const okv_type kq[] = {OKV_TYPE_Q2_K, OKV_TYPE_Q3_K, OKV_TYPE_Q4_K, OKV_TYPE_Q5_K, OKV_TYPE_Q6_K};
+    for (size_t k = 0; k < sizeof kq / sizeof kq[0]; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "tiny-k-%s.gguf", okv_type_name(kq[k]));
+        const char *path = tmp_path(name);
+        TEST_CHECK(genmodel_write(path, "tiny-k", 0, kq[k], 7) == OKV_OK, "%s: %s", name, okv_last_error());
+        gguf_file f;
+        if (gguf_open(&f, path) != OKV_OK) {
+            TEST_CHECK(0, "open %s: %s", name, okv_last_error());
+            continue;
+        }
+        const gguf_tensor_info *emb = gguf_find_tensor(&f, "token_embd.weight");
+        const gguf_tensor_info *down = gguf_find_tensor(&f, "blk.1.ffn_down.weight");
+        TEST_CHECK(emb && emb->type == kq[k] && down && down->type == kq[k] && down->ne[0] == 512,
+                   "%s tensor types", name);
+        double worst = check_values(&f, 7, name);
+        printf("genmodel tiny-k %-5s: %" PRIu64 " tensors, %zu bytes; worst error %.3f steps\n",
+               okv_type_name(kq[k]), f.n_tensors, f.size, worst);
+        TEST_CHECK(worst <= 1.0, "%s error above one step", name);
+        gguf_close(&f);
+        okv_model m;
+        model_load_opts mo = {.layer_begin = 0, .layer_end = -1, .need_embed = true, .need_head = true};
+        TEST_CHECK(model_load(&m, path, &mo) == OKV_OK, "load %s: %s", name, okv_last_error());
+        model_free(&m);
+        unlink(path);
+    }
+    {
+        const char *path = tmp_path("tiny-q4_k.gguf");
+        TEST_CHECK(genmodel_write(path, "tiny", 1, OKV_TYPE_Q4_K, 7) == OKV_OK, "%s", okv_last_error());
+        gguf_file f;
+        if (gguf_open(&f, path) == OKV_OK) {
+            int n_q8 = 0, n_2d = 0;
+            for (uint64_t i = 0; i < f.n_tensors; i++)
+                if (f.tensors[i].n_dims == 2) {
+                    n_2d++;
+                    n_q8 += f.tensors[i].type == OKV_TYPE_Q8_0;
+                }
+            TEST_CHECK(n_2d > 0 && n_q8 == n_2d, "tiny q4_k: %d of %d tensors fell back to q8_0", n_q8, n_2d);
+            TEST_CHECK(check_values(&f, 7, "tiny-q4_k") <= 1.0, "tiny q4_k fallback values");
+            gguf_close(&f);
+        } else {
+            TEST_CHECK(0, "%s", okv_last_error());
+        }
+        unlink(path);
+    }
+
     /* Deterministic: same seed, same bytes; another seed, other weights. */
     const char *a = tmp_path("det-a.gguf"), *b = tmp_path("det-b.gguf"), *c = tmp_path("det-c.gguf");
     TEST_CHECK(genmodel_write(a, "tiny", 2, OKV_TYPE_Q4_1, 11) == OKV_OK, "%s", okv_last_error());
@@ -505,7 +560,7 @@ static void test_genmodel(void) {
               cfg.rope_theta == 1e7f && cfg.ctx_train == 200000, "yi-9b shape");
     int n_names = 0;
     const char *const *names = genmodel_shape_names(&n_names);
-    TEST_CHECK(n_names == 5 && !strcmp(names[0], "tiny"), "shape names");
+    TEST_CHECK(n_names == 6 && !strcmp(names[0], "tiny") && !strcmp(names[1], "tiny-k"), "shape names");
     TEST_CHECK(genmodel_shape("llama2-7b", &cfg) == OKV_ERR_USAGE &&
               strstr(okv_last_error(), "llama2-7b") && strstr(okv_last_error(), "smollm2-135m"),
           "unknown shape: %s", okv_last_error());
@@ -514,6 +569,60 @@ static void test_genmodel(void) {
     TEST_CHECK(genmodel_write("/nonexistent-dir/x.gguf", "tiny", 1, OKV_TYPE_F16, 1) == OKV_ERR_INPUT &&
               strstr(okv_last_error(), "/nonexistent-dir/x.gguf"), "unwritable: %s",
           okv_last_error());
+}
+
+/* K-quant files with one super-block's f16 scale set to inf or NaN fail to load with a file
+ * error naming the tensor, the row and the block; the untouched file loads. */
+static void test_kquant_bad_blocks(void) {
+    static const struct {
+        okv_type t;
+        size_t field; /* byte offset of the f16 in the block */
+        uint16_t value;
+        const char *what;
+    } cases[] = {
+        {OKV_TYPE_Q4_K, 0, 0x7c00, "q4_k d = +inf"},
+        {OKV_TYPE_Q4_K, 2, 0x7e00, "q4_k dmin = NaN"},
+        {OKV_TYPE_Q5_K, 2, 0xfc00, "q5_k dmin = -inf"},
+        {OKV_TYPE_Q2_K, 82, 0x7c01, "q2_k dmin = NaN"},
+        {OKV_TYPE_Q3_K, 108, 0xfe00, "q3_k d = NaN"},
+        {OKV_TYPE_Q6_K, 208, 0x7c00, "q6_k d = +inf"},
+    };
+    int n_ok = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *good = tmp_path("kq-good.gguf"), *bad = tmp_path("kq-bad.gguf");
+        OKV_ASSERT(genmodel_write(good, "tiny-k", 0, cases[k].t, 9) == OKV_OK);
+        okv_model m;
+        model_load_opts mo = {.layer_begin = 0, .layer_end = -1, .need_embed = true, .need_head = true};
+        const bool good_loads = model_load(&m, good, &mo) == OKV_OK;
+        model_free(&m);
+        gguf_file f;
+        OKV_ASSERT(gguf_open(&f, good) == OKV_OK);
+        const gguf_tensor_info *t = gguf_find_tensor(&f, "blk.1.ffn_down.weight"); /* rows of 512 */
+        OKV_ASSERT(t && t->type == cases[k].t);
+        /* row 3, super-block 1 of its row */
+        const size_t bs = okv_type_block_bytes(cases[k].t), per_row = (size_t)t->ne[0] / OKV_QK_K;
+        const size_t at = (size_t)((const uint8_t *)t->data - f.map) + (3 * per_row + 1) * bs + cases[k].field;
+        const size_t size = f.size;
+        uint8_t *bytes = malloc(size);
+        OKV_ASSERT(bytes);
+        memcpy(bytes, f.map, size);
+        gguf_close(&f);
+        memcpy(bytes + at, &cases[k].value, 2);
+        FILE *fp = fopen(bad, "wb");
+        OKV_ASSERT(fp && fwrite(bytes, 1, size, fp) == size && fclose(fp) == 0);
+        free(bytes);
+        const int st = model_load(&m, bad, &mo);
+        const char *e = okv_last_error();
+        const bool named = st == OKV_ERR_INPUT && strstr(e, "ffn_down") && strstr(e, "layer 1") &&
+                           strstr(e, "super-block 1 of row 3") && strstr(e, "non-finite");
+        TEST_CHECK(good_loads && named, "%s: load gave %d: %s", cases[k].what, st, e);
+        if (st == OKV_OK) model_free(&m);
+        n_ok += good_loads && named;
+        unlink(good);
+        unlink(bad);
+    }
+    printf("K-quant blocks with a non-finite scale: %d of %zu files rejected naming the block\n", n_ok,
+           sizeof cases / sizeof cases[0]);
 }
 
 /* ---- (b) corruptions ------------------------------------------------------------------------ */
@@ -805,6 +914,7 @@ int main(void) {
     test_round_trip();
     test_genmodel();
     test_corruptions();
+    test_kquant_bad_blocks();
     test_bad_metadata();
     test_real_model();
     char cmd[600];

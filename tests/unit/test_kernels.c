@@ -368,6 +368,237 @@ static void test_matmul(void) {
     }
 }
 
+/* ---- K-quants ------------------------------------------------------------------------------------ */
+
+static const okv_type kq_types[] = {OKV_TYPE_Q2_K, OKV_TYPE_Q3_K, OKV_TYPE_Q4_K, OKV_TYPE_Q5_K, OKV_TYPE_Q6_K};
+#define N_KQ ((int)(sizeof kq_types / sizeof kq_types[0]))
+
+/* One hand-built super-block per type, set field by field from the layouts in
+ * kernels/ref_kquant.c, and elements whose values were worked out by hand (the high bits of
+ * the 6-bit scales, the high bits of q and the mins included). */
+static void test_kquant_hand_blocks(void) {
+    float y[256];
+    int bad = 0;
+    okv_block_q2_k q2;
+    memset(&q2, 0, sizeof q2);
+    q2.d = 0x3c00;     /* 1.0 */
+    q2.dmin = 0x3800;  /* 0.5 */
+    q2.scales[0] = 0x23; /* s 3, m 2 */
+    q2.scales[13] = 0xf5; /* s 5, m 15 */
+    q2.qs[50] = 0x30;  /* element 128 + 32*2 + 18 = 210: q 3 */
+    okv_dequant_row_ref(y, &q2, OKV_TYPE_Q2_K, 256);
+    bad += y[0] != -1.0f || y[210] != 7.5f || y[208] != -7.5f || y[64] != 0.0f;
+
+    okv_block_q3_k q3;
+    memset(&q3, 0, sizeof q3);
+    q3.d = 0x3800;              /* 0.5 */
+    q3.scales[0] = 8;           /* value 0: low bits 8 ... */
+    q3.scales[8] = 2;           /* ... high bits 2: 40 - 32 = 8 */
+    q3.scales[1] = 5 << 4;      /* value 9: 5 - 32 = -27 */
+    q3.qs[0] = 1;               /* element 0: low bits 1 */
+    q3.hmask[0] = 1;            /* and bit 2 set: q 5 */
+    q3.qs[54] = 3;              /* element 150 = 128 + 22: low bits 3 */
+    q3.hmask[22] = 0x10;        /* bit 2 from hmask bit 150/32 = 4: q 7 */
+    okv_dequant_row_ref(y, &q3, OKV_TYPE_Q3_K, 256);
+    /* element 1: q 0 -> -4 at scale 8; element 40: every unset scale is 0 - 32 */
+    bad += y[0] != 4.0f || y[1] != -16.0f || y[150] != -40.5f || y[40] != 64.0f;
+
+    okv_block_q4_k q4;
+    memset(&q4, 0, sizeof q4);
+    q4.d = 0x3c00;
+    q4.dmin = 0x3800;
+    q4.scales[0] = 1;             /* s0 = 1 */
+    q4.scales[4] = 2;             /* m0 = 2 */
+    q4.scales[9] = 5 | (2 << 4);  /* s5 low bits 5, m5 low bits 2 */
+    q4.scales[1] |= 2 << 6;       /* s5 high bits 2: 37 */
+    q4.scales[5] |= 3 << 6;       /* m5 high bits 3: 50 */
+    q4.qs[0] = 0x0f;              /* element 0: 15 */
+    q4.qs[67] = 0x70;             /* element 128 + 32 + 3 = 163 (sub-block 5): 7 */
+    okv_dequant_row_ref(y, &q4, OKV_TYPE_Q4_K, 256);
+    bad += y[0] != 14.0f || y[163] != 234.0f || y[131] != 0.0f || y[32] != 0.0f;
+
+    okv_block_q5_k q5;
+    memset(&q5, 0, sizeof q5);
+    q5.d = q4.d;
+    q5.dmin = q4.dmin;
+    memcpy(q5.scales, q4.scales, 12);
+    q5.qs[0] = 0x0f;
+    q5.qs[67] = 0x70;
+    q5.qh[3] = 1 << 5; /* bit 4 of element 163 (= 32*5 + 3): q 23 */
+    okv_dequant_row_ref(y, &q5, OKV_TYPE_Q5_K, 256);
+    bad += y[0] != 14.0f || y[163] != 826.0f || y[3] != -1.0f;
+
+    okv_block_q6_k q6;
+    memset(&q6, 0, sizeof q6);
+    q6.d = 0x3400; /* 0.25 */
+    q6.scales[0] = 2;
+    q6.scales[6] = 4;
+    q6.scales[11] = -3;
+    q6.ql[0] = 0x0f;  /* element 0: low 15 */
+    q6.qh[0] = 2;     /* high 2: q 47 -> 15 */
+    q6.ql[116] = 0x05; /* element 128 + 52 = 180: low 5 */
+    q6.qh[52] = 0x0c;  /* qh[32 + 20] bits 2-3: high 3: q 53 -> 21 */
+    q6.ql[36] = 0xa0;  /* element 100: ql[36] high nibble 10 */
+    q6.qh[4] = 0x40;   /* qh[4] bits 6-7: high 1: q 26 -> -6 */
+    okv_dequant_row_ref(y, &q6, OKV_TYPE_Q6_K, 256);
+    bad += y[0] != 7.5f || y[180] != -15.75f || y[100] != -6.0f || y[240] != 0.0f;
+
+    /* Q8_K: the first element of largest magnitude sets the scale (-127 here, so iscale = 1 and
+     * q = x rounded half to even), later ones of equal magnitude keep their sign. */
+    float x[256];
+    x[0] = -127.0f;
+    x[1] = 127.0f;
+    for (int e = 2; e < 256; e++) x[e] = (float)(e % 64) - 31.5f;
+    okv_block_q8_k q8;
+    okv_quant_row_ref(&q8, x, OKV_TYPE_Q8_K, 256);
+    bad += q8.d != 1.0f || q8.qs[0] != -127 || q8.qs[1] != 127;
+    for (int e = 2; e < 256; e++) bad += q8.qs[e] != (int8_t)rint(x[e]);
+    bad += q8.qs[31] != 0 || q8.qs[30] != -2 || q8.qs[34] != 2; /* -0.5, -1.5, 2.5 */
+    for (int j = 0; j < 16; j++) {
+        int s = 0;
+        for (int l = 0; l < 16; l++) s += q8.qs[16 * j + l];
+        bad += q8.bsums[j] != s;
+    }
+    /* a positive maximum gives a negative d: x0 = 3 -> q -127, d = 1/(-127/3) */
+    memset(x, 0, sizeof x);
+    x[0] = 3.0f;
+    x[1] = -1.0f;
+    okv_quant_row_ref(&q8, x, OKV_TYPE_Q8_K, 256);
+    bad += q8.qs[0] != -127 || q8.qs[1] != 42 || q8.d != 1.0f / (-127.0f / 3.0f) || q8.bsums[0] != -85;
+    char det[64];
+    snprintf(det, sizeof det, "%d values wrong", bad);
+    report(bad == 0, "K-quant hand blocks (q2_k..q6_k dequant, q8_k quant)", det);
+}
+
+/* Round trips: the RMS error of each type relative to the RMS of the data (uniform values with
+ * rare 8x outliers, 64 super-blocks), within a bound 1.1-1.3x what llama.cpp's reference
+ * quantizers reach on such data; an all-zero super-block stays exactly zero. */
+static void test_kquant_round_trip(void) {
+    const double bound[N_KQ] = {0.40, 0.30, 0.11, 0.055, 0.028};
+    const int n = 256 * 64;
+    float *x = xmalloc(n * sizeof(float)), *y = xmalloc(n * sizeof(float));
+    uint8_t *q = xmalloc((size_t)n * 2);
+    fill(x, n, 1.0f);
+    for (int e = 0; e < 256; e++) x[256 + e] = 0.0f;
+    for (int k = 0; k < N_KQ; k++) {
+        const okv_type t = kq_types[k];
+        okv_quant_row_ref(q, x, t, n);
+        okv_dequant_row_ref(y, q, t, n);
+        double se = 0, sx = 0;
+        int zero_bad = 0;
+        for (int i = 0; i < n; i++) {
+            se += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+            sx += (double)x[i] * x[i];
+        }
+        for (int e = 0; e < 256; e++) zero_bad += y[256 + e] != 0.0f;
+        const double rel = sqrt(se / sx);
+        char what[96], det[96];
+        snprintf(what, sizeof what, "quant/dequant ref %s, 64 super-blocks, RMS error / RMS x", okv_type_name(t));
+        snprintf(det, sizeof det, "%.4f (bound %.3f)%s", rel, bound[k], zero_bad ? ", zero block not zero" : "");
+        report(rel <= bound[k] && zero_bad == 0, what, det);
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* The K-quant x Q8_K dot against (a) the f32 dot of the dequantized operands (only float
+ * rounding may differ: 1e-6 of sum|w*x|) and (b) the dot with the unquantized activations,
+ * within sum|w| * |d_x| / 2 per super-block plus the same 1e-6. */
+static void test_kquant_vec_dot_ref(void) {
+    for (int k = 0; k < N_KQ; k++) {
+        const okv_type wt = kq_types[k];
+        double worst_a = 0, worst_b = 0;
+        for (int trial = 0; trial < 30; trial++) {
+            const int n = 256 * (1 + (int)(rng_u32() % 16));
+            float *w = xmalloc(n * sizeof(float)), *x = xmalloc(n * sizeof(float));
+            float *wd = xmalloc(n * sizeof(float)), *xd = xmalloc(n * sizeof(float));
+            uint8_t *wq = xmalloc((size_t)n * 2), *xq = xmalloc((size_t)n * 2);
+            fill(w, n, 0.5f);
+            fill(x, n, 2.0f);
+            okv_quant_row_ref(wq, w, wt, n);
+            okv_quant_row_ref(xq, x, OKV_TYPE_Q8_K, n);
+            okv_dequant_row_ref(wd, wq, wt, n);
+            okv_dequant_row_ref(xd, xq, OKV_TYPE_Q8_K, n);
+            const double got = okv_vec_dot_ref(wq, wt, xq, n);
+            double dq = 0, mag = 1e-30, exact = 0, bound = 0;
+            for (int i = 0; i < n; i++) {
+                dq += (double)wd[i] * xd[i];
+                mag += fabs((double)wd[i] * xd[i]);
+                exact += (double)wd[i] * x[i];
+            }
+            for (int b = 0; b < n / 256; b++) {
+                double wsum = 0;
+                for (int e = 0; e < 256; e++) wsum += fabs(wd[256 * b + e]);
+                bound += wsum * 0.5 * fabs(((const okv_block_q8_k *)xq)[b].d) * 1.0001;
+            }
+            worst_a = fmax(worst_a, fabs(got - dq) / (1e-6 * mag));
+            worst_b = fmax(worst_b, fabs(got - exact) / (bound + 1e-6 * mag));
+            free(w); free(x); free(wd); free(xd); free(wq); free(xq);
+        }
+        char what[96], det[96];
+        snprintf(what, sizeof what, "vec_dot_ref %s x q8_k vs dequantized f32 / vs unquantized x", okv_type_name(wt));
+        snprintf(det, sizeof det, "worst %.3f / %.3f of tolerance", worst_a, worst_b);
+        report(worst_a <= 1.0 && worst_b <= 1.0, what, det);
+    }
+}
+
+/* Each path's K-quant matmul against okv_matmul_ref over rows of 256..4096, ragged row counts
+ * and 1..9 tokens: normalised error within 2e-6 of sum|w*x| (the integer sums are exact; only
+ * the f32 summation order differs), and bitwise the same with 2 and 3 threads. */
+static void test_matmul_kquant(void) {
+    const int ins[] = {256, 512, 768, 1536, 4096};
+    const int outs[] = {1, 7, 16, 33, 100};
+    const int toks[] = {1, 2, 3, 4, 5, 9};
+    for (int k = 0; k < N_KQ; k++) {
+        const okv_type wt = kq_types[k];
+        double worst = 0, worst_abs = 0;
+        int cases = 0, thread_diff = 0;
+        for (int a = 0; a < 5; a++)
+            for (int b = 0; b < 5; b++)
+                for (int c = 0; c < 6; c++) {
+                    const int n_in = ins[a], n_out = outs[b], n_tok = toks[c];
+                    if (n_in >= 1536 && (n_tok > 5 || n_out > 33)) continue;
+                    const size_t wrow = okv_type_row_bytes(wt, n_in);
+                    float *wf = xmalloc((size_t)n_out * n_in * sizeof(float));
+                    uint8_t *w = xmalloc((size_t)n_out * wrow);
+                    float *x = xmalloc((size_t)n_tok * n_in * sizeof(float));
+                    float *yr = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    float *y1 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    float *y2 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+                    float *wd = xmalloc((size_t)n_in * sizeof(float));
+                    fill(wf, (int64_t)n_out * n_in, 0.5f);
+                    fill(x, (int64_t)n_tok * n_in, 2.0f);
+                    for (int o = 0; o < n_out; o++) okv_quant_row_ref(w + o * wrow, wf + (size_t)o * n_in, wt, n_in);
+                    okv_matmul_ref(yr, w, wt, x, n_tok, n_in, n_out);
+                    cpu2.matmul(&cpu2, y1, w, wt, x, n_tok, n_in, n_out);
+                    if (cases % 4 == 0) {
+                        cpu3.matmul(&cpu3, y2, w, wt, x, n_tok, n_in, n_out);
+                        thread_diff += !bits_equal(y1, y2, (size_t)n_tok * n_out * sizeof(float));
+                    }
+                    for (int o = 0; o < n_out; o++) {
+                        okv_dequant_row_ref(wd, w + o * wrow, wt, n_in);
+                        for (int t = 0; t < n_tok; t++) {
+                            double mag = 1e-30;
+                            for (int i = 0; i < n_in; i++) mag += fabs((double)wd[i] * x[(size_t)t * n_in + i]);
+                            const float got = y1[(size_t)t * n_out + o];
+                            const double e = fabs((double)got - yr[(size_t)t * n_out + o]);
+                            worst = isnan(got) ? INFINITY : fmax(worst, e / mag);
+                            worst_abs = fmax(worst_abs, e);
+                        }
+                    }
+                    cases++;
+                    free(wf); free(w); free(x); free(yr); free(y1); free(y2); free(wd);
+                }
+        const double tol = 2e-6;
+        char what[128], det[128];
+        snprintf(what, sizeof what, "matmul %s: cpu vs ref, %d shapes (in 256..4096, tok 1..9)", okv_type_name(wt), cases);
+        snprintf(det, sizeof det, "worst %.2e of sum|w*x| (tol %.0e), abs %.2e; threads 2 vs 3 differ in %d",
+                 worst, tol, worst_abs, thread_diff);
+        report(worst <= tol && thread_diff == 0, what, det);
+    }
+}
+
 /* ---- elementwise ----------------------------------------------------------------------------------- */
 
 static void test_elementwise(void) {
@@ -790,6 +1021,9 @@ int main(void) {
     test_converters();
     test_quant_ref();
     test_vec_dot_ref();
+    test_kquant_hand_blocks();
+    test_kquant_round_trip();
+    test_kquant_vec_dot_ref();
     test_topk();
     test_isa_choice();
 
@@ -803,6 +1037,7 @@ int main(void) {
         snprintf(path_tag, sizeof path_tag, "[%s] ", okv_cpu_isa_name(isa));
         if (cpu_backends_init(isa)) return 1;
         test_matmul();
+        test_matmul_kquant();
         test_elementwise();
         test_embed_kv_store();
         test_attn_decode();
