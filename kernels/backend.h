@@ -132,8 +132,9 @@ struct okv_backend {
 
     /* Y[t][o] = sum_i W[o][i] * X[t][i]. W is [n_out][n_in] in its stored type (row-major,
      * rows of okv_type_row_bytes(wtype, n_in) bytes). For quantized W the activations are first
-     * quantized per 32-block (Q8_1 for Q4_1, Q8_0 for Q4_0/Q8_0), for F16/BF16 W they are
-     * rounded to that type, with f32 accumulation - the same numerics as llama.cpp.
+     * quantized to the partner type okv_act_type_for names (Q8_1 for Q4_1 and Q5_1, Q8_0 for
+     * Q4_0, Q5_0, IQ4_NL and Q8_0), for F16/BF16 W they are rounded to that type, with f32
+     * accumulation - the same numerics as llama.cpp.
      * x: [n_tok][n_in], y: [n_tok][n_out]. */
     void (*matmul)(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
                    int n_tok, int n_in, int n_out);
@@ -259,7 +260,8 @@ int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
 /* ---- plain-C references (kernels/ref.c) ---- */
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n);
-void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n); /* q8_0, q8_1, q4_0, q4_1, f16, bf16 */
+/* q8_0, q8_1, f16, bf16 and every quantized weight type (llama.cpp's reference quantizers) */
+void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n);
 float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n); /* xq in the partner type */
 okv_type okv_act_type_for(okv_type wtype); /* activation type paired with a weight type */
 
