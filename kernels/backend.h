@@ -209,6 +209,11 @@ struct okv_backend {
      * start-up, so no decode step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
     int (*reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
 
+    /* Whether matmul and embed take weights of type t: every okv_type_is_weight type on the host
+     * backends (okv_weight_ok_all), fewer where a backend lacks kernels. The engine asks for
+     * every tensor before it uploads them (okv_backend_check_weight). */
+    bool (*weight_ok)(okv_backend *be, okv_type t);
+
     void (*free)(okv_backend *be);
 };
 
@@ -256,6 +261,11 @@ void okv_host_mem_ops(okv_backend *be);
 void *okv_host_alloc_lazy(size_t bytes);
 void okv_host_free_lazy(void *p);
 const char *okv_backend_kind_name(okv_backend_kind k); /* "auto", "cpu", "cpu-strict", "cuda" */
+/* weight_ok of backends with kernels for every weight type. */
+bool okv_weight_ok_all(okv_backend *be, okv_type t);
+/* OKV_OK when be takes weights of type t, else OKV_ERR_USAGE with one sentence naming the tensor,
+ * its type, the types be reads, and what to do. */
+int okv_backend_check_weight(okv_backend *be, okv_type t, const char *tensor);
 int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
 /* ---- plain-C references (kernels/ref.c) ---- */

@@ -856,6 +856,7 @@ int okv_backend_ref_init(okv_backend *be) {
         .argmax = ref_argmax,
         .gather_rows = ref_gather_rows,
         .reserve = ref_reserve,
+        .weight_ok = okv_weight_ok_all,
         .free = ref_free,
     };
     okv_host_mem_ops(be);

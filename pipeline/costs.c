@@ -155,10 +155,10 @@ int pipe_rates_measure(const okv_model *m, okv_type wtype, okv_type kv_type, int
         enum { CAP = 1024 };
         mm_job *jobs = malloc(sizeof *jobs * CAP);
         OKV_ASSERT(jobs);
-        const okv_type types[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1};
-        for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
-            int n = model_jobs(m, types[i], jobs, CAP);
-            if (n) r->s_per_byte[types[i]] = time_matmuls(&be, types[i], jobs, n, step_batch);
+        for (int t = 0; t < OKV_TYPE_COUNT; t++) {
+            if (!okv_type_is_weight((okv_type)t)) continue;
+            int n = model_jobs(m, (okv_type)t, jobs, CAP);
+            if (n) r->s_per_byte[t] = time_matmuls(&be, (okv_type)t, jobs, n, step_batch);
         }
         free(jobs);
     } else {
