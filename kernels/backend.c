@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "common.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -100,4 +101,19 @@ int okv_backend_init(okv_backend *be, okv_backend_kind kind, const okv_backend_p
 #endif
     }
     return okv_fail(OKV_ERR_USAGE, "unknown backend kind %d", (int)kind);
+}
+
+bool okv_weight_ok_all(okv_backend *be, okv_type t) { return okv_type_is_weight(t); }
+
+int okv_backend_check_weight(okv_backend *be, okv_type t, const char *tensor) {
+    if (be->weight_ok(be, t)) return OKV_OK;
+    char list[256] = "";
+    size_t n = 0;
+    for (int u = 0; u < OKV_TYPE_COUNT && n < sizeof list; u++)
+        if (okv_type_is_weight((okv_type)u) && be->weight_ok(be, (okv_type)u))
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", okv_type_name((okv_type)u));
+    const char *name = okv_type_name(t) ? okv_type_name(t) : okv_ggml_type_name(t);
+    return okv_fail(OKV_ERR_USAGE, "tensor %s has type %s, which the %s backend has no kernels for; "
+                    "run it with backend=cpu, or use a model whose weights are of a type the %s "
+                    "backend reads (%s)", tensor, name ? name : "unknown", be->name, be->name, list);
 }

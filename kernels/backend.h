@@ -132,8 +132,9 @@ struct okv_backend {
 
     /* Y[t][o] = sum_i W[o][i] * X[t][i]. W is [n_out][n_in] in its stored type (row-major,
      * rows of okv_type_row_bytes(wtype, n_in) bytes). For quantized W the activations are first
-     * quantized per 32-block (Q8_1 for Q4_1, Q8_0 for Q4_0/Q8_0), for F16/BF16 W they are
-     * rounded to that type, with f32 accumulation - the same numerics as llama.cpp.
+     * quantized to the partner type okv_act_type_for names (Q8_1 for Q4_1 and Q5_1, Q8_0 for
+     * Q4_0, Q5_0, IQ4_NL and Q8_0), for F16/BF16 W they are rounded to that type, with f32
+     * accumulation - the same numerics as llama.cpp.
      * x: [n_tok][n_in], y: [n_tok][n_out]. */
     void (*matmul)(okv_backend *be, float *y, const void *w, okv_type wtype, const float *x,
                    int n_tok, int n_in, int n_out);
@@ -217,6 +218,11 @@ struct okv_backend {
      * start-up, so no decode step allocates. Returns OKV_OK or OKV_ERR_NOMEM. */
     int (*reserve)(okv_backend *be, okv_attn_shape s, int max_ctx);
 
+    /* Whether matmul and embed take weights of type t: every okv_type_is_weight type on the host
+     * backends (okv_weight_ok_all), fewer where a backend lacks kernels. The engine asks for
+     * every tensor before it uploads them (okv_backend_check_weight). */
+    bool (*weight_ok)(okv_backend *be, okv_type t);
+
     void (*free)(okv_backend *be);
 };
 
@@ -264,12 +270,17 @@ void okv_host_mem_ops(okv_backend *be);
 void *okv_host_alloc_lazy(size_t bytes);
 void okv_host_free_lazy(void *p);
 const char *okv_backend_kind_name(okv_backend_kind k); /* "auto", "cpu", "cpu-strict", "cuda" */
+/* weight_ok of backends with kernels for every weight type. */
+bool okv_weight_ok_all(okv_backend *be, okv_type t);
+/* OKV_OK when be takes weights of type t, else OKV_ERR_USAGE with one sentence naming the tensor,
+ * its type, the types be reads, and what to do. */
+int okv_backend_check_weight(okv_backend *be, okv_type t, const char *tensor);
 int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
 /* ---- plain-C references (kernels/ref.c) ---- */
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n);
-void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n); /* q8_0, q8_1, q4_0, q4_1, f16, bf16,
-                                                                          * the K-quants and q8_k */
+/* q8_0, q8_1, f16, bf16 and every quantized weight type (llama.cpp's reference quantizers) */
+void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n);
 float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n); /* xq in the partner type */
 okv_type okv_act_type_for(okv_type wtype); /* activation type paired with a weight type */
 

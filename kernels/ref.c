@@ -66,6 +66,110 @@ static void quant_block_q4_1(okv_block_q4_1 *b, const float *x) {
     }
 }
 
+/* ggml's quantize_row_q5_0_ref / q5_1_ref: the q4 rules with 32 levels; bit 4 of each code goes
+ * to bit j of qh. */
+static void quant_block_q5_0(okv_block_q5_0 *b, const float *x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < OKV_QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    const float d = max / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = okv_f32_to_fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < OKV_QK / 2; j++) {
+        const int lo = OKV_MIN(31, (int8_t)(x[j] * id + 16.5f));
+        const int hi = OKV_MIN(31, (int8_t)(x[j + OKV_QK / 2] * id + 16.5f));
+        b->qs[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
+        qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + OKV_QK / 2);
+    }
+    memcpy(b->qh, &qh, 4);
+}
+
+static void quant_block_q5_1(okv_block_q5_1 *b, const float *x) {
+    float min = x[0], max = x[0];
+    for (int j = 1; j < OKV_QK; j++) {
+        min = fminf(min, x[j]);
+        max = fmaxf(max, x[j]);
+    }
+    const float d = (max - min) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = okv_f32_to_fp16(d);
+    b->m = okv_f32_to_fp16(min);
+    uint32_t qh = 0;
+    for (int j = 0; j < OKV_QK / 2; j++) {
+        const int lo = (uint8_t)((x[j] - min) * id + 0.5f);
+        const int hi = (uint8_t)((x[j + OKV_QK / 2] - min) * id + 0.5f);
+        b->qs[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
+        qh |= (uint32_t)((lo >> 4) & 1) << j | (uint32_t)((hi >> 4) & 1) << (j + OKV_QK / 2);
+    }
+    memcpy(b->qh, &qh, 4);
+}
+
+/* The index of the okv_iq4nl_values entry nearest to v (the table ascends; ties go up). */
+static int iq4nl_nearest(float v) {
+    const int8_t *t = okv_iq4nl_values;
+    if (v <= t[0]) return 0;
+    if (v >= t[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (v < t[mid]) hi = mid;
+        else lo = mid;
+    }
+    return v - t[lo] < t[hi] - v ? lo : hi;
+}
+
+/* sum w*q*x and sum w*q^2 over the block for codes chosen with multiplier id (weights w = x^2,
+ * as ggml's IQ4_NL quantizer uses without an importance matrix); codes go to l when given. */
+static void iq4nl_fit(const float *x, float id, uint8_t *l, float *sqx, float *sq2) {
+    float a = 0.0f, b = 0.0f;
+    for (int j = 0; j < OKV_QK; j++) {
+        const int k = iq4nl_nearest(id * x[j]);
+        const float q = okv_iq4nl_values[k], w = x[j] * x[j];
+        a += w * q * x[j];
+        b += w * q * q;
+        if (l) l[j] = (uint8_t)k;
+    }
+    *sqx = a;
+    *sq2 = b;
+}
+
+/* ggml's IQ4_NL search without an importance matrix: a first least-squares scale from the
+ * multiplier 127/max (max the element of largest magnitude), then 15 multipliers around
+ * -127/max, keeping the scale of the best fit; the codes are the nearest table entries under
+ * the kept scale (all index 8, the entry nearest 0, for a zero block). */
+static void quant_block_iq4_nl(okv_block_iq4_nl *b, const float *x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < OKV_QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    const int8_t v0 = okv_iq4nl_values[0];
+    float d = 0.0f, sqx, sq2;
+    if (amax >= 1e-15f) {
+        iq4nl_fit(x, (float)-v0 / max, NULL, &sqx, &sq2);
+        d = sqx / sq2;
+        float best = d * sqx;
+        for (int t = -7; t <= 7; t++) {
+            iq4nl_fit(x, (float)(t + v0) / max, NULL, &sqx, &sq2);
+            if (sq2 > 0 && sqx * sqx > best * sq2) {
+                d = sqx / sq2;
+                best = d * sqx;
+            }
+        }
+    }
+    b->d = okv_f32_to_fp16(d);
+    uint8_t l[OKV_QK];
+    iq4nl_fit(x, d != 0.0f ? 1.0f / d : 0.0f, l, &sqx, &sq2);
+    for (int j = 0; j < OKV_QK / 2; j++) b->qs[j] = (uint8_t)(l[j] | (l[j + OKV_QK / 2] << 4));
+}
+
 void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n) {
     if (okv_type_is_kquant(t) || t == OKV_TYPE_Q8_K) {
         okv_kquant_quant_row_ref(y, x, t, n);
@@ -103,8 +207,30 @@ void okv_quant_row_ref(void *y, const float *x, okv_type t, int64_t n) {
     case OKV_TYPE_Q4_1:
         for (int64_t b = 0; b < nb; b++) quant_block_q4_1((okv_block_q4_1 *)y + b, x + b * OKV_QK);
         break;
+    case OKV_TYPE_Q5_0:
+        for (int64_t b = 0; b < nb; b++) quant_block_q5_0((okv_block_q5_0 *)y + b, x + b * OKV_QK);
+        break;
+    case OKV_TYPE_Q5_1:
+        for (int64_t b = 0; b < nb; b++) quant_block_q5_1((okv_block_q5_1 *)y + b, x + b * OKV_QK);
+        break;
+    case OKV_TYPE_IQ4_NL:
+        for (int64_t b = 0; b < nb; b++) quant_block_iq4_nl((okv_block_iq4_nl *)y + b, x + b * OKV_QK);
+        break;
     default: OKV_ASSERT(!"okv_quant_row_ref: unsupported type");
     }
+}
+
+/* Code j (0..31) of a Q5_0/Q5_1 block: its nibble in qs and bit j of qh. */
+static inline int q5_code(const uint8_t *qs, const uint8_t *qh, int j) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const int nib = j < OKV_QK / 2 ? qs[j] & 15 : qs[j - OKV_QK / 2] >> 4;
+    return nib | (int)((h >> j) & 1) << 4;
+}
+
+/* Code j (0..15 index into okv_iq4nl_values) of an IQ4_NL block. */
+static inline int iq4nl_code(const uint8_t *qs, int j) {
+    return j < OKV_QK / 2 ? qs[j] & 15 : qs[j - OKV_QK / 2] >> 4;
 }
 
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
@@ -158,6 +284,27 @@ void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
             for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)blk->qs[j] * d;
         }
         break;
+    case OKV_TYPE_Q5_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q5_0 *blk = (const okv_block_q5_0 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d);
+            for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)(q5_code(blk->qs, blk->qh, j) - 16) * d;
+        }
+        break;
+    case OKV_TYPE_Q5_1:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q5_1 *blk = (const okv_block_q5_1 *)x + b;
+            const float d = okv_fp16_to_f32(blk->d), m = okv_fp16_to_f32(blk->m);
+            for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)q5_code(blk->qs, blk->qh, j) * d + m;
+        }
+        break;
+    case OKV_TYPE_IQ4_NL:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_iq4_nl *blk = (const okv_block_iq4_nl *)x + b;
+            const float d = okv_fp16_to_f32(blk->d);
+            for (int j = 0; j < OKV_QK; j++) y[b * OKV_QK + j] = (float)okv_iq4nl_values[iq4nl_code(blk->qs, j)] * d;
+        }
+        break;
     default: OKV_ASSERT(!"okv_dequant_row_ref: unsupported type");
     }
 }
@@ -165,8 +312,11 @@ void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n) {
 okv_type okv_act_type_for(okv_type wtype) {
     if (okv_type_is_kquant(wtype)) return OKV_TYPE_Q8_K;
     switch (wtype) {
-    case OKV_TYPE_Q4_1: return OKV_TYPE_Q8_1;
+    case OKV_TYPE_Q4_1:
+    case OKV_TYPE_Q5_1: return OKV_TYPE_Q8_1;
     case OKV_TYPE_Q4_0:
+    case OKV_TYPE_Q5_0:
+    case OKV_TYPE_IQ4_NL:
     case OKV_TYPE_Q8_0: return OKV_TYPE_Q8_0;
     case OKV_TYPE_F16: return OKV_TYPE_F16;
     case OKV_TYPE_BF16: return OKV_TYPE_BF16;
@@ -223,6 +373,34 @@ float okv_vec_dot_ref(const void *w, okv_type wtype, const void *xq, int64_t n) 
             const okv_block_q8_0 *xb = (const okv_block_q8_0 *)xq + b;
             int isum = 0;
             for (int j = 0; j < OKV_QK; j++) isum += wb->qs[j] * xb->qs[j];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+        }
+        break;
+    case OKV_TYPE_Q5_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q5_0 *wb = (const okv_block_q5_0 *)w + b;
+            const okv_block_q8_0 *xb = (const okv_block_q8_0 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < OKV_QK; j++) isum += (q5_code(wb->qs, wb->qh, j) - 16) * xb->qs[j];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+        }
+        break;
+    case OKV_TYPE_Q5_1:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_q5_1 *wb = (const okv_block_q5_1 *)w + b;
+            const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < OKV_QK; j++) isum += q5_code(wb->qs, wb->qh, j) * xb->qs[j];
+            sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
+            sum += (double)(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s));
+        }
+        break;
+    case OKV_TYPE_IQ4_NL:
+        for (int64_t b = 0; b < nb; b++) {
+            const okv_block_iq4_nl *wb = (const okv_block_iq4_nl *)w + b;
+            const okv_block_q8_0 *xb = (const okv_block_q8_0 *)xq + b;
+            int isum = 0;
+            for (int j = 0; j < OKV_QK; j++) isum += okv_iq4nl_values[iq4nl_code(wb->qs, j)] * xb->qs[j];
             sum += (double)(okv_fp16_to_f32(wb->d) * okv_fp16_to_f32(xb->d) * (float)isum);
         }
         break;
@@ -710,6 +888,7 @@ int okv_backend_ref_init(okv_backend *be) {
         .gather_rows = ref_gather_rows,
         .gather_rows_cached = ref_gather_rows_cached,
         .reserve = ref_reserve,
+        .weight_ok = okv_weight_ok_all,
         .free = ref_free,
     };
     okv_host_mem_ops(be);

@@ -79,9 +79,16 @@ size_t okv_type_block_bytes(okv_type t);
 size_t okv_type_row_bytes(okv_type t, int64_t n);
 const char *okv_type_name(okv_type t); /* "f32", "q4_1", ...; NULL when unknown */
 int okv_type_from_name(const char *name); /* -1 when unknown */
-/* Whether t can be a weight type of the engine (f32/f16/bf16/q8_0/q4_0/q4_1 and the K-quants
- * q2_k..q6_k). */
+/* Whether t can be a weight type of the engine (f32/f16/bf16/q8_0/q4_0/q4_1/q5_0/q5_1/iq4_nl and
+ * the K-quants q2_k..q6_k): every such type has its reference kernels in kernels/ref.c (the
+ * K-quants' in kernels/ref_kquant.c) and a CPU matmul path. */
 int okv_type_is_weight(okv_type t);
+
+/* The name ggml gives GGUF tensor type number t ("iq2_xxs", "q4_k", "i32", ...), whether or
+ * not omnikv reads it, for messages; NULL for a number ggml never used. */
+const char *okv_ggml_type_name(uint32_t t);
+/* The weight types (okv_type_is_weight) as "f32, f16, ..., iq4_nl", for messages; returns buf. */
+const char *okv_weight_type_list(char *buf, size_t cap);
 
 #ifdef __cplusplus
 }

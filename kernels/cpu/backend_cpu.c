@@ -34,6 +34,7 @@ int okv_backend_cpu_init(okv_backend *be, int n_threads, int max_tok, int max_in
     be->gather_rows = cpu_gather_rows;
     be->gather_rows_cached = cpu_gather_rows_cached;
     be->reserve = cpu_reserve;
+    be->weight_ok = okv_weight_ok_all;
     be->free = cpu_free;
     okv_host_mem_ops(be);
     if (!path) return OKV_ERR_USAGE;

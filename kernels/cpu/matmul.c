@@ -20,9 +20,11 @@
 
 /* Layout of one token's activations in the scratch (private to this file):
  *   quantized partners: int8 qs[nb*32] | int32 bias[nb*8] | float ds[nb][2]
- *     qs in natural element order; ds = {d, s} (f16-rounded values; s = 0 except for Q4_1);
+ *     qs in natural element order; ds = {d, s} (f16-rounded values; s = 0 except for the Q8_1
+ *     partners of Q4_1 and Q5_1);
  *     bias[b*8 + l] = -K * (sum of qs[b*32 + 4l .. 4l+3]) turns the unsigned-times-signed dot
- *     of the stored code (q + K) into the signed dot: K = 8 for Q4_0, 128 for Q8_0 under VNNI.
+ *     of the stored code (q + K) into the signed dot: K = 8 for Q4_0, 16 for Q5_0, and under
+ *     VNNI 128 for Q8_0 and IQ4_NL (whose table entries are stored biased by 128).
  *   F16/BF16 partners: float x[n_in], each rounded through the weight's type. */
 static size_t act_qs_off(int nb) { return 0; }
 static size_t act_bias_off(int nb) { return (size_t)nb * 32; }
@@ -36,10 +38,20 @@ size_t CPU_FN(cpu_act_row_bytes)(int64_t n_in) {
 
 static inline int act_bias_k(okv_type wt) {
     if (wt == OKV_TYPE_Q4_0) return 8;
+    if (wt == OKV_TYPE_Q5_0) return 16;
 #if defined(OKV_CPU_AVX512)
-    if (wt == OKV_TYPE_Q8_0) return 128;
+    if (wt == OKV_TYPE_Q8_0 || wt == OKV_TYPE_IQ4_NL) return 128;
 #endif
     return 0;
+}
+
+/* Weight types with an offset m per block, paired with Q8_1 activations (s = d * sum q). */
+static inline int has_min(okv_type wt) { return wt == OKV_TYPE_Q4_1 || wt == OKV_TYPE_Q5_1; }
+
+/* Byte offset of the 16 nibble bytes in a block of the 4- and 5-bit types; the 5-bit ones keep
+ * their 32 high bits (u32 qh) in the 4 bytes before. */
+static inline int q_nibble_off(okv_type wt) {
+    return wt == OKV_TYPE_Q5_1 ? 8 : wt == OKV_TYPE_Q5_0 ? 6 : wt == OKV_TYPE_Q4_1 ? 4 : 2;
 }
 
 static inline float h2f(const uint8_t *p) {
@@ -110,8 +122,11 @@ static void act_round(float *y, const float *x, int n, okv_type wt) {
 
 static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
     switch (wt) {
-    case OKV_TYPE_Q4_1: act_quant_q8(row, x, n_in / OKV_QK, 0, 1); break;
+    case OKV_TYPE_Q4_1:
+    case OKV_TYPE_Q5_1: act_quant_q8(row, x, n_in / OKV_QK, 0, 1); break;
     case OKV_TYPE_Q4_0:
+    case OKV_TYPE_Q5_0:
+    case OKV_TYPE_IQ4_NL:
     case OKV_TYPE_Q8_0: act_quant_q8(row, x, n_in / OKV_QK, act_bias_k(wt), 0); break;
     case OKV_TYPE_F16:
     case OKV_TYPE_BF16: act_round((float *)row, x, n_in, wt); break;
@@ -129,27 +144,42 @@ static void act_prepare(uint8_t *row, const float *x, int n_in, okv_type wt) {
  * tail rows and the generic path; the AVX2 path has its own). */
 #if defined(OKV_CPU_AVX512) || !defined(OKV_CPU_AVX2)
 static inline float q_block_scalar(const uint8_t *wb, okv_type wt, const int8_t *xq, const float *ds) {
+    const int h = OKV_QK / 2;
     int isum = 0;
-    float d, m = 0.0f;
     if (wt == OKV_TYPE_Q8_0) {
         const int8_t *q = (const int8_t *)(wb + 2);
         for (int j = 0; j < OKV_QK; j++) isum += q[j] * xq[j];
-        d = h2f(wb);
+    } else if (wt == OKV_TYPE_IQ4_NL) {
+        const uint8_t *q = wb + 2;
+        for (int j = 0; j < h; j++)
+            isum += okv_iq4nl_values[q[j] & 15] * xq[j] + okv_iq4nl_values[q[j] >> 4] * xq[j + h];
     } else {
-        const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2, zero = wt == OKV_TYPE_Q4_1 ? 0 : 8;
+        const int off = q_nibble_off(wt);
+        const int zero = wt == OKV_TYPE_Q4_0 ? 8 : wt == OKV_TYPE_Q5_0 ? 16 : 0;
+        const int five = wt == OKV_TYPE_Q5_0 || wt == OKV_TYPE_Q5_1;
+        uint32_t qh = 0;
+        if (five) memcpy(&qh, wb + off - 4, 4);
         const uint8_t *q = wb + off;
-        for (int j = 0; j < OKV_QK / 2; j++)
-            isum += ((q[j] & 15) - zero) * xq[j] + ((q[j] >> 4) - zero) * xq[j + OKV_QK / 2];
-        d = h2f(wb);
-        if (wt == OKV_TYPE_Q4_1) m = h2f(wb + 2);
+        for (int j = 0; j < h; j++) {
+            const int lo = (q[j] & 15) | (int)((qh >> j) & 1) << 4;
+            const int hi = (q[j] >> 4) | (int)((qh >> (j + h)) & 1) << 4;
+            isum += (lo - zero) * xq[j] + (hi - zero) * xq[j + h];
+        }
     }
-    return d * ds[0] * (float)isum + m * ds[1];
+    const float m = has_min(wt) ? h2f(wb + 2) : 0.0f;
+    return h2f(wb) * ds[0] * (float)isum + m * ds[1];
 }
 #endif
 
 static inline size_t q_block_bytes(okv_type wt) {
-    return wt == OKV_TYPE_Q8_0 ? sizeof(okv_block_q8_0)
-                               : wt == OKV_TYPE_Q4_1 ? sizeof(okv_block_q4_1) : sizeof(okv_block_q4_0);
+    switch (wt) {
+    case OKV_TYPE_Q8_0: return sizeof(okv_block_q8_0);
+    case OKV_TYPE_Q4_1: return sizeof(okv_block_q4_1);
+    case OKV_TYPE_Q5_0: return sizeof(okv_block_q5_0);
+    case OKV_TYPE_Q5_1: return sizeof(okv_block_q5_1);
+    case OKV_TYPE_IQ4_NL: return sizeof(okv_block_iq4_nl);
+    default: return sizeof(okv_block_q4_0);
+    }
 }
 
 #if defined(OKV_CPU_AVX512)
@@ -162,7 +192,7 @@ static inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* {a1+a3, b1+b3, c1+c3, d1+d3}: the m*s lanes of the Q4_1 offset accumulators. */
+/* {a1+a3, b1+b3, c1+c3, d1+d3}: the m*s lanes of the Q4_1/Q5_1 offset accumulators. */
 static inline __m128 sum4_odd(__m128 a, __m128 b, __m128 c, __m128 d) {
     return _mm_hadd_ps(_mm_shuffle_ps(a, b, 0xdd), _mm_shuffle_ps(c, d, 0xdd));
 }
@@ -188,9 +218,11 @@ static inline __attribute__((always_inline)) void tile_store(float *y, int n_out
 }
 
 /* Two blocks per 512-bit step: bytes 0-31 of the vector are block b, 32-63 block b+1, and each
- * 32-bit lane of the VNNI product sums four elements of one block. Scales arrive as
- * {d_w*d_x, m_w*s_x} per block (one f16 conversion for both blocks) and are spread over the
- * lanes of their block with one permute. An odd last block is done in plain C. */
+ * 32-bit lane of the VNNI product sums four elements of one block. The 5-bit types add 16 to the
+ * bytes their qh bits mark (one byte-masked add for both blocks); IQ4_NL looks its nibbles up in
+ * the table biased by 128. Scales arrive as {d_w*d_x, m_w*s_x} per block (one f16 conversion
+ * for both blocks) and are spread over the lanes of their block with one permute. An odd last
+ * block is done in plain C. */
 static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, const uint8_t *w,
                                                           size_t wrow, okv_type wt, int nb,
                                                           const uint8_t *act, size_t astride,
@@ -200,6 +232,8 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i nl_table = _mm512_broadcast_i32x4(
+        _mm_xor_si128(_mm_loadu_si128((const __m128i *)okv_iq4nl_values), _mm_set1_epi8((char)0x80)));
     const int use_bias = act_bias_k(wt) != 0;
     __m512 acc[MM_ACC];
     __m128 ms[MM_ACC];
@@ -222,13 +256,21 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
                                        _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
                 v = _mm512_xor_si512(v, flip);
             } else {
-                const int off = wt == OKV_TYPE_Q4_1 ? 4 : 2;
+                const int off = q_nibble_off(wt);
                 v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(b0 + off)));
                 v = _mm512_mask_broadcast_i32x4(v, 0xff00, _mm_loadu_si128((const __m128i *)(b1 + off)));
                 v = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
+                if (wt == OKV_TYPE_Q5_0 || wt == OKV_TYPE_Q5_1) {
+                    uint32_t h0, h1;
+                    memcpy(&h0, b0 + off - 4, 4);
+                    memcpy(&h1, b1 + off - 4, 4);
+                    v = _mm512_mask_add_epi8(v, (__mmask64)h0 | (__mmask64)h1 << 32, v, _mm512_set1_epi8(16));
+                } else if (wt == OKV_TYPE_IQ4_NL) {
+                    v = _mm512_shuffle_epi8(nl_table, v);
+                }
             }
             __m128i wh;
-            if (wt == OKV_TYPE_Q4_1) {
+            if (has_min(wt)) {
                 uint32_t dm0, dm1;
                 memcpy(&dm0, b0, 4);
                 memcpy(&dm1, b1, 4);
@@ -243,7 +285,7 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
             CPU_UNROLL for (int t = 0; t < T; t++) {
                 const uint8_t *a = act + (size_t)t * astride;
                 const __m128 prod = _mm_mul_ps(wd, _mm_loadu_ps((const float *)(a + act_ds_off(nb)) + 2 * b));
-                if (wt == OKV_TYPE_Q4_1) ms[r * T + t] = _mm_add_ps(ms[r * T + t], prod);
+                if (has_min(wt)) ms[r * T + t] = _mm_add_ps(ms[r * T + t], prod);
                 const __m512i init = use_bias ? _mm512_loadu_si512(a + act_bias_off(nb) + (size_t)b * 32)
                                               : _mm512_setzero_si512();
                 const __m512i p = _mm512_dpbusd_epi32(init, v, _mm512_loadu_si512(a + act_qs_off(nb) + (size_t)b * 32));
@@ -258,7 +300,7 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
                                                  (const float *)(a + act_ds_off(nb)) + 2 * b);
             }
     }
-    tile_store(y, n_out, R, T, acc, wt == OKV_TYPE_Q4_1 ? ms : NULL, tail);
+    tile_store(y, n_out, R, T, acc, has_min(wt) ? ms : NULL, tail);
 }
 
 /* Weight elements [i, i+16) (masked) as f32. */
@@ -299,8 +341,23 @@ static inline float hsum256(__m256 v) {
 }
 #endif
 
-/* One block per 256-bit step (maddubs + madd; Q8_0 moves the weight sign onto the activation so
- * the unsigned operand stays in 0..128 and the 16-bit pair sums cannot saturate), or plain C. */
+#if defined(OKV_CPU_AVX2)
+/* 0x10 in byte j where bit j of the block's u32 qh is set: byte j/8 of qh copied to the eight
+ * bytes of its quarter, each byte tested against its own bit. */
+static inline __m256i q5_high(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                              0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit), _mm256_set1_epi8(0x10));
+}
+#endif
+
+/* One block per 256-bit step (maddubs + madd; Q8_0 and IQ4_NL move the weight sign onto the
+ * activation so the unsigned operand stays in 0..128 and the 16-bit pair sums cannot saturate;
+ * the 4- and 5-bit codes are unsigned, at most 31), or plain C. */
 static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, const uint8_t *w,
                                                           size_t wrow, okv_type wt, int nb,
                                                           const uint8_t *act, size_t astride,
@@ -316,6 +373,8 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
 #if defined(OKV_CPU_AVX2)
             const __m256i m4 = _mm256_set1_epi8(0x0f);
             const __m256i ones = _mm256_set1_epi16(1);
+            const __m128i nl = _mm_loadu_si128((const __m128i *)okv_iq4nl_values);
+            const __m256i nl_table = _mm256_set_m128i(nl, nl);
             __m256 accv = _mm256_setzero_ps();
             for (int b = 0; b < nb; b++) {
                 const uint8_t *wb = wr + (size_t)b * bsz;
@@ -325,14 +384,21 @@ static inline __attribute__((always_inline)) void q_tile(float *y, int n_out, co
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(wb + 2));
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), ones);
                 } else {
-                    const __m128i q = _mm_loadu_si128((const __m128i *)(wb + (wt == OKV_TYPE_Q4_1 ? 4 : 2)));
-                    const __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
+                    const int off = q_nibble_off(wt);
+                    const __m128i q = _mm_loadu_si128((const __m128i *)(wb + off));
+                    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+                    if (wt == OKV_TYPE_IQ4_NL) {
+                        v = _mm256_shuffle_epi8(nl_table, v);
+                        p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), ones);
+                    } else {
+                        if (wt == OKV_TYPE_Q5_0 || wt == OKV_TYPE_Q5_1) v = _mm256_or_si256(v, q5_high(wb + off - 4));
+                        p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), ones);
+                    }
                 }
-                if (wt == OKV_TYPE_Q4_0)
+                if (act_bias_k(wt))
                     p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(a + act_bias_off(nb) + (size_t)b * 32)));
                 accv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(h2f(wb) * ds[2 * b]), accv);
-                if (wt == OKV_TYPE_Q4_1) out += h2f(wb + 2) * ds[2 * b + 1];
+                if (has_min(wt)) out += h2f(wb + 2) * ds[2 * b + 1];
             }
             out += hsum256(accv);
 #else
@@ -392,7 +458,8 @@ static inline __attribute__((always_inline)) void mm_block(float *y, const uint8
                                                             const uint8_t *act, size_t astride,
                                                             int n_tok, int n_in, int n_out, int r0,
                                                             int r1) {
-    const int quant = wt == OKV_TYPE_Q4_0 || wt == OKV_TYPE_Q4_1 || wt == OKV_TYPE_Q8_0;
+    const int quant = wt == OKV_TYPE_Q4_0 || wt == OKV_TYPE_Q4_1 || wt == OKV_TYPE_Q8_0 ||
+                      wt == OKV_TYPE_Q5_0 || wt == OKV_TYPE_Q5_1 || wt == OKV_TYPE_IQ4_NL;
     const int nb = n_in / OKV_QK;
     for (int t0 = 0; t0 < n_tok; t0 += MM_TOK_TILE) {
         const int T = OKV_MIN(MM_TOK_TILE, n_tok - t0);
@@ -438,6 +505,9 @@ static inline __attribute__((always_inline)) void mm_block(float *y, const uint8
 MM_TYPED(mm_q4_0, OKV_TYPE_Q4_0)
 MM_TYPED(mm_q4_1, OKV_TYPE_Q4_1)
 MM_TYPED(mm_q8_0, OKV_TYPE_Q8_0)
+MM_TYPED(mm_q5_0, OKV_TYPE_Q5_0)
+MM_TYPED(mm_q5_1, OKV_TYPE_Q5_1)
+MM_TYPED(mm_iq4_nl, OKV_TYPE_IQ4_NL)
 MM_TYPED(mm_f16, OKV_TYPE_F16)
 MM_TYPED(mm_bf16, OKV_TYPE_BF16)
 MM_TYPED(mm_f32, OKV_TYPE_F32)
@@ -458,6 +528,9 @@ void CPU_FN(cpu_matmul)(okv_backend *be, float *y, const void *w, okv_type wtype
     case OKV_TYPE_Q4_0: fn = mm_q4_0; break;
     case OKV_TYPE_Q4_1: fn = mm_q4_1; break;
     case OKV_TYPE_Q8_0: fn = mm_q8_0; break;
+    case OKV_TYPE_Q5_0: fn = mm_q5_0; break;
+    case OKV_TYPE_Q5_1: fn = mm_q5_1; break;
+    case OKV_TYPE_IQ4_NL: fn = mm_iq4_nl; break;
     case OKV_TYPE_F16: fn = mm_f16; break;
     case OKV_TYPE_BF16: fn = mm_bf16; break;
     case OKV_TYPE_F32: fn = mm_f32; break;

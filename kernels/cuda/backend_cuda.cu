@@ -203,6 +203,19 @@ static int cuda_setup(okv_backend *be, int device, int max_tok, int max_in) {
     return OKV_OK;
 }
 
+/* The weight types matmul.cu and embed (elementwise.cu) have kernels for. */
+static bool cuda_weight_ok(okv_backend *be, okv_type t) {
+    switch (t) {
+    case OKV_TYPE_F32:
+    case OKV_TYPE_F16:
+    case OKV_TYPE_BF16:
+    case OKV_TYPE_Q8_0:
+    case OKV_TYPE_Q4_0:
+    case OKV_TYPE_Q4_1: return true;
+    default: return false;
+    }
+}
+
 int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in) {
     memset(be, 0, sizeof *be);
     be->name = "cuda";
@@ -234,6 +247,7 @@ int okv_backend_cuda_init(okv_backend *be, int device, int max_tok, int max_in) 
     be->gather_rows = cuda_gather_rows;
     be->gather_rows_cached = cuda_gather_rows_cached;
     be->reserve = cuda_reserve;
+    be->weight_ok = cuda_weight_ok;
     be->free = cuda_free;
     if (max_tok < 1 || max_in < 1)
         return okv_fail(OKV_ERR_USAGE,

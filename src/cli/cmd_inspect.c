@@ -129,15 +129,17 @@ void help_gen(FILE *f) {
         "\n"
         "  --shape NAME     model shape (required):");
     for (int i = 0; i < n; i++) fprintf(f, " %s", names[i]);
+    char list[256];
     fprintf(f,
         "\n"
         "  --layers N       layer count instead of the shape's (default: the shape's)\n"
-        "  --type T         weight type: f32, f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k,\n"
-        "                   q6_k (default f16); with a K-quant, tensors whose rows are not a\n"
-        "                   multiple of 256 are written as q8_0\n"
+        "  --type T         weight type: %s (default f16);\n"
+        "                   with a K-quant, tensors whose rows are not a multiple of 256 are\n"
+        "                   written as q8_0\n"
         "  --seed S         seed of the random weights (default 0)\n"
         "  -o, --output F   the GGUF file to write (required)\n"
-        "  -h, --help       this text\n");
+        "  -h, --help       this text\n",
+        okv_weight_type_list(list, sizeof list));
 }
 
 int cmd_gen_model(args *a) {
@@ -162,9 +164,11 @@ int cmd_gen_model(args *a) {
         return okv_fail(OKV_ERR_USAGE, "gen-model: --layers %ld is above the limit of 1024",
                         layers);
     int t = okv_type_from_name(type_name);
-    if (t < 0 || !okv_type_is_weight((okv_type)t))
-        return okv_fail(OKV_ERR_USAGE, "gen-model: --type '%s' is not a weight type; use f32, "
-                        "f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", type_name);
+    if (t < 0 || !okv_type_is_weight((okv_type)t)) {
+        char list[256];
+        return okv_fail(OKV_ERR_USAGE, "gen-model: --type '%s' is not a weight type; use one of %s",
+                        type_name, okv_weight_type_list(list, sizeof list));
+    }
     double t0 = okv_now_s();
     int st = genmodel_write(out, shape, (int)layers, (okv_type)t, seed);
     if (!st) OKV_INFO("wrote %s (shape %s, %s) in %.1f s", out, shape, type_name, okv_now_s() - t0);

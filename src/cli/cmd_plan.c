@@ -21,6 +21,7 @@
 #define PLAN_DOES_NOT_FIT 1
 
 void help_plan(FILE *f) {
+    char list[256];
     fprintf(f,
         "usage: omnikv plan (--model MODEL|SHAPE | -c CONFIG) --ctx N --ranks P [--gpu NAME]\n"
         "                   [--gpu-mem B] [--host-mem B] [--gen N] [--batch B] [--micro-batches M]\n"
@@ -38,8 +39,7 @@ void help_plan(FILE *f) {
         "      --batch B       sequences held at once (default: max_batch, 1)\n"
         "      --micro-batches M  micro-batches the batch is split into (default: P, at most B)\n"
         "      --stages SPEC   a hand partition such as 0-7,8-17,18-29 instead of the planner's\n"
-        "      --type T        weight type of a shape: f32, f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k,\n"
-        "                      q4_k, q5_k, q6_k (default f16)\n"
+        "      --type T        weight type of a shape (default f16): %s\n"
         "      --gpu NAME      one GPU per rank, with its published figures: H100 (SXM: 80 GB,\n"
         "                      3.35 TB/s, PCIe Gen5 50 GB/s, NVLink 450 GB/s each way), H200\n"
         "                      (141 GB, 4.8 TB/s, Gen5, NVLink 450 GB/s) or A100 (80 GB, 2.0 TB/s,\n"
@@ -65,7 +65,8 @@ void help_plan(FILE *f) {
         "\n"
         "Exit status: 0 the job fits; 1 it does not (the output lists changes that would make it\n"
         "fit: more ranks, the Context Bank, a smaller batch, budget or context); 2 usage or config\n"
-        "error; 3 model file error.\n");
+        "error; 3 model file error.\n",
+        okv_weight_type_list(list, sizeof list));
 }
 
 typedef struct plan_args {
@@ -123,9 +124,10 @@ static int parse_plan(args *a, plan_args *pa) {
         else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &pa->sets, "threads", v) : 0;
         else if (opt(a, NULL, "--gpu", &v)) pa->gpu = v;
         else if (opt(a, NULL, "--type", &v)) {
+            char list[256];
             if (v && ((pa->type = okv_type_from_name(v)) < 0 || !okv_type_is_weight((okv_type)pa->type)))
-                st = okv_fail(OKV_ERR_USAGE, "plan: --type '%s' is not a weight type; use f32, f16, "
-                              "bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", v);
+                st = okv_fail(OKV_ERR_USAGE, "plan: --type '%s' is not a weight type; use one of %s", v,
+                              okv_weight_type_list(list, sizeof list));
         } else return unknown_arg(a);
         if (a->missing) return OKV_ERR_USAGE;
         if (st) return st;

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,10 +146,42 @@ static void weights_walk(okv_engine *e, carver *c, bool copy) {
     }
 }
 
+/* The okv_layer_weights fields in order, named as GGUF files name them. */
+static const char *const layer_tensor_names[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+    "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+    "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+};
+_Static_assert(sizeof layer_tensor_names / sizeof *layer_tensor_names ==
+                   sizeof(okv_layer_weights) / sizeof(okv_tensor),
+               "a name for every field of okv_layer_weights");
+
+/* Every tensor the range uses is of a type the backend has kernels for (a GPU lacks some). */
+static int weights_check_types(okv_engine *e) {
+    const okv_model *m = e->model;
+    char name[64];
+    int st;
+    for (int l = e->layer_begin; l < e->layer_end; l++) {
+        const okv_tensor *t = &m->layers[l].attn_norm;
+        for (size_t i = 0; i < sizeof(okv_layer_weights) / sizeof(okv_tensor); i++) {
+            if (!t[i].data) continue;
+            snprintf(name, sizeof name, "blk.%d.%s", l, layer_tensor_names[i]);
+            if ((st = okv_backend_check_weight(&e->be, t[i].type, name))) return st;
+        }
+    }
+    const okv_tensor *ends[3] = {&m->tok_embd, &m->output_norm, &m->output};
+    const char *end_names[3] = {"token_embd.weight", "output_norm.weight", "output.weight"};
+    for (int i = 0; i < 3; i++)
+        if (ends[i]->data && (st = okv_backend_check_weight(&e->be, ends[i]->type, end_names[i]))) return st;
+    return OKV_OK;
+}
+
 /* Weights in backend memory: host backends point into the model's mapping, others get one
  * allocation and a copy. */
 static int weights_upload(okv_engine *e) {
     const okv_model *m = e->model;
+    int st = weights_check_types(e);
+    if (st) return st;
     if (e->be.mem == OKV_MEM_HOST) {
         for (int l = e->layer_begin; l < e->layer_end; l++) e->w.layers[l] = m->layers[l];
         e->w.tok_embd = m->tok_embd;

@@ -369,6 +369,9 @@ static uint32_t ggml_file_type(okv_type t) {
     case OKV_TYPE_Q4_0: return 2;
     case OKV_TYPE_Q4_1: return 3;
     case OKV_TYPE_Q8_0: return 7;
+    case OKV_TYPE_Q5_0: return 8;
+    case OKV_TYPE_Q5_1: return 9;
+    case OKV_TYPE_IQ4_NL: return 25;
     case OKV_TYPE_BF16: return 32;
     /* the K-quant file types llama.cpp names (MOSTLY_Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K) */
     case OKV_TYPE_Q2_K: return 10;
@@ -502,10 +505,12 @@ int genmodel_write(const char *path, const char *shape, int n_layers_override, o
     okv_model_config c;
     int st = genmodel_shape(shape, &c);
     if (st) return st;
-    if ((unsigned)type >= OKV_TYPE_COUNT || !okv_type_is_weight(type))
-        return okv_fail(OKV_ERR_USAGE, "weight type %d ('%s') cannot be generated; use f32, f16, "
-                        "bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k or q6_k", (int)type,
-                        (unsigned)type < OKV_TYPE_COUNT && okv_type_name(type) ? okv_type_name(type) : "?");
+    if ((unsigned)type >= OKV_TYPE_COUNT || !okv_type_is_weight(type)) {
+        char list[256];
+        return okv_fail(OKV_ERR_USAGE, "weight type %d ('%s') cannot be generated; use one of %s",
+                        (int)type, okv_ggml_type_name(type) ? okv_ggml_type_name(type) : "?",
+                        okv_weight_type_list(list, sizeof list));
+    }
     if (n_layers_override > 0) c.n_layers = n_layers_override;
 
     const size_t buf_bytes = (size_t)4 << 20;

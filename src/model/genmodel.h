@@ -15,9 +15,8 @@ int genmodel_shape(const char *name, okv_model_config *cfg);
 const char *const *genmodel_shape_names(int *n);
 
 /* Writes a GGUF v3 file of the shape (n_layers_override > 0 replaces its layer count) with
- * weights in `type` (f32, f16, bf16, q8_0, q4_0, q4_1, q2_k..q6_k; norms are always f32) from
- * seed; a tensor whose rows are not whole blocks of `type` is written in the type
- * genmodel_tensor_type gives.
+ * weights in `type` (any okv_type_is_weight type; norms are always f32) from seed; a tensor
+ * whose rows are not whole blocks of `type` is written in the type genmodel_tensor_type gives.
  * Metadata: general.* and the llama.* hyperparameters; llama3 rope scaling is written as real
  * Llama-3.1 GGUFs carry it: no llama.rope.scaling.* keys, but the f32 tensor rope_freqs.weight
  * [head_dim/2] of per-frequency divisors. Tokenizer (tokenizer.ggml.model "gpt2", pre "gpt2"):

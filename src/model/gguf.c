@@ -295,10 +295,14 @@ static int parse_tensor(rd *r, gguf_file *f, gguf_tensor_info *t, uint64_t i) {
     uint32_t type = rd_u32(r);
     t->offset = rd_u64(r);
     size_t bb = type < OKV_TYPE_COUNT ? okv_type_block_bytes((okv_type)type) : 0;
-    if (bb == 0)
-        return corrupt(r, "tensor %" PRIu64 " ('%s') has type %u, which omnikv does not read (it "
-                          "reads f32, f16, bf16, q8_0, q4_0, q4_1); requantize the model to one of "
-                          "these", i, nm.s, type);
+    if (bb == 0) {
+        char list[256];
+        const char *gn = okv_ggml_type_name(type);
+        return corrupt(r, "tensor %" PRIu64 " ('%s') has type %u (%s), which omnikv does not read "
+                          "(it reads %s); requantize the model to one of these, e.g. with "
+                          "llama.cpp's llama-quantize", i, nm.s, type, gn ? gn : "not a ggml type",
+                       okv_weight_type_list(list, sizeof list));
+    }
     t->type = (okv_type)type;
     int64_t be = okv_type_block_elems(t->type);
     if (t->ne[0] % be)

@@ -124,9 +124,15 @@ static int check_tensor(const okv_tensor *t, const char *what, int layer, int64_
     if (need_f32 && t->type != OKV_TYPE_F32)
         return okv_fail(OKV_ERR_INPUT, "%s of layer %d is %s; norm weights must be f32", what,
                         layer, okv_type_name(t->type) ? okv_type_name(t->type) : "?");
-    if (!need_f32 && !okv_type_is_weight(t->type))
-        return okv_fail(OKV_ERR_INPUT, "%s of layer %d has type %s, which the engine cannot use",
-                        what, layer, okv_type_name(t->type) ? okv_type_name(t->type) : "unknown");
+    if (!need_f32 && !okv_type_is_weight(t->type)) {
+        char list[256], where[32] = "";
+        if (layer >= 0) snprintf(where, sizeof where, " of layer %d", layer);
+        return okv_fail(OKV_ERR_INPUT, "tensor %s%s has type %s, which omnikv does not read as a "
+                        "weight (it reads %s); requantize the model to one of these, e.g. with "
+                        "llama.cpp's llama-quantize", what, where,
+                        okv_ggml_type_name(t->type) ? okv_ggml_type_name(t->type) : "unknown",
+                        okv_weight_type_list(list, sizeof list));
+    }
     if (!need_f32 && ne0 % okv_type_block_elems(t->type) != 0)
         return okv_fail(OKV_ERR_INPUT, "%s of layer %d has rows of %lld, not a multiple of the %s block",
                         what, layer, (long long)ne0, okv_type_name(t->type));

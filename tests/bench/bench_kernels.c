@@ -2,7 +2,8 @@
  * it). After the CMake build, from the repository root: mpicc -std=c11 -O2 -fopenmp -D_GNU_SOURCE
  * -I. -Isrc this file build/libomnikv_core.a $(pkg-config --libs hwloc libcjson libpcre2-8 libpng)
  * -lm (the kernels take the fastest vector path the CPU has, as omnikv does).
- * Usage: [min max threads] [prefill] (the last runs only the prefill cases). */
+ * Usage: [min max threads] [prefill|types] (prefill: only the prefill cases; types: only the
+ * decode matmul of every weight type, on SmolLM2's and an 8B model's widths). */
 #include "kernels/backend.h"
 #include "common.h"
 
@@ -161,6 +162,15 @@ int main(int argc, char **argv) {
         char name[16];
         snprintf(name, sizeof name, "%d", nt);
         be.name = name;
+        if (!strcmp(only, "types")) {
+            for (int t = 0; t < OKV_TYPE_COUNT; t++) {
+                if (!okv_type_is_weight((okv_type)t)) continue;
+                bench_matmul(&be, (okv_type)t, 1536, 576, 1, 200);
+                bench_matmul(&be, (okv_type)t, 4096, 4096, 1, 10);
+            }
+            be.free(&be);
+            continue;
+        }
         if (strcmp(only, "prefill")) {
             bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
             bench_matmul(&be, OKV_TYPE_Q4_1, 192, 576, 1, 1000);

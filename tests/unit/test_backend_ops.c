@@ -55,10 +55,19 @@ static double elem_err(const float *got, const float *ref, int64_t n, double ato
 
 /* ---- ops --------------------------------------------------------------------------------------- */
 
+/* The weight types be has kernels for (weight_ok), in type order; returns the count. */
+static int weight_types(okv_backend *be, okv_type *types) {
+    int n = 0;
+    for (int t = 0; t < OKV_TYPE_COUNT; t++)
+        if (okv_type_is_weight((okv_type)t) && be->weight_ok(be, (okv_type)t)) types[n++] = (okv_type)t;
+    return n;
+}
+
 static void test_matmul(okv_backend *be) {
-    const okv_type types[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1};
+    okv_type types[OKV_TYPE_COUNT];
+    const int n_types = weight_types(be, types);
     const int ins[] = {32, 96, 576}, outs[] = {1, 7, 129}, toks[] = {1, 3, 8, 17};
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+    for (int ti = 0; ti < n_types; ti++) {
         double worst = 0;
         for (int a = 0; a < 3; a++)
             for (int b = 0; b < 3; b++)
@@ -148,10 +157,11 @@ static void test_elementwise(okv_backend *be) {
 }
 
 static void test_embed_store_argmax(okv_backend *be) {
-    const okv_type types[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1};
+    okv_type types[OKV_TYPE_COUNT];
+    const int n_types = weight_types(be, types);
     const int V = 50, dim = 64, n_tok = 7;
     int32_t ids[7] = {0, 49, 3, 3, 17, 25, 1};
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+    for (int ti = 0; ti < n_types; ti++) {
         const size_t rb = okv_type_row_bytes(types[ti], dim);
         uint8_t *tab = xmalloc(rb * V);
         float row[64], *ref = xmalloc(sizeof(float) * n_tok * dim);
@@ -448,8 +458,40 @@ static void test_memory(okv_backend *be) {
     free(h), free(back), free(rect), free(bank), free(want), free(got);
 }
 
+/* weight_ok only names weight types; host backends take them all, cuda the six it has kernels
+ * for; a refused type is a usage error naming the tensor, the type, the backend and what it
+ * reads. The refusal is also checked on a stand-in for a backend without q5_0 kernels, so
+ * machines without a GPU test it too. */
+static bool no_q5_0(okv_backend *be, okv_type t) { return okv_type_is_weight(t) && t != OKV_TYPE_Q5_0; }
+
+static void test_weight_ok(okv_backend *be) {
+    okv_type types[OKV_TYPE_COUNT];
+    const int n = weight_types(be, types);
+    int ok = 1;
+    for (int t = 0; t < OKV_TYPE_COUNT; t++) ok &= !be->weight_ok(be, (okv_type)t) || okv_type_is_weight((okv_type)t);
+    const bool host = strcmp(be->name, "cuda") != 0;
+    int n_weight = 0;
+    for (int t = 0; t < OKV_TYPE_COUNT; t++) n_weight += okv_type_is_weight((okv_type)t);
+    ok &= host ? n == n_weight : n == 6 && !be->weight_ok(be, OKV_TYPE_Q5_0) && be->weight_ok(be, OKV_TYPE_Q4_1);
+    char d[128];
+    snprintf(d, sizeof d, "%d of %d weight types", n, n_weight);
+    report(ok, be->name, "weight_ok: weight types only (all on the host)", d);
+
+    okv_backend fake = *be;
+    fake.name = "stand-in";
+    fake.weight_ok = no_q5_0;
+    okv_clear_error();
+    const int st = okv_backend_check_weight(&fake, OKV_TYPE_Q5_0, "blk.3.ffn_up.weight");
+    const char *msg = okv_last_error();
+    report(st == OKV_ERR_USAGE && strstr(msg, "blk.3.ffn_up.weight") && strstr(msg, "q5_0") &&
+               strstr(msg, "backend=cpu") && strstr(msg, "(f32, f16, q4_0, q4_1, q5_1, q8_0") &&
+               okv_backend_check_weight(&fake, OKV_TYPE_Q4_0, "x") == OKV_OK,
+           be->name, "a weight type without kernels is refused by name", msg);
+}
+
 static void run_backend(okv_backend *be) {
     OKV_ASSERT(be->reserve(be, (okv_attn_shape){9, 3, 64, 0.125f}, 8192) == OKV_OK);
+    test_weight_ok(be);
     test_memory(be);
     test_row_cache(be);
     test_matmul(be);

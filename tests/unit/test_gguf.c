@@ -289,6 +289,11 @@ static double block_step(okv_type t, const float *x, int n) {
     case OKV_TYPE_Q4_K: return 1.5 * (mx - mn) / 15.0;
     case OKV_TYPE_Q5_K: return 1.5 * (mx - mn) / 31.0;
     case OKV_TYPE_Q6_K: return 1.5 * 2 * amax / 63.0;
+    /* -max clamps to code 31, a step off, and 15 steps of the f16-rounded d add 15 * 2^-11 */
+    case OKV_TYPE_Q5_0: return amax / 16.0 * (1.0 + 1.0 / 128);
+    case OKV_TYPE_Q5_1: return (mx - mn) / 31.0 + fabs(mn) / 1024.0;
+    /* the widest gap of its table (24 of 127) or the clamp of its short side (113 of 127) */
+    case OKV_TYPE_IQ4_NL: return amax / 8.0;
     default: return 0;
     }
 }
@@ -428,8 +433,11 @@ static void check_tiny_tables(const gguf_file *f, okv_type type, const char *wha
 }
 
 static void test_genmodel(void) {
-    static const okv_type types[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16,
-                                     OKV_TYPE_Q8_0, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1};
+    static const okv_type types[] = {OKV_TYPE_F32,  OKV_TYPE_F16,  OKV_TYPE_BF16,
+                                     OKV_TYPE_Q8_0, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1,
+                                     OKV_TYPE_Q5_0, OKV_TYPE_Q5_1, OKV_TYPE_IQ4_NL};
+    /* llama.cpp's LLAMA_FTYPE_* of each, which general.file_type carries */
+    static const int64_t ftypes[] = {0, 1, 32, 7, 2, 3, 8, 9, 25};
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         char name[64];
         snprintf(name, sizeof name, "tiny-%s.gguf", okv_type_name(types[k]));
@@ -442,12 +450,21 @@ static void test_genmodel(void) {
             continue;
         }
         check_tiny_tables(&f, types[k], name);
+        int64_t ft = -1;
+        bool found = false;
+        TEST_CHECK(gguf_get_i64(&f, "general.file_type", &ft, &found) == OKV_OK && ft == ftypes[k],
+                   "%s general.file_type %" PRId64 ", want %" PRId64, name, ft, ftypes[k]);
         double worst = check_values(&f, 7, name);
         printf("genmodel tiny %-5s: %" PRIu64 " tensors, %" PRIu64 " kv, %zu bytes; worst error "
                "%.3f quantization steps\n", okv_type_name(types[k]), f.n_tensors, f.n_kv, f.size,
                worst);
         TEST_CHECK(worst <= 1.0, "%s error above one step", name);
         gguf_close(&f);
+        okv_model m;
+        model_load_opts o = {.layer_end = -1, .need_embed = true, .need_head = true};
+        TEST_CHECK(model_load(&m, path, &o) == OKV_OK && m.layers[1].w_down.type == types[k],
+                   "%s loads as a model: %s", name, okv_last_error());
+        model_free(&m);
     }
 
     /* K-quants on tiny-k, whose rows are all multiples of 256; on tiny every tensor falls back to
@@ -818,6 +835,69 @@ static void test_corruptions(void) {
     unlink(path);
 }
 
+/* The fields the reader checks, on files of the 5-bit types and IQ4_NL (blocks of 22, 24 and 18
+ * bytes feed the size and layout checks), and a type the engine does not take as a weight. */
+static void test_corrupt_blocks(void) {
+    static const okv_type ts[] = {OKV_TYPE_Q5_0, OKV_TYPE_Q5_1, OKV_TYPE_IQ4_NL};
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "corrupt-%s.gguf", okv_type_name(ts[k]));
+        const char *path = tmp_path(name);
+        OKV_ASSERT(genmodel_write(path, "tiny", 2, ts[k], 5) == OKV_OK);
+        uint8_t *base = (uint8_t *)test_read_file(path, &good_size);
+        good = base;
+        OKV_ASSERT(gguf_open_mem(&good_f, good, good_size) == OKV_OK);
+        const int n = (int)good_f.n_tensors;
+        const gguf_tensor_info *t2 = &good_f.tensors[2], *last = &good_f.tensors[n - 1];
+        OKV_ASSERT(str_is(t2->name, "blk.0.attn_q.weight") && t2->type == ts[k] && last->type == ts[k]);
+        OKV_ASSERT(t2->nbytes == (uint64_t)64 * 2 * okv_type_block_bytes(ts[k]));
+        printf("block corruptions of a %zu-byte tiny %s file:\n", good_size, okv_type_name(ts[k]));
+        const size_t ne0 = tensor_ndims_at(2) + 4;
+        REJECT("row of 48: not whole blocks", 0, "not a multiple of the", P8(ne0, 48));
+        REJECT("row of 63: a block short", 0, "block size 32", P8(ne0, 63));
+        REJECT("type iq2_xxs", 0, "type 16 (iq2_xxs), which omnikv does not read", P4(tensor_type_at(2), 16));
+        REJECT("type iq4_xs", 0, "(iq4_xs)", P4(tensor_type_at(2), 23));
+        REJECT("type i32", 0, "(i32)", P4(tensor_type_at(2), 26));
+        REJECT("type 99", 0, "type 99 (not a ggml type)", P4(tensor_type_at(2), 99));
+        /* Wider blocks than the data holds: over the next tensor, or past the end of the file. */
+        REJECT("q8_0 blocks overlap the next", 0, "overlaps", P4(tensor_type_at(2), OKV_TYPE_Q8_0));
+        REJECT("q8_0 blocks past the end", 0, "data ends at byte",
+               P4(tensor_type_at(n - 1), OKV_TYPE_Q8_0));
+        REJECT("last block cut short", (size_t)(good_f.data_offset + last->offset + last->nbytes - 1),
+               "data ends at byte");
+        /* The reader's message lists what omnikv reads, this type among them. */
+        REJECT("the list of types read", 0, okv_type_name(ts[k]), P4(tensor_type_at(2), 16));
+        gguf_close(&good_f);
+        free(base);
+        unlink(path);
+    }
+
+    /* q8_1 blocks are sized and read, but only as activations: refused as a weight, by name. */
+    const char *path = tmp_path("q8_1-weight.gguf");
+    OKV_ASSERT(genmodel_write(path, "tiny", 2, OKV_TYPE_F32, 5) == OKV_OK);
+    gguf_file f;
+    OKV_ASSERT(gguf_open(&f, path) == OKV_OK);
+    const gguf_tensor_info *t = gguf_find_tensor(&f, "blk.1.attn_q.weight");
+    OKV_ASSERT(t);
+    const long at = (long)((const uint8_t *)t->name.ptr - f.map) + (long)t->name.len + 4 + 8 * t->n_dims;
+    gguf_close(&f);
+    FILE *fp = fopen(path, "r+b");
+    const uint32_t q8_1 = OKV_TYPE_Q8_1;
+    OKV_ASSERT(fp && fseek(fp, at, SEEK_SET) == 0 && fwrite(&q8_1, 4, 1, fp) == 1);
+    fclose(fp);
+    okv_model m;
+    model_load_opts o = {.layer_end = -1, .need_embed = true, .need_head = true};
+    okv_clear_error();
+    const int st = model_load(&m, path, &o);
+    const char *msg = okv_last_error();
+    TEST_CHECK(st == OKV_ERR_INPUT && strstr(msg, "attn_q of layer 1 has type q8_1") &&
+                   strstr(msg, "does not read as a weight") && strstr(msg, "q5_0") && strstr(msg, "iq4_nl"),
+               "q8_1 weight: status %d, message \"%s\"", st, msg);
+    printf("  %-28s -> %s\n", "q8_1 as a weight", msg);
+    model_free(&m);
+    unlink(path);
+}
+
 /* ---- the real model, when the cache has it -------------------------------------------------- */
 
 static void test_real_model(void) {
@@ -915,6 +995,7 @@ int main(void) {
     test_genmodel();
     test_corruptions();
     test_kquant_bad_blocks();
+    test_corrupt_blocks();
     test_bad_metadata();
     test_real_model();
     char cmd[600];

@@ -76,7 +76,21 @@ static void test_types(void) {
           okv_type_is_weight(OKV_TYPE_BF16) && !okv_type_is_weight((okv_type)5);
     ok &= okv_act_type_for(OKV_TYPE_Q4_1) == OKV_TYPE_Q8_1 && okv_act_type_for(OKV_TYPE_Q4_0) == OKV_TYPE_Q8_0 &&
           okv_act_type_for(OKV_TYPE_Q8_0) == OKV_TYPE_Q8_0 && okv_act_type_for(OKV_TYPE_F16) == OKV_TYPE_F16;
-    report(ok, "type sizes, names, weight flags, activation partners", "");
+    /* ggml's vec_dot_type of each: q5_0 and iq4_nl take q8_0, q5_1 takes q8_1 */
+    ok &= okv_type_is_weight(OKV_TYPE_Q5_0) && okv_type_is_weight(OKV_TYPE_Q5_1) &&
+          okv_type_is_weight(OKV_TYPE_IQ4_NL) && !okv_type_is_weight(OKV_TYPE_Q8_K);
+    ok &= okv_act_type_for(OKV_TYPE_Q5_0) == OKV_TYPE_Q8_0 && okv_act_type_for(OKV_TYPE_Q5_1) == OKV_TYPE_Q8_1 &&
+          okv_act_type_for(OKV_TYPE_IQ4_NL) == OKV_TYPE_Q8_0;
+    ok &= okv_type_from_name("iq4_nl") == OKV_TYPE_IQ4_NL && okv_type_from_name("q5_1") == OKV_TYPE_Q5_1;
+    /* ggml's names, also of the types omnikv does not read */
+    ok &= !strcmp(okv_ggml_type_name(16), "iq2_xxs") && !strcmp(okv_ggml_type_name(23), "iq4_xs") &&
+          !strcmp(okv_ggml_type_name(30), "bf16") && !strcmp(okv_ggml_type_name(15), "q8_k") &&
+          !strcmp(okv_ggml_type_name(39), "mxfp4") && okv_ggml_type_name(40) == NULL;
+    char list[256];
+    okv_weight_type_list(list, sizeof list);
+    ok &= strstr(list, "f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0") == list && strstr(list, "iq4_nl") &&
+          strstr(list, "bf16") && !strstr(list, "q8_1") && !strstr(list, "q8_k");
+    report(ok, "type sizes, names, weight flags, activation partners", list);
 }
 
 static float f_from_bits(uint32_t u) {
@@ -137,6 +151,15 @@ static void test_converters(void) {
     report(bad == 0, "bf16 converters: ties to even, overflow, NaN, subnormal", det);
 }
 
+/* IQ4_NL's step: the distance from x to the nearest table entry under block b's stored scale
+ * (codes are chosen with the unrounded scale, so the f16 rounding of d is allowed on top). */
+static double iq4nl_step(const uint8_t *row, int b, float x) {
+    const float d = okv_fp16_to_f32(((const okv_block_iq4_nl *)row)[b].d);
+    double best = INFINITY;
+    for (int k = 0; k < 16; k++) best = fmin(best, fabs((double)d * okv_iq4nl_values[k] - x));
+    return best + fabs(d) * 127.0 * 0x1p-11 + 1e-30;
+}
+
 /* Quantize/dequantize round trips within the step of each format, plus one hand-made block. */
 static void test_quant_ref(void) {
     const int n = 32 * 37;
@@ -144,7 +167,8 @@ static void test_quant_ref(void) {
     uint8_t *q = xmalloc(okv_type_row_bytes(OKV_TYPE_F32, n));
     fill(x, n, 1.0f);
     for (int j = 0; j < 32; j++) x[j] = 0.0f; /* an all-zero block */
-    const okv_type ts[] = {OKV_TYPE_Q8_0, OKV_TYPE_Q8_1, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_F16, OKV_TYPE_BF16};
+    const okv_type ts[] = {OKV_TYPE_Q8_0, OKV_TYPE_Q8_1, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q5_0,
+                           OKV_TYPE_Q5_1, OKV_TYPE_IQ4_NL, OKV_TYPE_F16, OKV_TYPE_BF16};
     for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
         okv_type t = ts[k];
         okv_quant_row_ref(q, x, t, n);
@@ -165,6 +189,9 @@ static void test_quant_ref(void) {
                 if (t == OKV_TYPE_Q8_0 || t == OKV_TYPE_Q8_1) tol = 0.57 * amax / 127.0;
                 else if (t == OKV_TYPE_Q4_0) tol = 1.01 * amax / 8.0;
                 else if (t == OKV_TYPE_Q4_1) tol = 0.51 * (mx - mn) / 15.0 + 0.001 * (fabsf(mn) + fabsf(mx));
+                else if (t == OKV_TYPE_Q5_0) tol = 1.01 * amax / 16.0; /* -max clamps to code 31 */
+                else if (t == OKV_TYPE_Q5_1) tol = 0.51 * (mx - mn) / 31.0 + 0.001 * (fabsf(mn) + fabsf(mx));
+                else if (t == OKV_TYPE_IQ4_NL) tol = iq4nl_step(q, b, xb[j]);
                 else if (t == OKV_TYPE_F16) tol = fabsf(xb[j]) * 0x1p-11 + 0x1p-25;
                 else tol = fabsf(xb[j]) * 0x1p-8;
                 const double e = fabs((double)y[b * 32 + j] - xb[j]);
@@ -203,10 +230,90 @@ static void test_quant_ref(void) {
     free(q);
 }
 
+/* Root-mean-square dequantization error of type t over n values of x. */
+static double rms_error(const float *x, int n, okv_type t) {
+    uint8_t *q = xmalloc((size_t)n * 4);
+    float *y = xmalloc((size_t)n * sizeof(float));
+    okv_quant_row_ref(q, x, t, n);
+    okv_dequant_row_ref(y, q, t, n);
+    double e = 0;
+    for (int i = 0; i < n; i++) e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+    free(q);
+    free(y);
+    return sqrt(e / n);
+}
+
+/* Hand-made blocks of the 5-bit types and IQ4_NL: bytes written from the layout in types.h, the
+ * dequantized values and the dot with an all-ones Q8 block worked out by hand, and the
+ * quantizer reproducing the bytes from the values (each is on its format's grid). */
+static void test_quant_hand_blocks(void) {
+    int bad = 0;
+    float x[32], y[32];
+    /* Q5_0: codes j, d = 0.5 -> x_j = (j - 16) / 2. Code j's nibble is j & 15 (qs[j] for j < 16,
+     * the high nibble of qs[j-16] after), its bit 4 is bit j of qh: set for j >= 16. */
+    okv_block_q5_0 h0 = {.d = 0x3800, .qh = {0, 0, 0xff, 0xff}}, q0;
+    for (int j = 0; j < 16; j++) h0.qs[j] = (uint8_t)(j | j << 4);
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) * 0.5f;
+    okv_dequant_row_ref(y, &h0, OKV_TYPE_Q5_0, 32);
+    bad += memcmp(x, y, sizeof x) != 0;
+    okv_quant_row_ref(&q0, x, OKV_TYPE_Q5_0, 32); /* d = max/-16 = -8/-16 */
+    bad += memcmp(&q0, &h0, sizeof h0) != 0;
+    okv_block_q8_0 ones0 = {.d = 0x3c00};
+    for (int j = 0; j < 32; j++) ones0.qs[j] = 1;
+    bad += okv_vec_dot_ref(&h0, OKV_TYPE_Q5_0, &ones0, 32) != -8.0f; /* 0.5 * sum(j - 16) */
+    /* Q5_1: codes j, d = 0.25, m = -1 -> x_j = j/4 - 1; min -1, max 6.75, (max-min)/31 = 0.25. */
+    okv_block_q5_1 h1 = {.d = 0x3400, .m = 0xbc00, .qh = {0, 0, 0xff, 0xff}}, q1;
+    for (int j = 0; j < 16; j++) h1.qs[j] = (uint8_t)(j | j << 4);
+    for (int j = 0; j < 32; j++) x[j] = (float)j * 0.25f - 1.0f;
+    okv_dequant_row_ref(y, &h1, OKV_TYPE_Q5_1, 32);
+    bad += memcmp(x, y, sizeof x) != 0;
+    okv_quant_row_ref(&q1, x, OKV_TYPE_Q5_1, 32);
+    bad += memcmp(&q1, &h1, sizeof h1) != 0;
+    okv_block_q8_1 ones1 = {.d = 0x3c00, .s = 0x5000}; /* s = 32 */
+    for (int j = 0; j < 32; j++) ones1.qs[j] = 1;
+    bad += okv_vec_dot_ref(&h1, OKV_TYPE_Q5_1, &ones1, 32) != 92.0f; /* 0.25 * 496 - 32 */
+    /* IQ4_NL: codes j & 15, d = 0.5 -> x_j = table[j & 15] / 2; the table sums to -94, so the dot
+     * with ones is 0.5 * 2 * -94. The search's multiplier -127/max = 2 fits these exactly. */
+    okv_block_iq4_nl hn = {.d = 0x3800}, qn;
+    for (int j = 0; j < 16; j++) hn.qs[j] = (uint8_t)(j | j << 4);
+    for (int j = 0; j < 32; j++) x[j] = (float)okv_iq4nl_values[j & 15] * 0.5f;
+    okv_dequant_row_ref(y, &hn, OKV_TYPE_IQ4_NL, 32);
+    bad += memcmp(x, y, sizeof x) != 0;
+    okv_quant_row_ref(&qn, x, OKV_TYPE_IQ4_NL, 32);
+    bad += memcmp(&qn, &hn, sizeof hn) != 0;
+    bad += okv_vec_dot_ref(&hn, OKV_TYPE_IQ4_NL, &ones0, 32) != -94.0f;
+    /* A zero block: scale 0, every code the entry nearest 0 (index 8), as ggml writes it. */
+    for (int j = 0; j < 32; j++) x[j] = 0.0f;
+    okv_quant_row_ref(&qn, x, OKV_TYPE_IQ4_NL, 32);
+    bad += qn.d != 0 || qn.qs[0] != 0x88 || qn.qs[15] != 0x88;
+    char det[64];
+    snprintf(det, sizeof det, "%d mismatches", bad);
+    report(bad == 0, "q5_0, q5_1, iq4_nl hand blocks: dequant, quant, dot with ones", det);
+
+    /* IQ4_NL's scale search earns its keep: on smooth random data its error is below Q4_0's. */
+    const int n = 32 * 512;
+    float *r = xmalloc(n * sizeof(float));
+    fill(r, n, 1.0f);
+    const double e_nl = rms_error(r, n, OKV_TYPE_IQ4_NL), e_40 = rms_error(r, n, OKV_TYPE_Q4_0);
+    const double e_50 = rms_error(r, n, OKV_TYPE_Q5_0), e_51 = rms_error(r, n, OKV_TYPE_Q5_1);
+    snprintf(det, sizeof det, "rms iq4_nl %.4f q4_0 %.4f q5_0 %.4f q5_1 %.4f", e_nl, e_40, e_50, e_51);
+    report(e_nl < e_40 && e_50 < 0.6 * e_40 && e_51 < e_50, "rms error: iq4_nl < q4_0, q5_1 < q5_0 < 0.6 q4_0", det);
+    free(r);
+}
+
+/* The offset m of block b of a Q4_1 or Q5_1 row (both keep it right after d). */
+static float block_m(okv_type wt, const uint8_t *row, int b) {
+    const uint8_t *blk = row + (size_t)b * okv_type_block_bytes(wt);
+    uint16_t m;
+    memcpy(&m, blk + 2, 2);
+    return okv_fp16_to_f32(m);
+}
+
 /* The quantized dot against (a) the same math in f32 on dequantized operands and (b) the dot with
  * the unquantized activations, within a bound built from each block's activation step. */
 static void test_vec_dot_ref(void) {
-    const okv_type ws[] = {OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
+    const okv_type ws[] = {OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q5_0, OKV_TYPE_Q5_1,
+                           OKV_TYPE_IQ4_NL, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
     for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
         const okv_type wt = ws[k], at = okv_act_type_for(wt);
         double worst_a = 0, worst_b = 0;
@@ -237,24 +344,18 @@ static void test_vec_dot_ref(void) {
                         wsum += fabs(wd[b * 32 + j]);
                     }
                     bound += wsum * 0.57 * amax / 127.0;
-                    if (wt == OKV_TYPE_Q4_1) { /* m times the f16 rounding of s */
-                        const okv_block_q4_1 *wb = (const okv_block_q4_1 *)wq + b;
-                        const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
-                        bound += fabs(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s)) * 0x1p-10;
-                    }
+                    if (at == OKV_TYPE_Q8_1) /* m times the f16 rounding of s */
+                        bound += fabs(block_m(wt, wq, b) * okv_fp16_to_f32(((const okv_block_q8_1 *)xq)[b].s)) * 0x1p-10;
                 }
             } else if (at == OKV_TYPE_F16 || at == OKV_TYPE_BF16) {
                 for (int i = 0; i < n; i++) bound += fabs(wd[i] * x[i]) * (at == OKV_TYPE_F16 ? 0x1p-11 : 0x1p-8);
             }
             bound += 1e-6 * mag + 1e-30;
-            /* The Q4_1 offset term uses s rounded to f16, so (a) allows that rounding too. */
+            /* The Q4_1/Q5_1 offset term uses s rounded to f16, so (a) allows that rounding too. */
             double tol_a = 1e-6 * mag + 1e-30;
-            if (wt == OKV_TYPE_Q4_1)
-                for (int b = 0; b < n / 32; b++) {
-                    const okv_block_q4_1 *wb = (const okv_block_q4_1 *)wq + b;
-                    const okv_block_q8_1 *xb = (const okv_block_q8_1 *)xq + b;
-                    tol_a += fabs(okv_fp16_to_f32(wb->m) * okv_fp16_to_f32(xb->s)) * 0x1p-10;
-                }
+            if (at == OKV_TYPE_Q8_1)
+                for (int b = 0; b < n / 32; b++)
+                    tol_a += fabs(block_m(wt, wq, b) * okv_fp16_to_f32(((const okv_block_q8_1 *)xq)[b].s)) * 0x1p-10;
             worst_a = fmax(worst_a, fabs(got - dq) / tol_a);
             worst_b = fmax(worst_b, fabs(got - exact) / bound);
             free(w); free(x); free(wd); free(xd); free(wq); free(xq);
@@ -273,7 +374,7 @@ static okv_backend cpu1, cpu2, cpu3;
 
 /* How far a dot with activations rounded to the weight's partner type may be from the dot with
  * the exact activations: per block, sum|w| times the largest rounding (0.57 of the Q8 step
- * d = amax/127: half a step plus the f16 rounding of d), for Q4_1 also m times the f16
+ * d = amax/127: half a step plus the f16 rounding of d), for Q4_1/Q5_1 also m times the f16
  * rounding of s, and for f16/bf16 partners |w| times half an ulp of x (f16 subnormals included);
  * plus 2e-6 of sum|w*x|. */
 static double act_bound(okv_type wt, const uint8_t *wrow, const float *wd, const float *x, int n,
@@ -289,8 +390,8 @@ static double act_bound(okv_type wt, const uint8_t *wrow, const float *wd, const
                 wsum += fabs(wd[b * 32 + j]);
             }
             bound += wsum * 0.57 * amax / 127.0;
-            if (wt == OKV_TYPE_Q4_1)
-                bound += fabs(okv_fp16_to_f32(((const okv_block_q4_1 *)wrow)[b].m)) * 32.0 * amax * 0x1p-10;
+            if (at == OKV_TYPE_Q8_1)
+                bound += fabs(block_m(wt, wrow, b)) * 32.0 * amax * 0x1p-10;
         }
     } else if (at != OKV_TYPE_F32) {
         for (int i = 0; i < n; i++)
@@ -300,7 +401,8 @@ static double act_bound(okv_type wt, const uint8_t *wrow, const float *wd, const
 }
 
 static void test_matmul(void) {
-    const okv_type ws[] = {OKV_TYPE_Q4_1, OKV_TYPE_Q4_0, OKV_TYPE_Q8_0, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
+    const okv_type ws[] = {OKV_TYPE_Q4_1, OKV_TYPE_Q4_0, OKV_TYPE_Q8_0, OKV_TYPE_Q5_0, OKV_TYPE_Q5_1,
+                           OKV_TYPE_IQ4_NL, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
     const int toks[] = {1, 2, 3, 4, 5, 8, 17, 37};
     const int ins_q[] = {32, 96, 576, 1536};
     const int ins_f[] = {1, 17, 33, 100, 576};
@@ -671,9 +773,10 @@ static void test_elementwise(void) {
 }
 
 static void test_embed_kv_store(void) {
-    const okv_type ts[] = {OKV_TYPE_F32, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0};
+    const okv_type ts[] = {OKV_TYPE_F32, OKV_TYPE_F16,  OKV_TYPE_BF16, OKV_TYPE_Q4_0, OKV_TYPE_Q4_1,
+                           OKV_TYPE_Q8_0, OKV_TYPE_Q5_0, OKV_TYPE_Q5_1, OKV_TYPE_IQ4_NL};
     int bad = 0;
-    for (size_t k = 0; k < 6; k++) {
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
         const int dim = 96, nv = 50, nt = 13;
         const size_t row = okv_type_row_bytes(ts[k], dim);
         float *tf = xmalloc((size_t)nv * dim * 4);
@@ -1020,6 +1123,7 @@ int main(void) {
     test_types();
     test_converters();
     test_quant_ref();
+    test_quant_hand_blocks();
     test_vec_dot_ref();
     test_kquant_hand_blocks();
     test_kquant_round_trip();
