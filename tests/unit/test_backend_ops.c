@@ -66,14 +66,16 @@ static int weight_types(okv_backend *be, okv_type *types) {
 static void test_matmul(okv_backend *be) {
     okv_type types[OKV_TYPE_COUNT];
     const int n_types = weight_types(be, types);
-    const int ins[] = {32, 96, 576}, outs[] = {1, 7, 129}, toks[] = {1, 3, 8, 17};
+    const int ins[] = {32, 96, 576}, ins_k[] = {256, 768, 2304}, outs[] = {1, 7, 129}, toks[] = {1, 3, 8, 17};
     for (int ti = 0; ti < n_types; ti++) {
         double worst = 0;
         for (int a = 0; a < 3; a++)
             for (int b = 0; b < 3; b++)
                 for (int c = 0; c < 4; c++) {
-                    const int n_in = ins[a], n_out = outs[b], n_tok = toks[c];
                     const okv_type t = types[ti];
+                    /* rows of whole blocks: the K-quants' super-blocks hold 256 elements */
+                    const int n_in = okv_type_block_elems(t) > OKV_QK ? ins_k[a] : ins[a];
+                    const int n_out = outs[b], n_tok = toks[c];
                     const size_t rb = okv_type_row_bytes(t, n_in);
                     float *wf = xmalloc(sizeof(float) * (size_t)n_in), *x = xmalloc(sizeof(float) * (size_t)n_tok * n_in);
                     uint8_t *w = xmalloc(rb * (size_t)n_out);
@@ -159,18 +161,19 @@ static void test_elementwise(okv_backend *be) {
 static void test_embed_store_argmax(okv_backend *be) {
     okv_type types[OKV_TYPE_COUNT];
     const int n_types = weight_types(be, types);
-    const int V = 50, dim = 64, n_tok = 7;
+    const int V = 50, n_tok = 7;
     int32_t ids[7] = {0, 49, 3, 3, 17, 25, 1};
     for (int ti = 0; ti < n_types; ti++) {
+        const int dim = okv_type_block_elems(types[ti]) > OKV_QK ? 256 : 64; /* whole blocks */
         const size_t rb = okv_type_row_bytes(types[ti], dim);
         uint8_t *tab = xmalloc(rb * V);
-        float row[64], *ref = xmalloc(sizeof(float) * n_tok * dim);
+        float row[256], *ref = xmalloc(sizeof(float) * n_tok * dim);
         for (int v = 0; v < V; v++) fill(row, dim, 1.0f), okv_quant_row_ref(tab + (size_t)v * rb, row, types[ti], dim);
         okv_embed_ref(ref, tab, types[ti], ids, n_tok, dim);
         void *dtab = up(be, tab, rb * V), *dids = up(be, ids, sizeof ids), *dout = up(be, NULL, sizeof(float) * n_tok * dim);
         be->embed(be, dout, dtab, types[ti], dids, n_tok, dim);
         float *got = down(be, dout, sizeof(float) * n_tok * dim);
-        double e, r = elem_err(got, ref, (int64_t)n_tok * dim, 0, 1e-6, &e);
+        double e, r = elem_err(got, ref, (int64_t)n_tok * dim, 1e-30, 1e-6, &e); /* exact zeros too */
         char what[48], d[48];
         snprintf(what, sizeof what, "embed %s", okv_type_name(types[ti]));
         snprintf(d, sizeof d, "worst abs %.2e", e), report(r <= 1, be->name, what, d);
