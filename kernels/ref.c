@@ -288,15 +288,10 @@ void okv_embed_ref(float *out, const void *table, okv_type type, const int32_t *
 
 void okv_kv_store_ref(void *dst, okv_type dst_type, int64_t dst_stride, const int32_t *dst_rows,
                       const float *src, int n_tok, int row_elems) {
+    OKV_ASSERT(okv_kv_type_ok(dst_type) && dst_stride % okv_type_block_elems(dst_type) == 0);
     for (int t = 0; t < n_tok; t++) {
-        const float *s = src + (int64_t)t * row_elems;
-        const int64_t off = (int64_t)dst_rows[t] * dst_stride;
-        if (dst_type == OKV_TYPE_F16) {
-            for (int i = 0; i < row_elems; i++) ((uint16_t *)dst)[off + i] = okv_f32_to_fp16(s[i]);
-        } else {
-            OKV_ASSERT(dst_type == OKV_TYPE_F32);
-            memcpy((float *)dst + off, s, (size_t)row_elems * sizeof(float));
-        }
+        const size_t off = okv_type_row_bytes(dst_type, (int64_t)dst_rows[t] * dst_stride);
+        okv_quant_row_ref((uint8_t *)dst + off, src + (int64_t)t * row_elems, dst_type, row_elems);
     }
 }
 
@@ -304,14 +299,8 @@ void okv_kv_store_ref(void *dst, okv_type dst_type, int64_t dst_stride, const in
 
 /* Row r (a cache row id) of KV head h of view kv, K when which == 0 else V, as f32. */
 static void kv_row_f32(float *out, const okv_kv_view *kv, int which, int64_t r, int h, int hd) {
-    const int64_t off = r * kv->stride + (int64_t)h * hd;
-    const void *base = which == 0 ? kv->k : kv->v;
-    if (kv->type == OKV_TYPE_F16) {
-        for (int d = 0; d < hd; d++) out[d] = okv_fp16_to_f32(((const uint16_t *)base)[off + d]);
-    } else {
-        OKV_ASSERT(kv->type == OKV_TYPE_F32);
-        memcpy(out, (const float *)base + off, (size_t)hd * sizeof(float));
-    }
+    const size_t off = okv_type_row_bytes(kv->type, r * kv->stride + (int64_t)h * hd);
+    okv_dequant_row_ref(out, (const uint8_t *)(which == 0 ? kv->k : kv->v) + off, kv->type, hd);
 }
 
 static int64_t view_row(const okv_kv_view *kv, int j) { return kv->idx ? kv->idx[j] : j; }

@@ -74,7 +74,7 @@ int planner_boundary_groups(int n_layers, const okv_role *role, const int *group
 }
 
 static size_t kv_row_bytes(const pipe_cost_model *cm) {
-    return okv_type_row_bytes(cm->kv_type, 1) * 2 * (size_t)cm->kv_dim;
+    return okv_type_row_bytes(cm->kv_type, 2 * (int64_t)cm->kv_dim);
 }
 
 /* KV rows layer l reads per sequence in one decode step. */

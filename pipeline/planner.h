@@ -23,7 +23,7 @@ typedef struct pipe_cost_model {
     uint64_t head_bytes;          /* output norm + head (last stage; read once per step) */
     int kv_dim;                   /* n_kv_heads * head_dim */
     int dim;                      /* hidden size: a boundary carries step_batch rows of it */
-    okv_type kv_type;             /* f16 or f32 */
+    okv_type kv_type;             /* a KV type: f16, f32 or q8_0 */
     int batch;                    /* sequences held per rank */
     int step_batch;               /* sequences in one decode step (a micro-batch) */
     int64_t ctx;                  /* prompt tokens per sequence */

@@ -1,6 +1,8 @@
 /* attention.c — CPU attention: decode over KV views (two passes over fixed logical chunks of the
- * key sequence), logits only, and tiled causal prefill with an online softmax. Compared with
- * kernels/ref.c, decode's independence of view boundaries bitwise, by tests/unit/test_kernels.c. */
+ * key sequence), logits only, and tiled causal prefill with an online softmax, over f32, f16 or
+ * q8_0 rows (q8_0 rows are dequantized a row or a tile at a time, into registers or an L1 tile,
+ * to exactly the reference's values). Compared with kernels/ref.c, decode's independence of view
+ * boundaries bitwise, by tests/unit/test_kernels.c. */
 #include "cpu.h"
 #include "cpu_math.h"
 #include "common.h"
@@ -9,9 +11,18 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(OKV_CPU_AVX512)
+#if defined(OKV_CPU_AVX512) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+
+/* A q8_0 block's scale: one instruction where the path has F16C (exact either way). */
+static inline float att_half(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return okv_fp16_to_f32(h);
+#endif
+}
 
 /* Query heads sharing one load of a K or V row. */
 #define ATT_HEAD_TILE 4
@@ -36,14 +47,25 @@ static inline void cursor_next(row_cursor *c) {
     while (++c->v < c->n_views && c->views[c->v].n == 0) {}
 }
 
+/* Bytes of e elements of a KV type: okv_type_row_bytes inlined for the row walks (e is a whole
+ * number of q8_0 blocks, which okv_kv_view guarantees for every offset taken here). */
+static inline size_t kv_bytes(okv_type t, int64_t e) {
+    if (t == OKV_TYPE_Q8_0) return (size_t)(e / OKV_QK) * sizeof(okv_block_q8_0);
+    return (size_t)e * (t == OKV_TYPE_F16 ? 2 : 4);
+}
+
 /* K (which == 0) or V row of KV head kvh at the cursor. */
 static inline const void *cursor_ptr(const row_cursor *c, int which, int kvh, int hd) {
     const okv_kv_view *vw = &c->views[c->v];
     const int64_t row = vw->idx ? vw->idx[c->r] : c->r;
     const int64_t off = row * vw->stride + (int64_t)kvh * hd;
-    const void *base = which == 0 ? vw->k : vw->v;
-    return vw->type == OKV_TYPE_F16 ? (const void *)((const uint16_t *)base + off)
-                                    : (const void *)((const float *)base + off);
+    return (const uint8_t *)(which == 0 ? vw->k : vw->v) + kv_bytes(vw->type, off);
+}
+
+/* The checks every entry point makes of a view it reads. */
+static void view_check(const okv_kv_view *v, int hd) {
+    OKV_ASSERT(okv_kv_type_ok(v->type));
+    OKV_ASSERT(v->type != OKV_TYPE_Q8_0 || (v->stride % OKV_QK == 0 && hd % OKV_QK == 0));
 }
 
 /* ---- vector pieces ------------------------------------------------------------------------------- */
@@ -53,9 +75,15 @@ static inline __mmask16 att_mask(int left) {
     return left <= 0 ? (__mmask16)0 : left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
 }
 
-static inline __m512 att_load(const void *p, int f16, int d, __mmask16 m) {
-    if (f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + d));
-    return _mm512_maskz_loadu_ps(m, (const float *)p + d);
+/* 16 elements from d of a row of type t (masked lanes read nothing and give 0); a q8_0 row gives
+ * q * d, the value okv_dequant_row_ref gives. */
+static inline __m512 att_load(const void *p, okv_type t, int d, __mmask16 m) {
+    if (t == OKV_TYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + d));
+    if (t == OKV_TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + d);
+    if (!m) return _mm512_setzero_ps();
+    const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
+    const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b->qs + d % OKV_QK)));
+    return _mm512_mul_ps(q, _mm512_set1_ps(att_half(b->d)));
 }
 
 /* r[i] = sum of the lanes of a[i], for 16 vectors: pairs are interleaved and added level by
@@ -74,14 +102,33 @@ static inline __m512 sum16(const __m512 *a) {
 #endif
 
 #if !defined(OKV_CPU_AVX512)
-static inline float att_scalar(const void *p, int f16, int d) {
-    return f16 ? okv_fp16_to_f32(((const uint16_t *)p)[d]) : ((const float *)p)[d];
+static inline float att_scalar(const void *p, okv_type t, int d) {
+    if (t == OKV_TYPE_F16) return okv_fp16_to_f32(((const uint16_t *)p)[d]);
+    if (t == OKV_TYPE_F32) return ((const float *)p)[d];
+    const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
+    return (float)b->qs[d % OKV_QK] * att_half(b->d);
 }
 #endif
 
-static void row_f32(float *dst, const void *src, int f16, int hd) {
-    if (!f16) {
+/* hd elements of a row of type t as f32, the values okv_dequant_row_ref gives. */
+static void row_f32(float *dst, const void *src, okv_type t, int hd) {
+    if (t == OKV_TYPE_F32) {
         memcpy(dst, src, (size_t)hd * sizeof(float));
+        return;
+    }
+    if (t == OKV_TYPE_Q8_0) {
+        const okv_block_q8_0 *b = src;
+        for (int k = 0; k < hd / OKV_QK; k++) {
+            const float d = att_half(b[k].d);
+#if defined(OKV_CPU_AVX512)
+            const __m512 dv = _mm512_set1_ps(d);
+            const __m128i *qs = (const __m128i *)b[k].qs;
+            _mm512_storeu_ps(dst + k * OKV_QK, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs))), dv));
+            _mm512_storeu_ps(dst + k * OKV_QK + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs + 1))), dv));
+#else
+            for (int j = 0; j < OKV_QK; j++) dst[k * OKV_QK + j] = (float)b[k].qs[j] * d;
+#endif
+        }
         return;
     }
     int d = 0;
@@ -156,9 +203,9 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
         row_cursor cur = cursor_at(views, n_views, j0);
         for (int j = j0; j < j1; j++, cursor_next(&cur)) {
             const void *v = cursor_ptr(&cur, 1, kvh, hd);
-            const int f16 = views[cur.v].type == OKV_TYPE_F16;
+            const okv_type t = views[cur.v].type;
             __m512 vv[4];
-            CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = att_load(v, f16, d0 + 16 * c, m[c]);
+            CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = att_load(v, t, d0 + 16 * c, m[c]);
             CPU_UNROLL for (int i = 0; i < NG; i++) {
                 const __m512 pb = _mm512_set1_ps(p[i][j - j0]);
                 CPU_UNROLL for (int c = 0; c < 4; c++) acc[i][c] = _mm512_fmadd_ps(pb, vv[c], acc[i][c]);
@@ -172,9 +219,9 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
     row_cursor cur = cursor_at(views, n_views, j0);
     for (int j = j0; j < j1; j++, cursor_next(&cur)) {
         const void *v = cursor_ptr(&cur, 1, kvh, hd);
-        const int f16 = views[cur.v].type == OKV_TYPE_F16;
+        const okv_type t = views[cur.v].type;
         for (int d = 0; d < hd; d++) {
-            const float vv = att_scalar(v, f16, d);
+            const float vv = att_scalar(v, t, d);
             CPU_UNROLL for (int i = 0; i < NG; i++) out[i][d] += p[i][j - j0] * vv;
         }
     }
@@ -199,18 +246,18 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view 
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
     float kb[16 * CPU_PF_MAX_HD] __attribute__((aligned(64)));
     const void *rows[16];
-    int f16[16];
+    okv_type ty[16];
     row_cursor c = cursor_at(views, n_views, j0);
     for (int jb = j0; jb < j1; jb += 16) {
         const int nr = OKV_MIN(16, j1 - jb);
         for (int r = 0; r < nr; r++, cursor_next(&c)) {
             rows[r] = cursor_ptr(&c, 0, 0, hd);
-            f16[r] = views[c.v].type == OKV_TYPE_F16;
+            ty[r] = views[c.v].type;
         }
         if (nr < 16) memset(kb + nr * hd, 0, (size_t)(16 - nr) * hd * sizeof(float));
         for (int kvh = k0; kvh < k1; kvh++) {
             for (int r = 0; r < nr; r++)
-                row_f32(kb + r * hd, (const uint8_t *)rows[r] + (size_t)kvh * hd * (f16[r] ? 2 : 4), f16[r], hd);
+                row_f32(kb + r * hd, (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd), ty[r], hd);
             for (int h = kvh * g; h < (kvh + 1) * g; h++)
                 dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
         }
@@ -229,8 +276,7 @@ static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1
     row_cursor c = cursor_at(views, n_views, j0);
     for (int j = j0; j < j1; j++, cursor_next(&c)) {
         if (!views[c.v].idx) continue;
-        const size_t esz = views[c.v].type == OKV_TYPE_F16 ? 2 : 4;
-        const size_t bytes = (size_t)(k1 - k0) * hd * esz;
+        const size_t bytes = kv_bytes(views[c.v].type, (int64_t)(k1 - k0) * hd);
         const char *k = cursor_ptr(&c, 0, k0, hd), *v = cursor_ptr(&c, 1, k0, hd);
         for (size_t o = 0; o < bytes; o += 64) {
             __builtin_prefetch(k + o, 0, 2);
@@ -328,7 +374,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
     OKV_ASSERT(s.n_kv_heads > 0 && H % s.n_kv_heads == 0 && hd <= CPU_PF_MAX_HD);
     int n = 0;
     for (int v = 0; v < n_views; v++) {
-        OKV_ASSERT(views[v].type == OKV_TYPE_F16 || views[v].type == OKV_TYPE_F32);
+        view_check(&views[v], hd);
         n += views[v].n;
     }
     if (n == 0) {
@@ -374,7 +420,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
 void CPU_FN(cpu_attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                              okv_attn_shape s) {
     cpu_state *st = be->state;
-    OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
+    view_check(&kv, s.head_dim);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.head_dim <= CPU_PF_MAX_HD);
     if (kv.n == 0) return;
     const dec_split d = dec_split_make(kv.n, s.n_kv_heads, st->n_threads);
@@ -402,16 +448,17 @@ size_t CPU_FN(cpu_pf_floats)(void) {
 }
 
 /* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: an f32 cache is read in place, an f16
- * one converted into buf. Returns the first row; *ld receives the row stride. */
+ * or q8_0 one converted into buf. Returns the first row; *ld receives the row stride. */
 static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kvh, int k0, int kn,
                             int hd, int64_t *ld) {
-    const void *base = which == 0 ? kv->k : kv->v;
+    const uint8_t *base = which == 0 ? kv->k : kv->v;
     const int64_t off = (int64_t)k0 * kv->stride + (int64_t)kvh * hd;
     if (kv->type == OKV_TYPE_F32) {
         *ld = kv->stride;
         return (const float *)base + off;
     }
-    for (int j = 0; j < kn; j++) row_f32(buf + (int64_t)j * hd, (const uint16_t *)base + off + j * kv->stride, 1, hd);
+    for (int j = 0; j < kn; j++)
+        row_f32(buf + (int64_t)j * hd, base + kv_bytes(kv->type, off + j * kv->stride), kv->type, hd);
     *ld = hd;
     return buf;
 }
@@ -420,9 +467,9 @@ static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kv
  * walks its whole causal span of the cache in strided rows that the hardware prefetcher does not
  * fetch in time (about 10% at head_dim 128). */
 static void pf_prefetch(const okv_kv_view *kv, int kvh, int k0, int kn, int hd) {
-    const size_t es = kv->type == OKV_TYPE_F16 ? 2 : 4, row = (size_t)hd * es;
+    const size_t row = kv_bytes(kv->type, hd);
     for (int j = 0; j < kn; j++) {
-        const size_t off = ((size_t)(k0 + j) * kv->stride + (size_t)kvh * hd) * es;
+        const size_t off = kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd);
         for (size_t b = 0; b < row; b += 64) {
             __builtin_prefetch((const char *)kv->k + off + b, 0, 2);
             __builtin_prefetch((const char *)kv->v + off + b, 0, 2);
@@ -647,7 +694,7 @@ void CPU_FN(cpu_attn_prefill)(okv_backend *be, float *out, const float *q, int n
                               okv_kv_view kv, okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.idx == NULL && kv.n >= q_pos0 + n_q);
-    OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
+    view_check(&kv, s.head_dim);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0);
     const int g = s.n_heads / s.n_kv_heads;
     OKV_ASSERT(g <= CPU_PF_ROWS && s.head_dim <= CPU_PF_MAX_HD);
