@@ -228,7 +228,7 @@ static int engine_init_inner(okv_engine *e) {
                        model_tensor_bytes(&e->model->output_norm) + ((size_t)64 << 20),
     };
     if ((st = okv_backend_init(&e->be, (okv_backend_kind)rc->backend, &bp))) return st;
-    if (e->be.mem == OKV_MEM_DEVICE && rc->kv_type != OKV_TYPE_F16 && rc->kv_type != OKV_TYPE_F32)
+    if (!strcmp(e->be.name, "cuda") && rc->kv_type != OKV_TYPE_F16 && rc->kv_type != OKV_TYPE_F32)
         return okv_fail(OKV_ERR_USAGE,
                         "the %s backend's attention reads f16 or f32 KV only, not kv_type=%s; use "
                         "backend=cpu or kv_type=f16",
