@@ -80,7 +80,10 @@ int okv_select_count(int n, const okv_select_args *a);
  * okv_type_row_bytes(type, e). Rows visited are idx[0..n) when idx is given (ascending row ids:
  * the OmniKV index set into the Context Bank), else 0..n-1. The element type is a KV type
  * (okv_kv_type_ok); for Q8_0, stride and head_dim are multiples of its 32-element block, so every
- * head of every row is whole blocks and element offsets stay exact. */
+ * head of every row is whole blocks and element offsets stay exact. Against a Q8_0 K row, every
+ * attention op rounds the query head to q8_0 (once per call) and takes q.k as llama.cpp does with
+ * a q8_0 K cache: per block the integer dot times f16(d_q) * f16(d_k), added in block order by
+ * fused multiply-adds (okv_attn_decode_ref's definition, matched bit for bit). */
 typedef struct okv_kv_view {
     okv_type type;
     const void *k;

@@ -1,8 +1,9 @@
 /* attention.c — CPU attention: decode over KV views (two passes over fixed logical chunks of the
  * key sequence), logits only, and tiled causal prefill with an online softmax, over f32, f16 or
- * q8_0 rows (q8_0 rows are dequantized a row or a tile at a time, into registers or an L1 tile,
- * to exactly the reference's values). Compared with kernels/ref.c, decode's independence of view
- * boundaries bitwise, by tests/unit/test_kernels.c. */
+ * q8_0 rows. Against q8_0 K rows the query is rounded to q8_0 once per call and q.k taken by
+ * integer block dots, as llama.cpp does (bit for bit the reference's logits); q8_0 V rows are
+ * dequantized a row or a tile at a time. Compared with kernels/ref.c, decode's independence of
+ * view boundaries bitwise, by tests/unit/test_kernels.c. */
 #include "cpu.h"
 #include "cpu_math.h"
 #include "common.h"
@@ -66,6 +67,42 @@ static inline const void *cursor_ptr(const row_cursor *c, int which, int kvh, in
 static void view_check(const okv_kv_view *v, int hd) {
     OKV_ASSERT(okv_kv_type_ok(v->type));
     OKV_ASSERT(v->type != OKV_TYPE_Q8_0 || (v->stride % OKV_QK == 0 && hd % OKV_QK == 0));
+}
+
+/* ---- q8_0 logits ----------------------------------------------------------------------------------- */
+
+/* Integer dot of two blocks' 32 quants: exact, so its summation order is free. The unsigned
+ * operand is |a| with a's sign moved onto b, as ggml does (q8_0 quants lie in [-127, 127]). */
+static inline int q8_isum(const int8_t *a, const int8_t *b) {
+#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a), y = _mm256_loadu_si256((const __m256i *)b);
+    const __m256i ax = _mm256_sign_epi8(x, x), sy = _mm256_sign_epi8(y, x);
+#if defined(OKV_CPU_AVX512)
+    const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#else
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+#else
+    int sum = 0;
+    for (int j = 0; j < OKV_QK; j++) sum += a[j] * b[j];
+    return sum;
+#endif
+}
+
+/* scale * q.k over nb blocks, the reference's expression (q8_logit_ref in kernels/ref.c). */
+static inline float q8_logit(const okv_block_q8_0 *q, const okv_block_q8_0 *k, int nb, float scale) {
+    float acc = 0.0f;
+    for (int b = 0; b < nb; b++) acc = fmaf((float)q8_isum(q[b].qs, k[b].qs), att_half(q[b].d) * att_half(k[b].d), acc);
+    return scale * acc;
+}
+
+/* Floats of scratch that hold n_heads query heads rounded to q8_0. */
+static size_t q8_floats(okv_attn_shape s) {
+    return ((size_t)s.n_heads * (s.head_dim / OKV_QK) * sizeof(okv_block_q8_0) + sizeof(float) - 1) / sizeof(float);
 }
 
 /* ---- vector pieces ------------------------------------------------------------------------------- */
@@ -239,27 +276,42 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
 /* ---- decode ---------------------------------------------------------------------------------------- */
 
 /* Scaled logits of rows [j0, j1) of the sequence for the query heads of KV heads [k0, k1):
- * l[h*ld + j - j0]. Keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple of 16
- * in the logical sequence, so a row's slot, and so its logit, depends only on its index. */
-static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view *views, int n_views,
-                        int k0, int k1, int j0, int j1, okv_attn_shape s) {
-    const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
+ * l[h*ld + j - j0]. f16/f32 keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple
+ * of 16 in the logical sequence, so a row's slot, and so its logit, depends only on its index.
+ * q8_0 keys meet qq, the query heads rounded to q8_0, one row at a time. */
+static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8_0 *qq,
+                        const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
+                        okv_attn_shape s) {
+    const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim, nb = hd / OKV_QK;
     float kb[16 * CPU_PF_MAX_HD] __attribute__((aligned(64)));
     const void *rows[16];
     okv_type ty[16];
     row_cursor c = cursor_at(views, n_views, j0);
     for (int jb = j0; jb < j1; jb += 16) {
         const int nr = OKV_MIN(16, j1 - jb);
+        int n_q8 = 0;
         for (int r = 0; r < nr; r++, cursor_next(&c)) {
             rows[r] = cursor_ptr(&c, 0, 0, hd);
             ty[r] = views[c.v].type;
+            n_q8 += ty[r] == OKV_TYPE_Q8_0;
         }
         if (nr < 16) memset(kb + nr * hd, 0, (size_t)(16 - nr) * hd * sizeof(float));
         for (int kvh = k0; kvh < k1; kvh++) {
-            for (int r = 0; r < nr; r++)
-                row_f32(kb + r * hd, (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd), ty[r], hd);
-            for (int h = kvh * g; h < (kvh + 1) * g; h++)
-                dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
+            if (n_q8 < nr) { /* q8_0 rows' slots get zeros here and their own logits below */
+                for (int r = 0; r < nr; r++) {
+                    if (ty[r] == OKV_TYPE_Q8_0) memset(kb + r * hd, 0, (size_t)hd * sizeof(float));
+                    else row_f32(kb + r * hd, (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd), ty[r], hd);
+                }
+                for (int h = kvh * g; h < (kvh + 1) * g; h++)
+                    dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
+            }
+            if (n_q8 == 0) continue;
+            for (int r = 0; r < nr; r++) {
+                if (ty[r] != OKV_TYPE_Q8_0) continue;
+                const okv_block_q8_0 *kr = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
+                for (int h = kvh * g; h < (kvh + 1) * g; h++)
+                    l[(int64_t)h * ld + (jb - j0) + r] = q8_logit(qq + (int64_t)h * nb, kr, nb, s.scale);
+            }
         }
     }
 }
@@ -289,11 +341,11 @@ static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1
  * the thread's own), view-0 logits copied out, then per head the chunk max m, the sum of
  * exp(l - m) and the unnormalised V sum with those weights (rows in key order). */
 static void chunk_unit(float *l, float *cmax, float *psum, float *part, int n_chunks, int c_idx,
-                       const float *q, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
+                       const float *q, const okv_block_q8_0 *qq, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
                        int j1, float *logits, int n0, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
     prefetch_chunk(views, n_views, k0, k1, j0, j1, hd);
-    logits_unit(l, CPU_ATTN_CHUNK, q, views, n_views, k0, k1, j0, j1, s);
+    logits_unit(l, CPU_ATTN_CHUNK, q, qq, views, n_views, k0, k1, j0, j1, s);
     for (int h = k0 * g; h < k1 * g; h++) {
         float *lh = l + (int64_t)h * CPU_ATTN_CHUNK;
         if (logits && j0 < n0) memcpy(logits + (int64_t)h * n0 + j0, lh, (size_t)(OKV_MIN(j1, n0) - j0) * sizeof(float));
@@ -356,7 +408,18 @@ static int dec_reserve(cpu_state *st, size_t floats) {
 static size_t dec_floats(const cpu_state *st, okv_attn_shape s, int n) {
     const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
     const size_t nth = (size_t)OKV_MIN(st->n_threads, d.units);
-    return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim);
+    return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim) + q8_floats(s);
+}
+
+/* The query heads rounded to q8_0 into qq when some view holds q8_0 rows (which alone read it). */
+static const okv_block_q8_0 *quant_q(float *qq, const float *q, const okv_kv_view *views, int n_views,
+                                     okv_attn_shape s) {
+    for (int v = 0; v < n_views; v++)
+        if (views[v].type == OKV_TYPE_Q8_0) {
+            okv_quant_row_ref(qq, q, OKV_TYPE_Q8_0, (int64_t)s.n_heads * s.head_dim);
+            return (const okv_block_q8_0 *)qq;
+        }
+    return NULL;
 }
 
 int CPU_FN(cpu_attn_reserve)(okv_backend *be, okv_attn_shape s, int max_ctx) {
@@ -384,10 +447,11 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
     const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
     const int nc = d.nc, nth = OKV_MIN(st->n_threads, d.units);
     const size_t lper = (size_t)H * CPU_ATTN_CHUNK;
-    OKV_ASSERT(dec_reserve(st, (size_t)nth * lper + (size_t)H * nc * (2 + (size_t)hd)) == OKV_OK);
+    OKV_ASSERT(dec_reserve(st, (size_t)nth * lper + (size_t)H * nc * (2 + (size_t)hd) + q8_floats(s)) == OKV_OK);
     float *cmax = st->dec + (size_t)nth * lper;
     float *psum = cmax + (size_t)H * nc;
     float *part = psum + (size_t)H * nc;
+    const okv_block_q8_0 *qq = quant_q(part + (size_t)H * nc * hd, q, views, n_views, s);
     const int n0 = n_views > 0 ? views[0].n : 0;
 #pragma omp parallel num_threads(nth)
     {
@@ -396,7 +460,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
         for (int u = 0; u < d.units; u++) {
             int c, k0, k1, j0, j1;
             dec_unit(&d, u, n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-            chunk_unit(l, cmax, psum, part, nc, c, q, views, n_views, k0, k1, j0, j1, logits, n0, s);
+            chunk_unit(l, cmax, psum, part, nc, c, q, qq, views, n_views, k0, k1, j0, j1, logits, n0, s);
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++) {
@@ -423,12 +487,14 @@ void CPU_FN(cpu_attn_logits)(okv_backend *be, float *logits, const float *q, okv
     view_check(&kv, s.head_dim);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.head_dim <= CPU_PF_MAX_HD);
     if (kv.n == 0) return;
+    OKV_ASSERT(dec_reserve(st, q8_floats(s)) == OKV_OK);
+    const okv_block_q8_0 *qq = quant_q(st->dec, q, &kv, 1, s);
     const dec_split d = dec_split_make(kv.n, s.n_kv_heads, st->n_threads);
 #pragma omp parallel for num_threads(OKV_MIN(st->n_threads, d.units)) schedule(static)
     for (int u = 0; u < d.units; u++) {
         int c, k0, k1, j0, j1;
         dec_unit(&d, u, kv.n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-        logits_unit(logits + j0, kv.n, q, &kv, 1, k0, k1, j0, j1, s);
+        logits_unit(logits + j0, kv.n, q, qq, &kv, 1, k0, k1, j0, j1, s);
     }
 }
 
@@ -543,6 +609,20 @@ static void pf_qk(float *st, const float *qt, int rp, const float *k, int64_t kl
 #endif
 }
 
+/* st[j][r] = scale * (q_r . k_j) for q8_0 keys k0 + j < k0 + kn of KV head kvh against the R rows
+ * rounded to q8_0 (qq, nb blocks a row); padding rows r in [R, rp) score zero. */
+static void pf_qk_q8(float *st, const okv_block_q8_0 *qq, int R, int rp, const okv_kv_view *kv, int kvh,
+                     int k0, int kn, int nb, float scale) {
+    const int hd = nb * OKV_QK;
+    for (int j = 0; j < kn; j++) {
+        const okv_block_q8_0 *kj = (const okv_block_q8_0 *)((const uint8_t *)kv->k +
+                                   kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd));
+        float *sj = st + (int64_t)j * rp;
+        for (int r = 0; r < R; r++) sj[r] = q8_logit(qq + (int64_t)r * nb, kj, nb, scale);
+        for (int r = R; r < rp; r++) sj[r] = 0.0f;
+    }
+}
+
 /* Online softmax step over one tile: key k0 + j is visible to row r iff k0 + j < lim[r] (checked
  * only when masked is set). Moves each row's running max mx to include the tile, rescales its sum
  * sm, leaves the factor for its output in corr and turns st into the weights exp(s - max), 0 where
@@ -647,12 +727,14 @@ static void pf_pv(float *o, int hd, const float *p, int rp, int R, const float *
 }
 
 /* Queries [i0, i1) x the heads of KV head kvh, against their causal keys in tiles. Only tiles that
- * reach past the first query's last key need the causal mask. */
+ * reach past the first query's last key need the causal mask. Against q8_0 K the unit's rows are
+ * rounded to q8_0 once, into the space of qt, and K is read in place. */
 static void prefill_unit(float *scratch, float *out, const float *q, int i0, int i1, int q_pos0,
                          const okv_kv_view *kv, int kvh, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
-    const int R = (i1 - i0) * g, rp = (R + 15) & ~15;
+    const int R = (i1 - i0) * g, rp = (R + 15) & ~15, q8 = kv->type == OKV_TYPE_Q8_0;
     float *qt = scratch;
+    okv_block_q8_0 *qq = (okv_block_q8_0 *)scratch; /* R * hd/32 blocks fit in qt's floats */
     float *kbuf = qt + CPU_PF_MAX_HD * CPU_PF_ROWS;
     float *vbuf = kbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
     float *st = vbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
@@ -665,7 +747,8 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
     for (int r = 0; r < rp; r++) {
         const int rr = OKV_MIN(r, R - 1), i = i0 + rr / g;
         const float *qr = q + ((int64_t)i * s.n_heads + kvh * g + rr % g) * hd;
-        for (int d = 0; d < hd; d++) qt[(int64_t)d * rp + r] = r < R ? qr[d] : 0.0f;
+        if (q8 && r < R) okv_quant_row_ref(qq + (int64_t)r * (hd / OKV_QK), qr, OKV_TYPE_Q8_0, hd);
+        else if (!q8) for (int d = 0; d < hd; d++) qt[(int64_t)d * rp + r] = r < R ? qr[d] : 0.0f;
         lim[r] = q_pos0 + i + 1;
         mx[r] = -INFINITY;
         sm[r] = 0.0f;
@@ -675,10 +758,14 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
     for (int k0 = 0; k0 < kend; k0 += CPU_PF_KEYS) {
         const int kn = OKV_MIN(CPU_PF_KEYS, kend - k0);
         int64_t kld, vld;
-        const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
         const float *vr = pf_rows(vbuf, kv, 1, kvh, k0, kn, hd, &vld);
         if (k0 + CPU_PF_KEYS < kend) pf_prefetch(kv, kvh, k0 + CPU_PF_KEYS, OKV_MIN(CPU_PF_KEYS, kend - k0 - CPU_PF_KEYS), hd);
-        pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);
+        if (q8) {
+            pf_qk_q8(st, qq, R, rp, kv, kvh, k0, kn, hd / OKV_QK, s.scale);
+        } else {
+            const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
+            pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);
+        }
         pf_softmax(st, rp, kn, k0, lim, k0 + kn > kall, mx, sm, corr);
         pf_pv(o, hd, st, rp, R, vr, vld, kn, corr);
     }
