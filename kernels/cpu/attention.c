@@ -100,6 +100,49 @@ static inline float q8_logit(const okv_block_q8_0 *q, const okv_block_q8_0 *k, i
     return scale * acc;
 }
 
+#if defined(OKV_CPU_AVX512)
+/* A q8_0 query head made ready for many keys, two blocks per vector: |q|, the lanes where q < 0
+ * (whose sign moves onto the key) and the scales as f32. Even block counts only. */
+typedef struct q8_prep {
+    __m512i ax[CPU_PF_MAX_HD / 64];
+    __mmask64 neg[CPU_PF_MAX_HD / 64];
+    float d[CPU_PF_MAX_HD / OKV_QK];
+} q8_prep;
+
+static inline __m512i q8_pair(const okv_block_q8_0 *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                              _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+}
+
+static void q8_prepare(q8_prep *p, const okv_block_q8_0 *q, int nb) {
+    for (int c = 0; c < nb / 2; c++) {
+        const __m512i x = q8_pair(q + 2 * c);
+        p->neg[c] = _mm512_movepi8_mask(x);
+        p->ax[c] = _mm512_abs_epi8(x);
+    }
+    for (int b = 0; b < nb; b++) p->d[b] = att_half(q[b].d);
+}
+
+/* q8_logit for a prepared query: each vector's two block sums are reduced inside their own
+ * 256-bit halves, then added in block order exactly as q8_logit adds them. */
+static inline float q8_logit_prep(const q8_prep *p, const okv_block_q8_0 *k, int nb, float scale) {
+    float acc = 0.0f;
+    for (int c = 0; c < nb / 2; c++) {
+        const __m512i y = q8_pair(k + 2 * c);
+        const __m512i sy = _mm512_mask_sub_epi8(y, p->neg[c], _mm512_setzero_si512(), y);
+        __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p->ax[c], sy);
+        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0x4e));
+        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0xb1));
+        t = _mm512_add_epi32(t, _mm512_shuffle_i32x4(t, t, 0xb1));
+        const int s0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
+        const int s1 = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32(t, 2));
+        acc = fmaf((float)s0, p->d[2 * c] * att_half(k[2 * c].d), acc);
+        acc = fmaf((float)s1, p->d[2 * c + 1] * att_half(k[2 * c + 1].d), acc);
+    }
+    return scale * acc;
+}
+#endif
+
 /* Floats of scratch that hold n_heads query heads rounded to q8_0. */
 static size_t q8_floats(okv_attn_shape s) {
     return ((size_t)s.n_heads * (s.head_dim / OKV_QK) * sizeof(okv_block_q8_0) + sizeof(float) - 1) / sizeof(float);
@@ -306,6 +349,19 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
                     dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
             }
             if (n_q8 == 0) continue;
+#if defined(OKV_CPU_AVX512)
+            if (nb % 2 == 0) {
+                for (int h = kvh * g; h < (kvh + 1) * g; h++) {
+                    q8_prep qp;
+                    q8_prepare(&qp, qq + (int64_t)h * nb, nb);
+                    for (int r = 0; r < nr; r++)
+                        if (ty[r] == OKV_TYPE_Q8_0)
+                            l[(int64_t)h * ld + (jb - j0) + r] =
+                                q8_logit_prep(&qp, (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb, nb, s.scale);
+                }
+                continue;
+            }
+#endif
             for (int r = 0; r < nr; r++) {
                 if (ty[r] != OKV_TYPE_Q8_0) continue;
                 const okv_block_q8_0 *kr = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
