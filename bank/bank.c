@@ -31,14 +31,14 @@ int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *grou
     b->numa_node = -1;
     b->groups = calloc((size_t)(n_groups > 0 ? n_groups : 1), sizeof *b->groups);
     OKV_ASSERT(b->groups);
-    size_t esz = okv_type_row_bytes(type, 1);
+    OKV_ASSERT(okv_kv_type_ok(type) && kv_dim % okv_type_block_elems(type) == 0);
     size_t total = 0;
     for (int g = 0; g < n_groups; g++) {
         okv_bank_group *G = &b->groups[g];
         G->first_layer = group_first[g];
         G->n_layers = group_n[g];
         G->row_elems = (int64_t)G->n_layers * 2 * kv_dim;
-        total += (size_t)G->row_elems * esz * (size_t)max_slots * (size_t)max_rows;
+        total += bank_group_row_bytes(b, g) * (size_t)max_slots * (size_t)max_rows;
     }
     b->bytes = total;
     if (total == 0) return OKV_OK;
@@ -110,7 +110,7 @@ int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *grou
     uint8_t *p = b->mem;
     for (int g = 0; g < n_groups; g++) {
         b->groups[g].base = p;
-        p += (size_t)b->groups[g].row_elems * esz * (size_t)max_slots * (size_t)max_rows;
+        p += bank_group_row_bytes(b, g) * (size_t)max_slots * (size_t)max_rows;
     }
     return OKV_OK;
 }
@@ -137,7 +137,7 @@ int bank_register(okv_bank *b, okv_backend *be) {
 }
 
 size_t bank_group_row_bytes(const okv_bank *b, int group) {
-    return (size_t)b->groups[group].row_elems * okv_type_row_bytes(b->type, 1);
+    return okv_type_row_bytes(b->type, b->groups[group].row_elems);
 }
 
 uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot) {
@@ -167,9 +167,8 @@ void *bank_layer_base(const okv_bank *b, int group, int layer, int slot, int64_t
     const okv_bank_group *G = &b->groups[group];
     OKV_ASSERT(layer >= G->first_layer && layer < G->first_layer + G->n_layers);
     OKV_ASSERT(slot >= 0 && slot < b->max_slots);
-    size_t esz = okv_type_row_bytes(b->type, 1);
-    size_t off = ((size_t)slot * b->max_rows * G->row_elems +
-                  (size_t)(layer - G->first_layer) * 2 * b->kv_dim) * esz;
+    const size_t off = okv_type_row_bytes(b->type, (int64_t)slot * b->max_rows * G->row_elems +
+                                                       (int64_t)(layer - G->first_layer) * 2 * b->kv_dim);
     *stride = G->row_elems;
     return G->base + off;
 }
@@ -180,7 +179,7 @@ okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const i
     okv_kv_view v = {
         .type = b->type,
         .k = k,
-        .v = k + (size_t)b->kv_dim * okv_type_row_bytes(b->type, 1),
+        .v = k + okv_type_row_bytes(b->type, b->kv_dim),
         .stride = stride,
         .idx = idx,
         .n = n,
@@ -188,12 +187,19 @@ okv_kv_view bank_view(const okv_bank *b, int group, int layer, int slot, const i
     return v;
 }
 
+size_t bank_token_bytes(const okv_bank *b) {
+    size_t bytes = 0;
+    for (int g = 0; g < b->n_groups; g++) bytes += bank_group_row_bytes(b, g);
+    return bytes;
+}
+
 void bank_describe(const okv_bank *b, char *buf, size_t cap) {
     if (!b->bytes) {
         snprintf(buf, cap, "no sparse layers here");
         return;
     }
-    snprintf(buf, cap, "%d group(s), %s", b->n_groups,
+    snprintf(buf, cap, "%s rows, %zu bytes per token, %d group(s), %s", okv_type_name(b->type),
+             bank_token_bytes(b), b->n_groups,
              b->bound ? "bound to NUMA node" : "not NUMA-bound (binding unsupported)");
     if (b->bound) {
         size_t len = strlen(buf);

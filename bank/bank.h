@@ -4,7 +4,10 @@
  *
  * Row layout (elements of kv_type): for each sparse layer of the group on this stage, in layer
  * order: K[n_kv_heads][head_dim] then V[n_kv_heads][head_dim]. A selected token is therefore one
- * contiguous read of row_elems elements for the whole group. */
+ * contiguous read of row_elems elements for the whole group. Element e of a row sits at byte
+ * okv_type_row_bytes(type, e): 2e for f16, 4e for f32, and for q8_0 (kv_dim a multiple of 32)
+ * every head is whole 34-byte blocks of 32 elements, so a row takes row_elems / 32 * 34 bytes
+ * and the staged gather copies it whole like any other. */
 #ifndef OKV_BANK_H
 #define OKV_BANK_H
 
@@ -17,7 +20,7 @@
 typedef struct okv_bank_group {
     int first_layer, n_layers; /* sparse layers of this group held here (contiguous) */
     int64_t row_elems;         /* n_layers * 2 * kv_dim */
-    uint8_t *base;             /* [max_slots][max_rows][row_elems] */
+    uint8_t *base;             /* [max_slots][max_rows][row_elems] in the bank's type */
 } okv_bank_group;
 
 typedef struct okv_bank {
@@ -57,6 +60,8 @@ uint8_t *bank_slot_rows(const okv_bank *b, int group, int slot);
  * of bank_group_row_bytes in backend memory, and counts them as read. */
 void bank_gather(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx, int n,
                  void *dst, int stream);
+/* Bytes of one prompt token over every group (what a selected token costs to read). */
+size_t bank_token_bytes(const okv_bank *b);
 /* As bank_gather, through the row cache: rows whose index is among old_idx[0..n_old) (the set the
  * previous gather left in old) are copied from old, and *hits (backend memory) counts them. */
 void bank_gather_cached(okv_bank *b, okv_backend *be, int group, int slot, const int32_t *idx,

@@ -76,9 +76,14 @@ typedef struct okv_select_args {
 int okv_select_count(int n, const okv_select_args *a);
 
 /* A view of one layer's cached K and V rows, as an attention op reads them. Row r of KV head h
- * starts at element (r * stride + h * head_dim) of k (and of v). Rows visited are idx[0..n)
- * when idx is given (ascending row ids: the OmniKV index set into the Context Bank), else 0..n-1.
- * Element type is F16 or F32. */
+ * starts at element e = r * stride + h * head_dim of k (and of v), that is at byte
+ * okv_type_row_bytes(type, e). Rows visited are idx[0..n) when idx is given (ascending row ids:
+ * the OmniKV index set into the Context Bank), else 0..n-1. The element type is a KV type
+ * (okv_kv_type_ok); for Q8_0, stride and head_dim are multiples of its 32-element block, so every
+ * head of every row is whole blocks and element offsets stay exact. Against a Q8_0 K row, every
+ * attention op rounds the query head to q8_0 (once per call) and takes q.k as llama.cpp does with
+ * a q8_0 K cache: per block the integer dot times f16(d_q) * f16(d_k), added in block order by
+ * fused multiply-adds (okv_attn_decode_ref's definition, matched bit for bit). */
 typedef struct okv_kv_view {
     okv_type type;
     const void *k;
@@ -162,8 +167,10 @@ struct okv_backend {
     void (*embed)(okv_backend *be, float *out, const void *table, okv_type type,
                   const int32_t *ids, int n_tok, int dim);
 
-    /* Writes n_tok rows of f32 src ([n_tok][n_kv_heads*head_dim]) into a KV store of type dst_type
-     * (F16 or F32) at rows dst_rows[t], row stride dst_stride elements. */
+    /* Writes n_tok rows of f32 src ([n_tok][row_elems]) into a KV store of type dst_type (a KV
+     * type) at rows dst_rows[t], row stride dst_stride elements (row t at byte
+     * okv_type_row_bytes(dst_type, dst_rows[t] * dst_stride)). Q8_0 rows are quantized per
+     * 32-element block as okv_quant_row_ref does (ggml's quantize_row_q8_0), bit for bit. */
     void (*kv_store)(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
                      const int32_t *dst_rows, const float *src, int n_tok, int row_elems);
 
@@ -276,6 +283,12 @@ bool okv_weight_ok_all(okv_backend *be, okv_type t);
  * its type, the types be reads, and what to do. */
 int okv_backend_check_weight(okv_backend *be, okv_type t, const char *tensor);
 int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
+
+/* The element types a KV cache, tail or Context Bank may hold (run-config key kv_type): F32, F16
+ * and Q8_0. */
+static inline int okv_kv_type_ok(okv_type t) {
+    return t == OKV_TYPE_F32 || t == OKV_TYPE_F16 || t == OKV_TYPE_Q8_0;
+}
 
 /* ---- plain-C references (kernels/ref.c) ---- */
 void okv_dequant_row_ref(float *y, const void *x, okv_type t, int64_t n);

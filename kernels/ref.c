@@ -477,15 +477,10 @@ void okv_embed_ref(float *out, const void *table, okv_type type, const int32_t *
 
 void okv_kv_store_ref(void *dst, okv_type dst_type, int64_t dst_stride, const int32_t *dst_rows,
                       const float *src, int n_tok, int row_elems) {
+    OKV_ASSERT(okv_kv_type_ok(dst_type) && dst_stride % okv_type_block_elems(dst_type) == 0);
     for (int t = 0; t < n_tok; t++) {
-        const float *s = src + (int64_t)t * row_elems;
-        const int64_t off = (int64_t)dst_rows[t] * dst_stride;
-        if (dst_type == OKV_TYPE_F16) {
-            for (int i = 0; i < row_elems; i++) ((uint16_t *)dst)[off + i] = okv_f32_to_fp16(s[i]);
-        } else {
-            OKV_ASSERT(dst_type == OKV_TYPE_F32);
-            memcpy((float *)dst + off, s, (size_t)row_elems * sizeof(float));
-        }
+        const size_t off = okv_type_row_bytes(dst_type, (int64_t)dst_rows[t] * dst_stride);
+        okv_quant_row_ref((uint8_t *)dst + off, src + (int64_t)t * row_elems, dst_type, row_elems);
     }
 }
 
@@ -493,14 +488,8 @@ void okv_kv_store_ref(void *dst, okv_type dst_type, int64_t dst_stride, const in
 
 /* Row r (a cache row id) of KV head h of view kv, K when which == 0 else V, as f32. */
 static void kv_row_f32(float *out, const okv_kv_view *kv, int which, int64_t r, int h, int hd) {
-    const int64_t off = r * kv->stride + (int64_t)h * hd;
-    const void *base = which == 0 ? kv->k : kv->v;
-    if (kv->type == OKV_TYPE_F16) {
-        for (int d = 0; d < hd; d++) out[d] = okv_fp16_to_f32(((const uint16_t *)base)[off + d]);
-    } else {
-        OKV_ASSERT(kv->type == OKV_TYPE_F32);
-        memcpy(out, (const float *)base + off, (size_t)hd * sizeof(float));
-    }
+    const size_t off = okv_type_row_bytes(kv->type, r * kv->stride + (int64_t)h * hd);
+    okv_dequant_row_ref(out, (const uint8_t *)(which == 0 ? kv->k : kv->v) + off, kv->type, hd);
 }
 
 static int64_t view_row(const okv_kv_view *kv, int j) { return kv->idx ? kv->idx[j] : j; }
@@ -509,6 +498,39 @@ static float logit_ref(const float *q, const float *k, int hd, float scale) {
     double dot = 0.0;
     for (int d = 0; d < hd; d++) dot += (double)q[d] * k[d];
     return scale * (float)dot;
+}
+
+/* A q8_0 K row's logit as llama.cpp computes it (ggml_vec_dot_q8_0_q8_0, which its attention uses
+ * with the query rounded to q8_0): per 32-block the integer dot times f16(d_q) * f16(d_k) (a
+ * product exact in f32), added in block order with one fused multiply-add each. The CPU paths
+ * compute the same expression, so they equal this bit for bit. */
+static float q8_logit_ref(const okv_block_q8_0 *q, const okv_block_q8_0 *k, int hd, float scale) {
+    float acc = 0.0f;
+    for (int b = 0; b < hd / OKV_QK; b++) {
+        int isum = 0;
+        for (int j = 0; j < OKV_QK; j++) isum += q[b].qs[j] * k[b].qs[j];
+        acc = fmaf((float)isum, okv_fp16_to_f32(q[b].d) * okv_fp16_to_f32(k[b].d), acc);
+    }
+    return scale * acc;
+}
+
+/* Logit of query head qh (qq: the same head rounded to q8_0) against K row r of KV head kvh. */
+static float kv_logit_ref(const float *qh, const okv_block_q8_0 *qq, const okv_kv_view *kv, int64_t r,
+                          int kvh, int hd, float scale, float *buf) {
+    if (kv->type == OKV_TYPE_Q8_0) {
+        const size_t off = okv_type_row_bytes(kv->type, r * kv->stride + (int64_t)kvh * hd);
+        return q8_logit_ref(qq, (const okv_block_q8_0 *)((const uint8_t *)kv->k + off), hd, scale);
+    }
+    kv_row_f32(buf, kv, 0, r, kvh, hd);
+    return logit_ref(qh, buf, hd, scale);
+}
+
+/* n rows of hd query values rounded to q8_0 (read only against q8_0 K rows). */
+static okv_block_q8_0 *quant_q_ref(const float *q, int64_t n, int hd) {
+    okv_block_q8_0 *qq = malloc(okv_type_row_bytes(OKV_TYPE_Q8_0, n * hd) + 1);
+    OKV_ASSERT(qq);
+    if (hd % OKV_QK == 0) okv_quant_row_ref(qq, q, OKV_TYPE_Q8_0, n * hd);
+    return qq;
 }
 
 /* Softmax over logits[0..n) applied to the V rows listed by (view, row) pairs. */
@@ -542,16 +564,16 @@ void okv_attn_decode_ref(float *out, const float *q, const okv_kv_view *views, i
     ref_row *rows = malloc((size_t)(n > 0 ? n : 1) * sizeof *rows);
     float *l = malloc((size_t)(n > 0 ? n : 1) * sizeof *l);
     float *buf = malloc((size_t)hd * sizeof *buf);
+    okv_block_q8_0 *qq = quant_q_ref(q, s.n_heads, hd);
     OKV_ASSERT(rows && l && buf);
     int j = 0;
     for (int v = 0; v < n_views; v++)
         for (int r = 0; r < views[v].n; r++) rows[j++] = (ref_row){&views[v], view_row(&views[v], r)};
     for (int h = 0; h < s.n_heads; h++) {
         const int kvh = h / group;
-        for (j = 0; j < n; j++) {
-            kv_row_f32(buf, rows[j].view, 0, rows[j].row, kvh, hd);
-            l[j] = logit_ref(q + (int64_t)h * hd, buf, hd, s.scale);
-        }
+        for (j = 0; j < n; j++)
+            l[j] = kv_logit_ref(q + (int64_t)h * hd, qq + (int64_t)h * hd / OKV_QK, rows[j].view,
+                                rows[j].row, kvh, hd, s.scale, buf);
         if (logits && n_views > 0)
             memcpy(logits + (int64_t)h * views[0].n, l, (size_t)views[0].n * sizeof(float));
         softmax_v_ref(out + (int64_t)h * hd, l, rows, n, kvh, hd, buf);
@@ -559,18 +581,20 @@ void okv_attn_decode_ref(float *out, const float *q, const okv_kv_view *views, i
     free(rows);
     free(l);
     free(buf);
+    free(qq);
 }
 
 void okv_attn_logits_ref(float *logits, const float *q, okv_kv_view kv, okv_attn_shape s) {
     const int hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
     float *buf = malloc((size_t)hd * sizeof *buf);
+    okv_block_q8_0 *qq = quant_q_ref(q, s.n_heads, hd);
     OKV_ASSERT(buf);
     for (int h = 0; h < s.n_heads; h++)
-        for (int j = 0; j < kv.n; j++) {
-            kv_row_f32(buf, &kv, 0, view_row(&kv, j), h / group, hd);
-            logits[(int64_t)h * kv.n + j] = logit_ref(q + (int64_t)h * hd, buf, hd, s.scale);
-        }
+        for (int j = 0; j < kv.n; j++)
+            logits[(int64_t)h * kv.n + j] = kv_logit_ref(q + (int64_t)h * hd, qq + (int64_t)h * hd / OKV_QK,
+                                                         &kv, view_row(&kv, j), h / group, hd, s.scale, buf);
     free(buf);
+    free(qq);
 }
 
 void okv_attn_prefill_ref(float *out, const float *q, int n_q, int q_pos0, okv_kv_view kv,
@@ -581,22 +605,22 @@ void okv_attn_prefill_ref(float *out, const float *q, int n_q, int q_pos0, okv_k
     ref_row *rows = malloc((size_t)n_max * sizeof *rows);
     float *l = malloc((size_t)n_max * sizeof *l);
     float *buf = malloc((size_t)hd * sizeof *buf);
+    okv_block_q8_0 *qq = quant_q_ref(q, (int64_t)n_q * s.n_heads, hd);
     OKV_ASSERT(rows && l && buf);
     for (int j = 0; j < n_max; j++) rows[j] = (ref_row){&kv, j};
     for (int i = 0; i < n_q; i++) {
         const int n = q_pos0 + i + 1;
         for (int h = 0; h < s.n_heads; h++) {
             const float *qh = q + ((int64_t)i * s.n_heads + h) * hd;
-            for (int j = 0; j < n; j++) {
-                kv_row_f32(buf, &kv, 0, j, h / group, hd);
-                l[j] = logit_ref(qh, buf, hd, s.scale);
-            }
+            const okv_block_q8_0 *qqh = qq + ((int64_t)i * s.n_heads + h) * hd / OKV_QK;
+            for (int j = 0; j < n; j++) l[j] = kv_logit_ref(qh, qqh, &kv, j, h / group, hd, s.scale, buf);
             softmax_v_ref(out + ((int64_t)i * s.n_heads + h) * hd, l, rows, n, h / group, hd, buf);
         }
     }
     free(rows);
     free(l);
     free(buf);
+    free(qq);
 }
 
 /* ---- top-k ----------------------------------------------------------------------------------- */

@@ -315,24 +315,24 @@ static void st_kv_store(okv_backend *be, void *dst, okv_type dst_type, int64_t d
                         const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
     need_dev(be, "kv_store", "src", src, f32s((int64_t)n_tok * row_elems));
     need_dev(be, "kv_store", "dst_rows", dst_rows, i32s(n_tok));
-    const size_t esz = okv_type_row_bytes(dst_type, 1);
     for (int t = 0; t < n_tok; t++)
-        need_dev(be, "kv_store", "dst row", (const uint8_t *)dst + (size_t)dst_rows[t] * dst_stride * esz,
-                 (size_t)row_elems * esz);
+        need_dev(be, "kv_store", "dst row",
+                 (const uint8_t *)dst + okv_type_row_bytes(dst_type, (int64_t)dst_rows[t] * dst_stride),
+                 okv_type_row_bytes(dst_type, row_elems));
     inner(be)->kv_store(inner(be), dst, dst_type, dst_stride, dst_rows, src, n_tok, row_elems);
 }
 
 /* A view's rows: K and V of the last row it visits must lie in the arena or a registered region. */
 static void need_view(okv_backend *be, const char *op, const okv_kv_view *v, okv_attn_shape s) {
     if (v->n == 0) return;
-    const size_t esz = okv_type_row_bytes(v->type, 1), row = (size_t)s.n_kv_heads * s.head_dim * esz;
+    const size_t row = okv_type_row_bytes(v->type, (int64_t)s.n_kv_heads * s.head_dim);
     int64_t last = v->n - 1;
     if (v->idx) {
         need_dev(be, op, "view.idx", v->idx, i32s(v->n));
         last = 0;
         for (int i = 0; i < v->n; i++) last = v->idx[i] > last ? v->idx[i] : last;
     }
-    const size_t extent = (size_t)last * v->stride * esz + row;
+    const size_t extent = okv_type_row_bytes(v->type, last * v->stride) + row;
     need_dev_or_reg(be, op, "view.k", v->k, extent);
     need_dev_or_reg(be, op, "view.v", v->v, extent);
 }

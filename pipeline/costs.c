@@ -104,23 +104,22 @@ static void *synth_weights(okv_type t, int n_in, int n_out, int *copies) {
 /* Decode attention seconds per row over views cycling through COST_STREAM_BYTES of cache. */
 static double time_attention(okv_backend *be, const okv_model_config *c, okv_type kv_type) {
     const int kv_dim = c->n_kv_heads * c->head_dim, n = COST_ATTN_ROWS;
-    const size_t esz = okv_type_row_bytes(kv_type, 1), layer = (size_t)n * kv_dim * esz;
+    if (c->head_dim % okv_type_block_elems(kv_type)) return 0.0; /* refused by the engine itself */
+    const size_t layer = okv_type_row_bytes(kv_type, (int64_t)n * kv_dim);
     const int n_layers = (int)OKV_MAX((uint64_t)1, COST_STREAM_BYTES / (2 * layer));
     uint8_t *k = okv_alloc(layer * n_layers), *v = okv_alloc(layer * n_layers);
     float *q = malloc(sizeof(float) * (size_t)c->n_heads * c->head_dim);
     float *out = malloc(sizeof(float) * (size_t)c->n_heads * c->head_dim);
+    float *row = malloc(sizeof(float) * (size_t)kv_dim);
     double best = INFINITY;
-    if (k && v && q && out) {
-        const size_t elems = layer * n_layers / esz;
-        for (size_t i = 0; i < elems; i++) {
-            float f = (float)((i * 2654435761u) % 2001) / 2000.0f - 0.5f;
-            if (kv_type == OKV_TYPE_F16) {
-                ((uint16_t *)k)[i] = okv_f32_to_fp16(f);
-                ((uint16_t *)v)[i] = okv_f32_to_fp16(-f);
-            } else {
-                ((float *)k)[i] = f;
-                ((float *)v)[i] = -f;
-            }
+    if (k && v && q && out && row) {
+        const size_t row_bytes = okv_type_row_bytes(kv_type, kv_dim);
+        for (size_t r = 0; r < (size_t)n * n_layers; r++) {
+            for (int i = 0; i < kv_dim; i++)
+                row[i] = (float)(((r * kv_dim + i) * 2654435761u) % 2001) / 2000.0f - 0.5f;
+            okv_quant_row_ref(k + r * row_bytes, row, kv_type, kv_dim);
+            for (int i = 0; i < kv_dim; i++) row[i] = -row[i];
+            okv_quant_row_ref(v + r * row_bytes, row, kv_type, kv_dim);
         }
         for (int i = 0; i < c->n_heads * c->head_dim; i++) q[i] = (float)(i % 7) / 7.0f;
         okv_attn_shape s = {c->n_heads, c->n_kv_heads, c->head_dim, 1.0f / sqrtf((float)c->head_dim)};
@@ -138,6 +137,7 @@ static double time_attention(okv_backend *be, const okv_model_config *c, okv_typ
     okv_free_mem(v);
     free(q);
     free(out);
+    free(row);
     return isfinite(best) ? best / ((double)n * n_layers) : 0.0;
 }
 

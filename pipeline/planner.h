@@ -25,7 +25,7 @@ typedef struct pipe_cost_model {
                                      is both first and last */
     int kv_dim;                   /* n_kv_heads * head_dim */
     int dim;                      /* hidden size: a boundary carries step_batch rows of it */
-    okv_type kv_type;             /* the KV cache and bank element type */
+    okv_type kv_type;             /* a KV type: f16, f32 or q8_0 */
     int batch;                    /* sequences held per rank */
     int step_batch;               /* sequences in one decode step (a micro-batch) */
     int64_t ctx;                  /* prompt tokens per sequence */

@@ -62,7 +62,7 @@ typedef struct okv_run_config {
     /* engine */
     int threads;                   /* threads / cpu_num_threads; 0 = the rank's cores */
     char threads_from[40];         /* where threads was set, for the start-up log ("" = not) */
-    okv_type kv_type;              /* kv_type: f16 | f32 */
+    okv_type kv_type;              /* kv_type: f16 | f32 | q8_0 */
     okv_cpu_isa cpu_isa;           /* cpu_isa: auto | avx512 | avx2 | generic */
     int prefill_chunk;             /* tokens per prefill chunk, default 512 */
     int max_context_len;           /* prompt + generated capacity per sequence; 0 = model's */

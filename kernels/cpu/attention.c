@@ -1,6 +1,9 @@
 /* attention.c — CPU attention: decode over KV views (two passes over fixed logical chunks of the
- * key sequence), logits only, and tiled causal prefill with an online softmax. Compared with
- * kernels/ref.c, decode's independence of view boundaries bitwise, by tests/unit/test_kernels.c. */
+ * key sequence), logits only, and tiled causal prefill with an online softmax, over f32, f16 or
+ * q8_0 rows. Against q8_0 K rows the query is rounded to q8_0 once per call and q.k taken by
+ * integer block dots, as llama.cpp does (bit for bit the reference's logits); q8_0 V rows are
+ * dequantized a row or a tile at a time. Compared with kernels/ref.c, decode's independence of
+ * view boundaries bitwise, by tests/unit/test_kernels.c. */
 #include "cpu.h"
 #include "cpu_math.h"
 #include "common.h"
@@ -9,9 +12,18 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(OKV_CPU_AVX512)
+#if defined(OKV_CPU_AVX512) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+
+/* A q8_0 block's scale: one instruction where the path has F16C (exact either way). */
+static inline float att_half(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return okv_fp16_to_f32(h);
+#endif
+}
 
 /* Query heads sharing one load of a K or V row. */
 #define ATT_HEAD_TILE 4
@@ -36,14 +48,104 @@ static inline void cursor_next(row_cursor *c) {
     while (++c->v < c->n_views && c->views[c->v].n == 0) {}
 }
 
+/* Bytes of e elements of a KV type: okv_type_row_bytes inlined for the row walks (e is a whole
+ * number of q8_0 blocks, which okv_kv_view guarantees for every offset taken here). */
+static inline size_t kv_bytes(okv_type t, int64_t e) {
+    if (t == OKV_TYPE_Q8_0) return (size_t)(e / OKV_QK) * sizeof(okv_block_q8_0);
+    return (size_t)e * (t == OKV_TYPE_F16 ? 2 : 4);
+}
+
 /* K (which == 0) or V row of KV head kvh at the cursor. */
 static inline const void *cursor_ptr(const row_cursor *c, int which, int kvh, int hd) {
     const okv_kv_view *vw = &c->views[c->v];
     const int64_t row = vw->idx ? vw->idx[c->r] : c->r;
     const int64_t off = row * vw->stride + (int64_t)kvh * hd;
-    const void *base = which == 0 ? vw->k : vw->v;
-    return vw->type == OKV_TYPE_F16 ? (const void *)((const uint16_t *)base + off)
-                                    : (const void *)((const float *)base + off);
+    return (const uint8_t *)(which == 0 ? vw->k : vw->v) + kv_bytes(vw->type, off);
+}
+
+/* The checks every entry point makes of a view it reads. */
+static void view_check(const okv_kv_view *v, int hd) {
+    OKV_ASSERT(okv_kv_type_ok(v->type));
+    OKV_ASSERT(v->type != OKV_TYPE_Q8_0 || (v->stride % OKV_QK == 0 && hd % OKV_QK == 0));
+}
+
+/* ---- q8_0 logits ----------------------------------------------------------------------------------- */
+
+/* Integer dot of two blocks' 32 quants: exact, so its summation order is free. The unsigned
+ * operand is |a| with a's sign moved onto b, as ggml does (q8_0 quants lie in [-127, 127]). */
+static inline int q8_isum(const int8_t *a, const int8_t *b) {
+#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
+    const __m256i x = _mm256_loadu_si256((const __m256i *)a), y = _mm256_loadu_si256((const __m256i *)b);
+    const __m256i ax = _mm256_sign_epi8(x, x), sy = _mm256_sign_epi8(y, x);
+#if defined(OKV_CPU_AVX512)
+    const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#else
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+#else
+    int sum = 0;
+    for (int j = 0; j < OKV_QK; j++) sum += a[j] * b[j];
+    return sum;
+#endif
+}
+
+/* scale * q.k over nb blocks, the reference's expression (q8_logit_ref in kernels/ref.c). */
+static inline float q8_logit(const okv_block_q8_0 *q, const okv_block_q8_0 *k, int nb, float scale) {
+    float acc = 0.0f;
+    for (int b = 0; b < nb; b++) acc = fmaf((float)q8_isum(q[b].qs, k[b].qs), att_half(q[b].d) * att_half(k[b].d), acc);
+    return scale * acc;
+}
+
+#if defined(OKV_CPU_AVX512)
+/* A q8_0 query head made ready for many keys, two blocks per vector: |q|, the lanes where q < 0
+ * (whose sign moves onto the key) and the scales as f32. Even block counts only. */
+typedef struct q8_prep {
+    __m512i ax[CPU_PF_MAX_HD / 64];
+    __mmask64 neg[CPU_PF_MAX_HD / 64];
+    float d[CPU_PF_MAX_HD / OKV_QK];
+} q8_prep;
+
+static inline __m512i q8_pair(const okv_block_q8_0 *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                              _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+}
+
+static void q8_prepare(q8_prep *p, const okv_block_q8_0 *q, int nb) {
+    for (int c = 0; c < nb / 2; c++) {
+        const __m512i x = q8_pair(q + 2 * c);
+        p->neg[c] = _mm512_movepi8_mask(x);
+        p->ax[c] = _mm512_abs_epi8(x);
+    }
+    for (int b = 0; b < nb; b++) p->d[b] = att_half(q[b].d);
+}
+
+/* q8_logit for a prepared query: each vector's two block sums are reduced inside their own
+ * 256-bit halves, then added in block order exactly as q8_logit adds them. */
+static inline float q8_logit_prep(const q8_prep *p, const okv_block_q8_0 *k, int nb, float scale) {
+    float acc = 0.0f;
+    for (int c = 0; c < nb / 2; c++) {
+        const __m512i y = q8_pair(k + 2 * c);
+        const __m512i sy = _mm512_mask_sub_epi8(y, p->neg[c], _mm512_setzero_si512(), y);
+        __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p->ax[c], sy);
+        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0x4e));
+        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0xb1));
+        t = _mm512_add_epi32(t, _mm512_shuffle_i32x4(t, t, 0xb1));
+        const int s0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
+        const int s1 = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32(t, 2));
+        acc = fmaf((float)s0, p->d[2 * c] * att_half(k[2 * c].d), acc);
+        acc = fmaf((float)s1, p->d[2 * c + 1] * att_half(k[2 * c + 1].d), acc);
+    }
+    return scale * acc;
+}
+#endif
+
+/* Floats of scratch that hold n_heads query heads rounded to q8_0. */
+static size_t q8_floats(okv_attn_shape s) {
+    return ((size_t)s.n_heads * (s.head_dim / OKV_QK) * sizeof(okv_block_q8_0) + sizeof(float) - 1) / sizeof(float);
 }
 
 /* ---- vector pieces ------------------------------------------------------------------------------- */
@@ -53,9 +155,15 @@ static inline __mmask16 att_mask(int left) {
     return left <= 0 ? (__mmask16)0 : left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
 }
 
-static inline __m512 att_load(const void *p, int f16, int d, __mmask16 m) {
-    if (f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + d));
-    return _mm512_maskz_loadu_ps(m, (const float *)p + d);
+/* 16 elements from d of a row of type t (masked lanes read nothing and give 0); a q8_0 row gives
+ * q * d, the value okv_dequant_row_ref gives. */
+static inline __m512 att_load(const void *p, okv_type t, int d, __mmask16 m) {
+    if (t == OKV_TYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + d));
+    if (t == OKV_TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + d);
+    if (!m) return _mm512_setzero_ps();
+    const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
+    const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b->qs + d % OKV_QK)));
+    return _mm512_mul_ps(q, _mm512_set1_ps(att_half(b->d)));
 }
 
 /* r[i] = sum of the lanes of a[i], for 16 vectors: pairs are interleaved and added level by
@@ -74,14 +182,33 @@ static inline __m512 sum16(const __m512 *a) {
 #endif
 
 #if !defined(OKV_CPU_AVX512)
-static inline float att_scalar(const void *p, int f16, int d) {
-    return f16 ? okv_fp16_to_f32(((const uint16_t *)p)[d]) : ((const float *)p)[d];
+static inline float att_scalar(const void *p, okv_type t, int d) {
+    if (t == OKV_TYPE_F16) return okv_fp16_to_f32(((const uint16_t *)p)[d]);
+    if (t == OKV_TYPE_F32) return ((const float *)p)[d];
+    const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
+    return (float)b->qs[d % OKV_QK] * att_half(b->d);
 }
 #endif
 
-static void row_f32(float *dst, const void *src, int f16, int hd) {
-    if (!f16) {
+/* hd elements of a row of type t as f32, the values okv_dequant_row_ref gives. */
+static void row_f32(float *dst, const void *src, okv_type t, int hd) {
+    if (t == OKV_TYPE_F32) {
         memcpy(dst, src, (size_t)hd * sizeof(float));
+        return;
+    }
+    if (t == OKV_TYPE_Q8_0) {
+        const okv_block_q8_0 *b = src;
+        for (int k = 0; k < hd / OKV_QK; k++) {
+            const float d = att_half(b[k].d);
+#if defined(OKV_CPU_AVX512)
+            const __m512 dv = _mm512_set1_ps(d);
+            const __m128i *qs = (const __m128i *)b[k].qs;
+            _mm512_storeu_ps(dst + k * OKV_QK, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs))), dv));
+            _mm512_storeu_ps(dst + k * OKV_QK + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(qs + 1))), dv));
+#else
+            for (int j = 0; j < OKV_QK; j++) dst[k * OKV_QK + j] = (float)b[k].qs[j] * d;
+#endif
+        }
         return;
     }
     int d = 0;
@@ -156,9 +283,9 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
         row_cursor cur = cursor_at(views, n_views, j0);
         for (int j = j0; j < j1; j++, cursor_next(&cur)) {
             const void *v = cursor_ptr(&cur, 1, kvh, hd);
-            const int f16 = views[cur.v].type == OKV_TYPE_F16;
+            const okv_type t = views[cur.v].type;
             __m512 vv[4];
-            CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = att_load(v, f16, d0 + 16 * c, m[c]);
+            CPU_UNROLL for (int c = 0; c < 4; c++) vv[c] = att_load(v, t, d0 + 16 * c, m[c]);
             CPU_UNROLL for (int i = 0; i < NG; i++) {
                 const __m512 pb = _mm512_set1_ps(p[i][j - j0]);
                 CPU_UNROLL for (int c = 0; c < 4; c++) acc[i][c] = _mm512_fmadd_ps(pb, vv[c], acc[i][c]);
@@ -172,9 +299,9 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
     row_cursor cur = cursor_at(views, n_views, j0);
     for (int j = j0; j < j1; j++, cursor_next(&cur)) {
         const void *v = cursor_ptr(&cur, 1, kvh, hd);
-        const int f16 = views[cur.v].type == OKV_TYPE_F16;
+        const okv_type t = views[cur.v].type;
         for (int d = 0; d < hd; d++) {
-            const float vv = att_scalar(v, f16, d);
+            const float vv = att_scalar(v, t, d);
             CPU_UNROLL for (int i = 0; i < NG; i++) out[i][d] += p[i][j - j0] * vv;
         }
     }
@@ -192,27 +319,55 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
 /* ---- decode ---------------------------------------------------------------------------------------- */
 
 /* Scaled logits of rows [j0, j1) of the sequence for the query heads of KV heads [k0, k1):
- * l[h*ld + j - j0]. Keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple of 16
- * in the logical sequence, so a row's slot, and so its logit, depends only on its index. */
-static void logits_unit(float *l, int64_t ld, const float *q, const okv_kv_view *views, int n_views,
-                        int k0, int k1, int j0, int j1, okv_attn_shape s) {
-    const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
+ * l[h*ld + j - j0]. f16/f32 keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple
+ * of 16 in the logical sequence, so a row's slot, and so its logit, depends only on its index.
+ * q8_0 keys meet qq, the query heads rounded to q8_0, one row at a time. */
+static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8_0 *qq,
+                        const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
+                        okv_attn_shape s) {
+    const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim, nb = hd / OKV_QK;
     float kb[16 * CPU_PF_MAX_HD] __attribute__((aligned(64)));
     const void *rows[16];
-    int f16[16];
+    okv_type ty[16];
     row_cursor c = cursor_at(views, n_views, j0);
     for (int jb = j0; jb < j1; jb += 16) {
         const int nr = OKV_MIN(16, j1 - jb);
+        int n_q8 = 0;
         for (int r = 0; r < nr; r++, cursor_next(&c)) {
             rows[r] = cursor_ptr(&c, 0, 0, hd);
-            f16[r] = views[c.v].type == OKV_TYPE_F16;
+            ty[r] = views[c.v].type;
+            n_q8 += ty[r] == OKV_TYPE_Q8_0;
         }
         if (nr < 16) memset(kb + nr * hd, 0, (size_t)(16 - nr) * hd * sizeof(float));
         for (int kvh = k0; kvh < k1; kvh++) {
-            for (int r = 0; r < nr; r++)
-                row_f32(kb + r * hd, (const uint8_t *)rows[r] + (size_t)kvh * hd * (f16[r] ? 2 : 4), f16[r], hd);
-            for (int h = kvh * g; h < (kvh + 1) * g; h++)
-                dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
+            if (n_q8 < nr) { /* q8_0 rows' slots get zeros here and their own logits below */
+                for (int r = 0; r < nr; r++) {
+                    if (ty[r] == OKV_TYPE_Q8_0) memset(kb + r * hd, 0, (size_t)hd * sizeof(float));
+                    else row_f32(kb + r * hd, (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd), ty[r], hd);
+                }
+                for (int h = kvh * g; h < (kvh + 1) * g; h++)
+                    dot16(l + (int64_t)h * ld + (jb - j0), nr, s.scale, q + (int64_t)h * hd, kb, hd, hd);
+            }
+            if (n_q8 == 0) continue;
+#if defined(OKV_CPU_AVX512)
+            if (nb % 2 == 0) {
+                for (int h = kvh * g; h < (kvh + 1) * g; h++) {
+                    q8_prep qp;
+                    q8_prepare(&qp, qq + (int64_t)h * nb, nb);
+                    for (int r = 0; r < nr; r++)
+                        if (ty[r] == OKV_TYPE_Q8_0)
+                            l[(int64_t)h * ld + (jb - j0) + r] =
+                                q8_logit_prep(&qp, (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb, nb, s.scale);
+                }
+                continue;
+            }
+#endif
+            for (int r = 0; r < nr; r++) {
+                if (ty[r] != OKV_TYPE_Q8_0) continue;
+                const okv_block_q8_0 *kr = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
+                for (int h = kvh * g; h < (kvh + 1) * g; h++)
+                    l[(int64_t)h * ld + (jb - j0) + r] = q8_logit(qq + (int64_t)h * nb, kr, nb, s.scale);
+            }
         }
     }
 }
@@ -229,8 +384,7 @@ static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1
     row_cursor c = cursor_at(views, n_views, j0);
     for (int j = j0; j < j1; j++, cursor_next(&c)) {
         if (!views[c.v].idx) continue;
-        const size_t esz = views[c.v].type == OKV_TYPE_F16 ? 2 : 4;
-        const size_t bytes = (size_t)(k1 - k0) * hd * esz;
+        const size_t bytes = kv_bytes(views[c.v].type, (int64_t)(k1 - k0) * hd);
         const char *k = cursor_ptr(&c, 0, k0, hd), *v = cursor_ptr(&c, 1, k0, hd);
         for (size_t o = 0; o < bytes; o += 64) {
             __builtin_prefetch(k + o, 0, 2);
@@ -243,11 +397,11 @@ static void prefetch_chunk(const okv_kv_view *views, int n_views, int k0, int k1
  * the thread's own), view-0 logits copied out, then per head the chunk max m, the sum of
  * exp(l - m) and the unnormalised V sum with those weights (rows in key order). */
 static void chunk_unit(float *l, float *cmax, float *psum, float *part, int n_chunks, int c_idx,
-                       const float *q, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
+                       const float *q, const okv_block_q8_0 *qq, const okv_kv_view *views, int n_views, int k0, int k1, int j0,
                        int j1, float *logits, int n0, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
     prefetch_chunk(views, n_views, k0, k1, j0, j1, hd);
-    logits_unit(l, CPU_ATTN_CHUNK, q, views, n_views, k0, k1, j0, j1, s);
+    logits_unit(l, CPU_ATTN_CHUNK, q, qq, views, n_views, k0, k1, j0, j1, s);
     for (int h = k0 * g; h < k1 * g; h++) {
         float *lh = l + (int64_t)h * CPU_ATTN_CHUNK;
         if (logits && j0 < n0) memcpy(logits + (int64_t)h * n0 + j0, lh, (size_t)(OKV_MIN(j1, n0) - j0) * sizeof(float));
@@ -310,7 +464,18 @@ static int dec_reserve(cpu_state *st, size_t floats) {
 static size_t dec_floats(const cpu_state *st, okv_attn_shape s, int n) {
     const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
     const size_t nth = (size_t)OKV_MIN(st->n_threads, d.units);
-    return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim);
+    return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim) + q8_floats(s);
+}
+
+/* The query heads rounded to q8_0 into qq when some view holds q8_0 rows (which alone read it). */
+static const okv_block_q8_0 *quant_q(float *qq, const float *q, const okv_kv_view *views, int n_views,
+                                     okv_attn_shape s) {
+    for (int v = 0; v < n_views; v++)
+        if (views[v].type == OKV_TYPE_Q8_0) {
+            okv_quant_row_ref(qq, q, OKV_TYPE_Q8_0, (int64_t)s.n_heads * s.head_dim);
+            return (const okv_block_q8_0 *)qq;
+        }
+    return NULL;
 }
 
 int CPU_FN(cpu_attn_reserve)(okv_backend *be, okv_attn_shape s, int max_ctx) {
@@ -328,7 +493,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
     OKV_ASSERT(s.n_kv_heads > 0 && H % s.n_kv_heads == 0 && hd <= CPU_PF_MAX_HD);
     int n = 0;
     for (int v = 0; v < n_views; v++) {
-        OKV_ASSERT(views[v].type == OKV_TYPE_F16 || views[v].type == OKV_TYPE_F32);
+        view_check(&views[v], hd);
         n += views[v].n;
     }
     if (n == 0) {
@@ -338,10 +503,11 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
     const dec_split d = dec_split_make(n, s.n_kv_heads, st->n_threads);
     const int nc = d.nc, nth = OKV_MIN(st->n_threads, d.units);
     const size_t lper = (size_t)H * CPU_ATTN_CHUNK;
-    OKV_ASSERT(dec_reserve(st, (size_t)nth * lper + (size_t)H * nc * (2 + (size_t)hd)) == OKV_OK);
+    OKV_ASSERT(dec_reserve(st, (size_t)nth * lper + (size_t)H * nc * (2 + (size_t)hd) + q8_floats(s)) == OKV_OK);
     float *cmax = st->dec + (size_t)nth * lper;
     float *psum = cmax + (size_t)H * nc;
     float *part = psum + (size_t)H * nc;
+    const okv_block_q8_0 *qq = quant_q(part + (size_t)H * nc * hd, q, views, n_views, s);
     const int n0 = n_views > 0 ? views[0].n : 0;
 #pragma omp parallel num_threads(nth)
     {
@@ -350,7 +516,7 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
         for (int u = 0; u < d.units; u++) {
             int c, k0, k1, j0, j1;
             dec_unit(&d, u, n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-            chunk_unit(l, cmax, psum, part, nc, c, q, views, n_views, k0, k1, j0, j1, logits, n0, s);
+            chunk_unit(l, cmax, psum, part, nc, c, q, qq, views, n_views, k0, k1, j0, j1, logits, n0, s);
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++) {
@@ -374,15 +540,17 @@ void CPU_FN(cpu_attn_decode)(okv_backend *be, float *out, const float *q, const 
 void CPU_FN(cpu_attn_logits)(okv_backend *be, float *logits, const float *q, okv_kv_view kv,
                              okv_attn_shape s) {
     cpu_state *st = be->state;
-    OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
+    view_check(&kv, s.head_dim);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.head_dim <= CPU_PF_MAX_HD);
     if (kv.n == 0) return;
+    OKV_ASSERT(dec_reserve(st, q8_floats(s)) == OKV_OK);
+    const okv_block_q8_0 *qq = quant_q(st->dec, q, &kv, 1, s);
     const dec_split d = dec_split_make(kv.n, s.n_kv_heads, st->n_threads);
 #pragma omp parallel for num_threads(OKV_MIN(st->n_threads, d.units)) schedule(static)
     for (int u = 0; u < d.units; u++) {
         int c, k0, k1, j0, j1;
         dec_unit(&d, u, kv.n, s.n_kv_heads, &c, &k0, &k1, &j0, &j1);
-        logits_unit(logits + j0, kv.n, q, &kv, 1, k0, k1, j0, j1, s);
+        logits_unit(logits + j0, kv.n, q, qq, &kv, 1, k0, k1, j0, j1, s);
     }
 }
 
@@ -402,16 +570,17 @@ size_t CPU_FN(cpu_pf_floats)(void) {
 }
 
 /* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: an f32 cache is read in place, an f16
- * one converted into buf. Returns the first row; *ld receives the row stride. */
+ * or q8_0 one converted into buf. Returns the first row; *ld receives the row stride. */
 static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kvh, int k0, int kn,
                             int hd, int64_t *ld) {
-    const void *base = which == 0 ? kv->k : kv->v;
+    const uint8_t *base = which == 0 ? kv->k : kv->v;
     const int64_t off = (int64_t)k0 * kv->stride + (int64_t)kvh * hd;
     if (kv->type == OKV_TYPE_F32) {
         *ld = kv->stride;
         return (const float *)base + off;
     }
-    for (int j = 0; j < kn; j++) row_f32(buf + (int64_t)j * hd, (const uint16_t *)base + off + j * kv->stride, 1, hd);
+    for (int j = 0; j < kn; j++)
+        row_f32(buf + (int64_t)j * hd, base + kv_bytes(kv->type, off + j * kv->stride), kv->type, hd);
     *ld = hd;
     return buf;
 }
@@ -420,9 +589,9 @@ static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kv
  * walks its whole causal span of the cache in strided rows that the hardware prefetcher does not
  * fetch in time (about 10% at head_dim 128). */
 static void pf_prefetch(const okv_kv_view *kv, int kvh, int k0, int kn, int hd) {
-    const size_t es = kv->type == OKV_TYPE_F16 ? 2 : 4, row = (size_t)hd * es;
+    const size_t row = kv_bytes(kv->type, hd);
     for (int j = 0; j < kn; j++) {
-        const size_t off = ((size_t)(k0 + j) * kv->stride + (size_t)kvh * hd) * es;
+        const size_t off = kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd);
         for (size_t b = 0; b < row; b += 64) {
             __builtin_prefetch((const char *)kv->k + off + b, 0, 2);
             __builtin_prefetch((const char *)kv->v + off + b, 0, 2);
@@ -494,6 +663,20 @@ static void pf_qk(float *st, const float *qt, int rp, const float *k, int64_t kl
         for (int r = 0; r < rp; r++) sj[r] *= scale;
     }
 #endif
+}
+
+/* st[j][r] = scale * (q_r . k_j) for q8_0 keys k0 + j < k0 + kn of KV head kvh against the R rows
+ * rounded to q8_0 (qq, nb blocks a row); padding rows r in [R, rp) score zero. */
+static void pf_qk_q8(float *st, const okv_block_q8_0 *qq, int R, int rp, const okv_kv_view *kv, int kvh,
+                     int k0, int kn, int nb, float scale) {
+    const int hd = nb * OKV_QK;
+    for (int j = 0; j < kn; j++) {
+        const okv_block_q8_0 *kj = (const okv_block_q8_0 *)((const uint8_t *)kv->k +
+                                   kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd));
+        float *sj = st + (int64_t)j * rp;
+        for (int r = 0; r < R; r++) sj[r] = q8_logit(qq + (int64_t)r * nb, kj, nb, scale);
+        for (int r = R; r < rp; r++) sj[r] = 0.0f;
+    }
 }
 
 /* Online softmax step over one tile: key k0 + j is visible to row r iff k0 + j < lim[r] (checked
@@ -600,12 +783,14 @@ static void pf_pv(float *o, int hd, const float *p, int rp, int R, const float *
 }
 
 /* Queries [i0, i1) x the heads of KV head kvh, against their causal keys in tiles. Only tiles that
- * reach past the first query's last key need the causal mask. */
+ * reach past the first query's last key need the causal mask. Against q8_0 K the unit's rows are
+ * rounded to q8_0 once, into the space of qt, and K is read in place. */
 static void prefill_unit(float *scratch, float *out, const float *q, int i0, int i1, int q_pos0,
                          const okv_kv_view *kv, int kvh, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
-    const int R = (i1 - i0) * g, rp = (R + 15) & ~15;
+    const int R = (i1 - i0) * g, rp = (R + 15) & ~15, q8 = kv->type == OKV_TYPE_Q8_0;
     float *qt = scratch;
+    okv_block_q8_0 *qq = (okv_block_q8_0 *)scratch; /* R * hd/32 blocks fit in qt's floats */
     float *kbuf = qt + CPU_PF_MAX_HD * CPU_PF_ROWS;
     float *vbuf = kbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
     float *st = vbuf + CPU_PF_KEYS * CPU_PF_MAX_HD;
@@ -618,7 +803,8 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
     for (int r = 0; r < rp; r++) {
         const int rr = OKV_MIN(r, R - 1), i = i0 + rr / g;
         const float *qr = q + ((int64_t)i * s.n_heads + kvh * g + rr % g) * hd;
-        for (int d = 0; d < hd; d++) qt[(int64_t)d * rp + r] = r < R ? qr[d] : 0.0f;
+        if (q8 && r < R) okv_quant_row_ref(qq + (int64_t)r * (hd / OKV_QK), qr, OKV_TYPE_Q8_0, hd);
+        else if (!q8) for (int d = 0; d < hd; d++) qt[(int64_t)d * rp + r] = r < R ? qr[d] : 0.0f;
         lim[r] = q_pos0 + i + 1;
         mx[r] = -INFINITY;
         sm[r] = 0.0f;
@@ -628,10 +814,14 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
     for (int k0 = 0; k0 < kend; k0 += CPU_PF_KEYS) {
         const int kn = OKV_MIN(CPU_PF_KEYS, kend - k0);
         int64_t kld, vld;
-        const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
         const float *vr = pf_rows(vbuf, kv, 1, kvh, k0, kn, hd, &vld);
         if (k0 + CPU_PF_KEYS < kend) pf_prefetch(kv, kvh, k0 + CPU_PF_KEYS, OKV_MIN(CPU_PF_KEYS, kend - k0 - CPU_PF_KEYS), hd);
-        pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);
+        if (q8) {
+            pf_qk_q8(st, qq, R, rp, kv, kvh, k0, kn, hd / OKV_QK, s.scale);
+        } else {
+            const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
+            pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);
+        }
         pf_softmax(st, rp, kn, k0, lim, k0 + kn > kall, mx, sm, corr);
         pf_pv(o, hd, st, rp, R, vr, vld, kn, corr);
     }
@@ -647,7 +837,7 @@ void CPU_FN(cpu_attn_prefill)(okv_backend *be, float *out, const float *q, int n
                               okv_kv_view kv, okv_attn_shape s) {
     cpu_state *st = be->state;
     OKV_ASSERT(kv.idx == NULL && kv.n >= q_pos0 + n_q);
-    OKV_ASSERT(kv.type == OKV_TYPE_F16 || kv.type == OKV_TYPE_F32);
+    view_check(&kv, s.head_dim);
     OKV_ASSERT(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0);
     const int g = s.n_heads / s.n_kv_heads;
     OKV_ASSERT(g <= CPU_PF_ROWS && s.head_dim <= CPU_PF_MAX_HD);

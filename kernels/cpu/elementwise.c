@@ -1,5 +1,5 @@
 /* elementwise.c — the CPU backend's per-element and per-row ops: rmsnorm, rope, swiglu, add,
- * embedding lookup and KV-cache stores. Compared with kernels/ref.c by tests/unit/test_kernels.c
+ * embedding lookup and KV-cache stores (f32, f16, q8_0 rows). Compared with kernels/ref.c by tests/unit/test_kernels.c
  * (kv_store and embed bit-exact). */
 #include "cpu.h"
 #include "cpu_math.h"
@@ -125,14 +125,34 @@ static void store_row_f16(uint16_t *d, const float *s, int n) {
     for (; i < n; i++) d[i] = okv_f32_to_fp16(s[i]);
 }
 
+/* f32 -> q8_0 blocks with the reference's numerics (d = amax/127 stored as f16, q =
+ * rint(x * 127/amax), half to even), so rows equal okv_quant_row_ref's bit for bit. */
+static void store_row_q8_0(okv_block_q8_0 *d, const float *s, int n) {
+#if defined(OKV_CPU_AVX512)
+    for (int b = 0; b < n / OKV_QK; b++) {
+        const __m512 x0 = _mm512_loadu_ps(s + b * OKV_QK), x1 = _mm512_loadu_ps(s + b * OKV_QK + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        d[b].d = okv_f32_to_fp16(amax / 127.0f);
+        const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        _mm_storeu_si128((__m128i *)d[b].qs, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x0, id), rn))));
+        _mm_storeu_si128((__m128i *)(d[b].qs + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x1, id), rn))));
+    }
+#else
+    okv_quant_row_ref(d, s, OKV_TYPE_Q8_0, n);
+#endif
+}
+
 void CPU_FN(cpu_kv_store)(okv_backend *be, void *dst, okv_type dst_type, int64_t dst_stride,
                           const int32_t *dst_rows, const float *src, int n_tok, int row_elems) {
-    OKV_ASSERT(dst_type == OKV_TYPE_F16 || dst_type == OKV_TYPE_F32);
+    OKV_ASSERT(okv_kv_type_ok(dst_type) && dst_stride % okv_type_block_elems(dst_type) == 0 &&
+               row_elems % okv_type_block_elems(dst_type) == 0);
 #pragma omp parallel for num_threads(ew_threads(be, (int64_t)n_tok * row_elems)) schedule(static)
     for (int t = 0; t < n_tok; t++) {
         const float *s = src + (int64_t)t * row_elems;
-        const int64_t off = (int64_t)dst_rows[t] * dst_stride;
-        if (dst_type == OKV_TYPE_F16) store_row_f16((uint16_t *)dst + off, s, row_elems);
-        else memcpy((float *)dst + off, s, (size_t)row_elems * sizeof(float));
+        uint8_t *d = (uint8_t *)dst + okv_type_row_bytes(dst_type, (int64_t)dst_rows[t] * dst_stride);
+        if (dst_type == OKV_TYPE_F16) store_row_f16((uint16_t *)d, s, row_elems);
+        else if (dst_type == OKV_TYPE_Q8_0) store_row_q8_0((okv_block_q8_0 *)d, s, row_elems);
+        else memcpy(d, s, (size_t)row_elems * sizeof(float));
     }
 }

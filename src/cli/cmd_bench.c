@@ -381,7 +381,7 @@ static double bank_row_bytes(const okv_model_config *mc, const okv_run_config *r
     int n = 0;
     for (int l = 0; l < mc->n_layers; l++) n += plan.role[l] == ROLE_SPARSE;
     policy_plan_free(&plan);
-    return (double)n * 2 * mc->n_kv_heads * mc->head_dim * okv_type_row_bytes(rc->kv_type, 1);
+    return (double)okv_type_row_bytes(rc->kv_type, (int64_t)n * 2 * mc->n_kv_heads * mc->head_dim);
 }
 
 /* Serves warm-up then measured runs of every context through fw (one rank's engine or the

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t kv_esz(const okv_engine *e) { return okv_type_row_bytes(e->rc->kv_type, 1); }
+/* Bytes of n elements of the KV type; n is a whole number of its blocks (kv_dim is checked to be
+ * a multiple of the q8_0 block at start-up), so element offsets convert exactly. */
+static size_t kv_bytes(const okv_engine *e, int64_t n) { return okv_type_row_bytes(e->rc->kv_type, n); }
 
 static bool layer_in_bank(const okv_engine *e, int l) {
     return e->plan.role[l] == ROLE_SPARSE && e->rc->real_offload;
@@ -27,12 +29,12 @@ static bool group_in_bank(const okv_engine *e, int g) {
 
 /* Cache rows of layer l for a slot: [max_ctx][kv_dim]. */
 static uint8_t *cache_rows(const okv_engine *e, void *const *arr, int l, int slot) {
-    return (uint8_t *)arr[l] + (size_t)slot * e->max_ctx * e->kv_dim * kv_esz(e);
+    return (uint8_t *)arr[l] + kv_bytes(e, (int64_t)slot * e->max_ctx * e->kv_dim);
 }
 
 static okv_kv_view cache_view(const okv_engine *e, void *const *ks, void *const *vs, int l,
                               int slot, int first_row, int n, const int32_t *idx) {
-    size_t off = (size_t)first_row * e->kv_dim * kv_esz(e);
+    size_t off = kv_bytes(e, (int64_t)first_row * e->kv_dim);
     okv_kv_view v = {
         .type = e->rc->kv_type,
         .k = cache_rows(e, ks, l, slot) + off,
@@ -62,7 +64,7 @@ static void *carve(carver *c, size_t bytes) {
 static void layout(okv_engine *e, carver *c) {
     const okv_model_config *m = &e->model->cfg;
     const size_t T = (size_t)e->max_tok, F = sizeof(float), I = sizeof(int32_t);
-    const size_t per_layer = (size_t)e->max_slots * e->max_ctx * e->kv_dim * kv_esz(e);
+    const size_t per_layer = kv_bytes(e, (int64_t)e->max_slots * e->max_ctx * e->kv_dim);
     for (int l = e->layer_begin; l < e->layer_end; l++) {
         void **k = layer_in_bank(e, l) ? e->tail_k : e->cache_k;
         void **v = layer_in_bank(e, l) ? e->tail_v : e->cache_v;
@@ -227,6 +229,11 @@ static bool group_crosses_end(const okv_engine *e, int g) {
 static int engine_init_inner(okv_engine *e) {
     const okv_run_config *rc = e->rc;
     const okv_model_config *c = &e->model->cfg;
+    if (rc->kv_type == OKV_TYPE_Q8_0 && c->head_dim % OKV_QK != 0)
+        return okv_fail(OKV_ERR_USAGE,
+                        "kv_type=q8_0 stores each attention head as 32-element blocks, but this "
+                        "model's head_dim is %d; use kv_type=f16",
+                        c->head_dim);
     int st = policy_plan_init(&e->plan, rc, c->n_layers);
     if (st) return st;
     e->n_groups = e->plan.n_groups;
@@ -272,6 +279,11 @@ static int engine_init_inner(okv_engine *e) {
                        model_tensor_bytes(&e->model->output_norm) + ((size_t)64 << 20),
     };
     if ((st = okv_backend_init(&e->be, (okv_backend_kind)rc->backend, &bp))) return st;
+    if (!strcmp(e->be.name, "cuda") && rc->kv_type != OKV_TYPE_F16 && rc->kv_type != OKV_TYPE_F32)
+        return okv_fail(OKV_ERR_USAGE,
+                        "the %s backend's attention reads f16 or f32 KV only, not kv_type=%s; use "
+                        "backend=cpu or kv_type=f16",
+                        e->be.name, okv_type_name(rc->kv_type));
     e->staged = rc->bank_gather == BANK_GATHER_STAGED ||
                 (rc->bank_gather == BANK_GATHER_AUTO && e->be.mem == OKV_MEM_DEVICE);
     e->row_cache = e->staged && rc->row_cache;
@@ -605,16 +617,16 @@ static void store_kv(okv_engine *e, int l, int slot, int i0, int n, const int32_
 static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
     okv_backend *be = &e->be;
     const int g = e->plan.group[l];
-    const size_t esz = kv_esz(e), row = bank_group_row_bytes(&e->bank, g);
+    const size_t row = bank_group_row_bytes(&e->bank, g);
     const int64_t row_elems = e->bank.groups[g].row_elems;
-    const size_t layer_off = (size_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim * esz;
+    const size_t layer_off = kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
     uint8_t *k = e->chunk[g] + layer_off;
     be->kv_store(be, k, e->rc->kv_type, row_elems, e->iota, e->kbuf, n, e->kv_dim);
-    be->kv_store(be, k + (size_t)e->kv_dim * esz, e->rc->kv_type, row_elems, e->iota, e->vbuf, n,
+    be->kv_store(be, k + kv_bytes(e, e->kv_dim), e->rc->kv_type, row_elems, e->iota, e->vbuf, n,
                  e->kv_dim);
     int64_t stride;
     uint8_t *dst = (uint8_t *)bank_layer_base(&e->bank, g, l, slot, &stride) + (size_t)pos0 * row;
-    be->copy_2d(be, dst, row, k, row, 2 * (size_t)e->kv_dim * esz, (size_t)n, OKV_COPY_D2H,
+    be->copy_2d(be, dst, row, k, row, kv_bytes(e, 2 * (int64_t)e->kv_dim), (size_t)n, OKV_COPY_D2H,
                 OKV_STREAM_COMPUTE);
 }
 
@@ -754,13 +766,12 @@ static okv_kv_view sparse_view(okv_engine *e, int l, int slot, int k) {
     const int32_t *idx = sel_of(e, slot, g);
     if (!layer_in_bank(e, l)) return cache_view(e, e->cache_k, e->cache_v, l, slot, 0, k, idx);
     if (!e->staged) return bank_view(&e->bank, g, l, slot, idx, k);
-    const size_t esz = kv_esz(e);
     uint8_t *base = stage_at(e, g, slot, e->stage_half[slot * e->n_groups + g]) +
-                    (size_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim * esz;
+                    kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
     okv_kv_view v = {
         .type = e->rc->kv_type,
         .k = base,
-        .v = base + (size_t)e->kv_dim * esz,
+        .v = base + kv_bytes(e, e->kv_dim),
         .stride = e->bank.groups[g].row_elems,
         .idx = NULL,
         .n = k,
@@ -770,7 +781,6 @@ static okv_kv_view sparse_view(okv_engine *e, int l, int slot, int k) {
 
 int engine_decode(okv_engine *e, const int *slots, int n) {
     OKV_ASSERT(n > 0 && n <= e->max_tok);
-    const size_t esz = kv_esz(e);
     for (int i = 0; i < n; i++) {
         okv_slot *s = &e->slots[slots[i]];
         OKV_ASSERT(s->active && s->n_pos >= s->n_prompt);
@@ -812,7 +822,7 @@ int engine_decode(okv_engine *e, const int *slots, int n) {
                                 : cache_view(e, e->cache_k, e->cache_v, l, slot, N, n_gen, NULL);
                 if (bank && !e->staged) {
                     e->bank.rows_read += (uint64_t)k;
-                    e->bank.bytes_read += (uint64_t)k * 2 * e->kv_dim * esz;
+                    e->bank.bytes_read += kv_bytes(e, (int64_t)k * 2 * e->kv_dim);
                 }
                 e->be.attn_decode(&e->be, att, q, views, 2, e->shape, NULL);
                 rows = (uint64_t)(k + n_gen);
@@ -836,7 +846,7 @@ int engine_decode(okv_engine *e, const int *slots, int n) {
                 }
                 if (role == ROLE_FILTER) select_tokens(e, l, slot, q);
             }
-            e->metrics.bytes_kv += rows * 2 * e->kv_dim * esz;
+            e->metrics.bytes_kv += kv_bytes(e, (int64_t)rows * 2 * e->kv_dim);
         }
         if (role == ROLE_FILTER && e->staged && group_in_bank(e, g)) gather_group(e, g, slots, n);
         attn_out_and_mlp(e, w, n);

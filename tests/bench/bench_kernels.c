@@ -2,8 +2,9 @@
  * it). After the CMake build, from the repository root: mpicc -std=c11 -O2 -fopenmp -D_GNU_SOURCE
  * -I. -Isrc this file build/libomnikv_core.a $(pkg-config --libs hwloc libcjson libpcre2-8 libpng)
  * -lm (the kernels take the fastest vector path the CPU has, as omnikv does).
- * Usage: [min max threads] [prefill|types] (prefill: only the prefill cases; types: only the
- * decode matmul of every weight type, on SmolLM2's and an 8B model's widths). */
+ * Usage: [min max threads] [prefill|types|attn] (prefill: only the prefill cases; types: only
+ * the decode matmul of every weight type, on SmolLM2's and an 8B model's widths; attn: only decode
+ * attention over f16 and q8_0 KV). */
 #include "kernels/backend.h"
 #include "common.h"
 
@@ -75,32 +76,44 @@ static void bench_matmul(okv_backend *be, okv_type wt, int n_out, int n_in, int 
     free(c.y);
 }
 
+/* Decode attention over n_layers copies of a layer's cache in turn, so the rows come from memory
+ * as in a model's decode step rather than from the last level cache. */
 typedef struct att_case {
     okv_backend *be;
     okv_kv_view view;
+    size_t layer_bytes;
+    int n_layers;
     float *q, *out;
     okv_attn_shape s;
 } att_case;
 
 static void run_att(void *p) {
     att_case *c = p;
-    c->be->attn_decode(c->be, c->out, c->q, &c->view, 1, c->s, NULL);
+    for (int l = 0; l < c->n_layers; l++) {
+        okv_kv_view v = c->view;
+        v.k = (const uint8_t *)v.k + l * c->layer_bytes;
+        v.v = (const uint8_t *)v.v + l * c->layer_bytes;
+        c->be->attn_decode(c->be, c->out, c->q, &v, 1, c->s, NULL);
+    }
 }
 
-static void bench_attn(okv_backend *be, int n, int reps) {
+static void bench_attn(okv_backend *be, okv_type t, int n, int reps) {
     const okv_attn_shape s = {9, 3, 64, 0.125f};
     const int64_t stride = 3 * 64;
-    uint16_t *k = malloc((size_t)n * stride * 2), *v = malloc((size_t)n * stride * 2);
+    const size_t row = okv_type_row_bytes(t, stride), layer = row * (size_t)n;
+    const int n_layers = (int)(((size_t)256 << 20) / (2 * layer) + 1);
+    uint8_t *k = malloc(layer * n_layers), *v = malloc(layer * n_layers);
     float *tmp = malloc((size_t)stride * 4);
-    for (int r = 0; r < n; r++) {
+    for (size_t r = 0; r < (size_t)n * n_layers; r++) {
         fill(tmp, stride);
-        for (int i = 0; i < stride; i++) k[r * stride + i] = v[r * stride + i] = okv_f32_to_fp16(tmp[i]);
+        okv_quant_row_ref(k + r * row, tmp, t, stride);
+        okv_quant_row_ref(v + r * row, tmp, t, stride);
     }
-    att_case c = {be, {OKV_TYPE_F16, k, v, stride, NULL, n}, malloc(9 * 64 * 4), malloc(9 * 64 * 4), s};
+    att_case c = {be, {t, k, v, stride, NULL, n}, layer, n_layers, malloc(9 * 64 * 4), malloc(9 * 64 * 4), s};
     fill(c.q, 9 * 64);
-    const double t = time_best(run_att, &c, reps);
-    printf("attn_decode 9/3 heads hd 64 ctx %-6d threads %s: %8.1f us  %6.2f GB/s of K+V\n", n, be->name, t * 1e6,
-           2.0 * n * stride * 2 / t / 1e9);
+    const double tl = time_best(run_att, &c, reps) / n_layers;
+    printf("attn_decode 9/3 heads hd 64 %-4s ctx %-6d threads %s: %8.1f us per layer  %6.2f GB/s of K+V\n",
+           okv_type_name(t), n, be->name, tl * 1e6, 2.0 * layer / tl / 1e9);
     free(k);
     free(v);
     free(tmp);
@@ -171,7 +184,7 @@ int main(int argc, char **argv) {
             be.free(&be);
             continue;
         }
-        if (strcmp(only, "prefill")) {
+        if (strcmp(only, "prefill") && strcmp(only, "attn")) {
             bench_matmul(&be, OKV_TYPE_Q4_1, 1536, 576, 1, 200);
             bench_matmul(&be, OKV_TYPE_Q4_1, 192, 576, 1, 1000);
             bench_matmul(&be, OKV_TYPE_Q4_1, 576, 1536, 1, 200);
@@ -188,10 +201,13 @@ int main(int argc, char **argv) {
             bench_matmul(&be, OKV_TYPE_Q5_K, 4096, 4096, 1, 20);
             bench_matmul(&be, OKV_TYPE_Q3_K, 4096, 4096, 1, 20);
             bench_matmul(&be, OKV_TYPE_Q2_K, 4096, 4096, 1, 20);
-            bench_attn(&be, 1024, 50);
-            bench_attn(&be, 16384, 5);
         }
-        bench_prefill_all(&be);
+        if (strcmp(only, "prefill"))
+            for (int t = 0; t < 2; t++) {
+                bench_attn(&be, t ? OKV_TYPE_Q8_0 : OKV_TYPE_F16, 1024, 50);
+                bench_attn(&be, t ? OKV_TYPE_Q8_0 : OKV_TYPE_F16, 16384, 5);
+            }
+        if (strcmp(only, "attn")) bench_prefill_all(&be);
         be.free(&be);
     }
     return 0;

@@ -1,11 +1,15 @@
 """llama.cpp as the oracle for the engine: greedy continuations and last-prompt-position logits
 of a few prompts on the same GGUF file, written for tests/model/test_llamacpp.c.
 
-usage: llamacpp_oracle.py MODEL.gguf OUT_DIR [N_GEN [N_PROMPTS]]  (N_PROMPTS: the first ones only)
+usage: llamacpp_oracle.py MODEL.gguf OUT_DIR [N_GEN [KV_TYPE]]
 writes OUT_DIR/oracle.json ({"prompts": [{"text", "tokens", "generated", "gaps"}]}) and
 OUT_DIR/logits_<i>.f32 (the n_vocab logits after the last prompt token, little-endian f32), and
-OUT_DIR/logits_fa_<i>.f32, the same logits from llama.cpp's flash-attention path: how far
-llama.cpp's two attention paths are apart measures the f16 rounding noise of a correct result."""
+OUT_DIR/logits_fa_<i>.f32, the same logits from llama.cpp's other attention path: how far
+llama.cpp's two attention paths are apart measures the rounding noise of a correct result.
+KV_TYPE f16 (default): the reference runs without flash attention, the other path with it.
+KV_TYPE q8_0 (`-ctk q8_0 -ctv q8_0`): llama.cpp runs a quantized V cache only with flash
+attention, so the reference is q8_0 K and V with flash attention, and the other path q8_0 K with
+f16 V without it (the only non-flash path with a q8_0 cache)."""
 import json
 import os
 import sys
@@ -31,14 +35,22 @@ PROMPTS = [
 def main():
     model, out = sys.argv[1], sys.argv[2]
     n_gen = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-    n_prompts = int(sys.argv[4]) if len(sys.argv) > 4 else len(PROMPTS)
+    kv = sys.argv[4] if len(sys.argv) > 4 else "f16"
     os.makedirs(out, exist_ok=True)
+    q8_0 = llama_cpp.GGML_TYPE_Q8_0
+    if kv == "f16":
+        ref_args, other_args = {"flash_attn": False}, {"flash_attn": True}
+    elif kv == "q8_0":
+        ref_args = {"flash_attn": True, "type_k": q8_0, "type_v": q8_0}
+        other_args = {"flash_attn": False, "type_k": q8_0}
+    else:
+        sys.exit(f"KV_TYPE must be f16 or q8_0, not {kv}")
     llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,
-                          logits_all=True, verbose=False, flash_attn=False)
+                          logits_all=True, verbose=False, **ref_args)
     llm_fa = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,
-                             logits_all=True, verbose=False, flash_attn=True)
-    result = {"model": os.path.basename(model), "n_gen": n_gen, "prompts": []}
-    for i, text in enumerate(PROMPTS[:n_prompts]):
+                             logits_all=True, verbose=False, **other_args)
+    result = {"model": os.path.basename(model), "n_gen": n_gen, "kv_type": kv, "prompts": []}
+    for i, text in enumerate(PROMPTS):
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
         llm.reset()
         llm.eval(tokens)

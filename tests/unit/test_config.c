@@ -119,7 +119,7 @@ static void test_bad_values(void) {
         {"keep_last", "x", ">= 0"},
         {"threads", "-2", ">= 0"},
         {"cpu_num_threads", "-1", ">= 0"},
-        {"kv_type", "bf16", "f16 or f32"},
+        {"kv_type", "bf16", "f16, f32 or q8_0"},
         {"cpu_isa", "avx3", "auto, avx512, avx2, generic"},
         {"prefill_chunk", "0", ">= 1"},
         {"max_context_len", "-5", ">= 0"},
@@ -359,7 +359,7 @@ static void test_json_round_trip(void) {
     TEST_OK(config_set(&a, "keep_first", "4"));
     TEST_OK(config_set(&a, "keep_last", "2"));
     TEST_OK(config_set(&a, "threads", "3"));
-    TEST_OK(config_set(&a, "kv_type", "f32"));
+    TEST_OK(config_set(&a, "kv_type", "q8_0"));
     TEST_OK(config_set(&a, "prefill_chunk", "64"));
     TEST_OK(config_set(&a, "max_context_len", "9000"));
     TEST_OK(config_set(&a, "max_batch", "4"));

@@ -794,25 +794,31 @@ static void test_embed_kv_store(void) {
     report(bad == 0, "embed: cpu vs ref, all weight types, bit-exact", bad ? "differs" : "identical");
 
     bad = 0;
-    const okv_type kt[] = {OKV_TYPE_F16, OKV_TYPE_F32};
-    for (int k = 0; k < 2; k++)
+    const okv_type kt[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0};
+    for (int k = 0; k < 3; k++)
         for (int nt = 1; nt <= 37; nt += 9) {
-            const int row_elems = 3 * 64 + (k ? 5 : 0), stride = row_elems + 40, nrows = 64;
-            const size_t es = kt[k] == OKV_TYPE_F16 ? 2 : 4;
-            uint8_t *a = xmalloc((size_t)nrows * stride * es), *b = xmalloc((size_t)nrows * stride * es);
-            memset(a, 0x5a, (size_t)nrows * stride * es);
-            memset(b, 0x5a, (size_t)nrows * stride * es);
+            /* q8_0 rows are whole blocks; the others also take a ragged row */
+            const int q8 = kt[k] == OKV_TYPE_Q8_0;
+            const int row_elems = 3 * 64 + (k == 1 ? 5 : 0), stride = row_elems + (q8 ? 64 : 40), nrows = 64;
+            const size_t bytes = okv_type_row_bytes(kt[k], (int64_t)nrows * stride);
+            uint8_t *a = xmalloc(bytes), *b = xmalloc(bytes);
+            memset(a, 0x5a, bytes);
+            memset(b, 0x5a, bytes);
             float *src = xmalloc((size_t)nt * row_elems * 4);
             fill(src, (int64_t)nt * row_elems, 100.0f);
             src[0] = 1e-6f, src[1] = 70000.0f; /* a subnormal half and an overflow */
+            if (q8 && nt > 1) { /* an all-zero block, and a block where x/d lands on halves (ties to even) */
+                memset(src + row_elems, 0, OKV_QK * sizeof(float));
+                for (int j = 0; j < OKV_QK; j++) src[row_elems + OKV_QK + j] = j == 0 ? 127.0f : (float)(j % 9) - 4.5f;
+            }
             int32_t rows[37];
             for (int t = 0; t < nt; t++) rows[t] = (t * 7 + 3) % nrows;
             okv_kv_store_ref(a, kt[k], stride, rows, src, nt, row_elems);
             cpu2.kv_store(&cpu2, b, kt[k], stride, rows, src, nt, row_elems);
-            bad += !bits_equal(a, b, (size_t)nrows * stride * es);
+            bad += !bits_equal(a, b, bytes);
             free(a); free(b); free(src);
         }
-    report(bad == 0, "kv_store: cpu vs ref, f16/f32, scattered rows, bit-exact", bad ? "differs" : "identical");
+    report(bad == 0, "kv_store: cpu vs ref, f16/f32/q8_0, scattered rows, bit-exact", bad ? "differs" : "identical");
 }
 
 /* ---- attention ------------------------------------------------------------------------------------ */
@@ -825,11 +831,15 @@ typedef struct kv_cache {
     float vmax;
 } kv_cache;
 
+/* The KV types the attention tests run over (kt indexes it). */
+static const okv_type kv_types[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0};
+#define N_KV_TYPES 3
+
+/* Rows padded past n_kv * hd (by a q8_0 block for q8_0, whose offsets are whole blocks). */
 static kv_cache cache_make(okv_type t, int rows, int n_kv, int hd) {
-    kv_cache c = {t, NULL, NULL, (int64_t)n_kv * hd + 8, rows, 0};
-    const size_t es = t == OKV_TYPE_F16 ? 2 : 4;
-    c.k = xmalloc((size_t)rows * c.stride * es);
-    c.v = xmalloc((size_t)rows * c.stride * es);
+    kv_cache c = {t, NULL, NULL, (int64_t)n_kv * hd + (t == OKV_TYPE_Q8_0 ? OKV_QK : 8), rows, 0};
+    c.k = xmalloc(okv_type_row_bytes(t, (int64_t)rows * c.stride));
+    c.v = xmalloc(okv_type_row_bytes(t, (int64_t)rows * c.stride));
     float *tmp = xmalloc((size_t)c.stride * 4);
     for (int r = 0; r < rows; r++) {
         for (int w = 0; w < 2; w++) {
@@ -854,8 +864,7 @@ static okv_kv_view cache_view(const kv_cache *c, const int32_t *idx, int n) {
 }
 
 static okv_kv_view cache_view_from(const kv_cache *c, int first_row, int n) {
-    const size_t es = c->type == OKV_TYPE_F16 ? 2 : 4;
-    const size_t off = (size_t)first_row * c->stride * es;
+    const size_t off = okv_type_row_bytes(c->type, (int64_t)first_row * c->stride);
     return (okv_kv_view){c->type, (const uint8_t *)c->k + off, (const uint8_t *)c->v + off, c->stride, NULL, n};
 }
 
@@ -864,14 +873,14 @@ static const int shapes[][3] = {{4, 4, 64}, {6, 2, 128}, {9, 3, 64}, {8, 2, 128}
 static void test_attn_decode(void) {
     const int ctxs[] = {1, 2, 17, 255, 256, 257, 1000, 3000};
     double worst = 0, worst_l = 0, wa = 0;
-    int cases = 0;
-    for (int kt = 0; kt < 2; kt++)
+    int cases = 0, q8_diff = 0;
+    for (int kt = 0; kt < N_KV_TYPES; kt++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++) {
                 const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2], N = ctxs[ci];
                 const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
                 const int tail = (int)(ci % 3);
-                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, N + tail + 5, KV, hd);
+                kv_cache c = cache_make(kv_types[kt], N + tail + 5, KV, hd);
                 /* An index set with gaps (every row kept with probability ~0.6, at least one),
                  * then a contiguous tail of generated rows. */
                 int32_t *idx = xmalloc((size_t)N * 4);
@@ -891,15 +900,18 @@ static void test_attn_decode(void) {
                     le = fmax(le, fabs((double)lc[i] - lr[i]));
                 }
                 worst_l = fmax(worst_l, le / lmax);
+                /* q8_0 K: both take the same integer block dots with the same f32 steps */
+                if (kv_types[kt] == OKV_TYPE_Q8_0) q8_diff += !bits_equal(lc, lr, (size_t)H * m * 4);
                 cases++;
                 free(idx); free(q); free(or); free(oc); free(lr); free(lc);
                 cache_free(&c);
             }
-    char det[160];
-    snprintf(det, sizeof det, "out worst %.3f of 1e-5*max|v|; logits worst %.2e of max|logit| (tol 1e-6)", worst, worst_l);
+    char det[200];
+    snprintf(det, sizeof det, "out worst %.3f of 1e-5*max|v|; logits worst %.2e of max|logit| (tol 1e-6); q8_0 logits not bit-exact in %d cases",
+             worst, worst_l, q8_diff);
     char what[128];
-    snprintf(what, sizeof what, "attn_decode: cpu vs ref, %d cases (GQA 1/3/4, ctx 1..3000, f16/f32, gaps+tail)", cases);
-    report(worst <= 1.0 && worst_l <= 1e-6, what, det);
+    snprintf(what, sizeof what, "attn_decode: cpu vs ref, %d cases (GQA 1/3/4, ctx 1..3000, f16/f32/q8_0, gaps+tail)", cases);
+    report(worst <= 1.0 && worst_l <= 1e-6 && q8_diff == 0, what, det);
 }
 
 /* The same rows, split into views in different ways, must give bitwise the same output, on any
@@ -907,18 +919,19 @@ static void test_attn_decode(void) {
 static void test_attn_decode_invariance(void) {
     const int ctxs[] = {1, 7, 256, 700, 3000};
     int bad = 0, cases = 0;
-    for (int kt = 0; kt < 2; kt++)
+    for (int kt = 0; kt < N_KV_TYPES; kt++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++) {
                 const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2], N = ctxs[ci], T = 3;
                 const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
-                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, N + T, KV, hd);
+                kv_cache c = cache_make(kv_types[kt], N + T, KV, hd);
                 /* The tail also lives in a separate buffer with a different stride. */
                 kv_cache tc = cache_make(c.type, T, KV, hd);
-                const size_t es = c.type == OKV_TYPE_F16 ? 2 : 4;
+                const okv_type t = c.type;
                 for (int r = 0; r < T; r++) {
-                    memcpy((uint8_t *)tc.k + r * tc.stride * es, (uint8_t *)c.k + (N + r) * c.stride * es, (size_t)KV * hd * es);
-                    memcpy((uint8_t *)tc.v + r * tc.stride * es, (uint8_t *)c.v + (N + r) * c.stride * es, (size_t)KV * hd * es);
+                    const size_t to = okv_type_row_bytes(t, r * tc.stride), co = okv_type_row_bytes(t, (N + r) * c.stride);
+                    memcpy((uint8_t *)tc.k + to, (uint8_t *)c.k + co, okv_type_row_bytes(t, (int64_t)KV * hd));
+                    memcpy((uint8_t *)tc.v + to, (uint8_t *)c.v + co, okv_type_row_bytes(t, (int64_t)KV * hd));
                 }
                 int32_t *all = xmalloc((size_t)(N + T) * 4);
                 for (int r = 0; r < N + T; r++) all[r] = r;
@@ -951,20 +964,20 @@ static void test_attn_decode_invariance(void) {
                 cache_free(&tc);
             }
     char what[128], det[64];
-    snprintf(what, sizeof what, "attn_decode bitwise: dense == idx{0..N-1}+tail == 5 views, 1/2/3 threads");
+    snprintf(what, sizeof what, "attn_decode bitwise (f16/f32/q8_0): dense == idx{0..N-1}+tail == 5 views, 1/2/3 threads");
     snprintf(det, sizeof det, "%d of %d cases differ", bad, cases);
     report(bad == 0, what, det);
 }
 
 static void test_attn_logits(void) {
     double worst = 0;
-    int cases = 0;
-    for (int kt = 0; kt < 2; kt++)
+    int cases = 0, q8_diff = 0;
+    for (int kt = 0; kt < N_KV_TYPES; kt++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (int N = 1; N <= 3000; N = N * 5 + 2) {
                 const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2];
                 const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
-                kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, 2 * N, KV, hd);
+                kv_cache c = cache_make(kv_types[kt], 2 * N, KV, hd);
                 int32_t *idx = xmalloc((size_t)N * 4);
                 for (int i = 0; i < N; i++) idx[i] = 2 * i + (int)(rng_u32() & 1);
                 okv_kv_view v = cache_view(&c, idx, N);
@@ -978,14 +991,15 @@ static void test_attn_logits(void) {
                     e = fmax(e, fabs((double)lc[i] - lr[i]));
                 }
                 worst = fmax(worst, e / lmax);
+                if (kv_types[kt] == OKV_TYPE_Q8_0) q8_diff += !bits_equal(lc, lr, (size_t)H * N * 4);
                 cases++;
                 free(idx); free(q); free(lr); free(lc);
                 cache_free(&c);
             }
     char what[96], det[96];
-    snprintf(what, sizeof what, "attn_logits: cpu vs ref, %d cases, index sets with gaps", cases);
-    snprintf(det, sizeof det, "worst %.2e of max|logit| (tol 1e-6)", worst);
-    report(worst <= 1e-6, what, det);
+    snprintf(what, sizeof what, "attn_logits: cpu vs ref, %d cases (f16/f32/q8_0), index sets with gaps", cases);
+    snprintf(det, sizeof det, "worst %.2e of max|logit| (tol 1e-6); q8_0 not bit-exact in %d cases", worst, q8_diff);
+    report(worst <= 1e-6 && q8_diff == 0, what, det);
 }
 
 static void test_attn_prefill(void) {
@@ -993,14 +1007,14 @@ static void test_attn_prefill(void) {
     const int pos0s[] = {0, 3, 70};
     double worst = 0, wa = 0;
     int cases = 0, thread_diff = 0;
-    for (int kt = 0; kt < 2; kt++)
+    for (int kt = 0; kt < N_KV_TYPES; kt++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (int a = 0; a < 4; a++)
                 for (int b = 0; b < 3; b++) {
                     const int H = shapes[si][0], KV = shapes[si][1], hd = shapes[si][2];
                     const int nq = nqs[a], p0 = pos0s[b];
                     const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
-                    kv_cache c = cache_make(kt ? OKV_TYPE_F32 : OKV_TYPE_F16, p0 + nq + 2, KV, hd);
+                    kv_cache c = cache_make(kv_types[kt], p0 + nq + 2, KV, hd);
                     okv_kv_view v = cache_view(&c, NULL, p0 + nq + (a & 1) * 2);
                     const size_t ob = (size_t)nq * H * hd * 4;
                     float *q = xmalloc(ob), *or = xmalloc(ob), *oc = xmalloc(ob), *o1 = xmalloc(ob);
@@ -1017,7 +1031,7 @@ static void test_attn_prefill(void) {
                     cache_free(&c);
                 }
     char what[128], det[128];
-    snprintf(what, sizeof what, "attn_prefill: cpu vs ref, %d cases (n_q 1..100, pos0 0..70)", cases);
+    snprintf(what, sizeof what, "attn_prefill: cpu vs ref, %d cases (n_q 1..100, pos0 0..70, f16/f32/q8_0)", cases);
     snprintf(det, sizeof det, "worst %.3f of 1e-5*max|v| (abs %.2e); 1 vs 2 threads differ in %d", worst, wa, thread_diff);
     report(worst <= 1.0 && thread_diff == 0, what, det);
 }

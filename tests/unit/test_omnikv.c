@@ -1,7 +1,9 @@
 /* test_omnikv.c — the OmniKV invariants of DESIGN §4 on a generated 8-layer model and on the real
  * SmolLM2: with k >= N every sparse layer sees all prompt rows in order, so tokens and logits
  * equal the dense policy BITWISE (batch 1, and batch 4 with different prompt lengths; bank and
- * no-bank); with a small k the sparse path really reads k + tail rows and the output changes. */
+ * no-bank; f16, f32 and q8_0 KV); with a small k the sparse path really reads k + tail rows and
+ * the output changes; q8_0 KV shrinks the bank to 34/64 of f16's and gathers it staged or in
+ * place alike. */
 #include "common.h"
 #include "engine/engine.h"
 #include "model/genmodel.h"
@@ -244,6 +246,7 @@ int main(void) {
 
     /* A slot's selection set after its start (eval's variants) acts exactly as a run config with
      * the same settings: budget, selector and kept ends. */
+    int st;
     okv_run_config want_rc = rc;
     want_rc.num_selected = 24;
     want_rc.selector = SELECTOR_SOFTMAX_BEFORE_LAST;
@@ -277,11 +280,17 @@ int main(void) {
     printf("uniform window, k 24: a decode after rewinding to the prompt equals a fresh run bitwise\n");
     free_out(&fresh);
     free(again);
-    /* A window selector cannot replace `last`: the engine kept no window queries. */
+    /* q8_0 KV stores each head as 32-element blocks: tiny's 16-wide heads are refused. */
     okv_engine e;
+    okv_run_config q8 = rc;
+    q8.kv_type = OKV_TYPE_Q8_0;
+    st = engine_init(&e, &m, &q8, 0, m.cfg.n_layers, 1);
+    TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "head_dim is 16"),
+               "q8_0 KV with head_dim 16: %d %s", st, okv_last_error());
+    /* A window selector cannot replace `last`: the engine kept no window queries. */
     TEST_OK(engine_init(&e, &m, &rc, 0, m.cfg.n_layers, 1));
     TEST_OK(engine_seq_start(&e, 0, 50));
-    int st = engine_seq_set_selection(&e, 0, &(okv_selection){.k = 8, .selector = SELECTOR_EXP});
+    st = engine_seq_set_selection(&e, 0, &(okv_selection){.k = 8, .selector = SELECTOR_EXP});
     TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "window"),
                "window selector over last: %d %s", st, okv_last_error());
     engine_free(&e);
@@ -295,12 +304,46 @@ int main(void) {
     rc = omnikv_config(3, filters_real);
     check_exact("SmolLM2 batch 1", &m, rc, 1, (int[]){200});
     check_exact("SmolLM2 batch 4", &m, rc, 4, (int[]){200, 45, 130, 77});
+    q8 = rc;
+    q8.kv_type = OKV_TYPE_Q8_0;
+    check_exact("SmolLM2 batch 4 q8_0 KV", &m, q8, 4, (int[]){200, 45, 130, 77});
+    q8.real_offload = false;
+    check_exact("SmolLM2 batch 2 q8_0 KV without bank", &m, q8, 2, (int[]){200, 77});
+    q8.real_offload = true;
+    {
+        /* q8_0 rows really are stored and read (the logits move off f16's), and the bank holds
+         * 34 bytes per 32 elements where f16 holds 64. */
+        run_out a = run(&m, &rc, 1, (int[]){120}, 3, NULL), b = run(&m, &q8, 1, (int[]){120}, 3, NULL);
+        const size_t V = (size_t)m.cfg.n_vocab;
+        TEST_CHECK(memcmp(a.logits, b.logits, (STEPS + 1) * V * sizeof(float)) != 0,
+                   "q8_0 KV gave f16 KV's logits bitwise: q8_0 rows were not used");
+        okv_engine e16, e8;
+        uint64_t w, kv16, kv8, bank16, bank8;
+        TEST_OK(engine_init(&e16, &m, &rc, 0, m.cfg.n_layers, 2));
+        TEST_OK(engine_init(&e8, &m, &q8, 0, m.cfg.n_layers, 2));
+        engine_memory(&e16, 1000, 24, &w, &kv16, &bank16);
+        engine_memory(&e8, 1000, 24, &w, &kv8, &bank8);
+        TEST_CHECK(bank16 > 0 && bank8 * 64 == bank16 * 34 && kv8 * 64 == kv16 * 34,
+                   "q8_0 bank %llu / KV %llu bytes against f16's %llu / %llu: not 34/64",
+                   (unsigned long long)bank8, (unsigned long long)kv8, (unsigned long long)bank16,
+                   (unsigned long long)kv16);
+        printf("q8_0 KV: logits differ from f16's; bank %llu bytes (f16 %llu), KV cache and tails "
+               "%llu (f16 %llu)\n", (unsigned long long)bank8, (unsigned long long)bank16,
+               (unsigned long long)kv8, (unsigned long long)kv16);
+        engine_free(&e16);
+        engine_free(&e8);
+        free_out(&a);
+        free_out(&b);
+    }
     /* k = 64 so selection matters; dense too */
     rc.num_selected = 64;
     okv_run_config strict = rc;
     strict.backend = OKV_BACKEND_CPU_STRICT;
     check_same("SmolLM2 k=64 batch 1: cpu-strict (staged) vs cpu (in place)", &m, rc, strict, 1, (int[]){200});
     check_backends("SmolLM2 k=64 batch 4", &m, rc, 4, (int[]){200, 45, 130, 77});
+    q8 = rc;
+    q8.kv_type = OKV_TYPE_Q8_0;
+    check_backends("SmolLM2 k=64 batch 2 q8_0 KV", &m, q8, 2, (int[]){200, 77});
     rc.policy = POLICY_DENSE;
     strict = rc;
     strict.backend = OKV_BACKEND_CPU_STRICT;
