@@ -1,4 +1,4 @@
-"""Models for checking quantized weights against llama.cpp (jobs/bench_quants.sh; the files of
+"""Models for checking quantized weights against llama.cpp (jobs/bench_quants.sh).
 
 usage: quant_models.py quantize SRC.gguf OUT.gguf FTYPE   requantize with llama.cpp's own quantizer
                                                          (FTYPE: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M,
