@@ -134,10 +134,11 @@ static void store_row_q8_0(okv_block_q8_0 *d, const float *s, int n) {
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
         const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
         d[b].d = okv_f32_to_fp16(amax / 127.0f);
-        const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        _mm_storeu_si128((__m128i *)d[b].qs, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x0, id), rn))));
-        _mm_storeu_si128((__m128i *)(d[b].qs + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x1, id), rn))));
+#define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate, also at -O0 */
+        _mm_storeu_si128((__m128i *)d[b].qs, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x0, id), RN))));
+        _mm_storeu_si128((__m128i *)(d[b].qs + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x1, id), RN))));
     }
+#undef RN
 #else
     okv_quant_row_ref(d, s, OKV_TYPE_Q8_0, n);
 #endif

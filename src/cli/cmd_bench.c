@@ -600,12 +600,15 @@ int cmd_bench(args *a, int rank) {
     int ranks = 1;
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &ranks));
     if (ranks > 1) {
-        /* Every rank needs the model path and the variants; only rank 0 parsed them. */
+        /* Every rank needs the model path, the variants and the contexts (each rank counts the
+         * memory it holds at each); only rank 0 parsed them. */
         char path[4096] = "";
         if (rank == 0) snprintf(path, sizeof path, "%s", model_path);
         CHECK_MPI(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD));
         CHECK_MPI(MPI_Bcast(&n_var, 1, MPI_INT, 0, MPI_COMM_WORLD));
         CHECK_MPI(MPI_Bcast(var, (int)sizeof var, MPI_BYTE, 0, MPI_COMM_WORLD));
+        CHECK_MPI(MPI_Bcast(&n_ctx, 1, MPI_INT, 0, MPI_COMM_WORLD));
+        CHECK_MPI(MPI_Bcast(ctx, n_ctx, MPI_INT, 0, MPI_COMM_WORLD));
         model_path = rank == 0 ? model_path : strdup(path);
     }
     if (!n_var) {
