@@ -242,16 +242,22 @@ static void quant_q2_k(okv_block_q2_k *b, const float *x) {
                                           (L[128 * h + l + 64] << 4) | (L[128 * h + l + 96] << 6));
 }
 
-/* Signed levels in -nmax..nmax-1 with the weighted-least-squares scale, refined by moving one
- * level at a time (ggml's make_q3_quants with rmse). L gets level + nmax. */
-static float fit_q3(int n, int nmax, const float *x, int8_t *L) {
+/* The element of largest magnitude, with its sign (the first of equals), or 0. */
+static float signed_max(int n, const float *x) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) {
             amax = fabsf(x[i]);
             max = x[i];
         }
-    if (amax < 1e-15f) {
+    return max;
+}
+
+/* Signed levels in -nmax..nmax-1 with the weighted-least-squares scale, refined by moving one
+ * level at a time (ggml's make_q3_quants with rmse). L gets level + nmax. */
+static float fit_q3(int n, int nmax, const float *x, int8_t *L) {
+    const float max = signed_max(n, x);
+    if (fabsf(max) < 1e-15f) {
         memset(L, 0, (size_t)n);
         return 0.0f;
     }
@@ -394,13 +400,8 @@ static void quant_q5_k(okv_block_q5_k *b, const float *x) {
 /* Signed levels in -nmax..nmax-1, the scale chosen among 19 trials by weighted least squares
  * with weights x^2 (ggml's make_qx_quants, rmse_type 1). L gets level + nmax. */
 static float fit_qx(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            max = x[i];
-        }
-    if (amax < 1e-15f) {
+    const float max = signed_max(n, x);
+    if (fabsf(max) < 1e-15f) {
         memset(L, 0, (size_t)n);
         return 0.0f;
     }

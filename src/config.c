@@ -225,6 +225,18 @@ static int set_int(const char *key, const char *v, long long lo, long long hi, i
     return OKV_OK;
 }
 
+/* A duration in seconds, 0..1e9; zero_means says what 0 does. */
+static int set_seconds(const char *key, const char *v, const char *zero_means, double *out) {
+    double x;
+    if (!parse_double(v, &x) || !(x >= 0.0 && x <= 1e9)) {
+        char what[96];
+        snprintf(what, sizeof what, "a number of seconds >= 0 (0: %s)", zero_means);
+        return bad_value(key, v, what);
+    }
+    *out = x;
+    return OKV_OK;
+}
+
 static int set_bool(const char *key, const char *v, bool *out) {
     if (!strcasecmp(v, "true") || !strcmp(v, "1")) *out = true;
     else if (!strcasecmp(v, "false") || !strcmp(v, "0")) *out = false;
@@ -423,20 +435,8 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         return OKV_OK;
     }
     case KEY_TOP_K: return set_int(key, v, 0, INT_MAX, &c->top_k);
-    case KEY_PEER_TIMEOUT: {
-        double x;
-        if (!parse_double(v, &x) || !(x >= 0.0 && x <= 1e9))
-            return bad_value(key, v, "a number of seconds >= 0 (0: no deadline)");
-        c->peer_timeout_s = x;
-        return OKV_OK;
-    }
-    case KEY_PROGRESS: {
-        double x;
-        if (!parse_double(v, &x) || !(x >= 0.0 && x <= 1e9))
-            return bad_value(key, v, "a number of seconds >= 0 (0: no progress lines)");
-        c->progress_s = x;
-        return OKV_OK;
-    }
+    case KEY_PEER_TIMEOUT: return set_seconds(key, v, "no deadline", &c->peer_timeout_s);
+    case KEY_PROGRESS: return set_seconds(key, v, "no progress lines", &c->progress_s);
     case KEY_TOP_P: {
         double x;
         if (!parse_double(v, &x) || !(x > 0.0 && x <= 1.0))
