@@ -2,9 +2,16 @@
  * llamacpp_oracle.py (oracle.json with prompts, their tokens, greedy continuations and top-2
  * gaps; logits_<i>.f32 and the flash-attention twin logits_fa_<i>.f32 of the last prompt
  * position). Per prompt the tolerance is 1.25x llama.cpp's own flash/non-flash spread + 0.1: ours
- * must be no further from llama.cpp than llama.cpp is from itself. Greedy continuations must be
+ * must be no further from the nearer of llama.cpp's two paths than they are from each other.
+ * (Three implementations that round differently lie about equally far apart: on quantized weights,
+ * where each matmul's 8-bit activations turn rounding noise into whole quantization steps,
+ * llama.cpp's two paths are 1-3 logits apart on test_arch_llamacpp's requantized tiny model and
+ * ours is about as far from either;
+ * measuring against one path only would fail a correct third implementation on a third of the
+ * prompts.) Greedy continuations must be
  * equal token for token, except at a near-tie (both top-2 gaps within the tolerance), after which
- * that continuation is not compared. Used by tests/model/test_arch_llamacpp.c. */
+ * that continuation is not compared. Used by tests/model/test_arch_llamacpp.c and
+ * test_llamacpp.c. */
 #ifndef OKV_LLAMACPP_COMPARE_H
 #define OKV_LLAMACPP_COMPARE_H
 
@@ -28,6 +35,8 @@ typedef struct oracle_prompt {
     float gap[ORACLE_MAX_GEN]; /* llama.cpp's top-2 logit gap before each generated token */
     int n_gen;
     float *logits; /* [n_vocab] after the last prompt token */
+    float *logits_fa; /* the same from llama.cpp's other attention path */
+    float self;    /* |logits - logits_fa|, llama.cpp's own spread */
     float tol;     /* 1.25 x |llama.cpp - llama.cpp with flash attention| + 0.1 */
 } oracle_prompt;
 
@@ -38,11 +47,13 @@ typedef struct oracle_set {
 } oracle_set;
 
 typedef struct oracle_stats {
-    float worst;      /* largest last-position logit difference over the prompts */
+    float worst;      /* largest last-position logit difference (from the nearer path) */
     float worst_rel;  /* the largest ratio difference / tolerance */
     int full;         /* prompts whose whole continuation equalled llama.cpp's */
     int tokens_equal; /* greedy tokens compared and equal, over the prompts */
     int near_ties;
+    int32_t ours[ORACLE_MAX_PROMPTS][ORACLE_MAX_GEN]; /* our greedy tokens, ... */
+    int compared[ORACLE_MAX_PROMPTS];                 /* ... compared up to here (a near-tie) */
 } oracle_stats;
 
 /* Reads dir's oracle outputs; a missing or malformed file stops the test. */
@@ -89,8 +100,9 @@ static void oracle_load(oracle_set *s, const char *dir, int n_vocab) {
         float self = 0;
         for (int v = 0; v < n_vocab && nb == sizeof(float) * (size_t)n_vocab; v++)
             self = fmaxf(self, fabsf(fa[v] - p->logits[v]));
+        p->self = self;
         p->tol = 1.25f * self + 0.1f;
-        free(fa);
+        p->logits_fa = fa;
     }
     cJSON_Delete(root);
     free(json);
@@ -101,6 +113,7 @@ static void oracle_free(oracle_set *s) {
         free(s->p[i].text);
         free(s->p[i].tokens);
         free(s->p[i].logits);
+        free(s->p[i].logits_fa);
     }
     memset(s, 0, sizeof *s);
 }
@@ -112,10 +125,11 @@ static int oracle_argmax(const float *x, int n) {
     return b;
 }
 
-/* Dense engine on m, one prompt at a time (prefill in chunks of `chunk`), each prompt's last
- * logits and greedy continuation checked against the oracle; `what` names the run in the log. */
+/* Dense engine on m with KV cache type kv, one prompt at a time (prefill in chunks of `chunk`),
+ * each prompt's last logits and greedy continuation checked against the oracle; `what` names the
+ * run in the log. */
 static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, int max_context,
-                           const char *what, oracle_stats *out) {
+                           okv_type kv, const char *what, oracle_stats *out) {
     const int V = m->cfg.n_vocab;
     memset(out, 0, sizeof *out);
     TEST_CHECK(V == s->n_vocab, "%s: vocabulary %d, the oracle's %d", what, V, s->n_vocab);
@@ -126,6 +140,7 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
     rc.max_context_len = max_context;
     rc.prefill_chunk = chunk;
     rc.max_batch = 1;
+    rc.kv_type = kv;
     okv_engine e;
     TEST_OK(engine_init(&e, m, &rc, 0, m->cfg.n_layers, 1));
     float *logits = calloc((size_t)V, sizeof(float));
@@ -138,14 +153,20 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
             TEST_OK(engine_prefill(&e, 0, pos, n));
             if (pos + n == p->n_tokens) memcpy(logits, engine_head(&e, n - 1, 1), sizeof(float) * V);
         }
-        float d = 0;
-        for (int v = 0; v < V; v++) d = fmaxf(d, fabsf(logits[v] - p->logits[v]));
-        out->worst = fmaxf(out->worst, d);
-        out->worst_rel = fmaxf(out->worst_rel, d / p->tol);
-        TEST_CHECK(d <= p->tol, "%s prompt %d: logits differ by %.4f > %.3f", what, i, d, p->tol);
+        float d = 0, d_fa = 0;
+        for (int v = 0; v < V; v++) {
+            d = fmaxf(d, fabsf(logits[v] - p->logits[v]));
+            d_fa = fmaxf(d_fa, fabsf(logits[v] - p->logits_fa[v]));
+        }
+        const float near = fminf(d, d_fa);
+        out->worst = fmaxf(out->worst, near);
+        out->worst_rel = fmaxf(out->worst_rel, near / p->tol);
+        TEST_CHECK(near <= p->tol, "%s prompt %d: logits differ by %.4f from llama.cpp and %.4f "
+                   "from its other attention path, both > %.3f", what, i, d, d_fa, p->tol);
         int equal = p->n_gen;
         for (int step = 0; step < p->n_gen; step++) {
             int tok = oracle_argmax(logits, V);
+            out->ours[i][step] = tok;
             if (tok != p->gen[step]) {
                 float our_gap = logits[tok] - logits[p->gen[step]];
                 TEST_CHECK(p->gap[step] < p->tol && our_gap < p->tol,
@@ -165,11 +186,12 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
             memcpy(logits, engine_head(&e, 0, 1), sizeof(float) * (size_t)V);
         }
         engine_seq_end(&e, 0);
+        out->compared[i] = equal;
         out->tokens_equal += equal;
         out->full += equal == p->n_gen;
         printf("%s prompt %d (%d tokens): last-position logits max |ours - llama.cpp| = %.4f "
-               "(tolerance %.3f); %d/%d greedy tokens equal\n", what, i, p->n_tokens, d, p->tol,
-               equal, p->n_gen);
+               "(tolerance %.3f; ours - its other path %.4f, its paths apart %.4f); %d/%d greedy "
+               "tokens equal\n", what, i, p->n_tokens, d, p->tol, d_fa, p->self, equal, p->n_gen);
     }
     free(logits);
     engine_free(&e);

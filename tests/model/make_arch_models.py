@@ -9,7 +9,11 @@ demands llama.cpp's logits and tokens.
 
 usage: make_arch_models.py OUT_DIR
 writes OUT_DIR/<name>/model.gguf, OUT_DIR/<name>/hf/ and OUT_DIR/<name>/oracle/ (the format of
-llamacpp_oracle.py) for each name in MODELS (~450 MB in all)."""
+llamacpp_oracle.py) for each name in MODELS (~450 MB in all), and OUT_DIR/<name>/model.gguf and oracle/ for
+each name in QUANTS (~60 MB) with dequant.f32, the first rows of each of its quantized
+tensors as the gguf package dequantizes them."""
+import collections
+import ctypes
 import functools
 import json
 import os
@@ -55,6 +59,13 @@ MODELS = {
     "mistral-spm": dict(vocab="spm", seed=1002, config=MISTRAL),
 }
 GGUF_ARCH = {"qwen2": "qwen2", "mistral": "llama"}
+# The Mistral-style model requantized by llama.cpp's own quantizer to the file types people
+# download. Its widths (256, 512, head_dim 128) are multiples of 256, so every K-quant is used
+# as the mix asks (no Q5_0/Q8_0 fallbacks, unlike SmolLM2's 576): Q2_K files also hold Q3_K and
+# Q4_K, Q3_K_M Q4_K and Q5_K, Q4_K_M Q6_K, and so on. GGUF only.
+QUANTS = {"mistral-q2_k": "Q2_K", "mistral-q3_k_m": "Q3_K_M", "mistral-q4_k_m": "Q4_K_M",
+          "mistral-q5_k_m": "Q5_K_M", "mistral-q6_k": "Q6_K", "mistral-q5_0": "Q5_0",
+          "mistral-q5_1": "Q5_1", "mistral-iq4_nl": "IQ4_NL"}
 PROMPTS = [
     "Once upon a time, in a small village at the edge of a great forest, there lived",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
@@ -243,6 +254,30 @@ def oracle(model, out, n_gen):
         json.dump(result, f)
 
 
+def quantize(src, out, ftype_name):
+    """llama.cpp's quantizer (no importance matrix: its reference quantizers) on an F32 GGUF."""
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + ftype_name)
+    p.nthread = 2
+    if llama_cpp.llama_model_quantize(src.encode(), out.encode(), ctypes.byref(p)) != 0:
+        sys.exit(f"llama_model_quantize({src}, {ftype_name}) failed")
+
+
+DEQUANT_ROWS = 512
+
+
+def dequant_rows(model, out):
+    """The gguf package's own dequantizer (independent of ggml's and ours) on the first
+    DEQUANT_ROWS rows of every quantized tensor, in file order, as little-endian f32."""
+    with open(out, "wb") as f:
+        for t in gguf.GGUFReader(model).tensors:
+            if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+                                 gguf.GGMLQuantizationType.BF16):
+                continue
+            rows = gguf.quants.dequantize(np.asarray(t.data)[:DEQUANT_ROWS], t.tensor_type)
+            rows.astype("<f4").tofile(f)
+
+
 def main():
     out = sys.argv[1]
     for name, spec in MODELS.items():
@@ -258,6 +293,17 @@ def main():
         print(f"{name}: {d}/model.gguf ({GGUF_ARCH[c['model_type']]}, {spec['vocab']} vocabulary)"
               + (f", {d}/hf ({c['model_type']})" if spec["vocab"] == "bpe" else "")
               + f", llama.cpp's outputs in {d}/oracle")
+    for name, ftype in QUANTS.items():
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        quantize(os.path.join(out, "mistral", "model.gguf"), os.path.join(d, "model.gguf"), ftype)
+        oracle(os.path.join(d, "model.gguf"), os.path.join(d, "oracle"), 32)
+        types = collections.Counter(t.tensor_type.name for t in
+                                    gguf.GGUFReader(os.path.join(d, "model.gguf")).tensors)
+        dequant_rows(os.path.join(d, "model.gguf"), os.path.join(d, "dequant.f32"))
+        print(f"{name}: {d}/model.gguf (llama.cpp's {ftype}: "
+              + ", ".join(f"{n} {t}" for t, n in sorted(types.items())) + " tensors), "
+              f"llama.cpp's outputs in {d}/oracle")
 
 
 if __name__ == "__main__":
