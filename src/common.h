@@ -102,6 +102,14 @@ bool okv_parse_count(const char *s, int64_t lo, int64_t hi, int64_t *out);
 /* A /proc/meminfo field in bytes ("MemTotal", "MemAvailable"); 0 when unknown. */
 uint64_t okv_meminfo_bytes(const char *field);
 
+/* SplitMix64: the next value of the stream whose state is *x (sampler seeding, synthetic fill). */
+static inline uint64_t okv_splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /* Half/bfloat16 scalar conversions (round-to-nearest-even), shared by loaders and kernels. */
 static inline float okv_fp16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

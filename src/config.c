@@ -26,7 +26,7 @@ typedef enum key_id {
     KEY_KV_TYPE, KEY_CPU_ISA, KEY_PREFILL_CHUNK, KEY_MAX_CONTEXT_LEN, KEY_MAX_BATCH, KEY_MAX_NEW_TOKENS,
     KEY_IGNORE_EOS, KEY_SEED, KEY_TEMPERATURE, KEY_TOP_K, KEY_TOP_P, KEY_MODEL_SHAPE,
     KEY_MICRO_BATCHES, KEY_EXPECTED_CONTEXT, KEY_STAGES, KEY_PLAN_COST, KEY_TRANSPORT, KEY_TRACE, KEY_LOGITS_DIGEST,
-    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT, KEY_PROGRESS, KEY_ROW_CACHE,
+    KEY_BACKEND, KEY_BANK_GATHER, KEY_PEER_TIMEOUT, KEY_PROGRESS, KEY_ROW_CACHE, KEY_FILL,
 } key_id;
 
 typedef struct config_key {
@@ -106,6 +106,10 @@ static const config_key keys[] = {
     {"row_cache", KEY_ROW_CACHE, "true",
      "with staged gathers, keep each group's previous selected rows in backend memory and copy "
      "only the rows new this step (twice the staging memory)"},
+    {"fill", KEY_FILL, "prefill",
+     "how prompts reach the KV cache and bank: prefill (computed) | synthetic (every position but "
+     "the last gets generated K/V rows, not computed; the last is computed over them), so decode "
+     "at long contexts can be timed without a long prefill; outputs are not meaningful"},
 };
 #define N_KEYS (sizeof keys / sizeof *keys)
 
@@ -378,6 +382,11 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         return OKV_OK;
     case KEY_LOGITS_DIGEST: return set_bool(key, v, &c->logits_digest);
     case KEY_ROW_CACHE: return set_bool(key, v, &c->row_cache);
+    case KEY_FILL:
+        if (!strcmp(v, "prefill")) c->fill_synthetic = false;
+        else if (!strcmp(v, "synthetic")) c->fill_synthetic = true;
+        else return bad_value(key, v, "prefill or synthetic");
+        return OKV_OK;
     case KEY_BACKEND: {
         int k = okv_backend_kind_from_name(v);
         if (k < 0) return bad_value(key, v, "one of auto, cpu, cpu-strict, cuda");
@@ -576,6 +585,10 @@ int config_load_env(okv_run_config *c) {
 }
 
 int config_validate(const okv_run_config *c, int n_layers) {
+    if (c->fill_synthetic && config_selector_is_window(c->selector))
+        return okv_fail(OKV_ERR_USAGE, "fill=synthetic cannot seed selector_cls %s, which needs the "
+                        "real queries of the prompt's last tokens: use selector_cls last or "
+                        "softmax_before_last, or fill=prefill", config_selector_name(c->selector));
     if (c->policy != POLICY_OMNIKV) return OKV_OK;
     if (c->n_filter_layers == 0)
         return okv_fail(OKV_ERR_USAGE, "policy=omnikv needs filter layers: set do_select_layers "
@@ -666,6 +679,7 @@ char *config_to_json(const okv_run_config *c) {
     cJSON_AddStringToObject(o, "backend", okv_backend_kind_name(c->backend));
     static const char *const gathers[] = {"auto", "inplace", "staged"};
     cJSON_AddStringToObject(o, "bank_gather", gathers[c->bank_gather]);
+    cJSON_AddStringToObject(o, "fill", c->fill_synthetic ? "synthetic" : "prefill");
     char *s = cJSON_PrintUnformatted(o);
     OKV_ASSERT(s);
     cJSON_Delete(o);

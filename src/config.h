@@ -90,6 +90,7 @@ typedef struct okv_run_config {
     int backend;                   /* okv_backend_kind: auto | cpu | cpu-strict | cuda */
     okv_bank_gather bank_gather;   /* how sparse layers read selected bank rows */
     bool row_cache;                /* staged gathers copy only rows new since the last step */
+    bool fill_synthetic;           /* prompts' K/V generated, not computed (engine_prefill) */
 } okv_run_config;
 
 void config_defaults(okv_run_config *c);

@@ -101,45 +101,79 @@ static inline float q8_logit(const okv_block_q8_0 *q, const okv_block_q8_0 *k, i
 }
 
 #if defined(OKV_CPU_AVX512)
-/* A q8_0 query head made ready for many keys, two blocks per vector: |q|, the lanes where q < 0
- * (whose sign moves onto the key) and the scales as f32. Even block counts only. */
-typedef struct q8_prep {
-    __m512i ax[CPU_PF_MAX_HD / 64];
-    __mmask64 neg[CPU_PF_MAX_HD / 64];
+/* q8_0 dots of one row against 16 others at once, two blocks per 512-bit vector. The 16 rows'
+ * quants get +128 (a byte xor) to serve as VNNI's unsigned operand, so no per-pair sign
+ * handling is needed: dpbusd(y + 128, x) = x.y + 128 * sum(x), and the fixed row's block sums
+ * are taken off after the lanes are reduced. Integer sums are exact, and each row's float steps
+ * are q8_logit's, in its order, so every logit equals q8_logit's bit for bit. */
+typedef struct q8_fixed {
+    __m512i x[CPU_PF_MAX_HD / 64];  /* the quants of blocks 2c and 2c+1 */
+    int32_t bias[CPU_PF_MAX_HD / OKV_QK]; /* 128 x the block's quant sum */
     float d[CPU_PF_MAX_HD / OKV_QK];
-} q8_prep;
+} q8_fixed;
+
+typedef struct q8_rows16 {
+    __m512i u[16][CPU_PF_MAX_HD / 64]; /* row r's quants + 128, blocks 2c and 2c+1 */
+    __m512 d[CPU_PF_MAX_HD / OKV_QK];  /* lane r: row r's scale of block b */
+} q8_rows16;
 
 static inline __m512i q8_pair(const okv_block_q8_0 *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
                               _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
 }
 
-static void q8_prepare(q8_prep *p, const okv_block_q8_0 *q, int nb) {
-    for (int c = 0; c < nb / 2; c++) {
-        const __m512i x = q8_pair(q + 2 * c);
-        p->neg[c] = _mm512_movepi8_mask(x);
-        p->ax[c] = _mm512_abs_epi8(x);
+static void q8_fix(q8_fixed *f, const okv_block_q8_0 *x, int nb) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int c = 0; c < nb / 2; c++) f->x[c] = q8_pair(x + 2 * c);
+    for (int b = 0; b < nb; b++) {
+        /* sum(x) = sum(x + 128) - 32 * 128, the biased bytes summed by sad against zero */
+        const __m256i t = _mm256_sad_epu8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[b].qs), bias),
+                                          _mm256_setzero_si256());
+        const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        const int sum = (int)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - OKV_QK * 128;
+        f->bias[b] = 128 * sum;
+        f->d[b] = att_half(x[b].d);
     }
-    for (int b = 0; b < nb; b++) p->d[b] = att_half(q[b].d);
 }
 
-/* q8_logit for a prepared query: each vector's two block sums are reduced inside their own
- * 256-bit halves, then added in block order exactly as q8_logit adds them. */
-static inline float q8_logit_prep(const q8_prep *p, const okv_block_q8_0 *k, int nb, float scale) {
-    float acc = 0.0f;
-    for (int c = 0; c < nb / 2; c++) {
-        const __m512i y = q8_pair(k + 2 * c);
-        const __m512i sy = _mm512_mask_sub_epi8(y, p->neg[c], _mm512_setzero_si512(), y);
-        __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p->ax[c], sy);
-        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0x4e));
-        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0xb1));
-        t = _mm512_add_epi32(t, _mm512_shuffle_i32x4(t, t, 0xb1));
-        const int s0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(t));
-        const int s1 = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32(t, 2));
-        acc = fmaf((float)s0, p->d[2 * c] * att_half(k[2 * c].d), acc);
-        acc = fmaf((float)s1, p->d[2 * c + 1] * att_half(k[2 * c + 1].d), acc);
+/* Rows y[r] for r < nr (rows past nr repeat row 0; their lanes are the caller's to drop). */
+static void q8_rows_prepare(q8_rows16 *R, const okv_block_q8_0 *const *y, int nr, int nb) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int r = 0; r < 16; r++) {
+        const okv_block_q8_0 *yr = y[r < nr ? r : 0];
+        for (int c = 0; c < nb / 2; c++) R->u[r][c] = _mm512_xor_si512(q8_pair(yr + 2 * c), bias);
     }
-    return scale * acc;
+    for (int b = 0; b < nb; b++) {
+        uint16_t h[16];
+        for (int r = 0; r < 16; r++) h[r] = y[r < nr ? r : 0][b].d;
+        R->d[b] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+    }
+}
+
+/* Lane r: scale * sum over blocks b, in order, of isum_b(f, y_r) * (d_f[b] * d_r[b]). */
+static inline __m512 q8_dot16(const q8_fixed *f, const q8_rows16 *R, int nb, float scale) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int c = 0; c < nb / 2; c++) {
+        __m512i t[8], u[4];
+        /* per row, the 16 lanes of its two blocks (lanes 0-7 block 2c, 8-15 block 2c+1) */
+        CPU_UNROLL for (int i = 0; i < 8; i++) {
+            const __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), R->u[2 * i][c], f->x[c]);
+            const __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), R->u[2 * i + 1][c], f->x[c]);
+            t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        }
+        /* each 128-bit lane: the sums of its 4 lanes for rows 4i .. 4i+3 */
+        CPU_UNROLL for (int i = 0; i < 4; i++)
+            u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                                    _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+        /* 128-bit lanes 0+1 hold block 2c, 2+3 block 2c+1: [rows 0-3 even, odd, rows 4-7 even, odd] */
+        const __m512i w0 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88), _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
+        const __m512i w1 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], 0x88), _mm512_shuffle_i32x4(u[2], u[3], 0xdd));
+        const __m512i ev = _mm512_sub_epi32(_mm512_shuffle_i32x4(w0, w1, 0x88), _mm512_set1_epi32(f->bias[2 * c]));
+        const __m512i od = _mm512_sub_epi32(_mm512_shuffle_i32x4(w0, w1, 0xdd), _mm512_set1_epi32(f->bias[2 * c + 1]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ev), _mm512_mul_ps(_mm512_set1_ps(f->d[2 * c]), R->d[2 * c]), acc);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(od), _mm512_mul_ps(_mm512_set1_ps(f->d[2 * c + 1]), R->d[2 * c + 1]), acc);
+    }
+    return _mm512_mul_ps(_mm512_set1_ps(scale), acc);
 }
 #endif
 
@@ -321,7 +355,8 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
 /* Scaled logits of rows [j0, j1) of the sequence for the query heads of KV heads [k0, k1):
  * l[h*ld + j - j0]. f16/f32 keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple
  * of 16 in the logical sequence, so a row's slot, and so its logit, depends only on its index.
- * q8_0 keys meet qq, the query heads rounded to q8_0, one row at a time. */
+ * q8_0 keys meet qq, the query heads rounded to q8_0: 16 keys at a time where the path has
+ * AVX-512 and every row of the 16 is q8_0, else one row at a time. */
 static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8_0 *qq,
                         const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
                         okv_attn_shape s) {
@@ -329,6 +364,13 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
     float kb[16 * CPU_PF_MAX_HD] __attribute__((aligned(64)));
     const void *rows[16];
     okv_type ty[16];
+#if defined(OKV_CPU_AVX512)
+    /* the query heads of [k0, k1) made ready once for the q8_0 keys of the whole range */
+    const int nqf = qq && nb % 2 == 0 ? (k1 - k0) * g : 1;
+    q8_fixed qf[nqf];
+    if (qq && nb % 2 == 0)
+        for (int i = 0; i < nqf; i++) q8_fix(&qf[i], qq + (int64_t)(k0 * g + i) * nb, nb);
+#endif
     row_cursor c = cursor_at(views, n_views, j0);
     for (int jb = j0; jb < j1; jb += 16) {
         const int nr = OKV_MIN(16, j1 - jb);
@@ -350,15 +392,14 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
             }
             if (n_q8 == 0) continue;
 #if defined(OKV_CPU_AVX512)
-            if (nb % 2 == 0) {
-                for (int h = kvh * g; h < (kvh + 1) * g; h++) {
-                    q8_prep qp;
-                    q8_prepare(&qp, qq + (int64_t)h * nb, nb);
-                    for (int r = 0; r < nr; r++)
-                        if (ty[r] == OKV_TYPE_Q8_0)
-                            l[(int64_t)h * ld + (jb - j0) + r] =
-                                q8_logit_prep(&qp, (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb, nb, s.scale);
-                }
+            if (nb % 2 == 0 && n_q8 == nr) { /* 16 keys against each query head at once */
+                const okv_block_q8_0 *kr[16];
+                for (int r = 0; r < nr; r++) kr[r] = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
+                q8_rows16 keys;
+                q8_rows_prepare(&keys, kr, nr, nb);
+                for (int h = kvh * g; h < (kvh + 1) * g; h++)
+                    _mm512_mask_storeu_ps(l + (int64_t)h * ld + (jb - j0), att_mask(nr),
+                                          q8_dot16(&qf[h - k0 * g], &keys, nb, s.scale));
                 continue;
             }
 #endif
@@ -667,13 +708,25 @@ static void pf_qk(float *st, const float *qt, int rp, const float *k, int64_t kl
 
 /* st[j][r] = scale * (q_r . k_j) for q8_0 keys k0 + j < k0 + kn of KV head kvh against the R rows
  * rounded to q8_0 (qq, nb blocks a row); padding rows r in [R, rp) score zero. */
-static void pf_qk_q8(float *st, const okv_block_q8_0 *qq, int R, int rp, const okv_kv_view *kv, int kvh,
-                     int k0, int kn, int nb, float scale) {
+static void pf_qk_q8(float *st, const okv_block_q8_0 *qq, const void *qrows, int R, int rp,
+                     const okv_kv_view *kv, int kvh, int k0, int kn, int nb, float scale) {
     const int hd = nb * OKV_QK;
     for (int j = 0; j < kn; j++) {
         const okv_block_q8_0 *kj = (const okv_block_q8_0 *)((const uint8_t *)kv->k +
                                    kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd));
         float *sj = st + (int64_t)j * rp;
+#if defined(OKV_CPU_AVX512)
+        if (qrows) { /* the key against 16 rows at once */
+            const q8_rows16 *qr = qrows;
+            q8_fixed kf;
+            q8_fix(&kf, kj, nb);
+            for (int r0 = 0; r0 < rp; r0 += 16)
+                _mm512_store_ps(sj + r0, _mm512_maskz_mov_ps(att_mask(R - r0), q8_dot16(&kf, &qr[r0 / 16], nb, scale)));
+            continue;
+        }
+#else
+        (void)qrows;
+#endif
         for (int r = 0; r < R; r++) sj[r] = q8_logit(qq + (int64_t)r * nb, kj, nb, scale);
         for (int r = R; r < rp; r++) sj[r] = 0.0f;
     }
@@ -809,6 +862,23 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
         mx[r] = -INFINITY;
         sm[r] = 0.0f;
     }
+    const void *qrows = NULL;
+#if defined(OKV_CPU_AVX512)
+    /* the rows in groups of 16 for q8_dot16, after qq in qt's space */
+    if (q8 && (hd / OKV_QK) % 2 == 0) {
+        _Static_assert(CPU_PF_ROWS * (CPU_PF_MAX_HD / OKV_QK) * sizeof(okv_block_q8_0) + 64 +
+                       CPU_PF_ROWS / 16 * sizeof(q8_rows16) <= CPU_PF_MAX_HD * CPU_PF_ROWS * sizeof(float),
+                       "qt's space holds qq and its 16-row groups");
+        const int nb = hd / OKV_QK;
+        q8_rows16 *groups = (q8_rows16 *)(((uintptr_t)(qq + (int64_t)R * nb) + 63) & ~(uintptr_t)63);
+        for (int r0 = 0; r0 < R; r0 += 16) {
+            const okv_block_q8_0 *y[16];
+            for (int i = 0; i < 16; i++) y[i] = qq + (int64_t)OKV_MIN(r0 + i, R - 1) * nb;
+            q8_rows_prepare(&groups[r0 / 16], y, OKV_MIN(16, R - r0), nb);
+        }
+        qrows = groups;
+    }
+#endif
     memset(o, 0, (size_t)R * hd * sizeof(float));
     const int kend = q_pos0 + i1, kall = q_pos0 + i0 + 1;
     for (int k0 = 0; k0 < kend; k0 += CPU_PF_KEYS) {
@@ -817,7 +887,7 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
         const float *vr = pf_rows(vbuf, kv, 1, kvh, k0, kn, hd, &vld);
         if (k0 + CPU_PF_KEYS < kend) pf_prefetch(kv, kvh, k0 + CPU_PF_KEYS, OKV_MIN(CPU_PF_KEYS, kend - k0 - CPU_PF_KEYS), hd);
         if (q8) {
-            pf_qk_q8(st, qq, R, rp, kv, kvh, k0, kn, hd / OKV_QK, s.scale);
+            pf_qk_q8(st, qq, qrows, R, rp, kv, kvh, k0, kn, hd / OKV_QK, s.scale);
         } else {
             const float *kr = pf_rows(kbuf, kv, 0, kvh, k0, kn, hd, &kld);
             pf_qk(st, qt, rp, kr, kld, kn, hd, s.scale);

@@ -50,6 +50,10 @@ void help_bench(FILE *f) {
         "      --set KEY=VALUE set a run-config key (repeatable)\n"
         "  -t, --threads N     compute threads per rank (default: OMP_NUM_THREADS, else the\n"
         "                      cores granted to the rank)\n"
+        "      --fill KIND     prefill (default) or synthetic: every prompt position but the last\n"
+        "                      gets generated K/V rows instead of a prefill (the run-config key\n"
+        "                      fill), so decode at 512K-1M tokens is timed in minutes; every\n"
+        "                      table row then says so, and prefill/s and ttft are not prefill's\n"
         "  -h, --help          this text\n"
         "\n"
         "Per-token time is split as the engines count it, summed over the stages: dense attention\n"
@@ -253,6 +257,7 @@ static char *bench_json(const char *model_name, const okv_run_config *rc, const 
         const bench_cell *c = &cells[i];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "ctx", c->ctx);
+        cJSON_AddStringToObject(o, "fill", rc->fill_synthetic ? "synthetic" : "prefill");
         cJSON_AddStringToObject(o, "variant", c->var->name);
         cJSON_AddStringToObject(o, "policy", c->var->policy == POLICY_OMNIKV ? "omnikv" : "dense");
         cJSON_AddNumberToObject(o, "k", c->k);
@@ -303,6 +308,10 @@ static void bench_tables(const char *model_name, const okv_run_config *rc, const
     if (rc->max_batch > 1)
         printf("(batch %d: per-token figures are per generated token of the batch; a sequence's "
                "own step takes about %d times the decode ms)\n", rc->max_batch, rc->max_batch);
+    const char *fill = rc->fill_synthetic ? "  synthetic fill" : "";
+    if (rc->fill_synthetic)
+        printf("(synthetic fill: the prompts' KV cache and bank rows are generated, not prefilled; "
+               "decode figures are real, prefill/s and ttft are not a prefill's)\n");
     printf("%8s %-10s %6s %10s %9s %20s %8s | %7s %7s %7s %7s %7s %7s  (ms per token)\n", "ctx",
            "variant", "k", "prefill/s", "ttft ms", "decode ms [min-max]", "tok/s", "dense",
            "sparse", "select", "matmul", "other", "rest");
@@ -311,25 +320,25 @@ static void bench_tables(const char *model_name, const okv_run_config *rc, const
         char dms[40];
         snprintf(dms, sizeof dms, "%.2f [%.2f-%.2f]", c->decode_ms.median, c->decode_ms.min,
                  c->decode_ms.max);
-        printf("%8d %-10s %6d %10.1f %9.1f %20s %8.2f | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n",
+        printf("%8d %-10s %6d %10.1f %9.1f %20s %8.2f | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f%s\n",
                c->ctx, c->var->name, c->k, c->prefill_tok_s.median, c->ttft_ms.median, dms,
                c->decode_tok_s, c->ms_dense, c->ms_sparse, c->ms_select, c->ms_matmul, c->ms_other,
-               c->ms_rest);
+               c->ms_rest, fill);
     }
     printf("\n%8s %-10s %11s %11s %11s %8s | %11s %11s %11s  (MiB held)\n", "ctx", "variant",
            "KV MiB/tok", "bank MiB/tok", "W MiB/tok", "GB/s", "weights", "KV cache", "bank");
     for (int i = 0; i < n; i++) {
         const bench_cell *c = &cells[i];
-        printf("%8d %-10s %11.3f %11.3f %11.3f %8.2f | %11.1f %11.1f %11.1f\n", c->ctx,
+        printf("%8d %-10s %11.3f %11.3f %11.3f %8.2f | %11.1f %11.1f %11.1f%s\n", c->ctx,
                c->var->name, c->kv_bytes / MiB, c->bank_bytes / MiB, c->weight_bytes / MiB,
-               c->gb_s, c->mem_weights / MiB, c->mem_kv / MiB, c->mem_bank / MiB);
+               c->gb_s, c->mem_weights / MiB, c->mem_kv / MiB, c->mem_bank / MiB, fill);
     }
     if (ranks > 1) printf("(MiB held: summed over the %d pipeline stages)\n", ranks);
     for (int i = 0; i < n; i++) /* once per variant: the figures cover all its runs */
         if (cells[i].cache_rows > 0 && (i == 0 || cells[i - 1].var != cells[i].var))
             printf("row cache (%s): %.1f%% of the staged bank rows were already in backend "
-                   "memory; %.3f MiB per decode step not copied\n", cells[i].var->name,
-                   100.0 * cells[i].cache_hit_rate, cells[i].cache_saved_per_step / MiB);
+                   "memory; %.3f MiB per decode step not copied%s\n", cells[i].var->name,
+                   100.0 * cells[i].cache_hit_rate, cells[i].cache_saved_per_step / MiB, fill);
 }
 
 static int parse_variants(const char *list, bench_variant *v, int *n) {
@@ -565,6 +574,7 @@ int cmd_bench(args *a, int rank) {
             else if (opt(a, "-o", "--output", &v)) out_path = v;
             else if (opt(a, NULL, "--set", &v)) st = v ? cli_set_kv(a, &sets, v) : 0;
             else if (opt(a, "-t", "--threads", &v)) st = v ? cli_set(a, &sets, "threads", v) : 0;
+            else if (opt(a, NULL, "--fill", &v)) st = v ? cli_set(a, &sets, "fill", v) : 0;
             else if (opt(a, NULL, "--json", NULL)) json = true;
             else st = unknown_arg(a);
             if (a->missing) st = OKV_ERR_USAGE;

@@ -331,7 +331,10 @@ static int engine_init_inner(okv_engine *e) {
     for (int g = 0; g < e->n_groups; g++) crosses |= group_crosses_end(e, g);
     if (crosses)
         e->sel_host = calloc((size_t)e->max_slots * e->n_groups * e->max_ctx, sizeof(int32_t));
-    if ((e->logits && !e->logits_host) || (crosses && !e->sel_host))
+    if (rc->fill_synthetic)
+        e->synth_host = okv_alloc(sizeof(float) * 2 * (size_t)e->max_tok * e->kv_dim);
+    if ((e->logits && !e->logits_host) || (crosses && !e->sel_host) ||
+        (rc->fill_synthetic && !e->synth_host))
         return okv_fail(OKV_ERR_NOMEM, "cannot allocate the engine's host buffers (logits of %d "
                         "tokens, index sets of %d slots)", e->max_tok, e->max_slots);
     for (int i = 0; i < e->max_tok; i++) e->rows_host[i] = i;
@@ -399,6 +402,7 @@ void engine_free(okv_engine *e) {
     free(e->rows_staged);
     free(e->sel_host);
     okv_free_mem(e->logits_host);
+    okv_free_mem(e->synth_host);
     okv_free_mem(e->probe_host);
     free(e->pos_host);
     free(e->rows_host);
@@ -641,10 +645,62 @@ static void load_positions(okv_engine *e, int n) {
     be->copy(be, e->rows, e->rows_host, sizeof(int32_t) * (size_t)n, OKV_COPY_H2D, OKV_STREAM_SYNC);
 }
 
+void engine_synth_rows(uint64_t seed, int layer, int pos0, int n, int kv_dim, float *k, float *v) {
+    for (int i = 0; i < n; i++) {
+        /* one stream per (seed, layer, position), so a row does not depend on the chunking */
+        uint64_t x = seed ^ ((uint64_t)(uint32_t)layer << 32 | (uint32_t)(pos0 + i));
+        for (int j = 0; j < 2 * kv_dim; j++) {
+            const uint64_t r = okv_splitmix64(&x);
+            /* uniform on [-sqrt(3), sqrt(3)): mean 0, variance 1 */
+            const float u = (float)((double)(r >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0) * 1.7320508f;
+            (j < kv_dim ? k : v)[(size_t)i * kv_dim + (size_t)(j % kv_dim)] = u;
+        }
+    }
+}
+
+static int prefill_layers(okv_engine *e, int slot, int pos0, int n_tok);
+
+/* fill=synthetic: positions before the prompt's last get generated K/V rows in every layer,
+ * stored where a prefill stores them (KV cache, or bank for sparse layers), without computing;
+ * the last position is computed as usual, over them, so its logits, window state and first
+ * selection are a real step's. x rows of the generated positions pass through unchanged. */
+static int prefill_synthetic(okv_engine *e, int slot, int pos0, int n_tok) {
+    okv_slot *s = &e->slots[slot];
+    const int m = OKV_MIN(n_tok, s->n_prompt - 1 - pos0);
+    if (m > 0) {
+        for (int i = 0; i < m; i++) e->pos_host[i] = e->rows_host[i] = pos0 + i;
+        load_positions(e, m);
+        float *kh = e->synth_host, *vh = kh + (size_t)m * e->kv_dim;
+        const size_t bytes = sizeof(float) * (size_t)m * e->kv_dim;
+        for (int l = e->layer_begin; l < e->layer_end; l++) {
+            engine_synth_rows(e->rc->seed, l, pos0, m, e->kv_dim, kh, vh);
+            e->be.copy(&e->be, e->kbuf, kh, bytes, OKV_COPY_H2D, OKV_STREAM_SYNC);
+            e->be.copy(&e->be, e->vbuf, vh, bytes, OKV_COPY_H2D, OKV_STREAM_SYNC);
+            if (layer_in_bank(e, l)) store_bank(e, l, slot, pos0, m);
+            else store_kv(e, l, slot, 0, m, e->pos);
+        }
+        s->n_pos = pos0 + m;
+        if (e->bank.bytes) e->bank.rows_written += (uint64_t)m;
+    }
+    if (m == n_tok) return OKV_OK;
+    /* The chunk ends the prompt: its last row computed alone, in x row 0, and put back. */
+    const size_t row = sizeof(float) * (size_t)e->model->cfg.dim;
+    float *last = e->x + (size_t)(n_tok - 1) * e->model->cfg.dim;
+    if (n_tok > 1) e->be.copy(&e->be, e->x, last, row, OKV_COPY_D2D, OKV_STREAM_COMPUTE);
+    int st = prefill_layers(e, slot, s->n_prompt - 1, 1);
+    if (n_tok > 1) e->be.copy(&e->be, last, e->x, row, OKV_COPY_D2D, OKV_STREAM_COMPUTE);
+    return st;
+}
+
 int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok) {
     okv_slot *s = &e->slots[slot];
     OKV_ASSERT(s->active && n_tok > 0 && n_tok <= e->max_tok);
     OKV_ASSERT(pos0 == s->n_pos && pos0 + n_tok <= s->n_prompt);
+    return e->rc->fill_synthetic ? prefill_synthetic(e, slot, pos0, n_tok) : prefill_layers(e, slot, pos0, n_tok);
+}
+
+static int prefill_layers(okv_engine *e, int slot, int pos0, int n_tok) {
+    okv_slot *s = &e->slots[slot];
     for (int i = 0; i < n_tok; i++) e->pos_host[i] = e->rows_host[i] = pos0 + i;
     load_positions(e, n_tok);
     for (int l = e->layer_begin; l < e->layer_end; l++) {

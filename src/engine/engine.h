@@ -104,6 +104,7 @@ typedef struct okv_engine {
     float *logits_host;        /* [max_tok][n_vocab] */
     float *probe_host;         /* [n_heads][max_ctx] when a probe is set */
     int32_t *pos_host, *rows_host; /* [max_tok] */
+    float *synth_host;             /* [2][max_tok][kv_dim] generated K, V rows (fill=synthetic) */
 
     uint64_t weight_bytes; /* of the layer range, read once per decode step */
     /* Calibration probe: when set, every non-sparse layer reports its decode logits over the
@@ -144,6 +145,9 @@ void engine_embed(okv_engine *e, const int32_t *ids, int n);
 /* Runs this range's layers over n_tok prompt tokens of one slot at positions pos0.. (chunked
  * prefill, full causal attention) on the hidden states. n_tok <= max_tok. */
 int engine_prefill(okv_engine *e, int slot, int pos0, int n_tok);
+/* The K and V rows fill=synthetic gives positions pos0 .. pos0+n-1 of a layer ([n][kv_dim] each,
+ * before any rounding to the KV type): uniform values of variance 1 from the run's seed. */
+void engine_synth_rows(uint64_t seed, int layer, int pos0, int n, int kv_dim, float *k, float *v);
 /* One decode step: one token for each listed slot at its next position, on hidden-state rows
  * [0, n). Filter layers of this range select the index sets of their groups. */
 int engine_decode(okv_engine *e, const int *slots, int n);

@@ -8,24 +8,17 @@
 #include <math.h>
 #include <string.h>
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void rng_seed(okv_rng *r, uint64_t seed) {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = okv_splitmix64(&x);
 }
 
 void rng_seed_step(okv_rng *r, uint64_t seed, uint64_t step) {
     /* Two splitmix rounds decorrelate neighbouring seeds and steps before seeding the state. */
     uint64_t x = seed;
-    uint64_t key = splitmix64(&x);
+    uint64_t key = okv_splitmix64(&x);
     x = key ^ (step * 0xd1b54a32d192ed03ull);
-    rng_seed(r, splitmix64(&x));
+    rng_seed(r, okv_splitmix64(&x));
 }
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

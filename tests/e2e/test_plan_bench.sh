@@ -9,7 +9,8 @@
 # KV cache and bank bytes computed here by hand from SmolLM2's shape and the config (4 full-attention layers of 30, f16 KV rows of
 # 2 x 192 elements; the 26 sparse layers keep the prompt in the bank and only the generated
 # tail in the KV cache), within the 0.05 MiB of the tables' rounding. Needs OMNIKV_BIN,
-# OMNIKV_SRC, the model in OMNIKV_CACHE and python3.
+# OMNIKV_SRC, the model in OMNIKV_CACHE and python3. Last, bench --fill synthetic on the same
+# cells must report the same byte and row counts, each table row marked as synthetic.
 set -u
 
 BIN=${OMNIKV_BIN:?OMNIKV_BIN must name the omnikv binary}
@@ -28,6 +29,15 @@ if ! "$BIN" bench -m "$MODEL" "${CFG[@]}" --ctx $CTX --gen $GEN --variants dense
     --runs 2 --warmup 0 --json -o "$T/bench.json" >/dev/null 2>"$T/bench.err"; then
     tail -n 20 "$T/bench.err" >&2
     echo "FAIL: bench failed"
+    exit 1
+fi
+# The same cells with the prompts' KV generated (bench --fill synthetic): every table row must say
+# so, and the byte counts (memory held, bytes and rows read per token) must equal the prefilled
+# run's, since only the values differ.
+if ! "$BIN" bench -m "$MODEL" "${CFG[@]}" --ctx $CTX --gen $GEN --variants dense,1024,0.125 \
+    --runs 1 --warmup 0 --fill synthetic -o "$T/synth.json" >"$T/synth.txt" 2>"$T/synth.err"; then
+    tail -n 20 "$T/synth.err" >&2
+    echo "FAIL: bench --fill synthetic failed"
     exit 1
 fi
 for k in dense 1024 0.125; do
@@ -97,5 +107,20 @@ for what in ("weights", "KV cache", "bank"):
     print(f"memory {what:9s} by hand {ref:8.2f} MiB  " + "  ".join(f"{k} {v:8.2f}" for k, v in got.items())
           + ("  ok" if ok else "  FAIL"))
     fails += not ok
+
+# bench --fill synthetic: the prefilled run's byte counts, and every row says synthetic.
+real = {r["variant"]: r for r in json.load(open(f"{d}/bench.json"))["results"]}
+synth = {r["variant"]: r for r in json.load(open(f"{d}/synth.json"))["results"]}
+keys = ("memory_bytes", "rows_per_token", "kv_bytes_per_token", "bank_bytes_per_token", "k")
+for v in names.values():
+    same = all(real[v][k] == synth[v][k] for k in keys) and synth[v]["fill"] == "synthetic"
+    print(f"{v:8s} synthetic fill: byte and row counts {'equal' if same else 'DIFFER from'} the "
+          f"prefilled run's; decode {synth[v]['decode_ms_per_token']['median']:.3f} ms "
+          f"(prefilled {real[v]['decode_ms_per_token']['median']:.3f})")
+    fails += not same
+rows = [l for l in open(f"{d}/synth.txt").read().splitlines() if re.match(r"\s+2048 ", l)]
+unmarked = [l for l in rows if not l.endswith("synthetic fill")]
+print(f"synthetic fill: {len(rows)} table rows, {len(unmarked)} without the mark")
+fails += len(rows) != 6 or len(unmarked) > 0
 sys.exit(1 if fails else 0)
 PY

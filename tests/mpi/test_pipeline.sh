@@ -4,8 +4,8 @@
 # OmniKV, at batch 1 and 5, with planner and hand partitions (some splitting a filter group, so an
 # index set crosses a rank boundary), 1 and 3 micro-batches, a window selector, over shared
 # memory and over TCP, and on SmolLM2; plus placement (two ranks bound to different cores), the
-# trace, the checking backend (cpu-strict, staged gathers) on 2 and 3 ranks, and the start-up
-# errors (too many ranks, a bad partition, unavailable transports).
+# trace, the checking backend (cpu-strict, staged gathers) on 2 and 3 ranks, fill=synthetic on 3
+# ranks, and the start-up errors (too many ranks, a bad partition, unavailable transports).
 # Every run uses --set threads=1: the CPU kernels do not depend on the thread count, and fixing it
 # keeps one rank and P ranks doing the same arithmetic beyond doubt.
 set -u
@@ -138,6 +138,18 @@ run_np 3 "$T/strict3.jsonl" "${BASE[@]}" "${OMNI[@]}" "${STRICT[@]}" --set max_b
     same "$T/ref_omni_5.jsonl" "$T/strict3.jsonl" "3 ranks, cpu-strict, omnikv (both groups cross)"
 run_np 3 "$T/strict3d.jsonl" "${BASE[@]}" "${DENSE[@]}" "${STRICT[@]}" --set max_batch=5 &&
     same "$T/ref_dense_5.jsonl" "$T/strict3d.jsonl" "3 ranks, cpu-strict, dense"
+
+# ---- fill=synthetic: each stage generates its own layers' prompt K/V from (seed, layer, position)
+SYN=(--set fill=synthetic --set max_batch=5)
+run_np 0 "$T/syn1.jsonl" "${BASE[@]}" "${OMNI[@]}" "${SYN[@]}"
+run_np 3 "$T/syn3.jsonl" "${BASE[@]}" "${OMNI[@]}" "${SYN[@]}" --stages 0-2,3-6,7 &&
+    same "$T/syn1.jsonl" "$T/syn3.jsonl" "3 ranks, fill=synthetic, omnikv (both groups cross)"
+python3 - "$T/ref_omni_5.jsonl" "$T/syn1.jsonl" <<'EOF' || fail "fill=synthetic must change the tokens"
+import json, sys
+a = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[1]))}
+b = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[2]))}
+assert a != b, "generated prompt K/V gave the prefilled tokens: the fill did not happen"
+EOF
 
 # ---- TCP ----------------------------------------------------------------------------------------
 MPI=(mpirun --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl tcp,self)

@@ -280,6 +280,63 @@ int main(void) {
     printf("uniform window, k 24: a decode after rewinding to the prompt equals a fresh run bitwise\n");
     free_out(&fresh);
     free(again);
+    /* fill=synthetic: prompt positions before the last hold engine_synth_rows' K and V where a
+     * prefill puts them (layer 0's KV cache, sparse layer 3's bank rows), the last position is
+     * computed; results do not depend on the chunking, and k >= N still equals dense bitwise. */
+    {
+        okv_run_config sy = rc;
+        sy.fill_synthetic = true;
+        sy.kv_type = OKV_TYPE_F32; /* rows stored as generated */
+        sy.seed = 77;
+        const int N = 150, kvd = m.cfg.n_kv_heads * m.cfg.head_dim;
+        okv_engine e;
+        TEST_OK(engine_init(&e, &m, &sy, 0, m.cfg.n_layers, 1));
+        TEST_OK(engine_seq_start(&e, 0, N));
+        int32_t *ids = prompt_ids(N, m.cfg.n_vocab, 1);
+        for (int p = 0; p < N; p += sy.prefill_chunk) {
+            const int n = OKV_MIN(sy.prefill_chunk, N - p);
+            engine_embed(&e, ids + p, n);
+            TEST_OK(engine_prefill(&e, 0, p, n));
+        }
+        float *want = malloc(sizeof(float) * 2 * (size_t)N * kvd), *got = malloc(sizeof(float) * 2 * (size_t)kvd);
+        int bad = 0, last_equal = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            const int l = pass == 0 ? 0 : 3;
+            TEST_CHECK(e.plan.role[l] == (pass == 0 ? ROLE_DENSE : ROLE_SPARSE), "layer %d's role", l);
+            engine_synth_rows(sy.seed, l, 0, N, kvd, want, want + (size_t)N * kvd);
+            okv_kv_view kv = pass == 0 ? (okv_kv_view){.k = e.cache_k[l], .v = e.cache_v[l], .stride = kvd}
+                                       : bank_view(&e.bank, e.plan.group[l], l, 0, NULL, N);
+            for (int p = 0; p < N; p++) {
+                e.be.copy(&e.be, got, (const float *)kv.k + (size_t)p * kv.stride, sizeof(float) * kvd,
+                          OKV_COPY_D2H, OKV_STREAM_SYNC);
+                e.be.copy(&e.be, got + kvd, (const float *)kv.v + (size_t)p * kv.stride, sizeof(float) * kvd,
+                          OKV_COPY_D2H, OKV_STREAM_SYNC);
+                const bool same = !memcmp(got, want + (size_t)p * kvd, sizeof(float) * kvd) &&
+                                  !memcmp(got + kvd, want + (size_t)(N + p) * kvd, sizeof(float) * kvd);
+                if (p < N - 1) bad += !same;
+                else last_equal += same;
+            }
+        }
+        TEST_CHECK(bad == 0 && last_equal == 0, "fill=synthetic: %d generated rows misplaced, the last "
+                   "position generated in %d of 2 layers instead of computed", bad, last_equal);
+        printf("fill=synthetic: %d positions x 2 layers (KV cache, bank) hold the generated rows, the "
+               "last position is computed\n", N - 1);
+        free(want);
+        free(got);
+        free(ids);
+        engine_free(&e);
+        okv_run_config sy48 = sy;
+        sy48.prefill_chunk = 48;
+        check_same("fill=synthetic, k=16: prefill chunks of 48 vs 64", &m, sy, sy48, 2, (int[]){150, 37});
+        okv_run_config all = sy;
+        all.num_selected = 1e6; /* k >= N (sy has rc's k = 16) */
+        check_exact("fill=synthetic", &m, all, 2, (int[]){150, 37});
+        okv_run_config win = sy;
+        win.selector = SELECTOR_UNIFORM;
+        st = config_validate(&win, m.cfg.n_layers);
+        TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "fill=synthetic"),
+                   "fill=synthetic with a window selector: %d %s", st, okv_last_error());
+    }
     /* q8_0 KV stores each head as 32-element blocks: tiny's 16-wide heads are refused. */
     okv_engine e;
     okv_run_config q8 = rc;
