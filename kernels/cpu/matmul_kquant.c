@@ -94,10 +94,11 @@ static inline __attribute__((always_inline)) __m256i kq_codes32(const uint8_t *b
         const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (c / 4)));
         __m256i u = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (c % 4))), m2);
         if (wt == OKV_TYPE_Q3_K) {
+            /* bit c of each hmask byte moved to bit 2 (16-bit shifts: the mask drops what
+             * crosses from the neighbouring byte) */
             const __m256i hm = _mm256_loadu_si256((const __m256i *)((const okv_block_q3_k *)blk)->hmask);
-            const __m256i bit = _mm256_set1_epi8((char)(1 << c));
-            const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
-            u = _mm256_or_si256(u, _mm256_and_si256(set, _mm256_set1_epi8(4)));
+            const __m256i h = c <= 2 ? _mm256_slli_epi16(hm, 2 - c) : _mm256_srli_epi16(hm, c - 2);
+            u = _mm256_or_si256(u, _mm256_and_si256(h, _mm256_set1_epi8(4)));
         }
         return u;
     }
@@ -160,6 +161,25 @@ static inline __attribute__((always_inline)) kq_scales kq_scales_vec(const uint8
         *mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
         s.d = kq_h2f(b->d);
         s.dmin = kq_h2f(b->dmin);
+        break;
+    }
+    case OKV_TYPE_Q3_K: {
+        /* okv_kquant_q3_scale for all 16 groups: the low nibbles of bytes 0-7 (groups 0-7) and
+         * their high nibbles (8-15), each with two bits of bytes 8-11 on top, less 32 */
+        const okv_block_q3_k *b = (const okv_block_q3_k *)blk;
+        uint32_t a[3], u[4];
+        memcpy(a, b->scales, 12);
+        u[0] = (a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4);
+        u[1] = (a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4);
+        u[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4);
+        u[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4);
+        const __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)u), _mm_set1_epi8(32));
+        *sc16 = _mm256_cvtepi8_epi16(v);
+        *mn16 = _mm256_setzero_si256();
+        s.z = 4;
+        s.has_min = 0;
+        s.d = kq_h2f(b->d);
+        s.dmin = 0.0f;
         break;
     }
     case OKV_TYPE_Q6_K: {
@@ -283,7 +303,8 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
             __m256i isum = acc[t];
 #endif
             const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[t]->bsums);
-            if (s.z) isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(_mm256_madd_epi16(bs, sc16), _mm256_set1_epi32(s.z)));
+            /* z is 4 (Q3_K) or 32 (Q6_K): a shift */
+            if (s.z) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), s.z == 4 ? 2 : 5));
             accf[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(s.d * xb[t]->d), accf[t]);
             if (s.has_min)
                 accf[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn16)), _mm256_set1_ps(s.dmin * xb[t]->d), accf[t]);

@@ -61,7 +61,10 @@ def stack(vocab_path, out, n_layers="2"):
                 vals = [field.parts[i][0].item() for i in field.data]
             w.add_array(name, vals)
         elif t == gguf.GGUFValueType.STRING:
-            w.add_string(name, bytes(field.parts[-1]).decode("utf-8"))
+            value = bytes(field.parts[-1]).decode("utf-8")
+            # llama.cpp knows GPT-2's pre-tokenizer as "gpt-2" or "olmo", not gen-model's "gpt2"
+            # (omnikv reads all three alike)
+            w.add_string(name, "olmo" if name == "tokenizer.ggml.pre" and value == "gpt2" else value)
         elif t == gguf.GGUFValueType.UINT32:
             w.add_uint32(name, int(field.parts[-1][0]))
         elif t == gguf.GGUFValueType.BOOL:
