@@ -6,9 +6,8 @@
  * tokens as one at a time, with chunked prefill (chunks of 64 and 48).
  * The same rule with kv_type=q8_0 against llama.cpp's q8_0 K and V cache (-ctk q8_0 -ctv q8_0,
  * which llama.cpp runs with flash attention only): there the spread is between that and
- * llama.cpp's non-flash path with a q8_0 K cache (see llamacpp_oracle.py). That case runs by hand
- * (`test_llamacpp q8_0`), outside CTest, as do other files (`test_llamacpp MODEL NAME`, e.g.
- * SmolLM2 requantized by jobs/bench_quants.sh): see main. */
+ * llama.cpp's non-flash path with a q8_0 K cache (see llamacpp_oracle.py). Other files run by hand
+ * (`test_llamacpp MODEL NAME [KV]`, e.g. SmolLM2 requantized by jobs/bench_quants.sh): see main. */
 #include "llamacpp_compare.h"
 
 /* The whole comparison with KV cache type kv against the oracle in $OMNIKV_CACHE/oracle/name
@@ -81,8 +80,7 @@ static void check_case(const char *model_path, const okv_model *m, okv_type kv, 
     oracle_free(&s);
 }
 
-/* test_llamacpp                       SmolLM2 (f16 KV), as CTest runs it
- * test_llamacpp q8_0                  also its q8_0 KV case
+/* test_llamacpp                       SmolLM2 with f16 and with q8_0 KV, as CTest runs it
  * test_llamacpp MODEL.gguf NAME [KV]  any GGUF file against llama.cpp's outputs cached under
  *                                     $OMNIKV_CACHE/oracle/NAME (made on first use) */
 int main(int argc, char **argv) {
@@ -102,9 +100,7 @@ int main(int argc, char **argv) {
         check_case(model_path, &m, (okv_type)kv, argv[2]);
     } else {
         check_case(model_path, &m, OKV_TYPE_F16, "llamacpp-smollm2-v2");
-        /* The q8_0 case is run by hand (`test_llamacpp q8_0`); see the note in the header. */
-        if (argc > 1 && !strcmp(argv[1], "q8_0"))
-            check_case(model_path, &m, OKV_TYPE_Q8_0, "llamacpp-smollm2-q8_0-v1");
+        check_case(model_path, &m, OKV_TYPE_Q8_0, "llamacpp-smollm2-q8_0-v1");
     }
     model_free(&m);
     return test_summary();
