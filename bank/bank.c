@@ -20,8 +20,41 @@ static uint64_t nodeset_memory(hwloc_topology_t topo, hwloc_const_nodeset_t set)
     return total;
 }
 
+/* The NUMA nodes nearest PCI device busid ("domain:bus:dev.fn") into nodes: those of its
+ * first non-I/O ancestor. 0 when the topology (loaded with I/O objects) lacks the device or
+ * gives it no locality narrower than the whole machine. */
+static int pci_nodes(hwloc_topology_t topo, const char *busid, hwloc_nodeset_t nodes) {
+    hwloc_obj_t dev = hwloc_get_pcidev_by_busidstring(topo, busid);
+    hwloc_obj_t anc = dev ? hwloc_get_non_io_ancestor_obj(topo, dev) : NULL;
+    if (!anc || !anc->nodeset || hwloc_bitmap_iszero(anc->nodeset) ||
+        hwloc_bitmap_isequal(anc->nodeset, hwloc_topology_get_topology_nodeset(topo)))
+        return 0;
+    hwloc_bitmap_copy(nodes, anc->nodeset);
+    return 1;
+}
+
+static int topo_load(hwloc_topology_t *topo, bool io) {
+    if (hwloc_topology_init(topo)) return -1;
+    if (io) hwloc_topology_set_io_types_filter(*topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    if (hwloc_topology_load(*topo)) {
+        hwloc_topology_destroy(*topo);
+        return -1;
+    }
+    return 0;
+}
+
+int bank_numa_of_pci(const char *busid) {
+    hwloc_topology_t topo;
+    if (topo_load(&topo, true)) return -1;
+    hwloc_nodeset_t nodes = hwloc_bitmap_alloc();
+    const int node = pci_nodes(topo, busid, nodes) ? hwloc_bitmap_first(nodes) : -1;
+    hwloc_bitmap_free(nodes);
+    hwloc_topology_destroy(topo);
+    return node;
+}
+
 int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *group_n, int kv_dim,
-              okv_type type, int max_slots, int max_rows) {
+              okv_type type, int max_slots, int max_rows, const char *near_pci) {
     memset(b, 0, sizeof *b);
     b->type = type;
     b->kv_dim = kv_dim;
@@ -43,18 +76,26 @@ int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *grou
     b->bytes = total;
     if (total == 0) return OKV_OK;
 
+    const bool gpu = near_pci && near_pci[0];
     hwloc_topology_t topo;
-    if (hwloc_topology_init(&topo) || hwloc_topology_load(topo)) {
+    if (topo_load(&topo, gpu)) {
         bank_free(b);
         return okv_fail(OKV_ERR_INTERNAL, "hwloc could not read the machine topology");
     }
     b->topo = topo;
-    /* The node(s) local to the cores this rank is bound to (all cores when unbound). */
+    /* The node(s) nearest the rank's GPU (rows cross PCIe to it every step), else those local
+     * to the cores this rank is bound to (all cores when unbound). */
     hwloc_cpuset_t cpus = hwloc_bitmap_alloc();
     hwloc_nodeset_t nodes = hwloc_bitmap_alloc();
-    if (hwloc_get_cpubind(topo, cpus, HWLOC_CPUBIND_PROCESS) != 0)
-        hwloc_bitmap_copy(cpus, hwloc_topology_get_topology_cpuset(topo));
-    hwloc_cpuset_to_nodeset(topo, cpus, nodes);
+    if (gpu && pci_nodes(topo, near_pci, nodes)) {
+        snprintf(b->near, sizeof b->near, "nearest the GPU at %s", near_pci);
+    } else {
+        if (hwloc_get_cpubind(topo, cpus, HWLOC_CPUBIND_PROCESS) != 0)
+            hwloc_bitmap_copy(cpus, hwloc_topology_get_topology_cpuset(topo));
+        hwloc_cpuset_to_nodeset(topo, cpus, nodes);
+        snprintf(b->near, sizeof b->near, gpu ? "of the rank's cores: hwloc gives the GPU at %s no "
+                 "NUMA locality" : "of the rank's cores", near_pci);
+    }
     /* Virtual machines may report less node memory than the machine has (memory hot-plug), so
      * the hard limit is what the system has available; past the node's size we only warn. */
     uint64_t local = nodeset_memory(topo, nodes), avail = okv_meminfo_bytes("MemAvailable");
@@ -201,8 +242,9 @@ void bank_describe(const okv_bank *b, char *buf, size_t cap) {
     snprintf(buf, cap, "%s rows, %zu bytes per token, %d group(s), %s", okv_type_name(b->type),
              bank_token_bytes(b), b->n_groups,
              b->bound ? "bound to NUMA node" : "not NUMA-bound (binding unsupported)");
-    if (b->bound) {
-        size_t len = strlen(buf);
-        snprintf(buf + len, cap - len, " %d", b->numa_node);
-    }
+    size_t len = strlen(buf);
+    if (b->bound) snprintf(buf + len, cap - len, " %d (%s)", b->numa_node, b->near);
+    len = strlen(buf);
+    if (b->registered)
+        snprintf(buf + len, cap - len, ", registered with the %s backend", b->registered->name);
 }

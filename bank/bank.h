@@ -1,6 +1,6 @@
 /* bank.h — the Context Bank: host memory holding the prompt KV of a stage's sparse layers, one
  * token-major row per (group, sequence slot, prompt token), allocated once with hwloc and bound
- * to the NUMA node of the rank's cores. Tested by tests/unit/test_bank.c.
+ * to the NUMA node nearest the rank's GPU, or of the rank's cores. Tested by tests/unit/test_bank.c.
  *
  * Row layout (elements of kv_type): for each sparse layer of the group on this stage, in layer
  * order: K[n_kv_heads][head_dim] then V[n_kv_heads][head_dim]. A selected token is therefore one
@@ -33,6 +33,7 @@ typedef struct okv_bank {
     size_t bytes;
     int numa_node;          /* where it landed (-1 unknown) */
     bool bound;             /* membind succeeded and was verified */
+    char near[96];          /* why those nodes: "nearest the GPU at <bus id>" or the rank's cores */
     void *topo;             /* hwloc_topology_t */
     okv_backend *registered; /* the backend the memory is registered (pinned) with, or NULL */
     /* accounting */
@@ -40,9 +41,14 @@ typedef struct okv_bank {
 } okv_bank;
 
 /* group_first/group_n: per group, the first sparse layer and how many follow (n = 0: none here).
- * Fails with OKV_ERR_NOMEM naming the bytes needed and the bytes available on the node. */
+ * near_pci: the PCI bus id of the rank's GPU (okv_backend.pci_bus_id), whose nearest NUMA
+ * node(s) get the memory; NULL or "" (or a device without locality): the node(s) of the rank's
+ * cores. Fails with OKV_ERR_NOMEM naming the bytes needed and the bytes available on the node. */
 int bank_init(okv_bank *b, int n_groups, const int *group_first, const int *group_n, int kv_dim,
-              okv_type type, int max_slots, int max_rows);
+              okv_type type, int max_slots, int max_rows, const char *near_pci);
+/* The first NUMA node nearest PCI device busid as bank_init finds it, or -1 (no such device, or
+ * no locality narrower than the machine). */
+int bank_numa_of_pci(const char *busid);
 void bank_free(okv_bank *b);
 
 /* The view of one layer's K/V for a slot: rows are prompt positions; idx/n as in okv_kv_view. */

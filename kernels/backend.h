@@ -105,6 +105,7 @@ typedef struct okv_backend okv_backend;
 struct okv_backend {
     const char *name;
     okv_mem_kind mem; /* where the pointers ops take live */
+    char pci_bus_id[32]; /* the device's ("0000:3b:00.0"); "" for host backends */
     void *state;      /* backend-private: thread count, scratch, streams */
 
     /* ---- memory and ordering ---- */

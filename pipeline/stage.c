@@ -220,7 +220,7 @@ static int init_buffers(pipe_ctx *pc) {
 typedef struct stage_info {
     uint64_t weights, kv, bank;
     int pid, n_cores, gpu, bound;
-    char cores[128], host[64], bank_desc[160];
+    char cores[128], host[64], bank_desc[256];
 } stage_info;
 
 /* Rank 0 prints what every rank holds and where it runs. */

@@ -182,6 +182,7 @@ static int cuda_setup(okv_backend *be, int device, int max_tok, int max_in) {
                         cudaGetErrorString(e));
     }
     int host_ptr = 0;
+    CHECK_CUDA(cudaDeviceGetPCIBusId(be->pci_bus_id, (int)sizeof be->pci_bus_id, dev));
     CHECK_CUDA(cudaDeviceGetAttribute(&st->n_sm, cudaDevAttrMultiProcessorCount, dev));
     CHECK_CUDA(cudaDeviceGetAttribute(&host_ptr, cudaDevAttrCanUseHostPointerForRegisteredMem, dev));
     st->host_ptr_ok = host_ptr != 0;

@@ -186,6 +186,11 @@ static void log_memory(const okv_engine *e, const okv_run_config *rc) {
     planner_fmt_bytes((double)bb, bank, sizeof bank);
     OKV_INFO("memory for %d sequence(s) of %d prompt + %d generated tokens: weights %s, KV cache "
              "%s, Context Bank %s", e->max_slots, e->max_ctx - gen, gen, w, kv, bank);
+    if (e->bank.bytes) {
+        char desc[256];
+        bank_describe(&e->bank, desc, sizeof desc);
+        OKV_INFO("Context Bank: %s", desc);
+    }
 }
 
 static int serve(const run_args *ra, const okv_run_config *rc, okv_request_list *reqs,

@@ -213,7 +213,7 @@ static int init_groups(okv_engine *e) {
         if (cnt[g]++ == 0) first[g] = l;
     }
     int st = bank_init(&e->bank, e->n_groups, first, cnt, e->kv_dim, e->rc->kv_type,
-                       e->max_slots, e->max_ctx);
+                       e->max_slots, e->max_ctx, e->be.pci_bus_id);
     free(first);
     free(cnt);
     return st;

@@ -1,12 +1,15 @@
 /* test_bank.c — the Context Bank: rows stored through kv_store at prefill read back bit-exact
  * through bank views (the token-major layout of bank.h, checked by hand offsets); a capacity
  * that cannot fit fails with the bytes needed and available; where the machine allows, the
- * binding is confirmed with hwloc's own query of the area. */
+ * binding is confirmed with hwloc's own query of the area; the NUMA node picked near each PCI
+ * device agrees with the kernel's /sys/bus/pci/devices/<id>/numa_node. */
 #include "bank/bank.h"
 #include "common.h"
 #include "test_util.h"
 
+#include <dirent.h>
 #include <hwloc.h>
+#include <stdlib.h>
 #include <string.h>
 
 int main(void) {
@@ -16,7 +19,7 @@ int main(void) {
     /* Two groups: layers 4..6 and 9..9, kv_dim 8, 2 slots, 10 rows, f16. */
     const int first[2] = {4, 9}, cnt[2] = {3, 1}, kv_dim = 8, slots = 2, rows = 10;
     okv_bank b;
-    TEST_OK(bank_init(&b, 2, first, cnt, kv_dim, OKV_TYPE_F16, slots, rows));
+    TEST_OK(bank_init(&b, 2, first, cnt, kv_dim, OKV_TYPE_F16, slots, rows, NULL));
     TEST_CHECK(b.bytes == (size_t)(3 + 1) * 2 * kv_dim * 2 * slots * rows, "bank bytes %zu", b.bytes);
     char desc[256];
     bank_describe(&b, desc, sizeof desc);
@@ -80,9 +83,49 @@ int main(void) {
     bank_free(&b);
     bank_free(&b); /* safe twice */
 
+    /* Placement near a GPU: for every PCI device the kernel lists, the NUMA node bank_init would
+     * pick must be the one /sys says the device sits on (-1 there: no locality, and the bank
+     * goes with the rank's cores); a bank asked to sit near a device without locality says so. */
+    DIR *dir = opendir("/sys/bus/pci/devices");
+    int n_dev = 0, agree = 0, n_nodes = 0;
+    for (int i = 0; i < 1024; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/sys/devices/system/node/node%d", i);
+        n_nodes += test_file_exists(p);
+    }
+    const char *no_locality = NULL;
+    for (struct dirent *d; dir && (d = readdir(dir));) {
+        if (d->d_name[0] == '.') continue;
+        char p[512];
+        snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/numa_node", d->d_name);
+        FILE *f = fopen(p, "r");
+        int sys_node = -1;
+        if (!f || fscanf(f, "%d", &sys_node) != 1) sys_node = -1;
+        if (f) fclose(f);
+        const int ours = bank_numa_of_pci(d->d_name);
+        /* a one-node machine gives every device the whole machine: no locality either way */
+        const bool same = ours == sys_node || (n_nodes <= 1 && ours == -1);
+        TEST_CHECK(same, "PCI device %s: bank placement picks NUMA node %d, /sys says %d", d->d_name,
+                   ours, sys_node);
+        n_dev++;
+        agree += same;
+        if (ours == -1 && !no_locality) no_locality = strdup(d->d_name);
+    }
+    if (dir) closedir(dir);
+    printf("bank placement near a PCI device: %d of %d devices on the NUMA node /sys gives (%d "
+           "node(s) here)\n", agree, n_dev, n_nodes);
+    if (no_locality) {
+        TEST_OK(bank_init(&b, 2, first, cnt, kv_dim, OKV_TYPE_F16, slots, rows, no_locality));
+        bank_describe(&b, desc, sizeof desc);
+        TEST_CHECK(!b.bound || strstr(desc, "no NUMA locality"), "bank near %s: %s", no_locality, desc);
+        printf("bank near %s: %s\n", no_locality, desc);
+        bank_free(&b);
+        free((void *)no_locality);
+    }
+
     /* Capacity: 1e6 slots x 1e6 rows cannot fit; the message names both sizes. */
     const int big_first[1] = {0}, big_cnt[1] = {8};
-    int st = bank_init(&b, 1, big_first, big_cnt, 1024, OKV_TYPE_F16, 1000000, 1000000);
+    int st = bank_init(&b, 1, big_first, big_cnt, 1024, OKV_TYPE_F16, 1000000, 1000000, NULL);
     TEST_CHECK(st == OKV_ERR_NOMEM, "huge bank accepted (status %d)", st);
     TEST_CHECK(strstr(okv_last_error(), "needs") && strstr(okv_last_error(), "bytes"),
                "capacity message lacks sizes: %s", okv_last_error());
