@@ -142,14 +142,14 @@ static inline __attribute__((always_inline)) kq_scales kq_scales_vec(const uint8
     case OKV_TYPE_Q4_K:
     case OKV_TYPE_Q5_K: {
         const okv_block_q4_k *b = (const okv_block_q4_k *)blk;
-        uint32_t u[4];
-        memcpy(u, b->scales, 12);
-        u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-        const uint32_t m = u[1] & 0x3f3f3f3fu;
-        u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-        u[2] = m;
-        u[0] &= 0x3f3f3f3fu;
-        const __m128i v = _mm_loadu_si128((const __m128i *)u);
+        uint32_t a[3];
+        memcpy(a, b->scales, 12);
+        /* built in registers: four word stores read back as one vector would stall on
+         * store-to-load forwarding */
+        const __m128i v = _mm_setr_epi32((int)(a[0] & 0x3f3f3f3fu),
+                                         (int)((a[2] & 0x0f0f0f0fu) | (((a[0] >> 6) & 0x03030303u) << 4)),
+                                         (int)(a[1] & 0x3f3f3f3fu),
+                                         (int)(((a[2] >> 4) & 0x0f0f0f0fu) | (((a[1] >> 6) & 0x03030303u) << 4)));
         *sc16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));
         *mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v));
         s.d = kq_h2f(b->d);
@@ -170,13 +170,13 @@ static inline __attribute__((always_inline)) kq_scales kq_scales_vec(const uint8
         /* okv_kquant_q3_scale for all 16 groups: the low nibbles of bytes 0-7 (groups 0-7) and
          * their high nibbles (8-15), each with two bits of bytes 8-11 on top, less 32 */
         const okv_block_q3_k *b = (const okv_block_q3_k *)blk;
-        uint32_t a[3], u[4];
+        uint32_t a[3];
         memcpy(a, b->scales, 12);
-        u[0] = (a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4);
-        u[1] = (a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4);
-        u[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4);
-        u[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4);
-        const __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)u), _mm_set1_epi8(32));
+        const __m128i u = _mm_setr_epi32((int)((a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4)),
+                                         (int)((a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4)),
+                                         (int)(((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4)),
+                                         (int)(((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4)));
+        const __m128i v = _mm_sub_epi8(u, _mm_set1_epi8(32));
         *sc16 = _mm256_cvtepi8_epi16(v);
         *mn16 = _mm256_setzero_si256();
         s.z = 4;
