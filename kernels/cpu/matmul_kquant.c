@@ -24,9 +24,6 @@
 /* Rows of W per thread work item and tokens sharing one unpacked super-block (as matmul.c). */
 #define KQ_ROW_BLOCK 16
 #define KQ_TOK_TILE 4
-/* Super-blocks a row may have to be unpacked once for prefill (rows of up to 32768 elements:
- * 128 x 320 bytes on the stack). */
-#define KQ_UNPACK_MAX 128
 
 /* The scales of one super-block in the form above. */
 typedef struct kq_scales {
@@ -257,58 +254,25 @@ static void kq_codes256(uint8_t *u, const uint8_t *blk, okv_type wt) {
 }
 #endif
 
-#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
-/* A super-block unpacked once for many token tiles (prefill): its 256 codes, scales and f32
- * factors, as kq_codes32 and kq_scales_vec give them. */
-typedef struct kq_unpacked {
-    __m256i u[8];
-    __m256i sc16, mn16;
-    float d, dmin;
-} kq_unpacked;
-
-static inline __attribute__((always_inline)) void kq_unpack_row(kq_unpacked *out, const uint8_t *wr,
-                                                                 okv_type wt, int nb) {
-    const size_t bsz = okv_type_block_bytes(wt);
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = wr + (size_t)b * bsz;
-        const kq_scales s = kq_scales_vec(blk, wt, &out[b].sc16, &out[b].mn16);
-        out[b].d = s.d;
-        out[b].dmin = s.dmin;
-        CPU_UNROLL for (int c = 0; c < 8; c++) out[b].u[c] = kq_codes32(blk, wt, c);
-    }
-}
-#endif
-
 /* y[t*n_out] for T tokens of one weight row of nb super-blocks; x holds the tokens' Q8_K rows,
- * astride bytes apart. pre, when not NULL, is the row unpacked by kq_unpack_row (vector paths). */
+ * astride bytes apart. */
 static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, const uint8_t *wr, okv_type wt,
-                                                          int nb, const uint8_t *act, size_t astride, const int T,
-                                                          const void *pre) {
+                                                          int nb, const uint8_t *act, size_t astride, const int T) {
     const size_t bsz = okv_type_block_bytes(wt);
 #if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
-    const kq_unpacked *up = pre;
     __m256 accf[KQ_TOK_TILE];
     CPU_UNROLL for (int t = 0; t < T; t++) accf[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = wr + (size_t)b * bsz;
         __m256i sc16, mn16;
-        kq_scales s;
-        if (up) {
-            sc16 = up[b].sc16, mn16 = up[b].mn16;
-            s = (kq_scales){.z = wt == OKV_TYPE_Q3_K ? 4 : wt == OKV_TYPE_Q6_K ? 32 : 0,
-                            .has_min = wt == OKV_TYPE_Q2_K || wt == OKV_TYPE_Q4_K || wt == OKV_TYPE_Q5_K,
-                            .d = up[b].d, .dmin = up[b].dmin};
-        } else {
-            s = kq_scales_vec(blk, wt, &sc16, &mn16);
-        }
-#define KQ_CODES(c) (up ? up[b].u[c] : kq_codes32(blk, wt, c))
+        const kq_scales s = kq_scales_vec(blk, wt, &sc16, &mn16);
         const okv_block_q8_k *xb[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) xb[t] = (const okv_block_q8_k *)(act + (size_t)t * astride) + b;
 #if defined(OKV_CPU_AVX512)
         __m512i acc[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_si512();
         CPU_UNROLL for (int c = 0; c < 8; c += 2) {
-            const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(KQ_CODES(c)), KQ_CODES(c + 1), 1);
+            const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(kq_codes32(blk, wt, c)), kq_codes32(blk, wt, c + 1), 1);
             /* scales of the four 16-element groups, each over its 8 pair sums */
             const __m512i idx = _mm512_set_epi16(2 * c + 3, 2 * c + 3, 2 * c + 3, 2 * c + 3, 2 * c + 3, 2 * c + 3, 2 * c + 3, 2 * c + 3,
                                                  2 * c + 2, 2 * c + 2, 2 * c + 2, 2 * c + 2, 2 * c + 2, 2 * c + 2, 2 * c + 2, 2 * c + 2,
@@ -324,7 +288,7 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
         __m256i acc[KQ_TOK_TILE];
         CPU_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_si256();
         CPU_UNROLL for (int c = 0; c < 8; c++) {
-            const __m256i u = KQ_CODES(c);
+            const __m256i u = kq_codes32(blk, wt, c);
             const __m256i sv = kq_scale_pairs(sc16, c);
             CPU_UNROLL for (int t = 0; t < T; t++) {
                 const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * c)));
@@ -332,7 +296,6 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
             }
         }
 #endif
-#undef KQ_CODES
         CPU_UNROLL for (int t = 0; t < T; t++) {
 #if defined(OKV_CPU_AVX512)
             __m256i isum = _mm256_add_epi32(_mm512_castsi512_si256(acc[t]), _mm512_extracti64x4_epi64(acc[t], 1));
@@ -349,7 +312,6 @@ static inline __attribute__((always_inline)) void kq_row(float *y, int n_out, co
     }
     CPU_UNROLL for (int t = 0; t < T; t++) y[(size_t)t * n_out] = kq_hsum256(accf[t]);
 #else
-    (void)pre;
     float acc[KQ_TOK_TILE] = {0};
     uint8_t u[OKV_QK_K];
     for (int b = 0; b < nb; b++) {
@@ -434,32 +396,10 @@ static void kq_act_quant(okv_block_q8_k *y, const float *x, int nb) {
 #endif
 }
 
-/* Rows [r0, r1) for all tokens, the row block staying in cache while the token tiles pass.
- * With more than one tile (prefill) each row is unpacked once and read by every tile. */
+/* Rows [r0, r1) for all tokens, the row block staying in cache while the token tiles pass. */
 static inline __attribute__((always_inline)) void kq_block(float *y, const uint8_t *w, size_t wrow, okv_type wt,
                                                             const uint8_t *act, size_t astride, int n_tok,
                                                             int nb, int n_out, int r0, int r1) {
-#if defined(OKV_CPU_AVX512) || defined(OKV_CPU_AVX2)
-    if (n_tok > KQ_TOK_TILE && nb <= KQ_UNPACK_MAX) {
-        kq_unpacked up[KQ_UNPACK_MAX];
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *wr = w + (size_t)r * wrow;
-            kq_unpack_row(up, wr, wt, nb);
-            for (int t0 = 0; t0 < n_tok; t0 += KQ_TOK_TILE) {
-                const int T = OKV_MIN(KQ_TOK_TILE, n_tok - t0);
-                float *yr = y + (size_t)t0 * n_out + r;
-                const uint8_t *a = act + (size_t)t0 * astride;
-                switch (T) {
-                case 1: kq_row(yr, n_out, wr, wt, nb, a, astride, 1, up); break;
-                case 2: kq_row(yr, n_out, wr, wt, nb, a, astride, 2, up); break;
-                case 3: kq_row(yr, n_out, wr, wt, nb, a, astride, 3, up); break;
-                default: kq_row(yr, n_out, wr, wt, nb, a, astride, 4, up); break;
-                }
-            }
-        }
-        return;
-    }
-#endif
     for (int t0 = 0; t0 < n_tok; t0 += KQ_TOK_TILE) {
         const int T = OKV_MIN(KQ_TOK_TILE, n_tok - t0);
         const uint8_t *a = act + (size_t)t0 * astride;
@@ -467,10 +407,10 @@ static inline __attribute__((always_inline)) void kq_block(float *y, const uint8
             float *yr = y + (size_t)t0 * n_out + r;
             const uint8_t *wr = w + (size_t)r * wrow;
             switch (T) {
-            case 1: kq_row(yr, n_out, wr, wt, nb, a, astride, 1, NULL); break;
-            case 2: kq_row(yr, n_out, wr, wt, nb, a, astride, 2, NULL); break;
-            case 3: kq_row(yr, n_out, wr, wt, nb, a, astride, 3, NULL); break;
-            default: kq_row(yr, n_out, wr, wt, nb, a, astride, 4, NULL); break;
+            case 1: kq_row(yr, n_out, wr, wt, nb, a, astride, 1); break;
+            case 2: kq_row(yr, n_out, wr, wt, nb, a, astride, 2); break;
+            case 3: kq_row(yr, n_out, wr, wt, nb, a, astride, 3); break;
+            default: kq_row(yr, n_out, wr, wt, nb, a, astride, 4); break;
             }
         }
     }
