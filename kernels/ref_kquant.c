@@ -298,14 +298,9 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L) {
 
 static void quant_q3_k(okv_block_q3_k *b, const float *x) {
     int8_t L[OKV_QK_K];
-    float scales[16], max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; j++) {
-        scales[j] = fit_q3(16, 4, x + 16 * j, L + 16 * j);
-        if (fabsf(scales[j]) > amax) {
-            amax = fabsf(scales[j]);
-            max_scale = scales[j];
-        }
-    }
+    float scales[16];
+    for (int j = 0; j < 16; j++) scales[j] = fit_q3(16, 4, x + 16 * j, L + 16 * j);
+    const float max_scale = signed_max(16, scales);
     memset(b->scales, 0, sizeof b->scales);
     b->d = okv_f32_to_fp16(0.0f);
     if (max_scale != 0.0f) {
@@ -436,16 +431,11 @@ static float fit_qx(int n, int nmax, const float *x, int8_t *L) {
 
 static void quant_q6_k(okv_block_q6_k *b, const float *x) {
     int8_t L[OKV_QK_K];
-    float scales[16], max_scale = 0, max_abs = 0;
-    for (int j = 0; j < 16; j++) {
-        scales[j] = fit_qx(16, 32, x + 16 * j, L + 16 * j);
-        if (fabsf(scales[j]) > max_abs) {
-            max_abs = fabsf(scales[j]);
-            max_scale = scales[j];
-        }
-    }
+    float scales[16];
+    for (int j = 0; j < 16; j++) scales[j] = fit_qx(16, 32, x + 16 * j, L + 16 * j);
+    const float max_scale = signed_max(16, scales);
     memset(b, 0, sizeof *b);
-    if (max_abs < 1e-15f) return;
+    if (fabsf(max_scale) < 1e-15f) return;
     const float iscale = -128.0f / max_scale;
     b->d = okv_f32_to_fp16(1 / iscale);
     for (int j = 0; j < 16; j++) b->scales[j] = (int8_t)OKV_MIN(127, nearest_int(iscale * scales[j]));

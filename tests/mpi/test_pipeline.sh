@@ -63,6 +63,16 @@ print(f"ok: {sys.argv[3]}: {len(a)} requests, {n} tokens and their logits identi
 EOF
 }
 
+# differ A B WHY: some request's tokens differ between the two result files (else fail with WHY).
+differ() {
+    CHECKS=$((CHECKS + 1))
+    python3 - "$1" "$2" <<'EOF' || fail "$3"
+import json, sys
+a, b = ({r["id"]: r["tokens"] for r in map(json.loads, open(p))} for p in sys.argv[1:3])
+sys.exit(0 if a != b else 1)
+EOF
+}
+
 TINY=$T/tiny8.gguf
 "$BIN" gen-model --shape tiny --layers 8 -o "$TINY" 2>/dev/null || fail "gen-model"
 cat >"$T/req.jsonl" <<'EOF'
@@ -91,12 +101,8 @@ same "$T/ref_dense_1.jsonl" "$T/ref_dense_5.jsonl" "one rank: batch 1 and batch 
 same "$T/ref_omni_1.jsonl" "$T/ref_omni_5.jsonl" "one rank: batch 1 and batch 5 agree (omnikv)"
 run_np 0 "$T/local_mb3.jsonl" "${BASE[@]}" "${OMNI[@]}" --set max_batch=5 --micro-batches 3
 same "$T/ref_omni_5.jsonl" "$T/local_mb3.jsonl" "one rank, 3 micro-batches"
-python3 - "$T/ref_dense_5.jsonl" "$T/ref_omni_5.jsonl" <<'EOF' || fail "omnikv must differ from dense here"
-import json, sys
-d = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[1]))}
-o = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[2]))}
-assert d != o, "k = 4 should change some tokens, or the omnikv cases test nothing beyond dense"
-EOF
+differ "$T/ref_dense_5.jsonl" "$T/ref_omni_5.jsonl" \
+    "k = 4 should change some tokens, or the omnikv cases test nothing beyond dense"
 
 # ---- 1..4 ranks, planner partitions --------------------------------------------------------------
 for np in 1 2 3 4; do
@@ -144,12 +150,8 @@ SYN=(--set fill=synthetic --set max_batch=5)
 run_np 0 "$T/syn1.jsonl" "${BASE[@]}" "${OMNI[@]}" "${SYN[@]}"
 run_np 3 "$T/syn3.jsonl" "${BASE[@]}" "${OMNI[@]}" "${SYN[@]}" --stages 0-2,3-6,7 &&
     same "$T/syn1.jsonl" "$T/syn3.jsonl" "3 ranks, fill=synthetic, omnikv (both groups cross)"
-python3 - "$T/ref_omni_5.jsonl" "$T/syn1.jsonl" <<'EOF' || fail "fill=synthetic must change the tokens"
-import json, sys
-a = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[1]))}
-b = {r["id"]: r["tokens"] for r in map(json.loads, open(sys.argv[2]))}
-assert a != b, "generated prompt K/V gave the prefilled tokens: the fill did not happen"
-EOF
+differ "$T/ref_omni_5.jsonl" "$T/syn1.jsonl" \
+    "fill=synthetic gave the prefilled tokens: the generated prompt K/V were not used"
 
 # ---- TCP ----------------------------------------------------------------------------------------
 MPI=(mpirun --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl tcp,self)
