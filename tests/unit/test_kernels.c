@@ -309,16 +309,58 @@ static float block_m(okv_type wt, const uint8_t *row, int b) {
     return okv_fp16_to_f32(m);
 }
 
-/* The quantized dot against (a) the same math in f32 on dequantized operands and (b) the dot with
- * the unquantized activations, within a bound built from each block's activation step. */
+/* The Q4_1/Q5_1 offset term m * s takes s rounded to f16: what that rounding may move. */
+static double q8_1_sum_rounding(okv_type wt, okv_type at, const uint8_t *wq, const uint8_t *xq, int n) {
+    double r = 0;
+    if (at == OKV_TYPE_Q8_1)
+        for (int b = 0; b < n / 32; b++)
+            r += fabs(block_m(wt, wq, b) * okv_fp16_to_f32(((const okv_block_q8_1 *)xq)[b].s)) * 0x1p-10;
+    return r;
+}
+
+/* The bound on |dot(wq, xq) - dot(wd, x)| that the activation's rounding allows: per block,
+ * sum|w| times half its step (q8_0/q8_1: amax/127, with 14% for d's own f16 rounding; q8_k: d,
+ * kept in f32), plus, for q8_1, m times the f16 rounding of the block sum s; f16/bf16: each
+ * product's relative rounding. */
+static double act_rounding_bound(okv_type wt, okv_type at, const uint8_t *wq, const uint8_t *xq,
+                                 const float *wd, const float *x, int n) {
+    double bound = 0;
+    if (at == OKV_TYPE_Q8_K) {
+        for (int b = 0; b < n / 256; b++) {
+            double wsum = 0;
+            for (int e = 0; e < 256; e++) wsum += fabs(wd[256 * b + e]);
+            bound += wsum * 0.5 * fabs(((const okv_block_q8_k *)xq)[b].d) * 1.0001;
+        }
+    } else if (at == OKV_TYPE_Q8_0 || at == OKV_TYPE_Q8_1) {
+        for (int b = 0; b < n / 32; b++) {
+            float amax = 0;
+            double wsum = 0;
+            for (int j = 0; j < 32; j++) {
+                amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+                wsum += fabs(wd[b * 32 + j]);
+            }
+            bound += wsum * 0.57 * amax / 127.0;
+        }
+    } else if (at == OKV_TYPE_F16 || at == OKV_TYPE_BF16) {
+        for (int i = 0; i < n; i++) bound += fabs(wd[i] * x[i]) * (at == OKV_TYPE_F16 ? 0x1p-11 : 0x1p-8);
+    }
+    return bound + q8_1_sum_rounding(wt, at, wq, xq, n);
+}
+
+/* Every weight type's dot against its activation type (llama.cpp's pairing, q8_k for the
+ * K-quants) compared with (a) the same math in f32 on the dequantized operands (only float
+ * rounding may differ: 1e-6 of sum|w*x|, plus the f16 rounding of q8_1's s) and (b) the dot with
+ * the unquantized activations, within act_rounding_bound plus the same 1e-6. */
 static void test_vec_dot_ref(void) {
     const okv_type ws[] = {OKV_TYPE_Q4_0, OKV_TYPE_Q4_1, OKV_TYPE_Q8_0, OKV_TYPE_Q5_0, OKV_TYPE_Q5_1,
-                           OKV_TYPE_IQ4_NL, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32};
+                           OKV_TYPE_IQ4_NL, OKV_TYPE_F16, OKV_TYPE_BF16, OKV_TYPE_F32, OKV_TYPE_Q2_K,
+                           OKV_TYPE_Q3_K, OKV_TYPE_Q4_K, OKV_TYPE_Q5_K, OKV_TYPE_Q6_K};
     for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
         const okv_type wt = ws[k], at = okv_act_type_for(wt);
+        const int blk = at == OKV_TYPE_Q8_K ? 256 : 32;
         double worst_a = 0, worst_b = 0;
         for (int trial = 0; trial < 40; trial++) {
-            const int n = 32 * (1 + (int)(rng_u32() % 48));
+            const int n = blk * (1 + (int)(rng_u32() % (blk == 256 ? 16 : 48)));
             float *w = xmalloc(n * sizeof(float)), *x = xmalloc(n * sizeof(float));
             float *wd = xmalloc(n * sizeof(float)), *xd = xmalloc(n * sizeof(float));
             uint8_t *wq = xmalloc((size_t)n * 4), *xq = xmalloc((size_t)n * 4);
@@ -329,35 +371,16 @@ static void test_vec_dot_ref(void) {
             okv_dequant_row_ref(wd, wq, wt, n);
             okv_dequant_row_ref(xd, xq, at, n);
             const double got = okv_vec_dot_ref(wq, wt, xq, n);
-            double dq = 0, mag = 0, exact = 0, bound = 0;
+            double dq = 0, mag = 1e-30, exact = 0;
             for (int i = 0; i < n; i++) {
                 dq += (double)wd[i] * xd[i];
                 mag += fabs((double)wd[i] * xd[i]);
                 exact += (double)wd[i] * x[i];
             }
-            if (at == OKV_TYPE_Q8_0 || at == OKV_TYPE_Q8_1) {
-                for (int b = 0; b < n / 32; b++) {
-                    float amax = 0;
-                    double wsum = 0;
-                    for (int j = 0; j < 32; j++) {
-                        amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-                        wsum += fabs(wd[b * 32 + j]);
-                    }
-                    bound += wsum * 0.57 * amax / 127.0;
-                    if (at == OKV_TYPE_Q8_1) /* m times the f16 rounding of s */
-                        bound += fabs(block_m(wt, wq, b) * okv_fp16_to_f32(((const okv_block_q8_1 *)xq)[b].s)) * 0x1p-10;
-                }
-            } else if (at == OKV_TYPE_F16 || at == OKV_TYPE_BF16) {
-                for (int i = 0; i < n; i++) bound += fabs(wd[i] * x[i]) * (at == OKV_TYPE_F16 ? 0x1p-11 : 0x1p-8);
-            }
-            bound += 1e-6 * mag + 1e-30;
-            /* The Q4_1/Q5_1 offset term uses s rounded to f16, so (a) allows that rounding too. */
-            double tol_a = 1e-6 * mag + 1e-30;
-            if (at == OKV_TYPE_Q8_1)
-                for (int b = 0; b < n / 32; b++)
-                    tol_a += fabs(block_m(wt, wq, b) * okv_fp16_to_f32(((const okv_block_q8_1 *)xq)[b].s)) * 0x1p-10;
+            const double tol_a = 1e-6 * mag + q8_1_sum_rounding(wt, at, wq, xq, n);
+            const double tol_b = 1e-6 * mag + act_rounding_bound(wt, at, wq, xq, wd, x, n);
             worst_a = fmax(worst_a, fabs(got - dq) / tol_a);
-            worst_b = fmax(worst_b, fabs(got - exact) / bound);
+            worst_b = fmax(worst_b, fabs(got - exact) / tol_b);
             free(w); free(x); free(wd); free(xd); free(wq); free(xq);
         }
         char what[96], det[96];
@@ -602,47 +625,6 @@ static void test_kquant_round_trip(void) {
     free(x);
     free(y);
     free(q);
-}
-
-/* The K-quant x Q8_K dot against (a) the f32 dot of the dequantized operands (only float
- * rounding may differ: 1e-6 of sum|w*x|) and (b) the dot with the unquantized activations,
- * within sum|w| * |d_x| / 2 per super-block plus the same 1e-6. */
-static void test_kquant_vec_dot_ref(void) {
-    for (int k = 0; k < N_KQ; k++) {
-        const okv_type wt = kq_types[k];
-        double worst_a = 0, worst_b = 0;
-        for (int trial = 0; trial < 30; trial++) {
-            const int n = 256 * (1 + (int)(rng_u32() % 16));
-            float *w = xmalloc(n * sizeof(float)), *x = xmalloc(n * sizeof(float));
-            float *wd = xmalloc(n * sizeof(float)), *xd = xmalloc(n * sizeof(float));
-            uint8_t *wq = xmalloc((size_t)n * 2), *xq = xmalloc((size_t)n * 2);
-            fill(w, n, 0.5f);
-            fill(x, n, 2.0f);
-            okv_quant_row_ref(wq, w, wt, n);
-            okv_quant_row_ref(xq, x, OKV_TYPE_Q8_K, n);
-            okv_dequant_row_ref(wd, wq, wt, n);
-            okv_dequant_row_ref(xd, xq, OKV_TYPE_Q8_K, n);
-            const double got = okv_vec_dot_ref(wq, wt, xq, n);
-            double dq = 0, mag = 1e-30, exact = 0, bound = 0;
-            for (int i = 0; i < n; i++) {
-                dq += (double)wd[i] * xd[i];
-                mag += fabs((double)wd[i] * xd[i]);
-                exact += (double)wd[i] * x[i];
-            }
-            for (int b = 0; b < n / 256; b++) {
-                double wsum = 0;
-                for (int e = 0; e < 256; e++) wsum += fabs(wd[256 * b + e]);
-                bound += wsum * 0.5 * fabs(((const okv_block_q8_k *)xq)[b].d) * 1.0001;
-            }
-            worst_a = fmax(worst_a, fabs(got - dq) / (1e-6 * mag));
-            worst_b = fmax(worst_b, fabs(got - exact) / (bound + 1e-6 * mag));
-            free(w); free(x); free(wd); free(xd); free(wq); free(xq);
-        }
-        char what[96], det[96];
-        snprintf(what, sizeof what, "vec_dot_ref %s x q8_k vs dequantized f32 / vs unquantized x", okv_type_name(wt));
-        snprintf(det, sizeof det, "worst %.3f / %.3f of tolerance", worst_a, worst_b);
-        report(worst_a <= 1.0 && worst_b <= 1.0, what, det);
-    }
 }
 
 /* Each path's K-quant matmul against okv_matmul_ref over rows of 256..4096, ragged row counts
@@ -1141,7 +1123,6 @@ int main(void) {
     test_vec_dot_ref();
     test_kquant_hand_blocks();
     test_kquant_round_trip();
-    test_kquant_vec_dot_ref();
     test_topk();
     test_isa_choice();
 
