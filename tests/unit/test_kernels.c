@@ -397,22 +397,23 @@ static okv_backend cpu1, cpu2, cpu3;
 
 /* How far a dot with activations rounded to the weight's partner type may be from the dot with
  * the exact activations: per block, sum|w| times the largest rounding (0.57 of the Q8 step
- * d = amax/127: half a step plus the f16 rounding of d), for Q4_1/Q5_1 also m times the f16
+ * d = amax/127: half a step plus the f16 rounding of d; q8_k keeps d in f32: half a step), for Q4_1/Q5_1 also m times the f16
  * rounding of s, and for f16/bf16 partners |w| times half an ulp of x (f16 subnormals included);
  * plus 2e-6 of sum|w*x|. */
 static double act_bound(okv_type wt, const uint8_t *wrow, const float *wd, const float *x, int n,
                         double mag) {
     double bound = 2e-6 * mag;
     const okv_type at = okv_act_type_for(wt);
-    if (at == OKV_TYPE_Q8_0 || at == OKV_TYPE_Q8_1) {
-        for (int b = 0; b < n / 32; b++) {
+    if (at == OKV_TYPE_Q8_0 || at == OKV_TYPE_Q8_1 || at == OKV_TYPE_Q8_K) {
+        const int blk = at == OKV_TYPE_Q8_K ? 256 : 32;
+        for (int b = 0; b < n / blk; b++) {
             float amax = 0;
             double wsum = 0;
-            for (int j = 0; j < 32; j++) {
-                amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-                wsum += fabs(wd[b * 32 + j]);
+            for (int j = 0; j < blk; j++) {
+                amax = fmaxf(amax, fabsf(x[b * blk + j]));
+                wsum += fabs(wd[b * blk + j]);
             }
-            bound += wsum * 0.57 * amax / 127.0;
+            bound += wsum * (at == OKV_TYPE_Q8_K ? 0.5001 : 0.57) * amax / 127.0;
             if (at == OKV_TYPE_Q8_1)
                 bound += fabs(block_m(wt, wrow, b)) * 32.0 * amax * 0x1p-10;
         }
@@ -421,6 +422,67 @@ static double act_bound(okv_type wt, const uint8_t *wrow, const float *wd, const
             bound += at == OKV_TYPE_F16 ? fabs(wd[i]) * (fabs(x[i]) * 0x1p-11 + 0x1p-25) : fabs(wd[i] * x[i]) * 0x1p-8;
     }
     return bound;
+}
+
+typedef struct mm_stats {
+    double worst, worst_abs, worst_q; /* vs ref / sum|w*x|, vs ref absolute, vs exact / act_bound */
+    int cases, thread_diff;
+} mm_stats;
+
+/* One shape: the 2-thread matmul against okv_matmul_ref, normalised per output by sum_i |w_i x_i|,
+ * and against the f32 dot of the dequantized weights with the unquantized x, within act_bound;
+ * every fourth case also bitwise against 3 threads (rows never depend on the split). */
+static void matmul_case(okv_type wt, int n_in, int n_out, int n_tok, mm_stats *st) {
+    const size_t wrow = okv_type_row_bytes(wt, n_in);
+    float *wf = xmalloc((size_t)n_out * n_in * sizeof(float));
+    uint8_t *w = xmalloc((size_t)n_out * wrow);
+    float *x = xmalloc((size_t)n_tok * n_in * sizeof(float));
+    float *yr = xmalloc((size_t)n_tok * n_out * sizeof(float));
+    float *y1 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+    float *y2 = xmalloc((size_t)n_tok * n_out * sizeof(float));
+    float *wd = xmalloc((size_t)n_in * sizeof(float));
+    fill(wf, (int64_t)n_out * n_in, 0.5f);
+    fill(x, (int64_t)n_tok * n_in, 2.0f);
+    for (int o = 0; o < n_out; o++) okv_quant_row_ref(w + o * wrow, wf + (size_t)o * n_in, wt, n_in);
+    okv_matmul_ref(yr, w, wt, x, n_tok, n_in, n_out);
+    cpu2.matmul(&cpu2, y1, w, wt, x, n_tok, n_in, n_out);
+    if (st->cases % 4 == 0) {
+        cpu3.matmul(&cpu3, y2, w, wt, x, n_tok, n_in, n_out);
+        st->thread_diff += !bits_equal(y1, y2, (size_t)n_tok * n_out * sizeof(float));
+    }
+    for (int o = 0; o < n_out; o++) {
+        okv_dequant_row_ref(wd, w + o * wrow, wt, n_in);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * n_in;
+            double mag = 1e-30, exact = 0;
+            for (int i = 0; i < n_in; i++) {
+                mag += fabs((double)wd[i] * xt[i]);
+                exact += (double)wd[i] * xt[i];
+            }
+            const float got = y1[(size_t)t * n_out + o];
+            const double e = fabs((double)got - yr[(size_t)t * n_out + o]);
+            st->worst = isnan(got) ? INFINITY : fmax(st->worst, e / mag);
+            st->worst_abs = fmax(st->worst_abs, e);
+            st->worst_q = fmax(st->worst_q, fabs(got - exact) / act_bound(wt, w + o * wrow, wd, xt, n_in, mag));
+        }
+    }
+    st->cases++;
+    free(wf); free(w); free(x); free(yr); free(y1); free(y2); free(wd);
+}
+
+/* Against the reference: within 2e-6 of sum|w*x| (the integer sums are exact; only the f32
+ * summation order differs) and the same bits with 2 and 3 threads; against the exact activations:
+ * within act_bound. */
+static void matmul_report(okv_type wt, const mm_stats *st, const char *shapes) {
+    const double tol = 2e-6;
+    char what[128], det[128];
+    snprintf(what, sizeof what, "matmul %s: cpu vs ref, %d shapes (%s)", okv_type_name(wt), st->cases, shapes);
+    snprintf(det, sizeof det, "worst %.2e of sum|w*x| (tol %.0e), abs %.2e; threads 2 vs 3 differ in %d",
+             st->worst, tol, st->worst_abs, st->thread_diff);
+    report(st->worst <= tol && st->thread_diff == 0, what, det);
+    snprintf(what, sizeof what, "matmul %s: cpu vs dequantized-W f32 dot with unquantized x", okv_type_name(wt));
+    snprintf(det, sizeof det, "worst %.3f of the activation-rounding bound", st->worst_q);
+    report(st->worst_q <= 1.0, what, det);
 }
 
 static void test_matmul(void) {
@@ -435,61 +497,12 @@ static void test_matmul(void) {
         const int quant = okv_type_block_elems(wt) > 1;
         const int *ins = quant ? ins_q : ins_f;
         const int n_ins = quant ? 4 : 5;
-        double worst = 0, worst_abs = 0, worst_q = 0;
-        int cases = 0, thread_diff = 0;
+        mm_stats st = {0};
         for (int a = 0; a < n_ins; a++)
             for (size_t b = 0; b < sizeof outs / sizeof outs[0]; b++)
-                for (size_t c = 0; c < sizeof toks / sizeof toks[0]; c++) {
-                    const int n_in = ins[a], n_out = outs[b], n_tok = toks[c];
-                    if (n_in >= 1536 && n_tok > 5) continue;
-                    const size_t wrow = okv_type_row_bytes(wt, n_in);
-                    float *wf = xmalloc((size_t)n_out * n_in * sizeof(float));
-                    uint8_t *w = xmalloc((size_t)n_out * wrow);
-                    float *x = xmalloc((size_t)n_tok * n_in * sizeof(float));
-                    float *yr = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    float *y1 = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    float *y2 = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    fill(wf, (int64_t)n_out * n_in, 0.5f);
-                    fill(x, (int64_t)n_tok * n_in, 2.0f);
-                    for (int o = 0; o < n_out; o++) okv_quant_row_ref(w + o * wrow, wf + (size_t)o * n_in, wt, n_in);
-                    okv_matmul_ref(yr, w, wt, x, n_tok, n_in, n_out);
-                    cpu2.matmul(&cpu2, y1, w, wt, x, n_tok, n_in, n_out);
-                    if (cases % 8 == 0) { /* rows never depend on the thread split */
-                        cpu3.matmul(&cpu3, y2, w, wt, x, n_tok, n_in, n_out);
-                        thread_diff += !bits_equal(y1, y2, (size_t)n_tok * n_out * sizeof(float));
-                    }
-                    /* Normalised: |cpu - ref| / sum_i |w_i x_i| per output; and against the f32 dot of
-                     * the dequantized weights with the unquantized x, within act_bound. */
-                    float *wd = xmalloc((size_t)n_in * sizeof(float));
-                    for (int o = 0; o < n_out; o++) {
-                        okv_dequant_row_ref(wd, w + o * wrow, wt, n_in);
-                        for (int t = 0; t < n_tok; t++) {
-                            const float *xt = x + (size_t)t * n_in;
-                            double mag = 1e-30, exact = 0;
-                            for (int i = 0; i < n_in; i++) {
-                                mag += fabs((double)wd[i] * xt[i]);
-                                exact += (double)wd[i] * xt[i];
-                            }
-                            const float got = y1[(size_t)t * n_out + o];
-                            const double e = fabs((double)got - yr[(size_t)t * n_out + o]);
-                            worst = fmax(worst, e / mag);
-                            worst_abs = fmax(worst_abs, e);
-                            if (isnan(got)) worst = INFINITY;
-                            worst_q = fmax(worst_q, fabs(got - exact) / act_bound(wt, w + o * wrow, wd, xt, n_in, mag));
-                        }
-                    }
-                    cases++;
-                    free(wd); free(wf); free(w); free(x); free(yr); free(y1); free(y2);
-                }
-        const double tol = 2e-6;
-        char what[128], det[128];
-        snprintf(what, sizeof what, "matmul %s: cpu vs ref, %d shapes (tok 1..37, out 1..100)", okv_type_name(wt), cases);
-        snprintf(det, sizeof det, "worst %.2e of sum|w*x| (tol %.0e), abs %.2e; threads 2 vs 3 differ in %d",
-                 worst, tol, worst_abs, thread_diff);
-        report(worst <= tol && thread_diff == 0, what, det);
-        snprintf(what, sizeof what, "matmul %s: cpu vs dequantized-W f32 dot with unquantized x", okv_type_name(wt));
-        snprintf(det, sizeof det, "worst %.3f of the activation-rounding bound", worst_q);
-        report(worst_q <= 1.0, what, det);
+                for (size_t c = 0; c < sizeof toks / sizeof toks[0]; c++)
+                    if (!(ins[a] >= 1536 && toks[c] > 5)) matmul_case(wt, ins[a], outs[b], toks[c], &st);
+        matmul_report(wt, &st, "tok 1..37, out 1..100");
     }
 }
 
@@ -627,59 +640,20 @@ static void test_kquant_round_trip(void) {
     free(q);
 }
 
-/* Each path's K-quant matmul against okv_matmul_ref over rows of 256..4096, ragged row counts
- * and 1..9 tokens: normalised error within 2e-6 of sum|w*x| (the integer sums are exact; only
- * the f32 summation order differs), and bitwise the same with 2 and 3 threads. */
+/* Each path's K-quant matmul over rows of 256..4096, ragged row counts and 1..9 tokens, by
+ * matmul_case's rules. */
 static void test_matmul_kquant(void) {
     const int ins[] = {256, 512, 768, 1536, 4096};
     const int outs[] = {1, 7, 16, 33, 100};
     const int toks[] = {1, 2, 3, 4, 5, 9};
     for (int k = 0; k < N_KQ; k++) {
-        const okv_type wt = kq_types[k];
-        double worst = 0, worst_abs = 0;
-        int cases = 0, thread_diff = 0;
+        mm_stats st = {0};
         for (int a = 0; a < 5; a++)
             for (int b = 0; b < 5; b++)
-                for (int c = 0; c < 6; c++) {
-                    const int n_in = ins[a], n_out = outs[b], n_tok = toks[c];
-                    if (n_in >= 1536 && (n_tok > 5 || n_out > 33)) continue;
-                    const size_t wrow = okv_type_row_bytes(wt, n_in);
-                    float *wf = xmalloc((size_t)n_out * n_in * sizeof(float));
-                    uint8_t *w = xmalloc((size_t)n_out * wrow);
-                    float *x = xmalloc((size_t)n_tok * n_in * sizeof(float));
-                    float *yr = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    float *y1 = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    float *y2 = xmalloc((size_t)n_tok * n_out * sizeof(float));
-                    float *wd = xmalloc((size_t)n_in * sizeof(float));
-                    fill(wf, (int64_t)n_out * n_in, 0.5f);
-                    fill(x, (int64_t)n_tok * n_in, 2.0f);
-                    for (int o = 0; o < n_out; o++) okv_quant_row_ref(w + o * wrow, wf + (size_t)o * n_in, wt, n_in);
-                    okv_matmul_ref(yr, w, wt, x, n_tok, n_in, n_out);
-                    cpu2.matmul(&cpu2, y1, w, wt, x, n_tok, n_in, n_out);
-                    if (cases % 4 == 0) {
-                        cpu3.matmul(&cpu3, y2, w, wt, x, n_tok, n_in, n_out);
-                        thread_diff += !bits_equal(y1, y2, (size_t)n_tok * n_out * sizeof(float));
-                    }
-                    for (int o = 0; o < n_out; o++) {
-                        okv_dequant_row_ref(wd, w + o * wrow, wt, n_in);
-                        for (int t = 0; t < n_tok; t++) {
-                            double mag = 1e-30;
-                            for (int i = 0; i < n_in; i++) mag += fabs((double)wd[i] * x[(size_t)t * n_in + i]);
-                            const float got = y1[(size_t)t * n_out + o];
-                            const double e = fabs((double)got - yr[(size_t)t * n_out + o]);
-                            worst = isnan(got) ? INFINITY : fmax(worst, e / mag);
-                            worst_abs = fmax(worst_abs, e);
-                        }
-                    }
-                    cases++;
-                    free(wf); free(w); free(x); free(yr); free(y1); free(y2); free(wd);
-                }
-        const double tol = 2e-6;
-        char what[128], det[128];
-        snprintf(what, sizeof what, "matmul %s: cpu vs ref, %d shapes (in 256..4096, tok 1..9)", okv_type_name(wt), cases);
-        snprintf(det, sizeof det, "worst %.2e of sum|w*x| (tol %.0e), abs %.2e; threads 2 vs 3 differ in %d",
-                 worst, tol, worst_abs, thread_diff);
-        report(worst <= tol && thread_diff == 0, what, det);
+                for (int c = 0; c < 6; c++)
+                    if (!(ins[a] >= 1536 && (toks[c] > 5 || outs[b] > 33)))
+                        matmul_case(kq_types[k], ins[a], outs[b], toks[c], &st);
+        matmul_report(kq_types[k], &st, "in 256..4096, tok 1..9");
     }
 }
 
