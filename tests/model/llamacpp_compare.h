@@ -125,6 +125,18 @@ static int oracle_argmax(const float *x, int n) {
     return b;
 }
 
+/* Prompt p into sequence `slot` of e in chunks of `chunk`; its last position's logits into last. */
+static void oracle_prefill(okv_engine *e, int slot, const oracle_prompt *p, int chunk, float *last) {
+    TEST_OK(engine_seq_start(e, slot, p->n_tokens));
+    for (int pos = 0; pos < p->n_tokens; pos += chunk) {
+        const int n = OKV_MIN(chunk, p->n_tokens - pos);
+        engine_embed(e, p->tokens + pos, n);
+        TEST_OK(engine_prefill(e, slot, pos, n));
+        if (pos + n == p->n_tokens)
+            memcpy(last, engine_head(e, n - 1, 1), sizeof(float) * (size_t)e->model->cfg.n_vocab);
+    }
+}
+
 /* Dense engine on m with KV cache type kv, one prompt at a time (prefill in chunks of `chunk`),
  * each prompt's last logits and greedy continuation checked against the oracle; `what` names the
  * run in the log. */
@@ -146,13 +158,7 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
     float *logits = calloc((size_t)V, sizeof(float));
     for (int i = 0; i < s->n; i++) {
         const oracle_prompt *p = &s->p[i];
-        TEST_OK(engine_seq_start(&e, 0, p->n_tokens));
-        for (int pos = 0; pos < p->n_tokens; pos += chunk) {
-            int n = OKV_MIN(chunk, p->n_tokens - pos);
-            engine_embed(&e, p->tokens + pos, n);
-            TEST_OK(engine_prefill(&e, 0, pos, n));
-            if (pos + n == p->n_tokens) memcpy(logits, engine_head(&e, n - 1, 1), sizeof(float) * V);
-        }
+        oracle_prefill(&e, 0, p, chunk, logits);
         float d = 0, d_fa = 0;
         for (int v = 0; v < V; v++) {
             d = fmaxf(d, fabsf(logits[v] - p->logits[v]));

@@ -46,14 +46,8 @@ static void check_case(const char *model_path, const okv_model *m, okv_type kv, 
     int32_t cur[ORACLE_MAX_PROMPTS];
     int slots[ORACLE_MAX_PROMPTS];
     for (int i = 0; i < s.n; i++) {
-        const oracle_prompt *p = &s.p[i];
-        TEST_OK(engine_seq_start(&e, i, p->n_tokens));
-        for (int pos = 0; pos < p->n_tokens; pos += rc.prefill_chunk) {
-            int n = OKV_MIN(rc.prefill_chunk, p->n_tokens - pos);
-            engine_embed(&e, p->tokens + pos, n);
-            TEST_OK(engine_prefill(&e, i, pos, n));
-            if (pos + n == p->n_tokens) cur[i] = oracle_argmax(engine_head(&e, n - 1, 1), V);
-        }
+        oracle_prefill(&e, i, &s.p[i], rc.prefill_chunk, logits);
+        cur[i] = oracle_argmax(logits, V);
         slots[i] = i;
     }
     int batch_equal = 0, batch_total = 0;
