@@ -21,9 +21,15 @@
 #include <immintrin.h>
 #endif
 
-/* Rows of W per thread work item and tokens sharing one unpacked super-block (as matmul.c). */
+/* Rows of W per thread work item, and tokens sharing one unpacked super-block: 8 where 32 vector
+ * registers hold their accumulators (stack8b-4 prefill at 512: Q4_K_M +4-7%, Q6_K +4-9% over 4),
+ * else 4. */
 #define KQ_ROW_BLOCK 16
+#if defined(OKV_CPU_AVX512)
+#define KQ_TOK_TILE 8
+#else
 #define KQ_TOK_TILE 4
+#endif
 
 /* The scales of one super-block in the form above. */
 typedef struct kq_scales {
@@ -410,7 +416,15 @@ static inline __attribute__((always_inline)) void kq_block(float *y, const uint8
             case 1: kq_row(yr, n_out, wr, wt, nb, a, astride, 1); break;
             case 2: kq_row(yr, n_out, wr, wt, nb, a, astride, 2); break;
             case 3: kq_row(yr, n_out, wr, wt, nb, a, astride, 3); break;
+#if KQ_TOK_TILE == 4
             default: kq_row(yr, n_out, wr, wt, nb, a, astride, 4); break;
+#else
+            case 4: kq_row(yr, n_out, wr, wt, nb, a, astride, 4); break;
+            case 5: kq_row(yr, n_out, wr, wt, nb, a, astride, 5); break;
+            case 6: kq_row(yr, n_out, wr, wt, nb, a, astride, 6); break;
+            case 7: kq_row(yr, n_out, wr, wt, nb, a, astride, 7); break;
+            default: kq_row(yr, n_out, wr, wt, nb, a, astride, 8); break;
+#endif
             }
         }
     }

@@ -640,20 +640,20 @@ static void test_kquant_round_trip(void) {
     free(q);
 }
 
-/* Each path's K-quant matmul over rows of 256..4096, ragged row counts and 1..9 tokens, by
+/* Each path's K-quant matmul over rows of 256..4096, ragged row counts and 1..14 tokens, by
  * matmul_case's rules. */
 static void test_matmul_kquant(void) {
     const int ins[] = {256, 512, 768, 1536, 4096};
     const int outs[] = {1, 7, 16, 33, 100};
-    const int toks[] = {1, 2, 3, 4, 5, 9};
+    const int toks[] = {1, 2, 3, 4, 5, 7, 9, 14}; /* token tiles of 8: every remainder 1..7 */
     for (int k = 0; k < N_KQ; k++) {
         mm_stats st = {0};
         for (int a = 0; a < 5; a++)
             for (int b = 0; b < 5; b++)
-                for (int c = 0; c < 6; c++)
+                for (int c = 0; c < 8; c++)
                     if (!(ins[a] >= 1536 && (toks[c] > 5 || outs[b] > 33)))
                         matmul_case(kq_types[k], ins[a], outs[b], toks[c], &st);
-        matmul_report(kq_types[k], &st, "in 256..4096, tok 1..9");
+        matmul_report(kq_types[k], &st, "in 256..4096, tok 1..14");
     }
 }
 
