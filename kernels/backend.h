@@ -285,10 +285,26 @@ bool okv_weight_ok_all(okv_backend *be, okv_type t);
 int okv_backend_check_weight(okv_backend *be, okv_type t, const char *tensor);
 int okv_backend_kind_from_name(const char *name);      /* -1 when unknown */
 
-/* The element types a KV cache, tail or Context Bank may hold (run-config key kv_type): F32, F16
- * and Q8_0. */
+/* The element types a KV cache, tail or Context Bank may hold (run-config key kv_type): F32, F16,
+ * Q8_0 and Q4_0. */
 static inline int okv_kv_type_ok(okv_type t) {
-    return t == OKV_TYPE_F32 || t == OKV_TYPE_F16 || t == OKV_TYPE_Q8_0;
+    return t == OKV_TYPE_F32 || t == OKV_TYPE_F16 || t == OKV_TYPE_Q8_0 || t == OKV_TYPE_Q4_0;
+}
+
+/* KV types whose K rows meet a query rounded to q8_0 in integer block dots, as llama.cpp's
+ * ggml_vec_dot_q8_0_q8_0 and ggml_vec_dot_q4_0_q8_0 do. */
+static inline int okv_kv_type_int(okv_type t) { return t == OKV_TYPE_Q8_0 || t == OKV_TYPE_Q4_0; }
+
+/* nb q4_0 blocks as q8_0 blocks: the same d, quants q - 8. A q8_0 query's integer dot with either
+ * is the same number, so q4_0 keys take the q8_0 paths exactly. */
+static inline void okv_q4_0_as_q8_0(okv_block_q8_0 *dst, const okv_block_q4_0 *src, int nb) {
+    for (int b = 0; b < nb; b++) {
+        dst[b].d = src[b].d;
+        for (int j = 0; j < OKV_QK / 2; j++) {
+            dst[b].qs[j] = (int8_t)((src[b].qs[j] & 15) - 8);
+            dst[b].qs[j + OKV_QK / 2] = (int8_t)((src[b].qs[j] >> 4) - 8);
+        }
+    }
 }
 
 /* ---- plain-C references (kernels/ref.c) ---- */

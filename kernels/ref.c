@@ -517,15 +517,20 @@ static float q8_logit_ref(const okv_block_q8_0 *q, const okv_block_q8_0 *k, int 
 /* Logit of query head qh (qq: the same head rounded to q8_0) against K row r of KV head kvh. */
 static float kv_logit_ref(const float *qh, const okv_block_q8_0 *qq, const okv_kv_view *kv, int64_t r,
                           int kvh, int hd, float scale, float *buf) {
-    if (kv->type == OKV_TYPE_Q8_0) {
-        const size_t off = okv_type_row_bytes(kv->type, r * kv->stride + (int64_t)kvh * hd);
+    const size_t off = okv_type_row_bytes(kv->type, r * kv->stride + (int64_t)kvh * hd);
+    if (kv->type == OKV_TYPE_Q8_0)
         return q8_logit_ref(qq, (const okv_block_q8_0 *)((const uint8_t *)kv->k + off), hd, scale);
+    if (kv->type == OKV_TYPE_Q4_0) { /* ggml_vec_dot_q4_0_q8_0: the same sums as its q8_0 form */
+        okv_block_q8_0 k8[512 / OKV_QK];
+        OKV_ASSERT(hd <= 512);
+        okv_q4_0_as_q8_0(k8, (const okv_block_q4_0 *)((const uint8_t *)kv->k + off), hd / OKV_QK);
+        return q8_logit_ref(qq, k8, hd, scale);
     }
     kv_row_f32(buf, kv, 0, r, kvh, hd);
     return logit_ref(qh, buf, hd, scale);
 }
 
-/* n rows of hd query values rounded to q8_0 (read only against q8_0 K rows). */
+/* n rows of hd query values rounded to q8_0 (read only against q8_0 and q4_0 K rows). */
 static okv_block_q8_0 *quant_q_ref(const float *q, int64_t n, int hd) {
     okv_block_q8_0 *qq = malloc(okv_type_row_bytes(OKV_TYPE_Q8_0, n * hd) + 1);
     OKV_ASSERT(qq);

@@ -62,7 +62,8 @@ static const config_key keys[] = {
      "compute threads per rank (also -t), 0..1024; 0 = OMP_NUM_THREADS, else the rank's granted cores"},
     {"cpu_num_threads", KEY_THREADS, "0", "alias of threads"},
     {"kv_type", KEY_KV_TYPE, "f16",
-     "KV cache, tail and bank element type: f16 | f32 | q8_0 (about half of f16's bytes; CPU backend only)"},
+     "KV cache, tail and bank element type: f16 | f32 | q8_0 (53% of f16's bytes) | q4_0 (28%); "
+     "q8_0 and q4_0 on the CPU backend only"},
     {"cpu_isa", KEY_CPU_ISA, "auto",
      "CPU kernel path: auto (the fastest this CPU supports) | avx512 | avx2 | generic"},
     {"prefill_chunk", KEY_PREFILL_CHUNK, "512", "prompt tokens per prefill chunk, 1..65536"},
@@ -418,7 +419,8 @@ int config_set(okv_run_config *c, const char *key, const char *value) {
         if (!strcmp(v, "f16")) c->kv_type = OKV_TYPE_F16;
         else if (!strcmp(v, "f32")) c->kv_type = OKV_TYPE_F32;
         else if (!strcmp(v, "q8_0")) c->kv_type = OKV_TYPE_Q8_0;
-        else return bad_value(key, v, "f16, f32 or q8_0");
+        else if (!strcmp(v, "q4_0")) c->kv_type = OKV_TYPE_Q4_0;
+        else return bad_value(key, v, "f16, f32, q8_0 or q4_0");
         return OKV_OK;
     case KEY_PREFILL_CHUNK: return set_int(key, v, 1, OKV_MAX_PREFILL_CHUNK, &c->prefill_chunk);
     case KEY_MAX_CONTEXT_LEN:

@@ -1,8 +1,9 @@
 /* attention.c — CPU attention: decode over KV views (two passes over fixed logical chunks of the
- * key sequence), logits only, and tiled causal prefill with an online softmax, over f32, f16 or
- * q8_0 rows. Against q8_0 K rows the query is rounded to q8_0 once per call and q.k taken by
- * integer block dots, as llama.cpp does (bit for bit the reference's logits); q8_0 V rows are
- * dequantized a row or a tile at a time. Compared with kernels/ref.c, decode's independence of
+ * key sequence), logits only, and tiled causal prefill with an online softmax, over f32, f16, q8_0
+ * or q4_0 rows. Against q8_0 and q4_0 K rows the query is rounded to q8_0 once per call and q.k
+ * taken by integer block dots, as llama.cpp does (bit for bit the reference's logits; a q4_0 row
+ * is first widened to its q8_0 form, okv_q4_0_as_q8_0); quantized V rows are dequantized a row or
+ * a tile at a time. Compared with kernels/ref.c, decode's independence of
  * view boundaries bitwise, by tests/unit/test_kernels.c. */
 #include "cpu.h"
 #include "cpu_math.h"
@@ -49,9 +50,10 @@ static inline void cursor_next(row_cursor *c) {
 }
 
 /* Bytes of e elements of a KV type: okv_type_row_bytes inlined for the row walks (e is a whole
- * number of q8_0 blocks, which okv_kv_view guarantees for every offset taken here). */
+ * number of blocks, which okv_kv_view guarantees for every offset taken here). */
 static inline size_t kv_bytes(okv_type t, int64_t e) {
     if (t == OKV_TYPE_Q8_0) return (size_t)(e / OKV_QK) * sizeof(okv_block_q8_0);
+    if (t == OKV_TYPE_Q4_0) return (size_t)(e / OKV_QK) * sizeof(okv_block_q4_0);
     return (size_t)e * (t == OKV_TYPE_F16 ? 2 : 4);
 }
 
@@ -66,7 +68,7 @@ static inline const void *cursor_ptr(const row_cursor *c, int which, int kvh, in
 /* The checks every entry point makes of a view it reads. */
 static void view_check(const okv_kv_view *v, int hd) {
     OKV_ASSERT(okv_kv_type_ok(v->type));
-    OKV_ASSERT(v->type != OKV_TYPE_Q8_0 || (v->stride % OKV_QK == 0 && hd % OKV_QK == 0));
+    OKV_ASSERT(!okv_kv_type_int(v->type) || (v->stride % OKV_QK == 0 && hd % OKV_QK == 0));
 }
 
 /* ---- q8_0 logits ----------------------------------------------------------------------------------- */
@@ -136,16 +138,33 @@ static void q8_fix(q8_fixed *f, const okv_block_q8_0 *x, int nb) {
     }
 }
 
-/* Rows y[r] for r < nr (rows past nr repeat row 0; their lanes are the caller's to drop). */
-static void q8_rows_prepare(q8_rows16 *R, const okv_block_q8_0 *const *y, int nr, int nb) {
+/* Blocks 2c and 2c+1 of a q4_0 row as the bytes q - 8 + 128 = q + 120, in element order. */
+static inline __m512i q4_pair_biased(const okv_block_q4_0 *b) {
+    const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b[0].qs)),
+                                              _mm_loadu_si128((const __m128i *)b[1].qs), 1);
+    const __m256i m = _mm256_set1_epi8(15);
+    const __m256i lo = _mm256_and_si256(x, m), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m);
+    /* lo = [low nibbles of block 0 | of block 1], hi likewise: interleave the 128-bit halves */
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                         _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+    return _mm512_add_epi8(v, _mm512_set1_epi8(120));
+}
+
+/* Rows y[r] for r < nr, q8_0 or q4_0 blocks by t (rows past nr repeat row 0; their lanes are the
+ * caller's to drop). A q4_0 row enters as its q8_0 form: the same d (both blocks start with it),
+ * quants q - 8. */
+static void q8_rows_prepare(q8_rows16 *R, const void *const *y, okv_type t, int nr, int nb) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const size_t bsz = t == OKV_TYPE_Q4_0 ? sizeof(okv_block_q4_0) : sizeof(okv_block_q8_0);
     for (int r = 0; r < 16; r++) {
-        const okv_block_q8_0 *yr = y[r < nr ? r : 0];
-        for (int c = 0; c < nb / 2; c++) R->u[r][c] = _mm512_xor_si512(q8_pair(yr + 2 * c), bias);
+        const void *yr = y[r < nr ? r : 0];
+        for (int c = 0; c < nb / 2; c++)
+            R->u[r][c] = t == OKV_TYPE_Q4_0 ? q4_pair_biased((const okv_block_q4_0 *)yr + 2 * c)
+                                            : _mm512_xor_si512(q8_pair((const okv_block_q8_0 *)yr + 2 * c), bias);
     }
     for (int b = 0; b < nb; b++) {
         uint16_t h[16];
-        for (int r = 0; r < 16; r++) h[r] = y[r < nr ? r : 0][b].d;
+        for (int r = 0; r < 16; r++) memcpy(&h[r], (const uint8_t *)y[r < nr ? r : 0] + b * bsz, 2);
         R->d[b] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
     }
 }
@@ -190,11 +209,19 @@ static inline __mmask16 att_mask(int left) {
 }
 
 /* 16 elements from d of a row of type t (masked lanes read nothing and give 0); a q8_0 row gives
- * q * d, the value okv_dequant_row_ref gives. */
+ * q * d, a q4_0 row (q - 8) * d, the values okv_dequant_row_ref gives. */
 static inline __m512 att_load(const void *p, okv_type t, int d, __mmask16 m) {
     if (t == OKV_TYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + d));
     if (t == OKV_TYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + d);
     if (!m) return _mm512_setzero_ps();
+    if (t == OKV_TYPE_Q4_0) { /* d is a multiple of 16 and m whole: the low or the high nibbles */
+        const okv_block_q4_0 *b = (const okv_block_q4_0 *)p + d / OKV_QK;
+        __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
+        if (d % OKV_QK) x = _mm_srli_epi16(x, 4);
+        x = _mm_and_si128(x, _mm_set1_epi8(15));
+        const __m512 q = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(x), _mm512_set1_epi32(8)));
+        return _mm512_mul_ps(q, _mm512_set1_ps(att_half(b->d)));
+    }
     const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
     const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b->qs + d % OKV_QK)));
     return _mm512_mul_ps(q, _mm512_set1_ps(att_half(b->d)));
@@ -219,6 +246,11 @@ static inline __m512 sum16(const __m512 *a) {
 static inline float att_scalar(const void *p, okv_type t, int d) {
     if (t == OKV_TYPE_F16) return okv_fp16_to_f32(((const uint16_t *)p)[d]);
     if (t == OKV_TYPE_F32) return ((const float *)p)[d];
+    if (t == OKV_TYPE_Q4_0) {
+        const okv_block_q4_0 *b = (const okv_block_q4_0 *)p + d / OKV_QK;
+        const int j = d % OKV_QK, u = j < OKV_QK / 2 ? b->qs[j] & 15 : b->qs[j - OKV_QK / 2] >> 4;
+        return (float)(u - 8) * att_half(b->d);
+    }
     const okv_block_q8_0 *b = (const okv_block_q8_0 *)p + d / OKV_QK;
     return (float)b->qs[d % OKV_QK] * att_half(b->d);
 }
@@ -229,6 +261,12 @@ static void row_f32(float *dst, const void *src, okv_type t, int hd) {
     if (t == OKV_TYPE_F32) {
         memcpy(dst, src, (size_t)hd * sizeof(float));
         return;
+    }
+    okv_block_q8_0 k8[CPU_PF_MAX_HD / OKV_QK];
+    if (t == OKV_TYPE_Q4_0) { /* its q8_0 form holds the same values */
+        okv_q4_0_as_q8_0(k8, src, hd / OKV_QK);
+        src = k8;
+        t = OKV_TYPE_Q8_0;
     }
     if (t == OKV_TYPE_Q8_0) {
         const okv_block_q8_0 *b = src;
@@ -355,13 +393,15 @@ static inline __attribute__((always_inline)) void pv_rows(float *const *out, con
 /* Scaled logits of rows [j0, j1) of the sequence for the query heads of KV heads [k0, k1):
  * l[h*ld + j - j0]. f16/f32 keys go 16 at a time through a zero-padded f32 copy; j0 is a multiple
  * of 16 in the logical sequence, so a row's slot, and so its logit, depends only on its index.
- * q8_0 keys meet qq, the query heads rounded to q8_0: 16 keys at a time where the path has
- * AVX-512 and every row of the 16 is q8_0, else one row at a time. */
+ * q8_0 and q4_0 keys (the latter in their q8_0 form) meet qq, the query heads rounded to q8_0:
+ * 16 keys at a time where the path has AVX-512 and every row of the 16 is one of them, else one
+ * row at a time. */
 static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8_0 *qq,
                         const okv_kv_view *views, int n_views, int k0, int k1, int j0, int j1,
                         okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim, nb = hd / OKV_QK;
     float kb[16 * CPU_PF_MAX_HD] __attribute__((aligned(64)));
+    okv_block_q8_0 k8[CPU_PF_MAX_HD / OKV_QK]; /* a q4_0 key of one KV head widened */
     const void *rows[16];
     okv_type ty[16];
 #if defined(OKV_CPU_AVX512)
@@ -374,17 +414,18 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
     row_cursor c = cursor_at(views, n_views, j0);
     for (int jb = j0; jb < j1; jb += 16) {
         const int nr = OKV_MIN(16, j1 - jb);
-        int n_q8 = 0;
+        int n_q8 = 0, n_q4 = 0;
         for (int r = 0; r < nr; r++, cursor_next(&c)) {
             rows[r] = cursor_ptr(&c, 0, 0, hd);
             ty[r] = views[c.v].type;
-            n_q8 += ty[r] == OKV_TYPE_Q8_0;
+            n_q8 += okv_kv_type_int(ty[r]);
+            n_q4 += ty[r] == OKV_TYPE_Q4_0;
         }
         if (nr < 16) memset(kb + nr * hd, 0, (size_t)(16 - nr) * hd * sizeof(float));
         for (int kvh = k0; kvh < k1; kvh++) {
-            if (n_q8 < nr) { /* q8_0 rows' slots get zeros here and their own logits below */
+            if (n_q8 < nr) { /* integer-dot rows' slots get zeros here and their own logits below */
                 for (int r = 0; r < nr; r++) {
-                    if (ty[r] == OKV_TYPE_Q8_0) memset(kb + r * hd, 0, (size_t)hd * sizeof(float));
+                    if (okv_kv_type_int(ty[r])) memset(kb + r * hd, 0, (size_t)hd * sizeof(float));
                     else row_f32(kb + r * hd, (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd), ty[r], hd);
                 }
                 for (int h = kvh * g; h < (kvh + 1) * g; h++)
@@ -392,11 +433,11 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
             }
             if (n_q8 == 0) continue;
 #if defined(OKV_CPU_AVX512)
-            if (nb % 2 == 0 && n_q8 == nr) { /* 16 keys against each query head at once */
-                const okv_block_q8_0 *kr[16];
-                for (int r = 0; r < nr; r++) kr[r] = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
+            if (nb % 2 == 0 && n_q8 == nr && (n_q4 == 0 || n_q4 == nr)) { /* 16 keys against each query head at once */
+                const void *kr[16];
+                for (int r = 0; r < nr; r++) kr[r] = (const uint8_t *)rows[r] + kv_bytes(ty[r], (int64_t)kvh * hd);
                 q8_rows16 keys;
-                q8_rows_prepare(&keys, kr, nr, nb);
+                q8_rows_prepare(&keys, kr, ty[0], nr, nb);
                 for (int h = kvh * g; h < (kvh + 1) * g; h++)
                     _mm512_mask_storeu_ps(l + (int64_t)h * ld + (jb - j0), att_mask(nr),
                                           q8_dot16(&qf[h - k0 * g], &keys, nb, s.scale));
@@ -404,8 +445,12 @@ static void logits_unit(float *l, int64_t ld, const float *q, const okv_block_q8
             }
 #endif
             for (int r = 0; r < nr; r++) {
-                if (ty[r] != OKV_TYPE_Q8_0) continue;
+                if (!okv_kv_type_int(ty[r])) continue;
                 const okv_block_q8_0 *kr = (const okv_block_q8_0 *)rows[r] + (int64_t)kvh * nb;
+                if (ty[r] == OKV_TYPE_Q4_0) {
+                    okv_q4_0_as_q8_0(k8, (const okv_block_q4_0 *)rows[r] + (int64_t)kvh * nb, nb);
+                    kr = k8;
+                }
                 for (int h = kvh * g; h < (kvh + 1) * g; h++)
                     l[(int64_t)h * ld + (jb - j0) + r] = q8_logit(qq + (int64_t)h * nb, kr, nb, s.scale);
             }
@@ -508,11 +553,12 @@ static size_t dec_floats(const cpu_state *st, okv_attn_shape s, int n) {
     return nth * s.n_heads * CPU_ATTN_CHUNK + (size_t)s.n_heads * d.nc * (2 + (size_t)s.head_dim) + q8_floats(s);
 }
 
-/* The query heads rounded to q8_0 into qq when some view holds q8_0 rows (which alone read it). */
+/* The query heads rounded to q8_0 into qq when some view holds q8_0 or q4_0 rows (which alone
+ * read it). */
 static const okv_block_q8_0 *quant_q(float *qq, const float *q, const okv_kv_view *views, int n_views,
                                      okv_attn_shape s) {
     for (int v = 0; v < n_views; v++)
-        if (views[v].type == OKV_TYPE_Q8_0) {
+        if (okv_kv_type_int(views[v].type)) {
             okv_quant_row_ref(qq, q, OKV_TYPE_Q8_0, (int64_t)s.n_heads * s.head_dim);
             return (const okv_block_q8_0 *)qq;
         }
@@ -610,8 +656,8 @@ size_t CPU_FN(cpu_pf_floats)(void) {
            (size_t)CPU_PF_KEYS * CPU_PF_ROWS + (size_t)CPU_PF_ROWS * CPU_PF_MAX_HD;
 }
 
-/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: an f32 cache is read in place, an f16
- * or q8_0 one converted into buf. Returns the first row; *ld receives the row stride. */
+/* Rows [k0, k0+kn) of KV head kvh as f32 rows of hd floats: an f32 cache is read in place, an f16,
+ * q8_0 or q4_0 one converted into buf. Returns the first row; *ld receives the row stride. */
 static const float *pf_rows(float *buf, const okv_kv_view *kv, int which, int kvh, int k0, int kn,
                             int hd, int64_t *ld) {
     const uint8_t *base = which == 0 ? kv->k : kv->v;
@@ -706,14 +752,19 @@ static void pf_qk(float *st, const float *qt, int rp, const float *k, int64_t kl
 #endif
 }
 
-/* st[j][r] = scale * (q_r . k_j) for q8_0 keys k0 + j < k0 + kn of KV head kvh against the R rows
- * rounded to q8_0 (qq, nb blocks a row); padding rows r in [R, rp) score zero. */
+/* st[j][r] = scale * (q_r . k_j) for q8_0 or q4_0 keys k0 + j < k0 + kn of KV head kvh against
+ * the R rows rounded to q8_0 (qq, nb blocks a row); padding rows r in [R, rp) score zero. */
 static void pf_qk_q8(float *st, const okv_block_q8_0 *qq, const void *qrows, int R, int rp,
                      const okv_kv_view *kv, int kvh, int k0, int kn, int nb, float scale) {
     const int hd = nb * OKV_QK;
+    okv_block_q8_0 k8[CPU_PF_MAX_HD / OKV_QK];
     for (int j = 0; j < kn; j++) {
-        const okv_block_q8_0 *kj = (const okv_block_q8_0 *)((const uint8_t *)kv->k +
-                                   kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd));
+        const void *krow = (const uint8_t *)kv->k + kv_bytes(kv->type, (int64_t)(k0 + j) * kv->stride + (int64_t)kvh * hd);
+        const okv_block_q8_0 *kj = krow;
+        if (kv->type == OKV_TYPE_Q4_0) {
+            okv_q4_0_as_q8_0(k8, krow, nb);
+            kj = k8;
+        }
         float *sj = st + (int64_t)j * rp;
 #if defined(OKV_CPU_AVX512)
         if (qrows) { /* the key against 16 rows at once */
@@ -836,12 +887,12 @@ static void pf_pv(float *o, int hd, const float *p, int rp, int R, const float *
 }
 
 /* Queries [i0, i1) x the heads of KV head kvh, against their causal keys in tiles. Only tiles that
- * reach past the first query's last key need the causal mask. Against q8_0 K the unit's rows are
- * rounded to q8_0 once, into the space of qt, and K is read in place. */
+ * reach past the first query's last key need the causal mask. Against q8_0 or q4_0 K the unit's
+ * rows are rounded to q8_0 once, into the space of qt, and K is read in place. */
 static void prefill_unit(float *scratch, float *out, const float *q, int i0, int i1, int q_pos0,
                          const okv_kv_view *kv, int kvh, okv_attn_shape s) {
     const int g = s.n_heads / s.n_kv_heads, hd = s.head_dim;
-    const int R = (i1 - i0) * g, rp = (R + 15) & ~15, q8 = kv->type == OKV_TYPE_Q8_0;
+    const int R = (i1 - i0) * g, rp = (R + 15) & ~15, q8 = okv_kv_type_int(kv->type);
     float *qt = scratch;
     okv_block_q8_0 *qq = (okv_block_q8_0 *)scratch; /* R * hd/32 blocks fit in qt's floats */
     float *kbuf = qt + CPU_PF_MAX_HD * CPU_PF_ROWS;
@@ -872,9 +923,9 @@ static void prefill_unit(float *scratch, float *out, const float *q, int i0, int
         const int nb = hd / OKV_QK;
         q8_rows16 *groups = (q8_rows16 *)(((uintptr_t)(qq + (int64_t)R * nb) + 63) & ~(uintptr_t)63);
         for (int r0 = 0; r0 < R; r0 += 16) {
-            const okv_block_q8_0 *y[16];
+            const void *y[16];
             for (int i = 0; i < 16; i++) y[i] = qq + (int64_t)OKV_MIN(r0 + i, R - 1) * nb;
-            q8_rows_prepare(&groups[r0 / 16], y, OKV_MIN(16, R - r0), nb);
+            q8_rows_prepare(&groups[r0 / 16], y, OKV_TYPE_Q8_0, OKV_MIN(16, R - r0), nb);
         }
         qrows = groups;
     }

@@ -154,6 +154,7 @@ void CPU_FN(cpu_kv_store)(okv_backend *be, void *dst, okv_type dst_type, int64_t
         uint8_t *d = (uint8_t *)dst + okv_type_row_bytes(dst_type, (int64_t)dst_rows[t] * dst_stride);
         if (dst_type == OKV_TYPE_F16) store_row_f16((uint16_t *)d, s, row_elems);
         else if (dst_type == OKV_TYPE_Q8_0) store_row_q8_0((okv_block_q8_0 *)d, s, row_elems);
+        else if (dst_type == OKV_TYPE_Q4_0) okv_quant_row_ref(d, s, OKV_TYPE_Q4_0, row_elems);
         else memcpy(d, s, (size_t)row_elems * sizeof(float));
     }
 }

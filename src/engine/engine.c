@@ -229,11 +229,11 @@ static bool group_crosses_end(const okv_engine *e, int g) {
 static int engine_init_inner(okv_engine *e) {
     const okv_run_config *rc = e->rc;
     const okv_model_config *c = &e->model->cfg;
-    if (rc->kv_type == OKV_TYPE_Q8_0 && c->head_dim % OKV_QK != 0)
+    if (okv_kv_type_int(rc->kv_type) && c->head_dim % OKV_QK != 0)
         return okv_fail(OKV_ERR_USAGE,
-                        "kv_type=q8_0 stores each attention head as 32-element blocks, but this "
+                        "kv_type=%s stores each attention head as 32-element blocks, but this "
                         "model's head_dim is %d; use kv_type=f16",
-                        c->head_dim);
+                        okv_type_name(rc->kv_type), c->head_dim);
     int st = policy_plan_init(&e->plan, rc, c->n_layers);
     if (st) return st;
     e->n_groups = e->plan.n_groups;

@@ -7,9 +7,9 @@ OUT_DIR/logits_<i>.f32 (the n_vocab logits after the last prompt token, little-e
 OUT_DIR/logits_fa_<i>.f32, the same logits from llama.cpp's other attention path: how far
 llama.cpp's two attention paths are apart measures the rounding noise of a correct result.
 KV_TYPE f16 (default): the reference runs without flash attention, the other path with it.
-KV_TYPE q8_0 (`-ctk q8_0 -ctv q8_0`): llama.cpp runs a quantized V cache only with flash
-attention, so the reference is q8_0 K and V with flash attention, and the other path q8_0 K with
-f16 V without it (the only non-flash path with a q8_0 cache)."""
+KV_TYPE q8_0 or q4_0 (`-ctk T -ctv T`): llama.cpp runs a quantized V cache only with flash
+attention, so the reference is T for K and V with flash attention, and the other path T for K with
+f16 V without it (the only non-flash path with a quantized cache)."""
 import json
 import os
 import sys
@@ -37,14 +37,14 @@ def main():
     n_gen = int(sys.argv[3]) if len(sys.argv) > 3 else 32
     kv = sys.argv[4] if len(sys.argv) > 4 else "f16"
     os.makedirs(out, exist_ok=True)
-    q8_0 = llama_cpp.GGML_TYPE_Q8_0
+    quant = {"q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
     if kv == "f16":
         ref_args, other_args = {"flash_attn": False}, {"flash_attn": True}
-    elif kv == "q8_0":
-        ref_args = {"flash_attn": True, "type_k": q8_0, "type_v": q8_0}
-        other_args = {"flash_attn": False, "type_k": q8_0}
+    elif kv in quant:
+        ref_args = {"flash_attn": True, "type_k": quant[kv], "type_v": quant[kv]}
+        other_args = {"flash_attn": False, "type_k": quant[kv]}
     else:
-        sys.exit(f"KV_TYPE must be f16 or q8_0, not {kv}")
+        sys.exit(f"KV_TYPE must be f16, q8_0 or q4_0, not {kv}")
     llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,
                           logits_all=True, verbose=False, **ref_args)
     llm_fa = llama_cpp.Llama(model_path=model, n_ctx=4096, n_batch=512, n_threads=2,

@@ -4,9 +4,12 @@
  * tokens) equal except at a near-tie. Prompts and oracle outputs come from llamacpp_oracle.py,
  * cached under $OMNIKV_CACHE/oracle. Also: the same prompts decoded as one batch give the same
  * tokens as one at a time, with chunked prefill (chunks of 64 and 48).
- * The same rule with kv_type=q8_0 against llama.cpp's q8_0 K and V cache (-ctk q8_0 -ctv q8_0,
- * which llama.cpp runs with flash attention only): there the spread is between that and
- * llama.cpp's non-flash path with a q8_0 K cache (see llamacpp_oracle.py). Other files run by hand
+ * The same rule with kv_type=q8_0 against llama.cpp's q8_0 cache (-ctk q8_0 -ctv q8_0, which
+ * llama.cpp runs with flash attention only): there the spread is between that and llama.cpp's
+ * non-flash path with a q8_0 K cache (see llamacpp_oracle.py). q4_0 runs by hand only: a 4-bit
+ * step turns the ~1e-6 differences of any two correct matmuls into whole steps of K and V, which
+ * llama.cpp's two paths (bit-identical up to attention) do not see; on SmolLM2 our own query
+ * rounding alone moves the q4_0 logits by 2-9, more than the rule allows. Other files run by hand
  * (`test_llamacpp MODEL NAME [KV]`, e.g. SmolLM2 requantized by jobs/bench_quants.sh): see main. */
 #include "llamacpp_compare.h"
 
@@ -74,7 +77,7 @@ static void check_case(const char *model_path, const okv_model *m, okv_type kv, 
     oracle_free(&s);
 }
 
-/* test_llamacpp                       SmolLM2 with f16 and with q8_0 KV, as CTest runs it
+/* test_llamacpp                       SmolLM2 with f16 and q8_0 KV, as CTest runs it
  * test_llamacpp MODEL.gguf NAME [KV]  any GGUF file against llama.cpp's outputs cached under
  *                                     $OMNIKV_CACHE/oracle/NAME (made on first use) */
 int main(int argc, char **argv) {
@@ -90,7 +93,7 @@ int main(int argc, char **argv) {
     TEST_OK(model_load(&m, model_path, &mo));
     if (other) {
         int kv = argc > 3 ? okv_type_from_name(argv[3]) : OKV_TYPE_F16;
-        TEST_CHECK(kv == OKV_TYPE_F16 || kv == OKV_TYPE_Q8_0, "KV type %s: f16 or q8_0", argv[3]);
+        TEST_CHECK(kv == OKV_TYPE_F16 || okv_kv_type_int((okv_type)kv), "KV type %s: f16, q8_0 or q4_0", argv[3]);
         check_case(model_path, &m, (okv_type)kv, argv[2]);
     } else {
         check_case(model_path, &m, OKV_TYPE_F16, "llamacpp-smollm2-v2");

@@ -160,9 +160,9 @@ static void test_elementwise(okv_backend *be) {
 }
 
 /* The KV types a backend's kv_store and attention take: the CUDA kernels read f16 and f32 only
- * (the engine refuses q8_0 KV there at start-up), cpu and cpu-strict q8_0 too. */
-static const okv_type kv_types[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0};
-static int kv_type_count(const okv_backend *be) { return strcmp(be->name, "cuda") ? 3 : 2; }
+ * (the engine refuses q8_0 and q4_0 KV there at start-up), cpu and cpu-strict those too. */
+static const okv_type kv_types[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0};
+static int kv_type_count(const okv_backend *be) { return strcmp(be->name, "cuda") ? 4 : 2; }
 
 static void test_embed_store_argmax(okv_backend *be) {
     okv_type types[OKV_TYPE_COUNT];
@@ -186,10 +186,10 @@ static void test_embed_store_argmax(okv_backend *be) {
         be->mem_free(be, dtab), be->mem_free(be, dids), be->mem_free(be, dout);
         free(tab), free(ref), free(got);
     }
-    /* kv_store: rows scattered into a strided store, bit-exact (q8_0 rows in whole blocks) */
+    /* kv_store: rows scattered into a strided store, bit-exact (q8_0/q4_0 rows in whole blocks) */
     for (int ti = 0; ti < kv_type_count(be); ti++) {
         const okv_type t = kv_types[ti];
-        const int row_elems = t == OKV_TYPE_Q8_0 ? 64 : 48, stride = t == OKV_TYPE_Q8_0 ? 96 : 80, n_rows = 20;
+        const int row_elems = okv_kv_type_int(t) ? 64 : 48, stride = okv_kv_type_int(t) ? 96 : 80, n_rows = 20;
         const size_t bytes = okv_type_row_bytes(t, (int64_t)stride * n_rows);
         float src[4 * 64];
         fill(src, 4 * row_elems, 3.0f);
@@ -300,11 +300,11 @@ static void test_attention(okv_backend *be) {
             double e1, e2;
             const double r1 = elem_err(got, ref, qd, 1e-5, 1e-4, &e1);
             const double r2 = elem_err(lgot, lref, (int64_t)s.n_heads * n_idx, 1e-5, 1e-5, &e2);
-            /* q8_0 K: every backend that runs it takes the ref's integer block dots and f32 steps */
+            /* q8_0/q4_0 K: every backend that runs it takes the ref's integer block dots and f32 steps */
             const size_t lbytes = sizeof(float) * s.n_heads * n_idx;
-            const int l_exact = t != OKV_TYPE_Q8_0 || !memcmp(lgot, lref, lbytes);
+            const int l_exact = !okv_kv_type_int(t) || !memcmp(lgot, lref, lbytes);
             snprintf(what, sizeof what, "attn_decode idx+tail %d/%d hd %d %s", s.n_heads, s.n_kv_heads, s.head_dim, okv_type_name(t));
-            snprintf(d, sizeof d, "out %.2e, logits %.2e%s", e1, e2, t == OKV_TYPE_Q8_0 ? (l_exact ? " (bit-exact)" : " (not bit-exact)") : "");
+            snprintf(d, sizeof d, "out %.2e, logits %.2e%s", e1, e2, okv_kv_type_int(t) ? (l_exact ? " (bit-exact)" : " (not bit-exact)") : "");
             report(r1 <= 1 && r2 <= 1 && l_exact, be->name, what, d);
             /* attn_logits over the same rows */
             okv_attn_logits_ref(lref, q, hv[0], s);
@@ -312,9 +312,9 @@ static void test_attention(okv_backend *be) {
             free(lgot);
             lgot = down(be, dl, sizeof(float) * s.n_heads * n_idx);
             const double r3 = elem_err(lgot, lref, (int64_t)s.n_heads * n_idx, 1e-5, 1e-5, &e2);
-            const int l3_exact = t != OKV_TYPE_Q8_0 || !memcmp(lgot, lref, lbytes);
+            const int l3_exact = !okv_kv_type_int(t) || !memcmp(lgot, lref, lbytes);
             snprintf(what, sizeof what, "attn_logits %d/%d hd %d %s", s.n_heads, s.n_kv_heads, s.head_dim, okv_type_name(t));
-            snprintf(d, sizeof d, "worst abs %.2e%s", e2, t == OKV_TYPE_Q8_0 ? (l3_exact ? " (bit-exact)" : " (not bit-exact)") : "");
+            snprintf(d, sizeof d, "worst abs %.2e%s", e2, okv_kv_type_int(t) ? (l3_exact ? " (bit-exact)" : " (not bit-exact)") : "");
             report(r3 <= 1 && l3_exact, be->name, what, d);
             /* the result depends only on the rows visited: dense rows [0, N) as one view equal an
              * index list naming them all plus a tail split at another row, bit for bit */

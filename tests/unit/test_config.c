@@ -46,6 +46,9 @@ static void test_defaults(void) {
     TEST_CHECK(c.min_selected == 0, "min_selected_tokens default 0 (the reference's plain k)");
     TEST_CHECK(c.threads == 0, "threads default 0");
     TEST_CHECK(c.kv_type == OKV_TYPE_F16, "kv_type default f16");
+    TEST_OK(config_set(&c, "kv_type", "q4_0"));
+    TEST_CHECK(c.kv_type == OKV_TYPE_Q4_0, "kv_type=q4_0 sets the q4_0 type");
+    TEST_OK(config_set(&c, "kv_type", "f16"));
     TEST_CHECK(c.cpu_isa == OKV_CPU_ISA_AUTO, "cpu_isa default auto");
     TEST_CHECK(c.prefill_chunk == 512, "prefill_chunk default 512, got %d", c.prefill_chunk);
     TEST_CHECK(c.max_context_len == 0, "max_context_len default 0");
@@ -119,7 +122,8 @@ static void test_bad_values(void) {
         {"keep_last", "x", ">= 0"},
         {"threads", "-2", ">= 0"},
         {"cpu_num_threads", "-1", ">= 0"},
-        {"kv_type", "bf16", "f16, f32 or q8_0"},
+        {"kv_type", "bf16", "f16, f32, q8_0 or q4_0"},
+        {"kv_type", "q4_1", "f16, f32, q8_0 or q4_0"},
         {"cpu_isa", "avx3", "auto, avx512, avx2, generic"},
         {"prefill_chunk", "0", ">= 1"},
         {"max_context_len", "-5", ">= 0"},

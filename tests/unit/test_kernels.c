@@ -750,11 +750,11 @@ static void test_embed_kv_store(void) {
     report(bad == 0, "embed: cpu vs ref, all weight types, bit-exact", bad ? "differs" : "identical");
 
     bad = 0;
-    const okv_type kt[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0};
-    for (int k = 0; k < 3; k++)
+    const okv_type kt[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0};
+    for (int k = 0; k < 4; k++)
         for (int nt = 1; nt <= 37; nt += 9) {
-            /* q8_0 rows are whole blocks; the others also take a ragged row */
-            const int q8 = kt[k] == OKV_TYPE_Q8_0;
+            /* q8_0 and q4_0 rows are whole blocks; the others also take a ragged row */
+            const int q8 = okv_kv_type_int(kt[k]);
             const int row_elems = 3 * 64 + (k == 1 ? 5 : 0), stride = row_elems + (q8 ? 64 : 40), nrows = 64;
             const size_t bytes = okv_type_row_bytes(kt[k], (int64_t)nrows * stride);
             uint8_t *a = xmalloc(bytes), *b = xmalloc(bytes);
@@ -774,7 +774,7 @@ static void test_embed_kv_store(void) {
             bad += !bits_equal(a, b, bytes);
             free(a); free(b); free(src);
         }
-    report(bad == 0, "kv_store: cpu vs ref, f16/f32/q8_0, scattered rows, bit-exact", bad ? "differs" : "identical");
+    report(bad == 0, "kv_store: cpu vs ref, f16/f32/q8_0/q4_0, scattered rows, bit-exact", bad ? "differs" : "identical");
 }
 
 /* ---- attention ------------------------------------------------------------------------------------ */
@@ -788,12 +788,12 @@ typedef struct kv_cache {
 } kv_cache;
 
 /* The KV types the attention tests run over (kt indexes it). */
-static const okv_type kv_types[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0};
-#define N_KV_TYPES 3
+static const okv_type kv_types[] = {OKV_TYPE_F16, OKV_TYPE_F32, OKV_TYPE_Q8_0, OKV_TYPE_Q4_0};
+#define N_KV_TYPES 4
 
-/* Rows padded past n_kv * hd (by a q8_0 block for q8_0, whose offsets are whole blocks). */
+/* Rows padded past n_kv * hd (by a block for q8_0 and q4_0, whose offsets are whole blocks). */
 static kv_cache cache_make(okv_type t, int rows, int n_kv, int hd) {
-    kv_cache c = {t, NULL, NULL, (int64_t)n_kv * hd + (t == OKV_TYPE_Q8_0 ? OKV_QK : 8), rows, 0};
+    kv_cache c = {t, NULL, NULL, (int64_t)n_kv * hd + (okv_kv_type_int(t) ? OKV_QK : 8), rows, 0};
     c.k = xmalloc(okv_type_row_bytes(t, (int64_t)rows * c.stride));
     c.v = xmalloc(okv_type_row_bytes(t, (int64_t)rows * c.stride));
     float *tmp = xmalloc((size_t)c.stride * 4);
@@ -856,17 +856,17 @@ static void test_attn_decode(void) {
                     le = fmax(le, fabs((double)lc[i] - lr[i]));
                 }
                 worst_l = fmax(worst_l, le / lmax);
-                /* q8_0 K: both take the same integer block dots with the same f32 steps */
-                if (kv_types[kt] == OKV_TYPE_Q8_0) q8_diff += !bits_equal(lc, lr, (size_t)H * m * 4);
+                /* q8_0/q4_0 K: both take the same integer block dots with the same f32 steps */
+                if (okv_kv_type_int(kv_types[kt])) q8_diff += !bits_equal(lc, lr, (size_t)H * m * 4);
                 cases++;
                 free(idx); free(q); free(or); free(oc); free(lr); free(lc);
                 cache_free(&c);
             }
     char det[200];
-    snprintf(det, sizeof det, "out worst %.3f of 1e-5*max|v|; logits worst %.2e of max|logit| (tol 1e-6); q8_0 logits not bit-exact in %d cases",
+    snprintf(det, sizeof det, "out worst %.3f of 1e-5*max|v|; logits worst %.2e of max|logit| (tol 1e-6); q8_0/q4_0 logits not bit-exact in %d cases",
              worst, worst_l, q8_diff);
     char what[128];
-    snprintf(what, sizeof what, "attn_decode: cpu vs ref, %d cases (GQA 1/3/4, ctx 1..3000, f16/f32/q8_0, gaps+tail)", cases);
+    snprintf(what, sizeof what, "attn_decode: cpu vs ref, %d cases (GQA 1/3/4, ctx 1..3000, f16/f32/q8_0/q4_0, gaps+tail)", cases);
     report(worst <= 1.0 && worst_l <= 1e-6 && q8_diff == 0, what, det);
 }
 
@@ -920,9 +920,48 @@ static void test_attn_decode_invariance(void) {
                 cache_free(&tc);
             }
     char what[128], det[64];
-    snprintf(what, sizeof what, "attn_decode bitwise (f16/f32/q8_0): dense == idx{0..N-1}+tail == 5 views, 1/2/3 threads");
+    snprintf(what, sizeof what, "attn_decode bitwise (f16/f32/q8_0/q4_0): dense == idx{0..N-1}+tail == 5 views, 1/2/3 threads");
     snprintf(det, sizeof det, "%d of %d cases differ", bad, cases);
     report(bad == 0, what, det);
+}
+
+/* The reference's logits against q8_0 and q4_0 K rows, against okv_vec_dot_ref (the weight-dot
+ * reference, written apart and tested above against the dequantized f32 dot) of each K row with
+ * the query head rounded to q8_0: llama.cpp's ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0.
+ * Only the summation (f32 fma in block order vs double) may differ: 1e-6 of sum |block terms|. */
+static void test_attn_logits_int_ref(void) {
+    const okv_type ts[] = {OKV_TYPE_Q8_0, OKV_TYPE_Q4_0};
+    for (int k = 0; k < 2; k++) {
+        double worst = 0;
+        for (int trial = 0; trial < 20; trial++) {
+            const int KV = 1 + trial % 3, H = KV * (1 + trial % 4), hd = trial % 2 ? 128 : 64, N = 37;
+            const okv_attn_shape s = {H, KV, hd, 1.0f / sqrtf((float)hd)};
+            kv_cache c = cache_make(ts[k], N, KV, hd);
+            float *q = xmalloc((size_t)H * hd * 4), *l = xmalloc((size_t)H * N * 4), *qd = xmalloc((size_t)hd * 4);
+            float *kd = xmalloc((size_t)hd * 4);
+            okv_block_q8_0 *qq = xmalloc(okv_type_row_bytes(OKV_TYPE_Q8_0, hd));
+            fill(q, (int64_t)H * hd, 2.0f);
+            okv_attn_logits_ref(l, q, cache_view(&c, NULL, N), s);
+            for (int h = 0; h < H; h++) {
+                okv_quant_row_ref(qq, q + (int64_t)h * hd, OKV_TYPE_Q8_0, hd);
+                okv_dequant_row_ref(qd, qq, OKV_TYPE_Q8_0, hd);
+                for (int j = 0; j < N; j++) {
+                    const uint8_t *kr = (const uint8_t *)c.k + okv_type_row_bytes(ts[k], (int64_t)j * c.stride + (int64_t)(h / (H / KV)) * hd);
+                    const double want = s.scale * okv_vec_dot_ref(kr, ts[k], qq, hd);
+                    okv_dequant_row_ref(kd, kr, ts[k], hd);
+                    double mag = 1e-30;
+                    for (int d = 0; d < hd; d++) mag += fabs((double)kd[d] * qd[d]);
+                    worst = fmax(worst, fabs(l[(int64_t)h * N + j] - want) / (1e-6 * s.scale * mag));
+                }
+            }
+            free(q); free(l); free(qd); free(kd); free(qq);
+            cache_free(&c);
+        }
+        char what[96], det[64];
+        snprintf(what, sizeof what, "attn_logits_ref %s K: vs vec_dot_ref with the query rounded to q8_0", okv_type_name(ts[k]));
+        snprintf(det, sizeof det, "worst %.3f of 1e-6 sum|k*q|", worst);
+        report(worst <= 1.0, what, det);
+    }
 }
 
 static void test_attn_logits(void) {
@@ -947,14 +986,14 @@ static void test_attn_logits(void) {
                     e = fmax(e, fabs((double)lc[i] - lr[i]));
                 }
                 worst = fmax(worst, e / lmax);
-                if (kv_types[kt] == OKV_TYPE_Q8_0) q8_diff += !bits_equal(lc, lr, (size_t)H * N * 4);
+                if (okv_kv_type_int(kv_types[kt])) q8_diff += !bits_equal(lc, lr, (size_t)H * N * 4);
                 cases++;
                 free(idx); free(q); free(lr); free(lc);
                 cache_free(&c);
             }
     char what[96], det[96];
-    snprintf(what, sizeof what, "attn_logits: cpu vs ref, %d cases (f16/f32/q8_0), index sets with gaps", cases);
-    snprintf(det, sizeof det, "worst %.2e of max|logit| (tol 1e-6); q8_0 not bit-exact in %d cases", worst, q8_diff);
+    snprintf(what, sizeof what, "attn_logits: cpu vs ref, %d cases (f16/f32/q8_0/q4_0), index sets with gaps", cases);
+    snprintf(det, sizeof det, "worst %.2e of max|logit| (tol 1e-6); q8_0/q4_0 not bit-exact in %d cases", worst, q8_diff);
     report(worst <= 1e-6 && q8_diff == 0, what, det);
 }
 
@@ -987,7 +1026,7 @@ static void test_attn_prefill(void) {
                     cache_free(&c);
                 }
     char what[128], det[128];
-    snprintf(what, sizeof what, "attn_prefill: cpu vs ref, %d cases (n_q 1..100, pos0 0..70, f16/f32/q8_0)", cases);
+    snprintf(what, sizeof what, "attn_prefill: cpu vs ref, %d cases (n_q 1..100, pos0 0..70, f16/f32/q8_0/q4_0)", cases);
     snprintf(det, sizeof det, "worst %.3f of 1e-5*max|v| (abs %.2e); 1 vs 2 threads differ in %d", worst, wa, thread_diff);
     report(worst <= 1.0 && thread_diff == 0, what, det);
 }
@@ -1099,6 +1138,7 @@ int main(void) {
     test_kquant_round_trip();
     test_topk();
     test_isa_choice();
+    test_attn_logits_int_ref();
 
     for (int i = OKV_CPU_ISA_AVX512; i <= OKV_CPU_ISA_GENERIC; i++) {
         const okv_cpu_isa isa = (okv_cpu_isa)i;

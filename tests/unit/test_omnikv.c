@@ -1,9 +1,9 @@
 /* test_omnikv.c — the OmniKV invariants of DESIGN §4 on a generated 8-layer model and on the real
  * SmolLM2: with k >= N every sparse layer sees all prompt rows in order, so tokens and logits
  * equal the dense policy BITWISE (batch 1, and batch 4 with different prompt lengths; bank and
- * no-bank; f16, f32 and q8_0 KV); with a small k the sparse path really reads k + tail rows and
- * the output changes; q8_0 KV shrinks the bank to 34/64 of f16's and gathers it staged or in
- * place alike. */
+ * no-bank; f16, f32, q8_0 and q4_0 KV); with a small k the sparse path really reads k + tail
+ * rows and the output changes; q8_0 and q4_0 KV shrink the bank to 34/64 and 18/64 of f16's and
+ * gather it staged or in place alike. */
 #include "common.h"
 #include "engine/engine.h"
 #include "model/genmodel.h"
@@ -194,6 +194,33 @@ static okv_run_config omnikv_config(int n_filters, const int *filters) {
     return rc;
 }
 
+/* A quantized KV type's rows really are stored and read (the logits move off f16's), and the
+ * bank and the KV cache hold `bytes` per 32 elements where f16 holds 64. */
+static void check_quant_kv(const okv_model *m, const okv_run_config *f16, const okv_run_config *qc, int bytes) {
+    const char *name = okv_type_name(qc->kv_type);
+    run_out a = run(m, f16, 1, (int[]){120}, 3, NULL), b = run(m, qc, 1, (int[]){120}, 3, NULL);
+    const size_t V = (size_t)m->cfg.n_vocab;
+    TEST_CHECK(memcmp(a.logits, b.logits, (STEPS + 1) * V * sizeof(float)) != 0,
+               "%s KV gave f16 KV's logits bitwise: %s rows were not used", name, name);
+    okv_engine e16, eq;
+    uint64_t w, kv16, kvq, bank16, bankq;
+    TEST_OK(engine_init(&e16, m, f16, 0, m->cfg.n_layers, 2));
+    TEST_OK(engine_init(&eq, m, qc, 0, m->cfg.n_layers, 2));
+    engine_memory(&e16, 1000, 24, &w, &kv16, &bank16);
+    engine_memory(&eq, 1000, 24, &w, &kvq, &bankq);
+    TEST_CHECK(bank16 > 0 && bankq * 64 == bank16 * (uint64_t)bytes && kvq * 64 == kv16 * (uint64_t)bytes,
+               "%s bank %llu / KV %llu bytes against f16's %llu / %llu: not %d/64", name,
+               (unsigned long long)bankq, (unsigned long long)kvq, (unsigned long long)bank16,
+               (unsigned long long)kv16, bytes);
+    printf("%s KV: logits differ from f16's; bank %llu bytes (f16 %llu), KV cache and tails %llu "
+           "(f16 %llu)\n", name, (unsigned long long)bankq, (unsigned long long)bank16,
+           (unsigned long long)kvq, (unsigned long long)kv16);
+    engine_free(&e16);
+    engine_free(&eq);
+    free_out(&a);
+    free_out(&b);
+}
+
 int main(void) {
     okv_log_init(0);
     char path[256];
@@ -337,13 +364,17 @@ int main(void) {
         TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "fill=synthetic"),
                    "fill=synthetic with a window selector: %d %s", st, okv_last_error());
     }
-    /* q8_0 KV stores each head as 32-element blocks: tiny's 16-wide heads are refused. */
+    /* q8_0 and q4_0 KV store each head as 32-element blocks: tiny's 16-wide heads are refused. */
     okv_engine e;
     okv_run_config q8 = rc;
     q8.kv_type = OKV_TYPE_Q8_0;
     st = engine_init(&e, &m, &q8, 0, m.cfg.n_layers, 1);
     TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "head_dim is 16"),
                "q8_0 KV with head_dim 16: %d %s", st, okv_last_error());
+    q8.kv_type = OKV_TYPE_Q4_0;
+    st = engine_init(&e, &m, &q8, 0, m.cfg.n_layers, 1);
+    TEST_CHECK(st == OKV_ERR_USAGE && strstr(okv_last_error(), "kv_type=q4_0") && strstr(okv_last_error(), "head_dim is 16"),
+               "q4_0 KV with head_dim 16: %d %s", st, okv_last_error());
     /* A window selector cannot replace `last`: the engine kept no window queries. */
     TEST_OK(engine_init(&e, &m, &rc, 0, m.cfg.n_layers, 1));
     TEST_OK(engine_seq_start(&e, 0, 50));
@@ -367,31 +398,14 @@ int main(void) {
     q8.real_offload = false;
     check_exact("SmolLM2 batch 2 q8_0 KV without bank", &m, q8, 2, (int[]){200, 77});
     q8.real_offload = true;
-    {
-        /* q8_0 rows really are stored and read (the logits move off f16's), and the bank holds
-         * 34 bytes per 32 elements where f16 holds 64. */
-        run_out a = run(&m, &rc, 1, (int[]){120}, 3, NULL), b = run(&m, &q8, 1, (int[]){120}, 3, NULL);
-        const size_t V = (size_t)m.cfg.n_vocab;
-        TEST_CHECK(memcmp(a.logits, b.logits, (STEPS + 1) * V * sizeof(float)) != 0,
-                   "q8_0 KV gave f16 KV's logits bitwise: q8_0 rows were not used");
-        okv_engine e16, e8;
-        uint64_t w, kv16, kv8, bank16, bank8;
-        TEST_OK(engine_init(&e16, &m, &rc, 0, m.cfg.n_layers, 2));
-        TEST_OK(engine_init(&e8, &m, &q8, 0, m.cfg.n_layers, 2));
-        engine_memory(&e16, 1000, 24, &w, &kv16, &bank16);
-        engine_memory(&e8, 1000, 24, &w, &kv8, &bank8);
-        TEST_CHECK(bank16 > 0 && bank8 * 64 == bank16 * 34 && kv8 * 64 == kv16 * 34,
-                   "q8_0 bank %llu / KV %llu bytes against f16's %llu / %llu: not 34/64",
-                   (unsigned long long)bank8, (unsigned long long)kv8, (unsigned long long)bank16,
-                   (unsigned long long)kv16);
-        printf("q8_0 KV: logits differ from f16's; bank %llu bytes (f16 %llu), KV cache and tails "
-               "%llu (f16 %llu)\n", (unsigned long long)bank8, (unsigned long long)bank16,
-               (unsigned long long)kv8, (unsigned long long)kv16);
-        engine_free(&e16);
-        engine_free(&e8);
-        free_out(&a);
-        free_out(&b);
-    }
+    okv_run_config q4 = q8;
+    q4.kv_type = OKV_TYPE_Q4_0;
+    check_exact("SmolLM2 batch 4 q4_0 KV", &m, q4, 4, (int[]){200, 45, 130, 77});
+    q4.real_offload = false;
+    check_exact("SmolLM2 batch 2 q4_0 KV without bank", &m, q4, 2, (int[]){200, 77});
+    q4.real_offload = true;
+    check_quant_kv(&m, &rc, &q8, 34);
+    check_quant_kv(&m, &rc, &q4, 18);
     /* k = 64 so selection matters; dense too */
     rc.num_selected = 64;
     okv_run_config strict = rc;
@@ -401,6 +415,8 @@ int main(void) {
     q8 = rc;
     q8.kv_type = OKV_TYPE_Q8_0;
     check_backends("SmolLM2 k=64 batch 2 q8_0 KV", &m, q8, 2, (int[]){200, 77});
+    q8.kv_type = OKV_TYPE_Q4_0;
+    check_backends("SmolLM2 k=64 batch 2 q4_0 KV", &m, q8, 2, (int[]){200, 77});
     rc.policy = POLICY_DENSE;
     strict = rc;
     strict.backend = OKV_BACKEND_CPU_STRICT;
