@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # bench_gpu.sh — the GPU benchmark of one device call: `omnikv bench` on a Llama-3-8B-shaped bf16
-# model (filter layers 2,8,18, W = 1, k = 2048, real_offload=false, backend=cuda), dense against
-# OmniKV at 32K and 128K context, then Hugging Face transformers on the same shape
+# model (filter layers 2,8,18, W = 1, k = 2048, backend=cuda), dense against OmniKV at 32K and 128K
+# context with everything on the device (real_offload=false), then with the sparse layers' KV in
+# the host Context Bank (real_offload=true, filled with --fill synthetic: no prefill) at 128K with
+# and without the GPU row cache and at 512K, then Hugging Face transformers on the same shape
 # (hf_decode_bench.py), all within one time budget: a case whose predicted time does not fit is
 # skipped and said so. Writes OUT/bench_omnikv.jsonl and OUT/bench_hf.jsonl, one JSON line per
 # case. Run by tests/gpu/device_check.sh; numbers, not assertions, so it is no CTest test.
 #
-# usage: bench_gpu.sh --model FILE.gguf [--out DIR] [--budget S] [--cases CTXxB,...] [--gen N]
+# usage: bench_gpu.sh --model FILE.gguf [--out DIR] [--budget S] [--cases CTXxB[o|n],...] [--gen N]
+# (a case's suffix o: real_offload=true with a synthetic fill; n: the same without the row cache)
 # Needs OMNIKV_BIN (default: omnikv on PATH) and OMNIKV_SRC (default: the checkout holding this);
 # OKV_GPU_LLAMA_LAYERS gives the model's layer count when it is not Llama-3-8B's 32.
 set -u
@@ -17,7 +20,7 @@ BIN=${OMNIKV_BIN:-omnikv}
 MODEL='' OUTD=. BUDGET=300 GEN=16
 # In priority order. 128K at batch 8 would hold 128 GiB of KV beside 15 GiB of weights, more than
 # the H200's 139 GiB, so the largest 128K batch is 4.
-CASES=32768x1,131072x1,32768x8,131072x4
+CASES=32768x1,131072x1,131072x1o,131072x1n,524288x1o,32768x8,131072x4
 HF_CASES=32768x1,131072x1,32768x8
 while [ $# -gt 0 ]; do
     case $1 in
@@ -89,9 +92,18 @@ print(int(rest + pf * b * r * (1 + r) / 2 * 1.3 + 1))' "$1" "$2" "$FIRST_CTX" "$
 
 # ---- omnikv --------------------------------------------------------------------------------------
 for c in ${CASES//,/ }; do
-    ctx=${c%x*} b=${c#*x}
-    case="omnikv ctx=$ctx batch=$b"
+    ctx=${c%x*} b=${c#*x} mode=${c##*[0-9]}
+    b=${b%[on]}
+    extra=(--set real_offload=false) label=''
+    case "$mode" in
+    o) extra=(--set real_offload=true --fill synthetic) label=', offload' ;;
+    n) extra=(--set real_offload=true --fill synthetic --set row_cache=false) label=', offload, no row cache' ;;
+    esac
+    case="omnikv ctx=$ctx batch=$b$label"
     want=$(predict "$ctx" "$b")
+    # a synthetic fill has no prefill: about the first case's rest, growing with the context
+    [ -n "$mode" ] && [ "$FIRST_CTX" -gt 0 ] && want=$(python3 -c 'import sys
+c, c0, rest = map(float, sys.argv[1:]); print(int(rest * (1 + c / c0 / 4) + 1))' "$ctx" "$FIRST_CTX" "$FIRST_REST")
     avail=$(($(left) - HF_RESERVE))
     if [ "$want" -gt "$avail" ] || [ "$avail" -lt 20 ]; then
         echo "skip: $case: predicted ${want}s, ${avail}s left before the Hugging Face reserve"
@@ -102,7 +114,7 @@ for c in ${CASES//,/ }; do
     echo "== $case (limit ${avail}s)"
     t0=$(date +%s.%N)
     timeout -k 5 "$avail" "$BIN" bench -m "$MODEL" -c "$SRC/configs/llama3-8b-262k.json" \
-        --set real_offload=false --set backend=cuda --ctx "$ctx" --gen "$GEN" --variants dense,2048 \
+        "${extra[@]}" --set backend=cuda --ctx "$ctx" --gen "$GEN" --variants dense,2048 \
         --batch "$b" --runs 1 --warmup 0 --json -o "$T/b.json" >/dev/null 2>"$T/b.err"
     rc=$?
     secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
