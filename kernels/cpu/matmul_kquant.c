@@ -22,8 +22,8 @@
 #endif
 
 /* Rows of W per thread work item, and tokens sharing one unpacked super-block: 8 where 32 vector
- * registers hold their accumulators (stack8b-4 prefill at 512: Q4_K_M +4-7%, Q6_K +4-9% over 4),
- * else 4. */
+ * registers hold their accumulators (Q4_K_M +4-7%, Q6_K +4-9% over 4: `omnikv bench -m
+ * stack8b-4.T.gguf --ctx 512 --gen 4 --runs 2 --set policy=dense --set threads=2`), else 4. */
 #define KQ_ROW_BLOCK 16
 #if defined(OKV_CPU_AVX512)
 #define KQ_TOK_TILE 8
