@@ -10,8 +10,16 @@
  * measuring against one path only would fail a correct third implementation on a third of the
  * prompts.) Greedy continuations must be
  * equal token for token, except at a near-tie (both top-2 gaps within the tolerance), after which
- * that continuation is not compared. Used by tests/model/test_arch_llamacpp.c and
- * test_llamacpp.c. */
+ * that continuation is not compared. Used by tests/model/test_arch_llamacpp.c,
+ * test_llamacpp.c and test_requant_llamacpp.c.
+ *
+ * ORACLE_ON_AVERAGE holds a file to the same 1.25x + 0.1 over the mean of its prompts, and each
+ * prompt to 2x its spread + 0.1. It is for SmolLM2 requantized by llama.cpp, where one prompt's
+ * spread is too small a sample of the noise: there omnikv's own avx512, avx2 and generic paths
+ * (each held to the plain-C reference in test_kernels, differing only in summation order) lie
+ * 0.6-1.5 logits apart per prompt, up to 1.7x llama.cpp's spread on the same prompt (Q5_K_M),
+ * while on the mean over prompts each lies within 1.1x of llama.cpp's own mean spread from
+ * llama.cpp's nearer path. */
 #ifndef OKV_LLAMACPP_COMPARE_H
 #define OKV_LLAMACPP_COMPARE_H
 
@@ -46,8 +54,16 @@ typedef struct oracle_set {
     int n_vocab;
 } oracle_set;
 
+/* How last-position logits are held to llama.cpp's (see the top of this file). */
+typedef enum oracle_rule {
+    ORACLE_EACH_PROMPT, /* every prompt within 1.25x its spread + 0.1 */
+    ORACLE_ON_AVERAGE,  /* the mean within 1.25x the mean spread + 0.1, each prompt within 2x + 0.1 */
+} oracle_rule;
+
 typedef struct oracle_stats {
     float worst;      /* largest last-position logit difference (from the nearer path) */
+    double mean_near; /* the mean over prompts of the difference from the nearer path ... */
+    double mean_self; /* ... and of llama.cpp's own spread */
     float worst_rel;  /* the largest ratio difference / tolerance */
     int full;         /* prompts whose whole continuation equalled llama.cpp's */
     int tokens_equal; /* greedy tokens compared and equal, over the prompts */
@@ -138,10 +154,10 @@ static void oracle_prefill(okv_engine *e, int slot, const oracle_prompt *p, int 
 }
 
 /* Dense engine on m with KV cache type kv, one prompt at a time (prefill in chunks of `chunk`),
- * each prompt's last logits and greedy continuation checked against the oracle; `what` names the
- * run in the log. */
+ * each prompt's last logits (by `rule`) and greedy continuation checked against the oracle; `what`
+ * names the run in the log. */
 static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, int max_context,
-                           okv_type kv, const char *what, oracle_stats *out) {
+                           okv_type kv, oracle_rule rule, const char *what, oracle_stats *out) {
     const int V = m->cfg.n_vocab;
     memset(out, 0, sizeof *out);
     TEST_CHECK(V == s->n_vocab, "%s: vocabulary %d, the oracle's %d", what, V, s->n_vocab);
@@ -165,10 +181,13 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
             d_fa = fmaxf(d_fa, fabsf(logits[v] - p->logits_fa[v]));
         }
         const float near = fminf(d, d_fa);
+        const float bound = rule == ORACLE_EACH_PROMPT ? p->tol : 2.0f * p->self + 0.1f;
         out->worst = fmaxf(out->worst, near);
         out->worst_rel = fmaxf(out->worst_rel, near / p->tol);
-        TEST_CHECK(near <= p->tol, "%s prompt %d: logits differ by %.4f from llama.cpp and %.4f "
-                   "from its other attention path, both > %.3f", what, i, d, d_fa, p->tol);
+        out->mean_near += near / s->n;
+        out->mean_self += p->self / s->n;
+        TEST_CHECK(near <= bound, "%s prompt %d: logits differ by %.4f from llama.cpp and %.4f "
+                   "from its other attention path, both > %.3f", what, i, d, d_fa, bound);
         int equal = p->n_gen;
         for (int step = 0; step < p->n_gen; step++) {
             int tok = oracle_argmax(logits, V);
@@ -199,8 +218,27 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
                "(tolerance %.3f; ours - its other path %.4f, its paths apart %.4f); %d/%d greedy "
                "tokens equal\n", what, i, p->n_tokens, d, p->tol, d_fa, p->self, equal, p->n_gen);
     }
+    if (rule == ORACLE_ON_AVERAGE) {
+        const double bound = 1.25 * out->mean_self + 0.1;
+        printf("%s: mean over %d prompts of the difference from llama.cpp's nearer path %.4f (bound "
+               "%.3f: its paths apart %.4f on the mean)\n", what, s->n, out->mean_near, bound, out->mean_self);
+        TEST_CHECK(out->mean_near <= bound, "%s: logits differ from llama.cpp's nearer path by %.4f "
+                   "on the mean over prompts, > %.3f (1.25x its paths' mean spread %.4f + 0.1)", what,
+                   out->mean_near, bound, out->mean_self);
+    }
     free(logits);
     engine_free(&e);
+}
+
+/* Makes llama.cpp's outputs for model_path under dir (llamacpp_oracle.py, 32 greedy tokens, KV
+ * cache type kv_name) unless dir already holds them. */
+static inline void oracle_ensure(const char *model_path, const char *dir, const char *kv_name) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s/oracle.json", dir);
+    if (test_file_exists(cmd)) return;
+    snprintf(cmd, sizeof cmd, "%s/venv/bin/python %s/tests/model/llamacpp_oracle.py %s %s 32 %s",
+             test_cache(), test_src(), model_path, dir, kv_name);
+    TEST_CHECK(system(cmd) == 0, "llama.cpp oracle failed (run scripts/setup.sh --test): %s", cmd);
 }
 
 #endif

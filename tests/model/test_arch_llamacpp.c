@@ -165,7 +165,7 @@ int main(void) {
             if (src == 0 && test_file_exists(deq)) check_dequant(path, deq, what);
             check_tokens(&m, &s, what);
             oracle_stats st;
-            oracle_compare(&m, &s, 64, 2048, OKV_TYPE_F16, what, &st);
+            oracle_compare(&m, &s, 64, 2048, OKV_TYPE_F16, ORACLE_EACH_PROMPT, what, &st);
             printf("%s: worst logit difference %.4f (%.2f of its tolerance), %d of %d prompts equal "
                    "for all %d greedy tokens, %d near-ties\n", what, st.worst, st.worst_rel,
                    st.full, s.n, s.p[0].n_gen, st.near_ties);
