@@ -230,6 +230,20 @@ static void oracle_compare(const okv_model *m, const oracle_set *s, int chunk, i
     engine_free(&e);
 }
 
+/* The test venv's python into py (false, with a SKIP line, when it is missing), and SmolLM2's
+ * BF16 twin and tokenizer files made by tests/fixtures/gguf_to_hf.py (a no-op once made). */
+static inline bool oracle_setup(char *py, size_t cap) {
+    snprintf(py, cap, "%s/venv/bin/python", test_cache());
+    if (!test_file_exists(py)) {
+        printf("SKIP: %s is missing (scripts/setup.sh --test makes the venv with llama.cpp)\n", py);
+        return false;
+    }
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s/tests/fixtures/gguf_to_hf.py", py, test_src());
+    TEST_CHECK(system(cmd) == 0, "%s failed", cmd);
+    return true;
+}
+
 /* Makes llama.cpp's outputs for model_path under dir (llamacpp_oracle.py, 32 greedy tokens, KV
  * cache type kv_name) unless dir already holds them. */
 static inline void oracle_ensure(const char *model_path, const char *dir, const char *kv_name) {

@@ -114,14 +114,7 @@ static void remove_tmp(void) {
 int main(void) {
     okv_log_init(0);
     char py[1200], cmd[4096], dir[1200], path[1400];
-    snprintf(py, sizeof py, "%s/venv/bin/python", test_cache());
-    if (!test_file_exists(py)) {
-        printf("SKIP: %s is missing (scripts/setup.sh --test makes the venv with llama.cpp)\n", py);
-        return 77;
-    }
-    /* SmolLM2's tokenizer files, which the tiny models reuse. */
-    snprintf(cmd, sizeof cmd, "%s %s/tests/fixtures/gguf_to_hf.py", py, test_src());
-    TEST_CHECK(system(cmd) == 0, "%s failed", cmd);
+    if (!oracle_setup(py, sizeof py)) return 77; /* the tiny models reuse SmolLM2's tokenizer */
     /* OKV_ARCH_MODELS names a folder make_arch_models.py already filled (kept), for reruns. */
     const char *tmp = getenv("OKV_ARCH_MODELS");
     if (!tmp) {

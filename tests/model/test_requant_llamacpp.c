@@ -13,13 +13,7 @@ int main(void) {
     okv_log_init(0);
     static const char *const ftypes[] = {"Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M", "Q5_0", "Q5_1"};
     char py[1200], cmd[4096], model_path[1400], dir[1400], what[64];
-    snprintf(py, sizeof py, "%s/venv/bin/python", test_cache());
-    if (!test_file_exists(py)) {
-        printf("SKIP: %s is missing (scripts/setup.sh --test makes the venv with llama.cpp)\n", py);
-        return 77;
-    }
-    snprintf(cmd, sizeof cmd, "%s %s/tests/fixtures/gguf_to_hf.py", py, test_src());
-    TEST_CHECK(system(cmd) == 0, "%s failed", cmd);
+    if (!oracle_setup(py, sizeof py)) return 77;
     snprintf(cmd, sizeof cmd, "mkdir -p %s/models/quant", test_cache());
     TEST_CHECK(system(cmd) == 0, "%s failed", cmd);
     for (size_t f = 0; f < sizeof ftypes / sizeof *ftypes; f++) {
