@@ -174,8 +174,10 @@ void planner_estimate(const pipe_cost_model *cm, pipe_plan *out) {
             e->weight_bytes += cm->weight_bytes[l];
             policy_kv_bytes(r, cm->real_offload, (uint64_t)cm->batch, (uint64_t)cm->ctx,
                             (uint64_t)cm->gen, row, &e->kv_bytes, &e->bank_bytes);
-            if (r == ROLE_SPARSE && cm->real_offload)
+            if (r == ROLE_SPARSE && cm->real_offload) {
                 e->gather_bytes += (uint64_t)cm->step_batch * (uint64_t)OKV_MIN(cm->k, cm->ctx) * row;
+                e->pf_stage_bytes = (uint64_t)(cm->ctx + cm->gen) * row;
+            }
             e->read_bytes += (uint64_t)layer_read(cm, l);
             if (cm->matmul_s) e->step_s += layer_cost(cm, l);
         }

@@ -46,6 +46,8 @@ typedef struct pipe_stage_est {
     uint64_t bank_bytes;   /* host Context Bank: the sparse layers' prompt KV */
     uint64_t read_bytes;   /* bytes read per decode step of one micro-batch */
     uint64_t gather_bytes; /* of which selected bank rows (copied to a device, when there is one) */
+    uint64_t pf_stage_bytes; /* on a device: one sparse layer's whole context, which prefill
+                                attention reads there instead of the bank (engine.h's pf_stage) */
     int n_role[4];         /* layers per okv_role */
     int n_cross;           /* index sets entering the stage (groups continuing across its start) */
     double step_s;         /* predicted seconds per step of one micro-batch (measured costs only) */

@@ -321,7 +321,8 @@ static void plan_judge(const pipe_plan *plan, const pipe_cost_model *cm, const p
     v->fits = true;
     for (int s = 0; s < plan->n_stages; s++) {
         const pipe_stage_est *e = &plan->est[s];
-        v->dev[s] = (double)(e->weight_bytes + e->kv_bytes + (t->gpu ? e->gather_bytes : e->bank_bytes));
+        v->dev[s] = (double)(e->weight_bytes + e->kv_bytes +
+                             (t->gpu ? e->gather_bytes + e->pf_stage_bytes : e->bank_bytes));
         v->host[s] = t->gpu ? (double)e->bank_bytes : 0.0;
         double ms = t->measured ? 1e3 * e->step_s : 1e3 * (double)e->read_bytes / t->bw;
         if (t->gpu) ms += 1e3 * (double)e->gather_bytes / t->pcie_bw;

@@ -97,12 +97,15 @@ static void layout(okv_engine *e, carver *c) {
         }
     }
     const size_t halves = e->row_cache ? 2 : 1, per_half = (size_t)e->max_slots * e->stage_rows;
+    bool pf_stage = false;
     for (int g = 0; g < e->n_groups; g++) {
         if (!group_in_bank(e, g)) continue;
         const size_t row = bank_group_row_bytes(&e->bank, g);
         e->chunk[g] = carve(c, row * T);
         if (e->staged) e->stage[g] = carve(c, row * halves * per_half);
         if (e->row_cache) e->stage_idx[g] = carve(c, I * halves * per_half);
+        if (e->staged && !pf_stage) e->pf_stage = carve(c, kv_bytes(e, (int64_t)e->max_ctx * 2 * e->kv_dim));
+        pf_stage |= e->staged;
     }
     if (e->row_cache) e->row_hits = carve(c, sizeof(uint64_t) * (size_t)e->n_groups);
 }
@@ -634,6 +637,33 @@ static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
                 OKV_STREAM_COMPUTE);
 }
 
+/* The view prefill attention of bank layer l reads for positions [0, n) after store_bank put
+ * rows [pos0, n) in: in place, the bank itself; staged, pf_stage filled with the bank's rows
+ * [0, pos0) and the chunk's device copy, so a device reads no host memory in its attention (a
+ * kernel reading the bank would fetch each row over the bus once per query tile and head). */
+static okv_kv_view prefill_bank_view(okv_engine *e, int l, int slot, int pos0, int n) {
+    const int g = e->plan.group[l];
+    if (!e->staged) return bank_view(&e->bank, g, l, slot, NULL, n);
+    okv_backend *be = &e->be;
+    const size_t row = bank_group_row_bytes(&e->bank, g), layer_row = kv_bytes(e, 2 * (int64_t)e->kv_dim);
+    int64_t stride;
+    const uint8_t *prompt = bank_layer_base(&e->bank, g, l, slot, &stride);
+    if (pos0 > 0)
+        be->copy_2d(be, e->pf_stage, layer_row, prompt, row, layer_row, (size_t)pos0, OKV_COPY_H2D,
+                    OKV_STREAM_COMPUTE);
+    const size_t layer_off = kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
+    be->copy_2d(be, e->pf_stage + (size_t)pos0 * layer_row, layer_row, e->chunk[g] + layer_off, row,
+                layer_row, (size_t)(n - pos0), OKV_COPY_D2D, OKV_STREAM_COMPUTE);
+    okv_kv_view v = {
+        .type = e->rc->kv_type,
+        .k = e->pf_stage,
+        .v = e->pf_stage + kv_bytes(e, e->kv_dim),
+        .stride = 2 * e->kv_dim,
+        .n = n,
+    };
+    return v;
+}
+
 static float *win_slot(okv_engine *e, int slot, int g, int pos) {
     size_t base = ((size_t)slot * e->n_groups + g) * e->window + (size_t)(pos % e->window);
     return e->win_q + base * e->q_dim;
@@ -710,7 +740,7 @@ static int prefill_layers(okv_engine *e, int slot, int pos0, int n_tok) {
         double t0 = okv_now_s();
         if (bank) store_bank(e, l, slot, pos0, n_tok);
         else store_kv(e, l, slot, 0, n_tok, e->pos);
-        okv_kv_view kv = bank ? bank_view(&e->bank, e->plan.group[l], l, slot, NULL, pos0 + n_tok)
+        okv_kv_view kv = bank ? prefill_bank_view(e, l, slot, pos0, pos0 + n_tok)
                               : cache_view(e, e->cache_k, e->cache_v, l, slot, 0, pos0 + n_tok, NULL);
         e->be.attn_prefill(&e->be, e->att, e->q, n_tok, pos0, kv, e->shape);
         e->metrics.t_attn_dense += okv_now_s() - t0;

@@ -73,6 +73,10 @@ typedef struct okv_engine {
      * chunk[g] -> [max_tok][bank_row_bytes(g)] a prefill chunk's rows on their way to the bank */
     uint8_t **stage, **chunk;  /* host arrays [n_groups] of backend pointers */
     int stage_rows;            /* most rows a staged index set may hold */
+    /* staged prefill of a bank layer: [max_ctx][2 * kv_dim] (K then V per row) that layer's
+     * prompt so far, earlier chunks copied from the bank and this chunk from chunk[g], so its
+     * attention reads backend memory only (NULL without staged gathers or a bank) */
+    uint8_t *pf_stage;
     /* the row cache (rc->row_cache with staged gathers): stage[g] holds two halves,
      * [2][max_slots][stage_rows][row], and a step gathers into the half its slot did not use last
      * time, taking the rows the other half already holds; stage_idx[g] -> [2][max_slots]

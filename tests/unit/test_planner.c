@@ -294,6 +294,9 @@ static void test_estimate(void) {
                "read per step: weights, head, 2 x 110 dense rows and 2 x (k + gen) sparse rows");
     TEST_CHECK(b->gather_bytes == 2 * 2 * 20 * row, "gather: k rows of 2 sparse layers for 2 "
                "sequences");
+    TEST_CHECK(a->pf_stage_bytes == 0 && b->pf_stage_bytes == 110 * row, "prefill staging: one "
+               "sparse layer's 110 rows, on the stage with sparse layers only (%llu)",
+               (unsigned long long)b->pf_stage_bytes);
     TEST_CHECK(b->n_cross == 1 && !p.aligned && b->n_role[ROLE_SPARSE] == 2 && b->n_role[ROLE_FILTER] == 1,
                "stage 1 receives group 0's index set");
     fixture_free(&f);
