@@ -15,12 +15,14 @@
 #define STRICT_MAX_REGIONS 64
 #define STRICT_MAX_PENDING 4096
 
-/* Work issued on the copy stream is held back until an event recorded after it is waited on (or
- * the stream is synchronised), and its destination is poisoned with NaN bytes when it is issued:
- * a reader that forgot to wait sees garbage, as it would (sometimes) on a GPU. Compute work runs
- * at once, so a compute event is complete when recorded. */
+/* Work issued on the copy stream (copies, 2D copies, gathers) is held back until an event
+ * recorded after it is waited on (or the stream is synchronised), and its destination is
+ * poisoned with NaN bytes when it is issued: a reader that forgot to wait sees garbage, as it
+ * would (sometimes) on a GPU. Compute work runs at once, so a compute event is complete when
+ * recorded; a copy with OKV_STREAM_SYNC is compute work too and does not wait for the copy stream,
+ * as on a GPU whose streams do not block each other. */
 typedef struct strict_op {
-    bool gather;
+    bool gather, strided; /* gather_rows(_cached), copy_2d, else copy */
     void *dst;
     const void *src;
     size_t src_stride, row_bytes, bytes;
@@ -30,6 +32,7 @@ typedef struct strict_op {
     const int32_t *old_idx;
     int n_old;
     uint64_t *hits;
+    size_t dst_pitch, src_pitch, width, height; /* copy_2d */
 } strict_op;
 
 struct okv_event {
@@ -124,6 +127,9 @@ static void run_op(strict_state *s, const strict_op *op) {
     else if (op->gather)
         s->cpu.gather_rows(&s->cpu, op->dst, op->src, op->src_stride, op->row_bytes, op->idx, op->n,
                            OKV_STREAM_COMPUTE);
+    else if (op->strided)
+        s->cpu.copy_2d(&s->cpu, op->dst, op->dst_pitch, op->src, op->src_pitch, op->width,
+                       op->height, OKV_COPY_D2D, OKV_STREAM_COMPUTE);
     else if (op->bytes && op->dst != op->src)
         memmove(op->dst, op->src, op->bytes);
 }
@@ -138,7 +144,10 @@ static void flush_until(strict_state *s, uint64_t until) {
 
 static void defer(strict_state *s, const strict_op *op, size_t poison_bytes) {
     if (s->n_pending == STRICT_MAX_PENDING) flush_until(s, s->done + 1);
-    memset(op->dst, 0xff, poison_bytes);
+    if (op->strided)
+        for (size_t r = 0; r < op->height; r++) memset((uint8_t *)op->dst + r * op->dst_pitch, 0xff, op->width);
+    else
+        memset(op->dst, 0xff, poison_bytes);
     s->pending[s->n_pending++] = *op;
     s->issued++;
 }
@@ -215,8 +224,7 @@ static void st_copy(okv_backend *be, void *dst, const void *src, size_t bytes, o
         defer(s, &(strict_op){.dst = dst, .src = src, .bytes = bytes}, bytes);
         return;
     }
-    if (stream == OKV_STREAM_SYNC) flush_until(s, s->issued);
-    if (bytes && dst != src) memmove(dst, src, bytes);
+    if (bytes && dst != src) memmove(dst, src, bytes); /* like compute work: the copy stream is not waited for */
 }
 
 static void st_copy_2d(okv_backend *be, void *dst, size_t dst_pitch, const void *src,
@@ -230,7 +238,12 @@ static void st_copy_2d(okv_backend *be, void *dst, size_t dst_pitch, const void 
         strict_fail("copy_2d", "src", src, src_ext, "is backend memory in a host-to-device copy");
     if (kind == OKV_COPY_D2H && in_arena(s, dst, dst_ext))
         strict_fail("copy_2d", "dst", dst, dst_ext, "is backend memory in a device-to-host copy");
-    s->cpu.copy_2d(&s->cpu, dst, dst_pitch, src, src_pitch, width, height, kind, stream);
+    if (stream == OKV_STREAM_COPY) {
+        defer(s, &(strict_op){.strided = true, .dst = dst, .src = src, .dst_pitch = dst_pitch,
+                              .src_pitch = src_pitch, .width = width, .height = height}, 0);
+        return;
+    }
+    s->cpu.copy_2d(&s->cpu, dst, dst_pitch, src, src_pitch, width, height, kind, OKV_STREAM_COMPUTE);
 }
 
 static int st_host_register(okv_backend *be, void *p, size_t bytes) {

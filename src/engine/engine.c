@@ -252,6 +252,8 @@ static int engine_init_inner(okv_engine *e) {
     e->chunk = calloc((size_t)e->n_groups + 1, sizeof *e->chunk);
     e->ev_select = calloc((size_t)e->n_groups + 1, sizeof *e->ev_select);
     e->ev_gather = calloc((size_t)e->n_groups + 1, sizeof *e->ev_gather);
+    e->ev_chunk = calloc((size_t)e->n_groups + 1, sizeof *e->ev_chunk);
+    e->ev_bank = calloc((size_t)e->n_groups + 1, sizeof *e->ev_bank);
     e->sel_n = calloc((size_t)e->max_slots * e->n_groups + 1, sizeof *e->sel_n);
     e->stage_idx = calloc((size_t)e->n_groups + 1, sizeof *e->stage_idx);
     e->stage_half = calloc((size_t)e->max_slots * e->n_groups + 1, sizeof *e->stage_half);
@@ -260,8 +262,9 @@ static int engine_init_inner(okv_engine *e) {
     e->pos_host = calloc((size_t)e->max_tok, sizeof(int32_t));
     e->rows_host = calloc((size_t)e->max_tok, sizeof(int32_t));
     OKV_ASSERT(e->cache_k && e->cache_v && e->tail_k && e->tail_v && e->w.layers && e->slots &&
-               e->stage && e->chunk && e->ev_select && e->ev_gather && e->sel_n && e->pos_host &&
-               e->rows_host && e->stage_idx && e->stage_half && e->stage_n && e->rows_staged);
+               e->stage && e->chunk && e->ev_select && e->ev_gather && e->ev_chunk && e->ev_bank &&
+               e->sel_n && e->pos_host && e->rows_host && e->stage_idx && e->stage_half &&
+               e->stage_n && e->rows_staged);
     if (e->n_groups > 0 && (st = init_groups(e))) return st;
 
     /* Staging holds the most rows a selection can take: the budget at the longest prompt, or a
@@ -324,7 +327,9 @@ static int engine_init_inner(okv_engine *e) {
         if (!e->staged || !group_in_bank(e, g)) continue;
         e->ev_select[g] = e->be.event_new(&e->be);
         e->ev_gather[g] = e->be.event_new(&e->be);
-        if (!e->ev_select[g] || !e->ev_gather[g])
+        e->ev_chunk[g] = e->be.event_new(&e->be);
+        e->ev_bank[g] = e->be.event_new(&e->be);
+        if (!e->ev_select[g] || !e->ev_gather[g] || !e->ev_chunk[g] || !e->ev_bank[g])
             return okv_fail(OKV_ERR_NOMEM, "the %s backend cannot create gather events", e->be.name);
     }
 
@@ -376,13 +381,13 @@ int engine_init(okv_engine *e, const okv_model *m, const okv_run_config *rc, int
 void engine_free(okv_engine *e) {
     if (!e) return;
     okv_backend *be = &e->be;
+    if (be->state) be->sync(be, OKV_STREAM_SYNC); /* copies into the bank may be in flight */
     bank_free(&e->bank); /* unregisters from the backend, so before it goes */
     if (be->state) {
-        be->sync(be, OKV_STREAM_SYNC);
-        for (int g = 0; g < e->n_groups; g++) {
-            if (e->ev_select && e->ev_select[g]) be->event_free(be, e->ev_select[g]);
-            if (e->ev_gather && e->ev_gather[g]) be->event_free(be, e->ev_gather[g]);
-        }
+        okv_event **evs[] = {e->ev_select, e->ev_gather, e->ev_chunk, e->ev_bank};
+        for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
+            for (int g = 0; evs[i] && g < e->n_groups; g++)
+                if (evs[i][g]) be->event_free(be, evs[i][g]);
         if (e->arena) be->mem_free(be, e->arena);
         if (e->w.mem) be->mem_free(be, e->w.mem);
         be->free(be);
@@ -396,6 +401,8 @@ void engine_free(okv_engine *e) {
     free(e->chunk);
     free(e->ev_select);
     free(e->ev_gather);
+    free(e->ev_chunk);
+    free(e->ev_bank);
     policy_plan_free(&e->plan);
     free(e->slots);
     free(e->sel_n);
@@ -619,11 +626,16 @@ static void store_kv(okv_engine *e, int l, int slot, int i0, int n, const int32_
 }
 
 /* A prefill chunk of a bank layer: K/V into the group's chunk rows in backend memory, then one
- * strided copy of this layer's part of those rows into the bank at positions pos0.. (on the
- * compute stream, so the attention that follows sees them). */
+ * strided copy of this layer's part of those rows into the bank at positions pos0... In place,
+ * on the compute stream, so the attention that follows sees them in the bank. Staged, on the
+ * copy stream while the next layers compute (their attention reads backend copies: see
+ * prefill_bank_view); the group's first layer waits for the previous chunk's copies, both before
+ * its chunk rows are overwritten and before the bank's rows are read back. */
 static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
     okv_backend *be = &e->be;
     const int g = e->plan.group[l];
+    if (e->staged && l == e->bank.groups[g].first_layer)
+        be->event_wait(be, OKV_STREAM_COMPUTE, e->ev_bank[g]);
     const size_t row = bank_group_row_bytes(&e->bank, g);
     const int64_t row_elems = e->bank.groups[g].row_elems;
     const size_t layer_off = kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
@@ -633,8 +645,13 @@ static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
                  e->kv_dim);
     int64_t stride;
     uint8_t *dst = (uint8_t *)bank_layer_base(&e->bank, g, l, slot, &stride) + (size_t)pos0 * row;
-    be->copy_2d(be, dst, row, k, row, kv_bytes(e, 2 * (int64_t)e->kv_dim), (size_t)n, OKV_COPY_D2H,
-                OKV_STREAM_COMPUTE);
+    if (e->staged) {
+        be->event_record(be, e->ev_chunk[g], OKV_STREAM_COMPUTE);
+        be->event_wait(be, OKV_STREAM_COPY, e->ev_chunk[g]);
+    }
+    const int stream = e->staged ? OKV_STREAM_COPY : OKV_STREAM_COMPUTE;
+    be->copy_2d(be, dst, row, k, row, kv_bytes(e, 2 * (int64_t)e->kv_dim), (size_t)n, OKV_COPY_D2H, stream);
+    if (e->staged) be->event_record(be, e->ev_bank[g], OKV_STREAM_COPY);
 }
 
 /* The view prefill attention of bank layer l reads for positions [0, n) after store_bank put

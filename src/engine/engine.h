@@ -87,7 +87,10 @@ typedef struct okv_engine {
     int *stage_n;              /* [max_slots][n_groups][2] rows each half holds; 0 after a reset */
     uint64_t *row_hits;        /* [n_groups] backend memory: rows the cache supplied */
     uint64_t *rows_staged;     /* [n_groups] host: rows gathered through staging */
-    okv_event **ev_select, **ev_gather, *ev_chunk; /* [n_groups] */
+    okv_event **ev_select, **ev_gather; /* [n_groups] */
+    /* staged prefill: group g's chunk rows stored (compute stream), and their copy to the bank
+     * issued on the copy stream [n_groups] */
+    okv_event **ev_chunk, **ev_bank;
     /* window queries of filter layers (uniform / exp selectors):
      * win_q[(slot * n_groups + g) * window + i] -> [q_dim] f32, ring by position; win_prompt
      * keeps each slot's ring as prefill left it (the prompt's last queries) for a rewind */

@@ -82,6 +82,22 @@ int main(void) {
     printf("gather on the copy stream: before the wait %s, after it %s\n",
            poisoned ? "poison" : "DATA (not deferred)", landed ? "the rows" : "WRONG");
     TEST_CHECK(poisoned && landed, "the copy stream must hold work back until its event is waited on");
+
+    /* A strided copy to host on the copy stream: its rows poisoned (and only them: the gaps
+     * between them keep their bytes) until the wait, whatever synchronous copy comes between,
+     * since a GPU's streams do not wait for each other. */
+    uint8_t host[3][48];
+    memset(host, 7, sizeof host);
+    be.copy_2d(&be, host, 48, dst, 32, 32, 3, OKV_COPY_D2H, OKV_STREAM_COPY);
+    be.event_record(&be, ev, OKV_STREAM_COPY);
+    uint8_t scratch[16];
+    be.copy(&be, scratch, dst, sizeof scratch, OKV_COPY_D2H, OKV_STREAM_SYNC);
+    poisoned = host[0][0] == 0xff && host[2][31] == 0xff && host[0][32] == 7 && host[1][47] == 7;
+    be.event_wait(&be, OKV_STREAM_COMPUTE, ev);
+    landed = host[0][0] == 6 && host[1][31] == 1 && host[2][0] == 6 && host[0][32] == 7 && host[2][47] == 7;
+    printf("2D copy on the copy stream: before the wait %s, after it %s\n",
+           poisoned ? "its rows poisoned" : "NOT DEFERRED (or the gaps overwritten)", landed ? "the rows" : "WRONG");
+    TEST_CHECK(poisoned && landed, "the copy stream must hold a 2D copy back until its event is waited on");
     be.event_free(&be, ev);
     be.host_unregister(&be, rows);
 
