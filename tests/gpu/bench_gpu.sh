@@ -3,13 +3,15 @@
 # model (filter layers 2,8,18, W = 1, k = 2048, backend=cuda), dense against OmniKV at 32K and 128K
 # context with everything on the device (real_offload=false), then with the sparse layers' KV in
 # the host Context Bank (real_offload=true, filled with --fill synthetic: no prefill) at 128K with
-# and without the GPU row cache and at 512K, then Hugging Face transformers on the same shape
+# and without the GPU row cache and at 512K, a real prefill with the bank at 32K (prefill attention
+# of the sparse layers reads their staged device copy), then Hugging Face transformers on the same shape
 # (hf_decode_bench.py), all within one time budget: a case whose predicted time does not fit is
 # skipped and said so. Writes OUT/bench_omnikv.jsonl and OUT/bench_hf.jsonl, one JSON line per
 # case. Run by tests/gpu/device_check.sh; numbers, not assertions, so it is no CTest test.
 #
-# usage: bench_gpu.sh --model FILE.gguf [--out DIR] [--budget S] [--cases CTXxB[o|n],...] [--gen N]
-# (a case's suffix o: real_offload=true with a synthetic fill; n: the same without the row cache)
+# usage: bench_gpu.sh --model FILE.gguf [--out DIR] [--budget S] [--cases CTXxB[o|n|p],...] [--gen N]
+# (a case's suffix o: real_offload=true with a synthetic fill; n: the same without the row cache;
+# p: real_offload=true with a real prefill)
 # Needs OMNIKV_BIN (default: omnikv on PATH) and OMNIKV_SRC (default: the checkout holding this);
 # OKV_GPU_LLAMA_LAYERS gives the model's layer count when it is not Llama-3-8B's 32.
 set -u
@@ -20,7 +22,7 @@ BIN=${OMNIKV_BIN:-omnikv}
 MODEL='' OUTD=. BUDGET=300 GEN=16
 # In priority order. 128K at batch 8 would hold 128 GiB of KV beside 15 GiB of weights, more than
 # the H200's 139 GiB, so the largest 128K batch is 4.
-CASES=32768x1,131072x1,131072x1o,131072x1n,524288x1o,32768x8,131072x4
+CASES=32768x1,131072x1,131072x1o,131072x1n,32768x1p,524288x1o,32768x8,131072x4
 HF_CASES=32768x1,131072x1,32768x8
 while [ $# -gt 0 ]; do
     case $1 in
@@ -93,16 +95,17 @@ print(int(rest + pf * b * r * (1 + r) / 2 * 1.3 + 1))' "$1" "$2" "$FIRST_CTX" "$
 # ---- omnikv --------------------------------------------------------------------------------------
 for c in ${CASES//,/ }; do
     ctx=${c%x*} b=${c#*x} mode=${c##*[0-9]}
-    b=${b%[on]}
+    b=${b%[onp]}
     extra=(--set real_offload=false) label=''
     case "$mode" in
     o) extra=(--set real_offload=true --fill synthetic) label=', offload' ;;
     n) extra=(--set real_offload=true --fill synthetic --set row_cache=false) label=', offload, no row cache' ;;
+    p) extra=(--set real_offload=true) label=', offload, real prefill' ;;
     esac
     case="omnikv ctx=$ctx batch=$b$label"
     want=$(predict "$ctx" "$b")
     # a synthetic fill has no prefill: about the first case's rest, growing with the context
-    [ -n "$mode" ] && [ "$FIRST_CTX" -gt 0 ] && want=$(python3 -c 'import sys
+    [ -n "$mode" ] && [ "$mode" != p ] && [ "$FIRST_CTX" -gt 0 ] && want=$(python3 -c 'import sys
 c, c0, rest = map(float, sys.argv[1:]); print(int(rest * (1 + c / c0 / 4) + 1))' "$ctx" "$FIRST_CTX" "$FIRST_REST")
     avail=$(($(left) - HF_RESERVE))
     if [ "$want" -gt "$avail" ] || [ "$avail" -lt 20 ]; then
