@@ -97,16 +97,14 @@ static void layout(okv_engine *e, carver *c) {
         }
     }
     const size_t halves = e->row_cache ? 2 : 1, per_half = (size_t)e->max_slots * e->stage_rows;
-    bool pf_stage = false;
     for (int g = 0; g < e->n_groups; g++) {
         if (!group_in_bank(e, g)) continue;
         const size_t row = bank_group_row_bytes(&e->bank, g);
         e->chunk[g] = carve(c, row * T);
         if (e->staged) e->stage[g] = carve(c, row * halves * per_half);
         if (e->row_cache) e->stage_idx[g] = carve(c, I * halves * per_half);
-        if (e->staged && !pf_stage) e->pf_stage = carve(c, kv_bytes(e, (int64_t)e->max_ctx * 2 * e->kv_dim));
-        pf_stage |= e->staged;
     }
+    if (e->staged && e->bank.bytes) e->pf_stage = carve(c, kv_bytes(e, (int64_t)e->max_ctx * 2 * e->kv_dim));
     if (e->row_cache) e->row_hits = carve(c, sizeof(uint64_t) * (size_t)e->n_groups);
 }
 
@@ -625,6 +623,12 @@ static void store_kv(okv_engine *e, int l, int slot, int i0, int n, const int32_
                  e->vbuf + (size_t)i0 * e->kv_dim, n, e->kv_dim);
 }
 
+/* Layer l's K (then V) within its group's prefill chunk rows. */
+static uint8_t *chunk_layer(const okv_engine *e, int l) {
+    const int g = e->plan.group[l];
+    return e->chunk[g] + kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
+}
+
 /* A prefill chunk of a bank layer: K/V into the group's chunk rows in backend memory, then one
  * strided copy of this layer's part of those rows into the bank at positions pos0... In place,
  * on the compute stream, so the attention that follows sees them in the bank. Staged, on the
@@ -638,20 +642,21 @@ static void store_bank(okv_engine *e, int l, int slot, int pos0, int n) {
         be->event_wait(be, OKV_STREAM_COMPUTE, e->ev_bank[g]);
     const size_t row = bank_group_row_bytes(&e->bank, g);
     const int64_t row_elems = e->bank.groups[g].row_elems;
-    const size_t layer_off = kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
-    uint8_t *k = e->chunk[g] + layer_off;
+    uint8_t *k = chunk_layer(e, l);
     be->kv_store(be, k, e->rc->kv_type, row_elems, e->iota, e->kbuf, n, e->kv_dim);
     be->kv_store(be, k + kv_bytes(e, e->kv_dim), e->rc->kv_type, row_elems, e->iota, e->vbuf, n,
                  e->kv_dim);
     int64_t stride;
     uint8_t *dst = (uint8_t *)bank_layer_base(&e->bank, g, l, slot, &stride) + (size_t)pos0 * row;
-    if (e->staged) {
-        be->event_record(be, e->ev_chunk[g], OKV_STREAM_COMPUTE);
-        be->event_wait(be, OKV_STREAM_COPY, e->ev_chunk[g]);
+    const size_t layer_row = kv_bytes(e, 2 * (int64_t)e->kv_dim);
+    if (!e->staged) {
+        be->copy_2d(be, dst, row, k, row, layer_row, (size_t)n, OKV_COPY_D2H, OKV_STREAM_COMPUTE);
+        return;
     }
-    const int stream = e->staged ? OKV_STREAM_COPY : OKV_STREAM_COMPUTE;
-    be->copy_2d(be, dst, row, k, row, kv_bytes(e, 2 * (int64_t)e->kv_dim), (size_t)n, OKV_COPY_D2H, stream);
-    if (e->staged) be->event_record(be, e->ev_bank[g], OKV_STREAM_COPY);
+    be->event_record(be, e->ev_chunk[g], OKV_STREAM_COMPUTE);
+    be->event_wait(be, OKV_STREAM_COPY, e->ev_chunk[g]);
+    be->copy_2d(be, dst, row, k, row, layer_row, (size_t)n, OKV_COPY_D2H, OKV_STREAM_COPY);
+    be->event_record(be, e->ev_bank[g], OKV_STREAM_COPY);
 }
 
 /* The view prefill attention of bank layer l reads for positions [0, n) after store_bank put
@@ -668,8 +673,7 @@ static okv_kv_view prefill_bank_view(okv_engine *e, int l, int slot, int pos0, i
     if (pos0 > 0)
         be->copy_2d(be, e->pf_stage, layer_row, prompt, row, layer_row, (size_t)pos0, OKV_COPY_H2D,
                     OKV_STREAM_COMPUTE);
-    const size_t layer_off = kv_bytes(e, (int64_t)(l - e->bank.groups[g].first_layer) * 2 * e->kv_dim);
-    be->copy_2d(be, e->pf_stage + (size_t)pos0 * layer_row, layer_row, e->chunk[g] + layer_off, row,
+    be->copy_2d(be, e->pf_stage + (size_t)pos0 * layer_row, layer_row, chunk_layer(e, l), row,
                 layer_row, (size_t)(n - pos0), OKV_COPY_D2D, OKV_STREAM_COMPUTE);
     okv_kv_view v = {
         .type = e->rc->kv_type,

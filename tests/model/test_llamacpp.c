@@ -81,6 +81,9 @@ static void check_case(const char *model_path, const okv_model *m, okv_type kv, 
  *                                     $OMNIKV_CACHE/oracle/NAME (made on first use) */
 int main(int argc, char **argv) {
     okv_log_init(0);
+    /* OMNIKV_CPU_ISA=avx2|generic holds another vector path to llama.cpp (by hand) */
+    const char *isa = getenv("OMNIKV_CPU_ISA");
+    if (isa && okv_cpu_isa_from_name(isa) >= 0) okv_cpu_isa_request((okv_cpu_isa)okv_cpu_isa_from_name(isa));
     char model_path[1024];
     const bool other = argc > 2;
     if (other)
